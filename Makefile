@@ -1,0 +1,95 @@
+# cellos-operator. `make help` lists the targets.
+
+SHELL := /usr/bin/env bash -o pipefail
+.SHELLFLAGS := -ec
+.DEFAULT_GOAL := help
+
+BIN := $(CURDIR)/bin
+GO ?= go
+
+# Binaries from the pinned tools modules are rebuilt only when missing or when
+# their pins (go.mod and go.sum) change: the stamp's name is the pins' hash.
+CONTROLPLANE_PINS := $(shell cat hack/tools/go.mod hack/tools/go.sum | sha256sum | cut -c1-12)
+CONTROLPLANE := $(BIN)/.controlplane-$(CONTROLPLANE_PINS)
+DEVTOOLS_PINS := $(shell cat hack/devtools/go.mod hack/devtools/go.sum | sha256sum | cut -c1-12)
+DEVTOOLS := $(BIN)/.devtools-$(DEVTOOLS_PINS)
+
+CONTROLLER_GEN := $(BIN)/controller-gen
+GOLANGCI_LINT := $(BIN)/golangci-lint
+
+# envtest finds kube-apiserver, etcd and kubectl here.
+export KUBEBUILDER_ASSETS := $(BIN)
+
+##@ General
+
+.PHONY: help
+help: ## Show the targets.
+	@awk 'BEGIN {FS = ":.*##"; printf "Usage: make <target>\n"} /^[a-zA-Z_0-9-]+:.*?##/ { printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2 } /^##@/ { printf "\n\033[1m%s\033[0m\n", substr($$0, 5) }' $(MAKEFILE_LIST)
+
+##@ Development
+
+.PHONY: generate
+generate: $(DEVTOOLS) ## Generate deepcopy code for the API types.
+	$(CONTROLLER_GEN) object:headerFile=hack/boilerplate.go.txt paths=./api/...
+
+.PHONY: manifests
+manifests: $(DEVTOOLS) ## Generate the CRDs and RBAC from markers, and copy the CRDs into the chart.
+	$(CONTROLLER_GEN) crd rbac:roleName=manager-role paths=./... output:crd:artifacts:config=config/crd/bases
+
+.PHONY: fmt
+fmt: ## Run gofmt on the code.
+	gofmt -l -w $$(git ls-files '*.go')
+
+.PHONY: verify
+verify: generate manifests ## Regenerate everything and fail if the tree is not clean.
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt wants changes in:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
+	$(GO) mod tidy -diff
+	cd hack/tools && $(GO) mod tidy -diff
+	cd hack/devtools && $(GO) mod tidy -diff
+	@git diff --exit-code -- . || { echo "Generated files are stale: run 'make generate manifests' and commit."; exit 1; }
+	@test -z "$$(git status --porcelain --untracked-files=all -- api config)" || { echo "Untracked generated files:"; git status --porcelain -- api config; exit 1; }
+
+.PHONY: lint
+lint: $(DEVTOOLS) ## Run golangci-lint.
+	$(GOLANGCI_LINT) run ./...
+
+.PHONY: test
+test: manifests generate $(CONTROLPLANE) ## Run all tests: unit, and integration against a real kube-apiserver, etcd and JetStream.
+	$(GO) test ./... -count=1 -race -timeout 30m
+
+.PHONY: bench
+bench: ## Run the benchmarks and print their figures.
+	$(GO) test ./... -run '^$$' -bench . -benchmem -count=1
+
+##@ Build
+
+.PHONY: build
+build: ## Build the operator into bin/manager.
+	$(GO) build -o $(BIN)/manager ./cmd/manager
+
+.PHONY: run
+run: manifests ## Run the operator against the current kubeconfig and NATS_URL.
+	$(GO) run ./cmd/manager
+
+.PHONY: install
+install: manifests $(CONTROLPLANE) ## Install the CRDs into the cluster of the current kubeconfig.
+	$(BIN)/kubectl apply --server-side -f config/crd/bases
+
+.PHONY: tools
+tools: $(CONTROLPLANE) $(DEVTOOLS) ## Build the pinned tools into bin/.
+
+$(CONTROLPLANE):
+	@mkdir -p $(BIN)
+	@echo "Building kube-apiserver, etcd and kubectl from hack/tools (the first time takes minutes)"
+	cd hack/tools && $(GO) build -o $(BIN)/kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver
+	cd hack/tools && $(GO) build -o $(BIN)/etcd go.etcd.io/etcd/server/v3
+	cd hack/tools && $(GO) build -o $(BIN)/kubectl k8s.io/kubernetes/cmd/kubectl
+	rm -f $(BIN)/.controlplane-*
+	touch $@
+
+$(DEVTOOLS):
+	@mkdir -p $(BIN)
+	cd hack/devtools && $(GO) build -o $(BIN)/controller-gen sigs.k8s.io/controller-tools/cmd/controller-gen
+	cd hack/devtools && $(GO) build -o $(BIN)/golangci-lint github.com/golangci/golangci-lint/v2/cmd/golangci-lint
+	rm -f $(BIN)/.devtools-*
+	touch $@

@@ -1,0 +1,49 @@
+package v1
+
+// Condition types follow kstatus, so that kubectl wait, Flux and Argo CD read
+// Formations and Cells without custom health checks.
+const (
+	// ReadyCondition is True while the object is up: a Formation that runs or
+	// has succeeded, a Cell that runs or was destroyed after succeeding.
+	ReadyCondition = "Ready"
+
+	// ReconcilingCondition is True while the object has not yet reached a
+	// steady state: a Pending Formation or Cell.
+	ReconcilingCondition = "Reconciling"
+
+	// StalledCondition is True when the object ended without success and will
+	// not recover by itself: a Failed or Cancelled Formation, a Cell destroyed
+	// with an outcome other than succeeded.
+	StalledCondition = "Stalled"
+
+	// CompleteCondition is True once a Formation has Succeeded.
+	CompleteCondition = "Complete"
+
+	// DegradedCondition is True while the last phase event of a Formation was
+	// degraded: it runs, short of full strength.
+	DegradedCondition = "Degraded"
+)
+
+// Condition reasons name the projected fact that set a condition.
+const (
+	// PendingReason: the object was seen in the stream but has not started.
+	PendingReason = "Pending"
+	// RunningReason: the Formation or Cell runs.
+	RunningReason = "Running"
+	// SucceededReason: the Formation completed, or the Cell was destroyed with outcome succeeded.
+	SucceededReason = "Succeeded"
+	// FailedReason: the Formation failed, or the Cell was destroyed with outcome failed.
+	FailedReason = "Failed"
+	// CancelledReason: the Formation was cancelled.
+	CancelledReason = "Cancelled"
+	// DestroyedReason: the Cell was destroyed with an outcome other than succeeded or failed.
+	DestroyedReason = "Destroyed"
+	// DegradedReason: the last formation phase event was degraded.
+	DegradedReason = "Degraded"
+	// HealthyReason: the last formation phase event was not degraded.
+	HealthyReason = "Healthy"
+)
+
+// FormationIDLabel carries the formation's UUID on every Formation, and on
+// every Cell correlated to one, so that a label selector finds them.
+const FormationIDLabel = "cellos.dev/formation-id"

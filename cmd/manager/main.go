@@ -1,0 +1,144 @@
+// Command manager runs the cellos operator: it projects the cellos event
+// stream on NATS JetStream into Formation and Cell objects.
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"net/http"
+	"os"
+	"strings"
+
+	"github.com/nats-io/nats.go"
+	"k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	cellosv1 "cellos.dev/cellos-operator/api/v1"
+)
+
+// The operator's own needs; each controller declares the access to its kind.
+// +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+// +kubebuilder:rbac:groups="",resources=configmaps,verbs=get;list;watch;create;update;patch
+
+// serviceAccountNamespaceFile is where Kubernetes tells a pod its namespace.
+const serviceAccountNamespaceFile = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+
+func main() {
+	if err := run(); err != nil {
+		ctrl.Log.WithName("setup").Error(err, "Operator failed")
+		os.Exit(1)
+	}
+}
+
+type options struct {
+	natsURL, stream, namespace, cursorConfigMap string
+	leaderElect                                 bool
+	metricsAddr, probeAddr                      string
+}
+
+func run() error {
+	var opts options
+	flag.StringVar(&opts.natsURL, "nats-url", envOr("NATS_URL", nats.DefaultURL), "URL of the NATS server with JetStream (env NATS_URL).")
+	flag.StringVar(&opts.stream, "stream", "CELLOS_EVENTS", "Name of the JetStream stream that carries the cellos events.")
+	flag.StringVar(&opts.namespace, "namespace", "", "Namespace for objects first seen in the stream (default: the operator's namespace).")
+	flag.StringVar(&opts.cursorConfigMap, "cursor-configmap", "cellos-projection-cursor", "Name of the ConfigMap, in the operator's namespace, that holds the resume cursor.")
+	flag.BoolVar(&opts.leaderElect, "leader-elect", false, "Elect a leader through a Lease, so that only one replica consumes and writes.")
+	flag.StringVar(&opts.metricsAddr, "metrics-bind-address", ":8080", "Address of the Prometheus metrics endpoint; 0 disables it.")
+	flag.StringVar(&opts.probeAddr, "health-probe-bind-address", ":8081", "Address of the /healthz and /readyz probes; 0 disables them.")
+	zapOpts := zap.Options{}
+	zapOpts.BindFlags(flag.CommandLine)
+	flag.Parse()
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
+	setupLog := ctrl.Log.WithName("setup")
+
+	ownNamespace := operatorNamespace()
+	if opts.namespace == "" {
+		opts.namespace = ownNamespace
+	}
+
+	scheme := runtime.NewScheme()
+	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
+	utilruntime.Must(cellosv1.AddToScheme(scheme))
+
+	cfg, err := ctrl.GetConfig()
+	if err != nil {
+		return fmt.Errorf("loading kubeconfig: %w", err)
+	}
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:                        scheme,
+		Metrics:                       metricsserver.Options{BindAddress: opts.metricsAddr},
+		HealthProbeBindAddress:        opts.probeAddr,
+		LeaderElection:                opts.leaderElect,
+		LeaderElectionID:              "cellos-operator.cellos.dev",
+		LeaderElectionNamespace:       ownNamespace,
+		LeaderElectionReleaseOnCancel: true,
+	})
+	if err != nil {
+		return fmt.Errorf("creating manager: %w", err)
+	}
+
+	// The connection retries forever in the background: the operator starts,
+	// reports not ready, and catches up once NATS is reachable.
+	nc, err := nats.Connect(opts.natsURL,
+		nats.Name("cellos-operator"),
+		nats.RetryOnFailedConnect(true),
+		nats.MaxReconnects(-1),
+	)
+	if err != nil {
+		return fmt.Errorf("connecting to NATS at %s: %w", opts.natsURL, err)
+	}
+	defer nc.Close()
+
+	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
+		return fmt.Errorf("adding health check: %w", err)
+	}
+	if err := mgr.AddReadyzCheck("nats", natsConnected(nc)); err != nil {
+		return fmt.Errorf("adding readiness check: %w", err)
+	}
+
+	setupLog.Info("Starting manager", "namespace", opts.namespace, "stream", opts.stream, "natsURL", opts.natsURL)
+	if err := mgr.Start(ctrl.SetupSignalHandler()); err != nil {
+		return fmt.Errorf("running manager: %w", err)
+	}
+	return nil
+}
+
+// natsConnected makes readiness follow the NATS connection: without it the
+// operator can neither consume the stream nor publish to it.
+func natsConnected(nc *nats.Conn) healthz.Checker {
+	return func(_ *http.Request) error {
+		if !nc.IsConnected() {
+			return errors.New("not connected to NATS: " + nc.Status().String())
+		}
+		return nil
+	}
+}
+
+// operatorNamespace is the namespace the operator runs in: POD_NAMESPACE, else
+// the pod's service account namespace, else default (as when run locally).
+func operatorNamespace() string {
+	if ns := os.Getenv("POD_NAMESPACE"); ns != "" {
+		return ns
+	}
+	if b, err := os.ReadFile(serviceAccountNamespaceFile); err == nil {
+		if ns := strings.TrimSpace(string(b)); ns != "" {
+			return ns
+		}
+	}
+	return "default"
+}
+
+func envOr(key, fallback string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return fallback
+}

@@ -1,0 +1,203 @@
+// Package cloudevent decodes the CloudEvents 1.0 JSON envelope that cellos
+// publishes on the event stream.
+//
+// Decoding is tolerant on purpose: the projection must never block the stream,
+// so a member that is missing or of the wrong JSON type reads as absent rather
+// than failing the whole event. Only a payload that is not a JSON object at all
+// is an error, because then there is nothing to read. This mirrors the
+// reference projection, which looks members up with serde_json's
+// `get(..).as_str()` and so treats "absent" and "not a string" alike.
+package cloudevent
+
+import (
+	"bytes"
+	"encoding/json"
+	"time"
+	"unicode/utf8"
+)
+
+// Event is the subset of a CloudEvent the projection reads. Members that are
+// absent or not JSON strings are left empty instead of failing the decode, so
+// that, for example, `"type": 42` yields an event that is ignored downstream
+// rather than rejected.
+type Event struct {
+	SpecVersion string
+	ID          string
+	Source      string
+	Type        string
+	Subject     string
+	// Time is the envelope `time` parsed as RFC 3339; nil when absent, not a
+	// string or unparsable, because a wrong timestamp is worse than none.
+	Time *time.Time
+	// Data is the raw `data` member, nil when absent. It never aliases the
+	// payload given to Decode, so callers may keep it after reusing the buffer.
+	Data json.RawMessage
+
+	// data holds the members of Data, split once by Decode so that each
+	// lookup is a short scan instead of a fresh JSON parse.
+	data dataMembers
+}
+
+// dataMembers caches the top-level members of Data.
+type dataMembers struct {
+	parsed  bool
+	members []member
+}
+
+// member is one top-level member of a JSON object: its unescaped key and its
+// raw value (trimmed of surrounding whitespace).
+type member struct {
+	key   []byte
+	value []byte
+}
+
+// DecodeError reports a payload that cannot be read as a CloudEvent at all.
+// It is the only error type Decode returns, so callers can count and surface
+// rejections uniformly.
+type DecodeError struct {
+	// Reason says why, in words fit for a log line or a status condition.
+	Reason string
+}
+
+// Error returns the reason unchanged so it can be surfaced verbatim.
+func (e *DecodeError) Error() string { return e.Reason }
+
+// Decode reads a CloudEvent from a JSON payload. The payload must be a JSON
+// object in valid UTF-8; anything else returns a *DecodeError. It never panics.
+func Decode(payload []byte) (Event, error) {
+	// The reference (serde_json) refuses invalid UTF-8 while encoding/json
+	// would silently substitute U+FFFD; refusing keeps ids byte-exact.
+	if !utf8.Valid(payload) {
+		return Event{}, &DecodeError{Reason: "payload is not JSON: invalid UTF-8"}
+	}
+	if !json.Valid(payload) {
+		// Only the error path pays for a second pass, to get a precise message.
+		var raw json.RawMessage
+		err := json.Unmarshal(payload, &raw)
+		reason := "payload is not JSON"
+		if err != nil {
+			reason += ": " + err.Error()
+		}
+		return Event{}, &DecodeError{Reason: reason}
+	}
+	start := skipSpace(payload, 0)
+	if payload[start] != '{' {
+		return Event{}, &DecodeError{Reason: "payload is " + kindOf(payload[start]) + ", not an object"}
+	}
+
+	var ev Event
+	var timeRaw, dataRaw []byte
+	// The payload is valid JSON, so walking it cannot go out of bounds; later
+	// duplicates overwrite earlier ones, as both encoding/json and serde_json do.
+	walkObject(payload[start:], func(key, value []byte) {
+		switch string(key) {
+		case "specversion":
+			ev.SpecVersion, _ = stringValue(value)
+		case "id":
+			ev.ID, _ = stringValue(value)
+		case "source":
+			ev.Source, _ = stringValue(value)
+		case "type":
+			ev.Type, _ = stringValue(value)
+		case "subject":
+			ev.Subject, _ = stringValue(value)
+		case "time":
+			timeRaw = value
+		case "data":
+			dataRaw = value
+		}
+	})
+	if s, ok := stringValue(timeRaw); ok {
+		if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
+			t = t.UTC()
+			ev.Time = &t
+		}
+	}
+	if dataRaw != nil {
+		ev.Data = bytes.Clone(dataRaw)
+		ev.data = dataMembers{parsed: true, members: objectMembers(ev.Data)}
+	}
+	return ev, nil
+}
+
+// DataString returns the value of the first of keys whose member in data is a
+// JSON string. Keys whose value is absent or of another type are passed over,
+// which is how the reference chains `get(k).and_then(as_str).or_else(..)`. An
+// empty string counts as present: the reference stops at `Some("")` too.
+// Data that is not an object has no members.
+func (e Event) DataString(keys ...string) (string, bool) {
+	members := e.members()
+	for _, k := range keys {
+		if v := lookup(members, k); v != nil {
+			if s, ok := stringValue(v); ok {
+				return s, true
+			}
+		}
+	}
+	return "", false
+}
+
+// DataInt32 returns data[key] when it is a JSON integer that fits in int32.
+//
+// "Integer" follows serde_json's as_i64, which the reference uses: `3` and
+// `-3` are integers; `3.0`, `3e0`, `"3"` and `-0` (which serde_json reads as
+// the float -0.0) are not. The reference then truncates with `as i32`, which
+// would turn 4294967297 into 1; an out-of-range value is instead treated as no
+// exit code at all, because a silently wrapped code would misreport the run.
+func (e Event) DataInt32(key string) (int32, bool) {
+	return int32Value(lookup(e.members(), key))
+}
+
+// members returns the cached members of Data, or splits Data now when the
+// Event was built by hand rather than by Decode.
+func (e Event) members() []member {
+	if e.data.parsed {
+		return e.data.members
+	}
+	if len(e.Data) == 0 || !json.Valid(e.Data) {
+		return nil
+	}
+	return objectMembers(e.Data)
+}
+
+// lookup returns the raw value of key, or nil. It scans backwards so that the
+// last duplicate wins, matching a map-based decoder.
+func lookup(members []member, key string) []byte {
+	for i := len(members) - 1; i >= 0; i-- {
+		if string(members[i].key) == key {
+			return members[i].value
+		}
+	}
+	return nil
+}
+
+// objectMembers splits a valid JSON value into its top-level members; a value
+// that is not an object has none.
+func objectMembers(raw []byte) []member {
+	i := skipSpace(raw, 0)
+	if i >= len(raw) || raw[i] != '{' {
+		return nil
+	}
+	// Event data objects have a handful of members; one allocation covers them.
+	members := make([]member, 0, 8)
+	walkObject(raw[i:], func(key, value []byte) {
+		members = append(members, member{key: key, value: value})
+	})
+	return members
+}
+
+// kindOf names the JSON kind that starts with c, for error messages.
+func kindOf(c byte) string {
+	switch c {
+	case '[':
+		return "a JSON array"
+	case '"':
+		return "a JSON string"
+	case 't', 'f':
+		return "a JSON boolean"
+	case 'n':
+		return "JSON null"
+	default:
+		return "a JSON number"
+	}
+}

@@ -1,0 +1,376 @@
+package cloudevent
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+	"unicode/utf8"
+)
+
+// samplePayload is line 12 of the shared sample stream: a destroyed event with
+// every envelope member and a data object of six members.
+const samplePayload = `{"specversion": "1.0", "id": "urn:cellos:event:e331f1f5-563b-9c31-613c-2e3831c8e93d", "source": "/cellos/supervisor/host-2", "type": "dev.cellos.events.cell.lifecycle.v1.destroyed", "time": "2026-11-12T00:42:22Z", "datacontenttype": "application/json", "data": {"cellId": "cell-02daa0b3-0", "specId": "spec-8", "runId": "run-41972530e85c", "formationId": "02daa0b3-49a7-a4bf-8050-cbb812881d4e", "outcome": "succeeded", "terminalState": "forced"}, "subject": "cell:cell-02daa0b3-0"}`
+
+func mustTime(t *testing.T, s string) *time.Time {
+	t.Helper()
+	v, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v = v.UTC()
+	return &v
+}
+
+func TestDecodeEnvelope(t *testing.T) {
+	tests := []struct {
+		name    string
+		payload string
+		want    Event // compared field by field, Data as bytes
+	}{
+		{
+			name:    "full sample",
+			payload: samplePayload,
+			want: Event{
+				SpecVersion: "1.0",
+				ID:          "urn:cellos:event:e331f1f5-563b-9c31-613c-2e3831c8e93d",
+				Source:      "/cellos/supervisor/host-2",
+				Type:        "dev.cellos.events.cell.lifecycle.v1.destroyed",
+				Subject:     "cell:cell-02daa0b3-0",
+				Time:        mustTime(t, "2026-11-12T00:42:22Z"),
+				Data:        json.RawMessage(`{"cellId": "cell-02daa0b3-0", "specId": "spec-8", "runId": "run-41972530e85c", "formationId": "02daa0b3-49a7-a4bf-8050-cbb812881d4e", "outcome": "succeeded", "terminalState": "forced"}`),
+			},
+		},
+		{name: "empty object", payload: `{}`, want: Event{}},
+		{name: "surrounding whitespace", payload: " \n\t{ \"type\" : \"x\" } \r\n", want: Event{Type: "x"}},
+		{name: "type is a number", payload: `{"type": 42, "data": "str"}`, want: Event{Data: json.RawMessage(`"str"`)}},
+		{name: "every string member of the wrong type", payload: `{"specversion":1,"id":null,"source":{},"type":[],"subject":true,"time":5}`, want: Event{}},
+		{name: "data null is kept raw", payload: `{"data":null}`, want: Event{Data: json.RawMessage(`null`)}},
+		{name: "data nested", payload: `{"data":{"a":[1,{"b":"}"}]}}`, want: Event{Data: json.RawMessage(`{"a":[1,{"b":"}"}]}`)}},
+		{name: "escaped strings", payload: `{"type":"a\"b\u00e9\\c","id":"\ud83d\ude00"}`, want: Event{Type: "a\"bé\\c", ID: "😀"}},
+		{name: "escaped key", payload: `{"typ\u0065":"x"}`, want: Event{Type: "x"}},
+		{name: "keys are case-sensitive", payload: `{"Type":"x","TYPE":"y"}`, want: Event{}},
+		{name: "last duplicate wins", payload: `{"type":"a","type":"b"}`, want: Event{Type: "b"}},
+		{name: "last duplicate wins even if not a string", payload: `{"type":"a","type":1}`, want: Event{}},
+		{name: "unknown members skipped", payload: `{"x":{"type":"no"},"y":["type"],"type":"yes"}`, want: Event{Type: "yes"}},
+		{name: "time with fraction", payload: `{"time":"2026-11-12T00:42:22.123456789Z"}`, want: Event{Time: mustTime(t, "2026-11-12T00:42:22.123456789Z")}},
+		{name: "time with offset is normalised to UTC", payload: `{"time":"2026-11-12T02:42:22+02:00"}`, want: Event{Time: mustTime(t, "2026-11-12T00:42:22Z")}},
+		{name: "time unparsable", payload: `{"time":"yesterday"}`, want: Event{}},
+		{name: "time date only", payload: `{"time":"2026-11-12"}`, want: Event{}},
+		{name: "time not a string", payload: `{"time":1700000000}`, want: Event{}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := Decode([]byte(tt.payload))
+			if err != nil {
+				t.Fatalf("Decode: unexpected error %v", err)
+			}
+			assertEvent(t, got, tt.want)
+		})
+	}
+}
+
+func assertEvent(t *testing.T, got, want Event) {
+	t.Helper()
+	check := func(field, g, w string) {
+		if g != w {
+			t.Errorf("%s = %q, want %q", field, g, w)
+		}
+	}
+	check("SpecVersion", got.SpecVersion, want.SpecVersion)
+	check("ID", got.ID, want.ID)
+	check("Source", got.Source, want.Source)
+	check("Type", got.Type, want.Type)
+	check("Subject", got.Subject, want.Subject)
+	switch {
+	case got.Time == nil && want.Time == nil:
+	case got.Time == nil || want.Time == nil || !got.Time.Equal(*want.Time) || got.Time.Location() != time.UTC:
+		t.Errorf("Time = %v, want %v (UTC)", got.Time, want.Time)
+	}
+	if (got.Data == nil) != (want.Data == nil) || !bytes.Equal(got.Data, want.Data) {
+		t.Errorf("Data = %q, want %q", got.Data, want.Data)
+	}
+}
+
+func TestDecodeRejects(t *testing.T) {
+	tests := []struct {
+		name    string
+		payload string
+		reason  string // prefix of the DecodeError reason
+	}{
+		{"not json", "not json at all", "payload is not JSON: "},
+		{"empty", "", "payload is not JSON: "},
+		{"whitespace only", " \n", "payload is not JSON: "},
+		{"truncated", `{"type": "dev.cellos.events.cell.lifecycle.v1.started", "data": {"cellId": "trunc`, "payload is not JSON: "},
+		{"trailing garbage", `{} x`, "payload is not JSON: "},
+		{"two objects", `{}{}`, "payload is not JSON: "},
+		{"invalid utf-8", "{\"type\":\"\xff\"}", "payload is not JSON: invalid UTF-8"},
+		{"array", `[1,2,3]`, "payload is a JSON array, not an object"},
+		{"string", `"{}"`, "payload is a JSON string, not an object"},
+		{"number", ` 42 `, "payload is a JSON number, not an object"},
+		{"negative number", `-1`, "payload is a JSON number, not an object"},
+		{"boolean", `true`, "payload is a JSON boolean, not an object"},
+		{"null", `null`, "payload is JSON null, not an object"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Decode([]byte(tt.payload))
+			var de *DecodeError
+			if !errors.As(err, &de) {
+				t.Fatalf("Decode error = %#v, want *DecodeError", err)
+			}
+			if !strings.HasPrefix(de.Reason, tt.reason) || de.Error() != de.Reason {
+				t.Errorf("reason = %q (Error %q), want prefix %q", de.Reason, de.Error(), tt.reason)
+			}
+		})
+	}
+}
+
+func TestDecodeDataDoesNotAliasPayload(t *testing.T) {
+	payload := []byte(`{"data":{"cellId":"abc"}}`)
+	ev, err := Decode(payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range payload {
+		payload[i] = 'X'
+	}
+	if string(ev.Data) != `{"cellId":"abc"}` {
+		t.Errorf("Data changed with the payload buffer: %q", ev.Data)
+	}
+	if got, _ := ev.DataString("cellId"); got != "abc" {
+		t.Errorf("DataString changed with the payload buffer: %q", got)
+	}
+}
+
+func TestDataString(t *testing.T) {
+	tests := []struct {
+		name   string
+		data   string // the data member; "" means absent
+		keys   []string
+		want   string
+		wantOK bool
+	}{
+		{"first key", `{"formationId":"a","formation_id":"b"}`, []string{"formationId", "formation_id"}, "a", true},
+		{"falls through absent", `{"formation_id":"b"}`, []string{"formationId", "formation_id"}, "b", true},
+		{"falls through non-string", `{"formationId":42,"formation_id":"b"}`, []string{"formationId", "formation_id"}, "b", true},
+		{"falls through null", `{"formationId":null,"formation_id":"b"}`, []string{"formationId", "formation_id"}, "b", true},
+		{"empty string stops the chain", `{"formationName":"","name":"n"}`, []string{"formationName", "name"}, "", true},
+		{"none match", `{"x":"y"}`, []string{"formationId", "formation_id"}, "", false},
+		{"no keys", `{"x":"y"}`, nil, "", false},
+		{"data absent", ``, []string{"cellId"}, "", false},
+		{"data null", `null`, []string{"cellId"}, "", false},
+		{"data is a string", `"cellId"`, []string{"cellId"}, "", false},
+		{"data is an array", `["cellId","x"]`, []string{"cellId"}, "", false},
+		{"data empty object", `{}`, []string{"cellId"}, "", false},
+		{"nested members are not top-level", `{"inner":{"cellId":"x"}}`, []string{"cellId"}, "", false},
+		{"escaped value", `{"cellId":"a\/b\n"}`, []string{"cellId"}, "a/b\n", true},
+		{"escaped key", `{"cell\u0049d":"x"}`, []string{"cellId"}, "x", true},
+		{"last duplicate wins", `{"cellId":"a","cellId":"b"}`, []string{"cellId"}, "b", true},
+		{"last duplicate wins when not a string", `{"cellId":"a","cellId":1}`, []string{"cellId"}, "", false},
+		{"whitespace around members", "{ \"cellId\" :\n \"x\" , \"y\":1 }", []string{"cellId"}, "x", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			payload := `{"type":"t"}`
+			if tt.data != "" {
+				payload = `{"type":"t","data":` + tt.data + `}`
+			}
+			ev, err := Decode([]byte(payload))
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, ok := ev.DataString(tt.keys...)
+			if got != tt.want || ok != tt.wantOK {
+				t.Errorf("DataString(%q) = %q, %v; want %q, %v", tt.keys, got, ok, tt.want, tt.wantOK)
+			}
+			// An Event built by hand must read the same as a decoded one.
+			manual := Event{Data: ev.Data}
+			if g, o := manual.DataString(tt.keys...); g != got || o != ok {
+				t.Errorf("hand-built DataString = %q, %v; decoded gave %q, %v", g, o, got, ok)
+			}
+		})
+	}
+}
+
+func TestDataInt32(t *testing.T) {
+	tests := []struct {
+		name   string
+		value  string // JSON value of exitCode; "" means absent
+		want   int32
+		wantOK bool
+	}{
+		{"zero", `0`, 0, true},
+		{"positive", `3`, 3, true},
+		{"negative", `-3`, -3, true},
+		{"int32 max", `2147483647`, 2147483647, true},
+		{"int32 min", `-2147483648`, -2147483648, true},
+		{"above int32", `2147483648`, 0, false},
+		{"below int32", `-2147483649`, 0, false},
+		{"i64 range but not i32", `4294967297`, 0, false},
+		{"beyond u64", `123456789012345678901234567890`, 0, false},
+		{"negative zero is a float in serde_json", `-0`, 0, false},
+		{"fraction", `3.0`, 0, false},
+		{"fractional", `1.5`, 0, false},
+		{"exponent", `3e0`, 0, false},
+		{"capital exponent", `3E2`, 0, false},
+		{"string", `"3"`, 0, false},
+		{"null", `null`, 0, false},
+		{"boolean", `true`, 0, false},
+		{"object", `{"v":3}`, 0, false},
+		{"absent", ``, 0, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			data := `{"cellId":"c"}`
+			if tt.value != "" {
+				data = `{"cellId":"c","exitCode":` + tt.value + `}`
+			}
+			ev, err := Decode([]byte(`{"data":` + data + `}`))
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, ok := ev.DataInt32("exitCode")
+			if got != tt.want || ok != tt.wantOK {
+				t.Errorf("DataInt32 = %d, %v; want %d, %v", got, ok, tt.want, tt.wantOK)
+			}
+		})
+	}
+	if _, ok := (Event{Data: json.RawMessage(`[3]`)}).DataInt32("exitCode"); ok {
+		t.Error("DataInt32 on non-object data reported a value")
+	}
+	if _, ok := (Event{Data: json.RawMessage(`{"exitCode":3`)}).DataInt32("exitCode"); ok {
+		t.Error("DataInt32 on invalid hand-built data reported a value")
+	}
+}
+
+// oracle decodes with encoding/json maps, the slow and obviously-correct way,
+// so the fuzz test can hold the hand-written scanner to it.
+type oracle struct {
+	ok       bool
+	envelope map[string]json.RawMessage
+	data     map[string]json.RawMessage
+}
+
+func decodeOracle(payload []byte) oracle {
+	if !utf8.Valid(payload) {
+		return oracle{}
+	}
+	var env map[string]json.RawMessage
+	if err := json.Unmarshal(payload, &env); err != nil || env == nil {
+		return oracle{}
+	}
+	o := oracle{ok: true, envelope: env}
+	if d, present := env["data"]; present {
+		_ = json.Unmarshal(d, &o.data) // not an object: no members
+	}
+	return o
+}
+
+func oracleString(raw json.RawMessage) string {
+	var s string
+	if len(raw) == 0 || raw[0] != '"' {
+		return ""
+	}
+	if err := json.Unmarshal(raw, &s); err != nil {
+		return ""
+	}
+	return s
+}
+
+func FuzzDecode(f *testing.F) {
+	seeds := []string{
+		samplePayload,
+		`{}`, `[]`, `[1,2,3]`, `null`, `"x"`, `42`, `true`, ``, `{`, `{"a":}`,
+		"not json at all",
+		`{"type": 42, "data": "str"}`,
+		`{"type": "dev.cellos.events.cell.lifecycle.v1.started", "data": {"cellId": "trunc`,
+		`{"typ\u0065":"x","data":{"cell\u0049d":"\ud800","exitCode":-0}}`,
+		`{"data":{"exitCode":2147483648,"a":[{"}":"]"}],"b":"\\\""}}`,
+		`{"time":"2026-11-12T00:42:22.5+01:00","time":null}`,
+		"{\"type\":\"\xff\"}",
+	}
+	for _, s := range seeds {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, payload []byte) {
+		ev, err := Decode(payload)
+		want := decodeOracle(payload)
+		if err != nil {
+			if _, ok := err.(*DecodeError); !ok {
+				t.Fatalf("error %T (%v), want *DecodeError", err, err)
+			}
+			if want.ok {
+				t.Fatalf("Decode rejected %q (%v) but encoding/json reads an object", payload, err)
+			}
+			return
+		}
+		if !want.ok {
+			t.Fatalf("Decode accepted %q but encoding/json does not read an object", payload)
+		}
+		for key, got := range map[string]string{
+			"specversion": ev.SpecVersion, "id": ev.ID, "source": ev.Source,
+			"type": ev.Type, "subject": ev.Subject,
+		} {
+			if w := oracleString(want.envelope[key]); got != w {
+				t.Fatalf("%s = %q, encoding/json says %q", key, got, w)
+			}
+		}
+		if d, present := want.envelope["data"]; present != (ev.Data != nil) || !bytes.Equal(d, ev.Data) {
+			t.Fatalf("Data = %q, encoding/json says %q (present %v)", ev.Data, d, present)
+		}
+		for key, raw := range want.data {
+			w := oracleString(raw)
+			wOK := len(raw) > 0 && raw[0] == '"'
+			if got, ok := ev.DataString(key); got != w || ok != wOK {
+				t.Fatalf("DataString(%q) = %q, %v; encoding/json says %q, %v", key, got, ok, w, wOK)
+			}
+			var n json.Number
+			dec := json.NewDecoder(bytes.NewReader(raw))
+			dec.UseNumber()
+			_ = dec.Decode(&n)
+			isInt := n.String() == string(raw) && n.String() != "-0" && !bytes.ContainsAny(raw, ".eE")
+			if i, err := n.Int64(); isInt && err == nil && i >= -1<<31 && i < 1<<31 {
+				if got, ok := ev.DataInt32(key); !ok || int64(got) != i {
+					t.Fatalf("DataInt32(%q) = %d, %v; want %d from %q", key, got, ok, i, raw)
+				}
+			}
+			if got, ok := ev.DataInt32(key); ok {
+				if string(n) != string(raw) || n.String() == "-0" {
+					t.Fatalf("DataInt32(%q) = %d from non-integer %q", key, got, raw)
+				}
+				if i, err := n.Int64(); err != nil || i != int64(got) {
+					t.Fatalf("DataInt32(%q) = %d, but %q reads as %d (%v)", key, got, raw, i, err)
+				}
+			}
+		}
+		if len(want.data) == 0 {
+			if _, ok := ev.DataString("cellId", "formationId", ""); ok {
+				t.Fatalf("DataString found a member in data without members: %q", ev.Data)
+			}
+		}
+	})
+}
+
+func BenchmarkDecode(b *testing.B) {
+	payload := []byte(samplePayload)
+	b.SetBytes(int64(len(payload)))
+	b.ReportAllocs()
+	for b.Loop() {
+		ev, err := Decode(payload)
+		if err != nil {
+			b.Fatal(err)
+		}
+		// Read data the way the fold does, so the benchmark covers the lookups.
+		if _, ok := ev.DataString("cellId"); !ok {
+			b.Fatal("no cellId")
+		}
+		ev.DataString("specId")
+		ev.DataString("runId")
+		ev.DataString("formationId")
+		ev.DataString("outcome")
+		ev.DataInt32("exitCode")
+	}
+}

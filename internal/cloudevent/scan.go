@@ -1,0 +1,173 @@
+package cloudevent
+
+import (
+	"bytes"
+	"encoding/json"
+)
+
+// The scanner below walks JSON that json.Valid has already accepted. It exists
+// because decoding the envelope and its data into maps costs dozens of
+// allocations per event, on the hot path of replaying a whole stream. It still
+// bounds-checks every step, so bytes it was not meant to see cannot make it
+// panic; the fuzz test checks it against encoding/json.
+
+// skipSpace returns the index of the first non-whitespace byte at or after i.
+func skipSpace(b []byte, i int) int {
+	for i < len(b) {
+		switch b[i] {
+		case ' ', '\t', '\n', '\r':
+			i++
+		default:
+			return i
+		}
+	}
+	return i
+}
+
+// endOfString returns the index just past the string token that starts at
+// b[i] (a quote) and whether it contains escapes; -1 when it is unterminated.
+func endOfString(b []byte, i int) (int, bool) {
+	escaped := false
+	for i++; i < len(b); i++ {
+		switch b[i] {
+		case '\\':
+			escaped = true
+			i++ // the escaped byte cannot end the string
+		case '"':
+			return i + 1, escaped
+		}
+	}
+	return -1, escaped
+}
+
+// endOfValue returns the index just past the JSON value that starts at b[i].
+func endOfValue(b []byte, i int) int {
+	switch b[i] {
+	case '"':
+		end, _ := endOfString(b, i)
+		if end < 0 {
+			return len(b)
+		}
+		return end
+	case '{', '[':
+		depth := 0
+		for i < len(b) {
+			switch b[i] {
+			case '"':
+				end, _ := endOfString(b, i)
+				if end < 0 {
+					return len(b)
+				}
+				i = end
+				continue
+			case '{', '[':
+				depth++
+			case '}', ']':
+				depth--
+				if depth == 0 {
+					return i + 1
+				}
+			}
+			i++
+		}
+		return len(b)
+	default: // number, true, false, null
+		for i < len(b) {
+			switch b[i] {
+			case ',', '}', ']', ' ', '\t', '\n', '\r':
+				return i
+			}
+			i++
+		}
+		return i
+	}
+}
+
+// walkObject calls fn with the key and raw value of each member of the object
+// that starts at obj[0], in document order. Keys with escapes are unescaped so
+// that `"typ\u0065"` still names `type`, as any JSON decoder would have it.
+func walkObject(obj []byte, fn func(key, value []byte)) {
+	i := skipSpace(obj, 1)
+	for i < len(obj) && obj[i] == '"' {
+		keyEnd, escaped := endOfString(obj, i)
+		if keyEnd < 0 {
+			return
+		}
+		key := obj[i+1 : keyEnd-1]
+		if escaped {
+			key = unescape(obj[i:keyEnd])
+		}
+		i = skipSpace(obj, keyEnd)
+		if i >= len(obj) || obj[i] != ':' {
+			return
+		}
+		i = skipSpace(obj, i+1)
+		if i >= len(obj) {
+			return
+		}
+		valueEnd := endOfValue(obj, i)
+		fn(key, obj[i:valueEnd])
+		i = skipSpace(obj, valueEnd)
+		if i >= len(obj) || obj[i] != ',' {
+			return
+		}
+		i = skipSpace(obj, i+1)
+	}
+}
+
+// unescape decodes a string token that contains escapes. It is the rare path,
+// so it leans on encoding/json for the escape rules.
+func unescape(token []byte) []byte {
+	var s string
+	if err := json.Unmarshal(token, &s); err != nil {
+		return token
+	}
+	return []byte(s)
+}
+
+// stringValue returns the Go string of a raw JSON string value; any other
+// value (or none) is not a string, like serde_json's as_str.
+func stringValue(raw []byte) (string, bool) {
+	if len(raw) < 2 || raw[0] != '"' || raw[len(raw)-1] != '"' {
+		return "", false
+	}
+	if bytes.IndexByte(raw, '\\') < 0 {
+		return string(raw[1 : len(raw)-1]), true
+	}
+	var s string
+	if err := json.Unmarshal(raw, &s); err != nil {
+		return "", false
+	}
+	return s, true
+}
+
+// int32Value reads a raw JSON number as an int32 when it is an integer in
+// range; see Event.DataInt32 for which numbers count.
+func int32Value(raw []byte) (int32, bool) {
+	neg := len(raw) > 0 && raw[0] == '-'
+	digits := raw
+	if neg {
+		digits = raw[1:]
+	}
+	if len(digits) == 0 || (neg && len(digits) == 1 && digits[0] == '0') {
+		return 0, false
+	}
+	const limit = 1 << 31 // magnitude of the smallest int32
+	var v int64
+	for _, c := range digits {
+		if c < '0' || c > '9' {
+			return 0, false // fraction, exponent, or not a number at all
+		}
+		v = v*10 + int64(c-'0')
+		if v > limit {
+			return 0, false
+		}
+	}
+	if neg {
+		return int32(-v), true
+	}
+	if v == limit {
+		return 0, false
+	}
+	return int32(v), true
+}

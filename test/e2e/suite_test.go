@@ -1,0 +1,48 @@
+// Package e2e tests the operator as users meet it: the CRDs in a real
+// kube-apiserver, kubectl against them, and the manager binary.
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+
+	"cellos.dev/cellos-operator/internal/testenv"
+)
+
+var (
+	controlPlane *testenv.ControlPlane
+	managerBin   string
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(runSuite(m))
+}
+
+func runSuite(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "cellos-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	managerBin = filepath.Join(dir, "manager")
+	build := exec.Command("go", "build", "-o", managerBin, "./cmd/manager")
+	build.Dir = testenv.RepoRoot()
+	build.Stdout, build.Stderr = os.Stdout, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "building the manager:", err)
+		return 1
+	}
+
+	cp, stop, err := testenv.NewControlPlane()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer stop()
+	controlPlane = cp
+	return m.Run()
+}
