@@ -9,17 +9,27 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go"
+	natsjs "github.com/nats-io/nats.go/jetstream"
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	cellosv1 "cellos.dev/cellos-operator/api/v1"
+	"cellos.dev/cellos-operator/controllers"
+	"cellos.dev/cellos-operator/internal/cursor"
+	"cellos.dev/cellos-operator/internal/projector"
 )
 
 // The operator's own needs; each controller declares the access to its kind.
@@ -42,6 +52,7 @@ type options struct {
 	natsURL, stream, namespace, cursorConfigMap string
 	leaderElect                                 bool
 	metricsAddr, probeAddr                      string
+	flushWindow, commitInterval                 time.Duration
 }
 
 func run() error {
@@ -53,6 +64,8 @@ func run() error {
 	flag.BoolVar(&opts.leaderElect, "leader-elect", false, "Elect a leader through a Lease, so that only one replica consumes and writes.")
 	flag.StringVar(&opts.metricsAddr, "metrics-bind-address", ":8080", "Address of the Prometheus metrics endpoint; 0 disables it.")
 	flag.StringVar(&opts.probeAddr, "health-probe-bind-address", ":8081", "Address of the /healthz and /readyz probes; 0 disables them.")
+	flag.DurationVar(&opts.flushWindow, "flush-window", 250*time.Millisecond, "How long events on one object gather before its status is written.")
+	flag.DurationVar(&opts.commitInterval, "cursor-commit-interval", time.Second, "How often the cursor ConfigMap is committed.")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -80,6 +93,9 @@ func run() error {
 		LeaderElectionID:              "cellos-operator.cellos.dev",
 		LeaderElectionNamespace:       ownNamespace,
 		LeaderElectionReleaseOnCancel: true,
+		// The cursor is one ConfigMap: read it directly rather than cache
+		// every ConfigMap in the cluster.
+		Client: client.Options{Cache: &client.CacheOptions{DisableFor: []client.Object{&corev1.ConfigMap{}}}},
 	})
 	if err != nil {
 		return fmt.Errorf("creating manager: %w", err)
@@ -97,15 +113,55 @@ func run() error {
 	}
 	defer nc.Close()
 
+	js, err := natsjs.New(nc)
+	if err != nil {
+		return fmt.Errorf("opening JetStream: %w", err)
+	}
+	ctx := ctrl.SetupSignalHandler()
+	store := projector.NewStore(opts.namespace, projector.DeclaredFormations(ctx, mgr.GetClient()))
+	lagging := map[projector.Kind]chan event.GenericEvent{
+		projector.FormationKind: make(chan event.GenericEvent, 1024),
+		projector.CellKind:      make(chan event.GenericEvent, 1024),
+	}
+	proj := &projector.Projector{
+		Reader:         mgr.GetAPIReader(),
+		JetStream:      js,
+		Stream:         opts.stream,
+		Cursor:         &cursor.ConfigMap{Client: mgr.GetClient(), Key: types.NamespacedName{Namespace: ownNamespace, Name: opts.cursorConfigMap}},
+		Store:          store,
+		Formations:     lagging[projector.FormationKind],
+		Cells:          lagging[projector.CellKind],
+		Recorder:       mgr.GetEventRecorder("cellos-operator"),
+		CommitInterval: opts.commitInterval,
+	}
+	if err := mgr.Add(proj); err != nil {
+		return fmt.Errorf("adding projector: %w", err)
+	}
+	if err := (&controllers.FormationReconciler{
+		Client: mgr.GetClient(), Store: store, Lagging: lagging[projector.FormationKind],
+		FlushWindow: opts.flushWindow, Clock: clock.RealClock{},
+	}).SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("setting up Formation controller: %w", err)
+	}
+	if err := (&controllers.CellReconciler{
+		Client: mgr.GetClient(), Store: store, Lagging: lagging[projector.CellKind],
+		FlushWindow: opts.flushWindow, Clock: clock.RealClock{},
+	}).SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("setting up Cell controller: %w", err)
+	}
+
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
 		return fmt.Errorf("adding health check: %w", err)
 	}
 	if err := mgr.AddReadyzCheck("nats", natsConnected(nc)); err != nil {
 		return fmt.Errorf("adding readiness check: %w", err)
 	}
+	if err := mgr.AddReadyzCheck("projection", func(*http.Request) error { return proj.Healthy() }); err != nil {
+		return fmt.Errorf("adding readiness check: %w", err)
+	}
 
 	setupLog.Info("Starting manager", "namespace", opts.namespace, "stream", opts.stream, "natsURL", opts.natsURL)
-	if err := mgr.Start(ctrl.SetupSignalHandler()); err != nil {
+	if err := mgr.Start(ctx); err != nil {
 		return fmt.Errorf("running manager: %w", err)
 	}
 	return nil

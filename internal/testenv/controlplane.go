@@ -29,7 +29,6 @@ type ControlPlane struct {
 	Scheme *k8sruntime.Scheme
 	// KubeconfigPath is a kubeconfig file for Config, for kubectl and the manager binary.
 	KubeconfigPath string
-
 }
 
 // RepoRoot is the root of this repository, found from this source file so

@@ -8,18 +8,29 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	cellosv1 "cellos.dev/cellos-operator/api/v1"
 	"cellos.dev/cellos-operator/internal/testenv"
 )
 
-// newNamespace gives each test a namespace of its own.
+// newNamespace gives each test a namespace of its own. envtest runs no
+// namespace controller, so the test empties it of cellos objects at the end:
+// stream ids are global, and the next test's operator must not find them.
 func newNamespace(t *testing.T) string {
 	t.Helper()
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "e2e-"}}
 	if err := controlPlane.Client.Create(context.Background(), ns); err != nil {
 		t.Fatalf("creating namespace: %v", err)
 	}
+	t.Cleanup(func() {
+		ctx := context.Background()
+		for _, obj := range []client.Object{&cellosv1.Formation{}, &cellosv1.Cell{}} {
+			if err := controlPlane.Client.DeleteAllOf(ctx, obj, client.InNamespace(ns.Name)); err != nil {
+				t.Errorf("emptying namespace %s: %v", ns.Name, err)
+			}
+		}
+	})
 	return ns.Name
 }
 

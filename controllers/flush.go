@@ -1,0 +1,27 @@
+// Package controllers holds one reconciler per kind. Each makes its objects'
+// status equal to the projection: level-triggered, so a deleted object or a
+// hand-edited status heals, and coalesced, so many events cost one write.
+package controllers
+
+import (
+	"context"
+	"time"
+
+	"k8s.io/client-go/util/workqueue"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
+)
+
+// lagging is the source of the objects whose status lags the projection.
+// Each is queued after the flush window: the queue holds a key once, so every
+// event on that object inside the window is written by one reconcile.
+func lagging(events <-chan event.GenericEvent, window time.Duration) source.Source {
+	return source.Channel(events, handler.Funcs{
+		GenericFunc: func(_ context.Context, e event.GenericEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			q.AddAfter(reconcile.Request{NamespacedName: client.ObjectKeyFromObject(e.Object)}, window)
+		},
+	})
+}

@@ -1,0 +1,127 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/clock"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	cellosv1 "cellos.dev/cellos-operator/api/v1"
+	"cellos.dev/cellos-operator/internal/projection"
+	"cellos.dev/cellos-operator/internal/projector"
+	"cellos.dev/cellos-operator/internal/statuswriter"
+)
+
+// FormationReconciler makes each Formation's status equal to the projection
+// of its formation's events, with cell counts derived from its Cells.
+type FormationReconciler struct {
+	client.Client
+	// Store holds the projection.
+	Store *projector.Store
+	// Lagging carries the Formations whose status lags the projection.
+	Lagging <-chan event.GenericEvent
+	// FlushWindow is how long events on one Formation gather before a write.
+	FlushWindow time.Duration
+	// Clock stamps condition transitions.
+	Clock clock.PassiveClock
+}
+
+// +kubebuilder:rbac:groups=cellos.dev,resources=formations,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=cellos.dev,resources=formations/status,verbs=get;update;patch
+
+// Reconcile writes one Formation.
+func (r *FormationReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	want, ok := r.Store.Formation(req.NamespacedName)
+	if !ok {
+		// A declared Formation the stream has not named yet: nothing to mirror.
+		return ctrl.Result{}, nil
+	}
+	f, err := r.fetchOrCreate(ctx, req.NamespacedName, want)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	ref := projector.Ref{Kind: projector.FormationKind, Key: req.NamespacedName}
+	if f.Status.LastAppliedSequence > int64(want.LastAppliedSequence) {
+		// Never move status backwards: it already reflects later events.
+		r.Store.Flushed(ref, want.LastAppliedSequence)
+		return ctrl.Result{}, nil
+	}
+	var cells cellosv1.CellList
+	if err := r.List(ctx, &cells, client.InNamespace(f.Namespace), client.MatchingLabels{cellosv1.FormationIDLabel: want.ID}); err != nil {
+		return ctrl.Result{}, fmt.Errorf("listing the Formation's Cells: %w", err)
+	}
+	desired := statuswriter.FormationStatus(want, statuswriter.CountCells(cells.Items), f.Generation, f.Status.Conditions, r.Clock.Now())
+	if statuswriter.SameDocument(desired.Document, f.Status.Document) {
+		desired.Document = f.Status.Document
+	}
+	if !equality.Semantic.DeepEqual(f.Status, desired) {
+		f.Status = desired
+		if err := statuswriter.Update(ctx, r.Client, "Formation", f); err != nil {
+			return ctrl.Result{}, err
+		}
+	}
+	r.Store.Flushed(ref, want.LastAppliedSequence)
+	return ctrl.Result{}, nil
+}
+
+// fetchOrCreate returns the Formation at key, labelled with its formation id,
+// creating it when the stream first names the formation.
+func (r *FormationReconciler) fetchOrCreate(ctx context.Context, key types.NamespacedName, want *projection.Formation) (*cellosv1.Formation, error) {
+	f := &cellosv1.Formation{}
+	err := r.Get(ctx, key, f)
+	if apierrors.IsNotFound(err) {
+		f = &cellosv1.Formation{ObjectMeta: metav1.ObjectMeta{
+			Namespace: key.Namespace, Name: key.Name,
+			Labels: map[string]string{cellosv1.FormationIDLabel: want.ID},
+		}}
+		if err := r.Create(ctx, f); err != nil {
+			return nil, fmt.Errorf("creating Formation: %w", err)
+		}
+		ctrl.LoggerFrom(ctx).Info("Created Formation first seen in the stream")
+		return f, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading Formation: %w", err)
+	}
+	if f.Labels[cellosv1.FormationIDLabel] != want.ID {
+		before := f.DeepCopy()
+		metav1.SetMetaDataLabel(&f.ObjectMeta, cellosv1.FormationIDLabel, want.ID)
+		if err := r.Patch(ctx, f, client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{})); err != nil {
+			return nil, fmt.Errorf("labelling Formation with its id: %w", err)
+		}
+	}
+	return f, nil
+}
+
+// formationOfCell maps a Cell to its Formation, whose counts it changes.
+func (r *FormationReconciler) formationOfCell(_ context.Context, cell client.Object) []reconcile.Request {
+	id := cell.GetLabels()[cellosv1.FormationIDLabel]
+	if id == "" {
+		return nil
+	}
+	key, ok := r.Store.FormationKey(id)
+	if !ok {
+		return nil
+	}
+	return []reconcile.Request{{NamespacedName: key}}
+}
+
+// SetupWithManager watches Formations, to heal them; Cells, for the counts;
+// and the projection's lagging Formations.
+func (r *FormationReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	return ctrl.NewControllerManagedBy(mgr).
+		For(&cellosv1.Formation{}).
+		Watches(&cellosv1.Cell{}, handler.EnqueueRequestsFromMapFunc(r.formationOfCell)).
+		WatchesRawSource(lagging(r.Lagging, r.FlushWindow)).
+		Complete(r)
+}

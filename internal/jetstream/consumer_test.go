@@ -1,0 +1,206 @@
+package jetstream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	natsjs "github.com/nats-io/nats.go/jetstream"
+)
+
+// newTestConsumer returns a consumer with short intervals so recovery paths
+// run quickly in tests.
+func newTestConsumer(js natsjs.JetStream, errs *errorLog) *Consumer {
+	c := NewConsumer(js, testStream)
+	c.CheckInterval = 500 * time.Millisecond
+	c.MinBackoff = 50 * time.Millisecond
+	c.MaxBackoff = time.Second
+	c.OnError = errs.onError
+	return c
+}
+
+func TestRunDeliversEverythingFromStart(t *testing.T) {
+	for _, start := range []uint64{0, 1} {
+		t.Run(fmt.Sprintf("start=%d", start), func(t *testing.T) {
+			_, js := setup(t)
+			const n = 1000
+			publish(t, js, 0, n)
+
+			c := newTestConsumer(js, &errorLog{})
+			if err := c.Healthy(); err == nil {
+				t.Fatal("Healthy before Run: got nil, want an error")
+			}
+			rec := &recorder{}
+			stop := startRun(t, c, start, rec.handle)
+			eventually(t, "all messages handled", func() bool { return rec.len() >= n })
+			eventually(t, "healthy", func() bool { return c.Healthy() == nil })
+			if err := stop(); err != nil {
+				t.Fatalf("Run after cancel: got %v, want nil", err)
+			}
+			rec.requireSequences(t, 1, n)
+			for i, m := range rec.msgs {
+				if want := payload(i); string(m.Payload) != string(want) {
+					t.Fatalf("message %d payload: got %s, want %s", m.Sequence, m.Payload, want)
+				}
+				if want := fmt.Sprintf("cellos.events.test.%d", i%7); m.Subject != want {
+					t.Fatalf("message %d subject: got %s, want %s", m.Sequence, m.Subject, want)
+				}
+				if m.StreamLast != n {
+					t.Fatalf("message %d StreamLast: got %d, want %d", m.Sequence, m.StreamLast, n)
+				}
+			}
+			if err := c.Healthy(); err == nil {
+				t.Fatal("Healthy after Run returned: got nil, want an error")
+			}
+		})
+	}
+}
+
+func TestRunFromStartSequence(t *testing.T) {
+	_, js := setup(t)
+	publish(t, js, 0, 100)
+
+	rec := &recorder{}
+	startRun(t, newTestConsumer(js, &errorLog{}), 42, rec.handle)
+	eventually(t, "messages 42..100 handled", func() bool { return rec.len() >= 59 })
+
+	// Messages published while Run waits are delivered too.
+	publish(t, js, 100, 10)
+	eventually(t, "messages 42..110 handled", func() bool { return rec.len() >= 69 })
+	time.Sleep(100 * time.Millisecond) // would expose a duplicate delivered late
+	rec.requireSequences(t, 42, 110)
+}
+
+func TestRunDeliversInOrderAcrossServerRestart(t *testing.T) {
+	srv, js := setup(t)
+	const n, m = 1000, 500
+	publish(t, js, 0, n)
+
+	errs := &errorLog{}
+	c := newTestConsumer(js, errs)
+	c.BatchSize = 100 // several pull batches are outstanding across the restart
+	rec := &recorder{before: func(msg Message) error {
+		if msg.Sequence <= 300 {
+			time.Sleep(2 * time.Millisecond) // keep the restart in the middle of the stream
+		}
+		return nil
+	}}
+	startRun(t, c, 0, rec.handle)
+	eventually(t, "first messages handled", func() bool { return rec.len() >= 50 })
+
+	srv.Stop()
+	eventually(t, "unhealthy while the server is down", func() bool { return c.Healthy() != nil })
+	t.Logf("Healthy while down: %v", c.Healthy())
+	if got := rec.len(); got >= n {
+		t.Logf("all %d messages were handled before the server stopped; the restart is not mid-stream", got)
+	}
+
+	srv.Restart()
+	eventually(t, "healthy after restart", func() bool { return c.Healthy() == nil })
+	publish(t, js, n, m)
+	eventually(t, "all messages handled", func() bool { return rec.len() >= n+m })
+	time.Sleep(100 * time.Millisecond) // would expose a duplicate delivered late
+	rec.requireSequences(t, 1, n+m)
+
+	for i, msg := range rec.msgs {
+		if want := payload(i); string(msg.Payload) != string(want) {
+			t.Fatalf("message %d payload: got %s, want %s", msg.Sequence, msg.Payload, want)
+		}
+	}
+	if errs.count(ReasonDisconnected) == 0 || errs.count(ReasonReconnected) == 0 {
+		t.Fatalf("OnError reasons: got %v, want disconnected and reconnected", errs.reasons)
+	}
+	eventually(t, "healthy at the end", func() bool { return c.Healthy() == nil })
+}
+
+func TestHandleErrorStopsRun(t *testing.T) {
+	_, js := setup(t)
+	publish(t, js, 0, 10)
+
+	boom := errors.New("boom")
+	rec := &recorder{before: func(m Message) error {
+		if m.Sequence == 5 {
+			return boom
+		}
+		return nil
+	}}
+	c := newTestConsumer(js, &errorLog{})
+	err := c.Run(testContext(t), 0, rec.handle)
+	if !errors.Is(err, boom) {
+		t.Fatalf("Run: got %v, want an error wrapping %v", err, boom)
+	}
+	rec.requireSequences(t, 1, 4)
+	if err := c.Healthy(); err == nil {
+		t.Fatal("Healthy after Run failed: got nil, want an error")
+	}
+
+	// The caller resumes at the message that failed.
+	rec.before = nil
+	startRun(t, c, 5, rec.handle)
+	eventually(t, "remaining messages handled", func() bool { return rec.len() >= 10 })
+	rec.requireSequences(t, 1, 10)
+}
+
+func TestRunRecoversAfterStreamDeleted(t *testing.T) {
+	_, js := setup(t)
+	ctx := testContext(t)
+	publish(t, js, 0, 10)
+
+	errs := &errorLog{}
+	c := newTestConsumer(js, errs)
+	rec := &recorder{}
+	startRun(t, c, 0, rec.handle)
+	eventually(t, "first messages handled", func() bool { return rec.len() >= 10 })
+
+	if err := js.DeleteStream(ctx, testStream); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "stream not found reported", func() bool { return errs.count(ReasonStreamNotFound) > 0 })
+	eventually(t, "unhealthy without stream", func() bool { return c.Healthy() != nil })
+	t.Logf("Healthy without stream: %v", c.Healthy())
+
+	// Recreate it continuing the sequence, as a restore would.
+	cfg := DefaultStreamConfig(testStream)
+	cfg.FirstSeq = 11
+	if _, err := js.CreateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	publish(t, js, 10, 5)
+	eventually(t, "messages after recreation handled", func() bool { return rec.len() >= 15 })
+	rec.requireSequences(t, 1, 15)
+	eventually(t, "healthy again", func() bool { return c.Healthy() == nil })
+}
+
+func TestHealthyReportsStreamBehindStartSequence(t *testing.T) {
+	_, js := setup(t)
+	publish(t, js, 0, 5)
+
+	errs := &errorLog{}
+	c := newTestConsumer(js, errs)
+	c.CheckInterval = 100 * time.Millisecond
+	rec := &recorder{}
+	startRun(t, c, 100, rec.handle)
+	eventually(t, "stream behind reported", func() bool { return errs.count(ReasonStreamBehind) > 0 })
+	if err := c.Healthy(); err == nil {
+		t.Fatal("Healthy with the stream behind the start sequence: got nil, want an error")
+	}
+
+	publish(t, js, 5, 100) // sequences 6..105
+	eventually(t, "messages from the start sequence handled", func() bool { return rec.len() >= 6 })
+	rec.requireSequences(t, 100, 105)
+	eventually(t, "healthy once the stream caught up", func() bool { return c.Healthy() == nil })
+}
+
+func TestRunRejectsConcurrentRun(t *testing.T) {
+	_, js := setup(t)
+	c := newTestConsumer(js, &errorLog{})
+	startRun(t, c, 0, (&recorder{}).handle)
+	eventually(t, "healthy", func() bool { return c.Healthy() == nil })
+	ctx, cancel := context.WithTimeout(testContext(t), time.Second)
+	defer cancel()
+	if err := c.Run(ctx, 0, (&recorder{}).handle); err == nil {
+		t.Fatal("second concurrent Run: got nil, want an error")
+	}
+}

@@ -1,0 +1,198 @@
+package jetstream
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/go-logr/logr/testr"
+	natsjs "github.com/nats-io/nats.go/jetstream"
+
+	"cellos.dev/cellos-operator/internal/testenv"
+)
+
+const (
+	testStream = "CELLOS_EVENTS"
+	// waitTimeout is generous: the tests run under -race on shared machines
+	// and must not depend on speed.
+	waitTimeout = 60 * time.Second
+)
+
+// eventually polls cond until it holds or waitTimeout passes.
+func eventually(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(waitTimeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", waitTimeout, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func testContext(t testing.TB) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*waitTimeout)
+	t.Cleanup(cancel)
+	return logr.NewContext(ctx, testr.NewWithInterface(t, testr.Options{Verbosity: 1}))
+}
+
+// setup starts a server, connects, and creates the cellos stream.
+func setup(t testing.TB) (*testenv.JetStreamServer, natsjs.JetStream) {
+	t.Helper()
+	srv := testenv.StartJetStream(t)
+	_, js := srv.Connect(t)
+	if _, err := EnsureStream(testContext(t), js, testStream); err != nil {
+		t.Fatal(err)
+	}
+	return srv, js
+}
+
+func payload(i int) []byte { return fmt.Appendf(nil, `{"n":%d}`, i) }
+
+// publish publishes n messages asynchronously and waits for all acks; the
+// payloads are numbered from first.
+func publish(t testing.TB, js natsjs.JetStream, first, n int) {
+	t.Helper()
+	futures := make([]natsjs.PubAckFuture, 0, n)
+	for i := range n {
+		f, err := js.PublishAsync(fmt.Sprintf("cellos.events.test.%d", (first+i)%7), payload(first+i))
+		if err != nil {
+			t.Fatalf("publish: %v", err)
+		}
+		futures = append(futures, f)
+	}
+	select {
+	case <-js.PublishAsyncComplete():
+	case <-time.After(waitTimeout):
+		t.Fatal("timed out waiting for publish acks")
+	}
+	for _, f := range futures {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			t.Fatalf("publish: %v", err)
+		}
+	}
+}
+
+// recorder is a handle func that records every message it is given.
+type recorder struct {
+	mu   sync.Mutex
+	msgs []Message
+	// before, when set, runs before a message is recorded; an error is
+	// returned from handle and the message is not recorded.
+	before func(Message) error
+}
+
+func (r *recorder) handle(_ context.Context, m Message) error {
+	if r.before != nil {
+		if err := r.before(m); err != nil {
+			return err
+		}
+	}
+	r.mu.Lock()
+	r.msgs = append(r.msgs, m)
+	r.mu.Unlock()
+	return nil
+}
+
+func (r *recorder) len() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.msgs)
+}
+
+func (r *recorder) sequences() []uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	seqs := make([]uint64, len(r.msgs))
+	for i, m := range r.msgs {
+		seqs[i] = m.Sequence
+	}
+	return seqs
+}
+
+// requireSequences fails unless the recorded sequences are exactly from..to.
+func (r *recorder) requireSequences(t testing.TB, from, to uint64) {
+	t.Helper()
+	got := r.sequences()
+	want := make([]uint64, 0, to-from+1)
+	for s := from; s <= to; s++ {
+		want = append(want, s)
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("handled sequences: got %s, want %d..%d", summarize(got), from, to)
+	}
+}
+
+// summarize describes a sequence list briefly, pointing at the first
+// duplicate or gap.
+func summarize(seqs []uint64) string {
+	if len(seqs) == 0 {
+		return "none"
+	}
+	for i := 1; i < len(seqs); i++ {
+		if seqs[i] != seqs[i-1]+1 {
+			return fmt.Sprintf("%d messages %d..%d, broken at index %d: %d followed by %d",
+				len(seqs), seqs[0], seqs[len(seqs)-1], i, seqs[i-1], seqs[i])
+		}
+	}
+	return fmt.Sprintf("%d messages %d..%d", len(seqs), seqs[0], seqs[len(seqs)-1])
+}
+
+// errorLog records OnError calls.
+type errorLog struct {
+	mu      sync.Mutex
+	reasons map[string]int
+}
+
+func (e *errorLog) onError(reason string, err error) {
+	if err == nil {
+		panic("OnError called with a nil error")
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.reasons == nil {
+		e.reasons = map[string]int{}
+	}
+	e.reasons[reason]++
+}
+
+func (e *errorLog) count(reason string) int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.reasons[reason]
+}
+
+// startRun runs c in the background until the test ends, and returns a
+// function that stops it and returns Run's result.
+func startRun(t testing.TB, c *Consumer, startSeq uint64, handle func(context.Context, Message) error) (stop func() error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(testContext(t))
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx, startSeq, handle) }()
+	var once sync.Once
+	var result error
+	stop = func() error {
+		once.Do(func() {
+			cancel()
+			select {
+			case result = <-done:
+			case <-time.After(waitTimeout):
+				result = fmt.Errorf("Run did not return within %s after cancel", waitTimeout)
+			}
+		})
+		return result
+	}
+	t.Cleanup(func() {
+		if err := stop(); err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	return stop
+}

@@ -1,0 +1,73 @@
+// Package jetstream is the operator's adapter to NATS JetStream: it makes sure
+// the cellos event stream exists and reads it in stream order from a resume
+// sequence, surfacing every consumer problem instead of stalling silently.
+// It has no Kubernetes dependencies so it can be tested against a real
+// JetStream server alone.
+package jetstream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/go-logr/logr"
+	natsjs "github.com/nats-io/nats.go/jetstream"
+)
+
+// Subjects is the subject filter of the cellos event stream; every cellos
+// event is published below it.
+const Subjects = "cellos.events.>"
+
+// DefaultMaxAge is how long a created stream keeps events. The projection can
+// be rebuilt from scratch only while the stream still holds every event, so
+// this bounds how old a resume cursor may be.
+const DefaultMaxAge = 90 * 24 * time.Hour
+
+// DefaultStorage is file storage, so events survive a server restart.
+const DefaultStorage = natsjs.FileStorage
+
+// DefaultStreamConfig is the configuration EnsureStream creates a missing
+// stream with. It is exported so tools and tests create identical streams.
+func DefaultStreamConfig(name string) natsjs.StreamConfig {
+	return natsjs.StreamConfig{
+		Name:     name,
+		Subjects: []string{Subjects},
+		Storage:  DefaultStorage,
+		MaxAge:   DefaultMaxAge,
+	}
+}
+
+// EnsureStream returns the stream called name, creating it with
+// DefaultStreamConfig when it does not exist. An existing stream is returned
+// as it is and never updated: its configuration belongs to whoever operates
+// the NATS deployment, and silently changing retention could destroy events.
+// A concurrent creation by another process is tolerated.
+func EnsureStream(ctx context.Context, js natsjs.JetStream, name string) (natsjs.Stream, error) {
+	stream, err := js.Stream(ctx, name)
+	if err == nil {
+		return stream, nil
+	}
+	if !errors.Is(err, natsjs.ErrStreamNotFound) {
+		return nil, fmt.Errorf("look up stream %q: %w", name, err)
+	}
+
+	cfg := DefaultStreamConfig(name)
+	stream, err = js.CreateStream(ctx, cfg)
+	switch {
+	case err == nil:
+		logr.FromContextOrDiscard(ctx).Info("Created JetStream stream",
+			"stream", name, "subjects", cfg.Subjects, "maxAge", cfg.MaxAge.String())
+		return stream, nil
+	case errors.Is(err, natsjs.ErrStreamNameAlreadyInUse):
+		// Someone else created it (with other settings) between our lookup
+		// and create; use theirs as we would any existing stream.
+		stream, err = js.Stream(ctx, name)
+		if err != nil {
+			return nil, fmt.Errorf("look up stream %q after concurrent create: %w", name, err)
+		}
+		return stream, nil
+	default:
+		return nil, fmt.Errorf("create stream %q: %w", name, err)
+	}
+}

@@ -1,0 +1,66 @@
+package jetstream
+
+import (
+	"slices"
+	"testing"
+	"time"
+
+	natsjs "github.com/nats-io/nats.go/jetstream"
+
+	"cellos.dev/cellos-operator/internal/testenv"
+)
+
+func TestEnsureStreamCreatesWithDefaults(t *testing.T) {
+	srv := testenv.StartJetStream(t)
+	_, js := srv.Connect(t)
+	ctx := testContext(t)
+
+	stream, err := EnsureStream(ctx, js, testStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := stream.CachedInfo().Config
+	if !slices.Equal(cfg.Subjects, []string{Subjects}) || cfg.Storage != natsjs.FileStorage || cfg.MaxAge != DefaultMaxAge {
+		t.Fatalf("created stream config: subjects %v, storage %v, maxAge %v; want %v, file, %v",
+			cfg.Subjects, cfg.Storage, cfg.MaxAge, []string{Subjects}, DefaultMaxAge)
+	}
+
+	// A second call finds the stream instead of failing.
+	again, err := EnsureStream(ctx, js, testStream)
+	if err != nil {
+		t.Fatalf("EnsureStream on existing stream: %v", err)
+	}
+	if got, want := again.CachedInfo().Created, stream.CachedInfo().Created; !got.Equal(want) {
+		t.Fatalf("second EnsureStream returned a stream created at %v, want %v", got, want)
+	}
+}
+
+func TestEnsureStreamLeavesExistingStreamUntouched(t *testing.T) {
+	srv := testenv.StartJetStream(t)
+	_, js := srv.Connect(t)
+	ctx := testContext(t)
+
+	custom := natsjs.StreamConfig{
+		Name:     testStream,
+		Subjects: []string{"cellos.events.custom.>"},
+		Storage:  natsjs.MemoryStorage,
+		MaxAge:   time.Hour,
+	}
+	if _, err := js.CreateStream(ctx, custom); err != nil {
+		t.Fatal(err)
+	}
+
+	stream, err := EnsureStream(ctx, js, testStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := stream.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := info.Config
+	if !slices.Equal(cfg.Subjects, custom.Subjects) || cfg.Storage != custom.Storage || cfg.MaxAge != custom.MaxAge {
+		t.Fatalf("existing stream was changed: subjects %v, storage %v, maxAge %v; want %v, %v, %v",
+			cfg.Subjects, cfg.Storage, cfg.MaxAge, custom.Subjects, custom.Storage, custom.MaxAge)
+	}
+}

@@ -1,0 +1,44 @@
+package projector
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"strings"
+
+	"k8s.io/apimachinery/pkg/util/validation"
+)
+
+// hashLen is how many hex digits of SHA-256 tell sanitized names apart.
+const hashLen = 10
+
+// ObjectName derives an object's name from a stream id, deterministically. An
+// id that is a valid object name is used as it is; any other id is
+// sanitized and gets a suffix hashed from the exact id, so two ids never share
+// a name. The exact id is always in status.
+func ObjectName(id string) string {
+	if len(validation.IsDNS1123Subdomain(id)) == 0 {
+		return id
+	}
+	sum := sha256.Sum256([]byte(id))
+	suffix := hex.EncodeToString(sum[:])[:hashLen]
+
+	var b strings.Builder
+	dash := false
+	for _, r := range strings.ToLower(id) {
+		if (r >= 'a' && r <= 'z') || (r >= '0' && r <= '9') {
+			b.WriteRune(r)
+			dash = false
+		} else if !dash {
+			b.WriteByte('-')
+			dash = true
+		}
+	}
+	base := strings.Trim(b.String(), "-")
+	if limit := validation.DNS1123SubdomainMaxLength - hashLen - 1; len(base) > limit {
+		base = strings.TrimRight(base[:limit], "-")
+	}
+	if base == "" {
+		base = "cell"
+	}
+	return base + "-" + suffix
+}

@@ -1,0 +1,276 @@
+package projector
+
+import (
+	"context"
+	"sync"
+
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	cellosv1 "cellos.dev/cellos-operator/api/v1"
+	"cellos.dev/cellos-operator/internal/projection"
+	"cellos.dev/cellos-operator/internal/statuswriter"
+)
+
+// Kind tells which kind of object a key names.
+type Kind string
+
+// The kinds the projection writes.
+const (
+	FormationKind Kind = "Formation"
+	CellKind      Kind = "Cell"
+)
+
+// Ref names one object of the projection.
+type Ref struct {
+	Kind Kind
+	Key  types.NamespacedName
+}
+
+// Store is the projection shared between the one goroutine that folds the
+// stream into it and the reconcilers that write it into status. It also keeps
+// the low watermark: which sequences are reflected in status.
+type Store struct {
+	mu    sync.RWMutex
+	state *projection.State
+	// formations and cells map stream ids to object keys and back.
+	formations, cells keyIndex
+	// dirty holds, for each object whose status lags the projection, the
+	// lowest sequence not yet written. The watermark stays below all of them.
+	dirty map[Ref]uint64
+	// processed is the highest sequence folded, whatever its result.
+	processed uint64
+
+	// namespace receives objects first seen in the stream.
+	namespace string
+	// declared finds a declared Formation that already carries a formation id.
+	declared func(id string) (types.NamespacedName, bool)
+}
+
+type keyIndex struct {
+	byID  map[string]types.NamespacedName
+	byKey map[types.NamespacedName]string
+}
+
+func newKeyIndex() keyIndex {
+	return keyIndex{byID: map[string]types.NamespacedName{}, byKey: map[types.NamespacedName]string{}}
+}
+
+func (x keyIndex) put(id string, key types.NamespacedName) {
+	x.byID[id] = key
+	x.byKey[key] = id
+}
+
+// NewStore returns an empty Store that places new objects in namespace, or
+// where declared finds a declared Formation for the formation's id.
+func NewStore(namespace string, declared func(id string) (types.NamespacedName, bool)) *Store {
+	return &Store{
+		state:      projection.NewState(),
+		formations: newKeyIndex(),
+		cells:      newKeyIndex(),
+		dirty:      map[Ref]uint64{},
+		namespace:  namespace,
+		declared:   declared,
+	}
+}
+
+// Seed loads the projection from the objects' status, so that a restarted
+// operator skips what they already reflect, and remembers where each
+// object lives.
+func (s *Store) Seed(formations []cellosv1.Formation, cells []cellosv1.Cell) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i := range formations {
+		f := &formations[i]
+		id := f.Labels[cellosv1.FormationIDLabel]
+		if id == "" {
+			id = f.Status.FormationID
+		}
+		if id == "" {
+			continue
+		}
+		s.formations.put(id, types.NamespacedName{Namespace: f.Namespace, Name: f.Name})
+		if rec, ok := statuswriter.FormationRecord(f.Status); ok && rec.ID == id {
+			s.state.Formations[id] = rec
+		}
+	}
+	for i := range cells {
+		c := &cells[i]
+		rec, ok := statuswriter.CellRecord(c.Status)
+		if !ok {
+			continue
+		}
+		s.cells.put(rec.ID, types.NamespacedName{Namespace: c.Namespace, Name: c.Name})
+		s.state.Cells[rec.ID] = rec
+	}
+}
+
+// Apply folds one event and returns what it did, and for an applied event
+// the object whose status now lags.
+func (s *Store) Apply(seq uint64, payload []byte) (projection.Outcome, *Ref) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := s.state.Apply(seq, payload)
+	if seq > s.processed {
+		s.processed = seq
+	}
+	if out.Result != projection.ResultApplied {
+		return out, nil
+	}
+	var ref Ref
+	switch {
+	case out.CellID != "":
+		ref = Ref{Kind: CellKind, Key: s.cellKey(s.state.Cells[out.CellID])}
+	case out.FormationID != "":
+		ref = Ref{Kind: FormationKind, Key: s.formationKey(out.FormationID)}
+	default:
+		return out, nil
+	}
+	if _, ok := s.dirty[ref]; !ok {
+		s.dirty[ref] = seq
+	}
+	return out, &ref
+}
+
+// formationKey places a formation: where it already is, else on the
+// declared Formation that carries its id, else in the default namespace.
+func (s *Store) formationKey(id string) types.NamespacedName {
+	if key, ok := s.formations.byID[id]; ok {
+		return key
+	}
+	key, ok := s.declared(id)
+	if !ok {
+		key = types.NamespacedName{Namespace: s.namespace, Name: ObjectName(id)}
+	}
+	s.formations.put(id, key)
+	return key
+}
+
+// cellKey places a cell: where it already is, else beside its formation,
+// else in the default namespace.
+func (s *Store) cellKey(c *projection.Cell) types.NamespacedName {
+	if key, ok := s.cells.byID[c.ID]; ok {
+		return key
+	}
+	ns := s.namespace
+	if fkey, ok := s.formations.byID[c.FormationID]; ok && c.FormationID != "" {
+		ns = fkey.Namespace
+	}
+	key := types.NamespacedName{Namespace: ns, Name: ObjectName(c.ID)}
+	s.cells.put(c.ID, key)
+	return key
+}
+
+// Formation returns a copy of the projection of the Formation at key.
+func (s *Store) Formation(key types.NamespacedName) (*projection.Formation, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	f, ok := s.state.Formations[s.formations.byKey[key]]
+	if !ok {
+		return nil, false
+	}
+	c := *f
+	return &c, true
+}
+
+// Cell returns a copy of the projection of the Cell at key.
+func (s *Store) Cell(key types.NamespacedName) (*projection.Cell, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	c, ok := s.state.Cells[s.cells.byKey[key]]
+	if !ok {
+		return nil, false
+	}
+	cp := *c
+	return &cp, true
+}
+
+// FormationKey returns where the formation with this id lives, if known.
+func (s *Store) FormationKey(id string) (types.NamespacedName, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	key, ok := s.formations.byID[id]
+	return key, ok
+}
+
+// Keys lists every object of a kind, for a resync after the projection was
+// loaded.
+func (s *Store) Keys(kind Kind) []types.NamespacedName {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	idx := s.formations
+	if kind == CellKind {
+		idx = s.cells
+	}
+	keys := make([]types.NamespacedName, 0, len(idx.byKey))
+	for k := range idx.byKey {
+		keys = append(keys, k)
+	}
+	return keys
+}
+
+// Flushed records that the object's status now reflects every event up to
+// seq. Events folded into it after that keep it dirty.
+func (s *Store) Flushed(ref Ref, seq uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	first, ok := s.dirty[ref]
+	if !ok || first > seq {
+		return
+	}
+	if s.lastApplied(ref) <= seq {
+		delete(s.dirty, ref)
+		return
+	}
+	s.dirty[ref] = seq + 1
+}
+
+func (s *Store) lastApplied(ref Ref) uint64 {
+	switch ref.Kind {
+	case FormationKind:
+		if f, ok := s.state.Formations[s.formations.byKey[ref.Key]]; ok {
+			return f.LastAppliedSequence
+		}
+	case CellKind:
+		if c, ok := s.state.Cells[s.cells.byKey[ref.Key]]; ok {
+			return c.LastAppliedSequence
+		}
+	}
+	return 0
+}
+
+// Watermark is the highest sequence at or below which every event is
+// reflected in status, or was ignored or rejected.
+func (s *Store) Watermark() uint64 {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	w := s.processed
+	for _, first := range s.dirty {
+		if first-1 < w {
+			w = first - 1
+		}
+	}
+	return w
+}
+
+// SetProcessed records that the stream is consumed up to seq without
+// folding, for a start from a cursor.
+func (s *Store) SetProcessed(seq uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if seq > s.processed {
+		s.processed = seq
+	}
+}
+
+// DeclaredFormations finds, through r, a Formation that already carries a
+// formation id: a declared Formation that the stream's events belong to.
+func DeclaredFormations(ctx context.Context, r client.Reader) func(id string) (types.NamespacedName, bool) {
+	return func(id string) (types.NamespacedName, bool) {
+		var list cellosv1.FormationList
+		if err := r.List(ctx, &list, client.MatchingLabels{cellosv1.FormationIDLabel: id}); err != nil || len(list.Items) == 0 {
+			return types.NamespacedName{}, false
+		}
+		return client.ObjectKeyFromObject(&list.Items[0]), true
+	}
+}

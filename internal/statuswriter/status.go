@@ -1,0 +1,136 @@
+// Package statuswriter turns the projection into Formation and Cell status and
+// back, and writes status to the API server.
+//
+// The builders here are pure: a status is a function of the projection, the
+// conditions already on the object and the time. The projection can be read
+// back from a status, so that a restarted operator resumes from the objects.
+package statuswriter
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+
+	cellosv1 "cellos.dev/cellos-operator/api/v1"
+	"cellos.dev/cellos-operator/internal/projection"
+)
+
+// FormationStatus is the status a Formation must have: the projection f, the
+// counts of its Cells, and kstatus conditions for the object's generation.
+// Conditions that do not change keep their lastTransitionTime from existing.
+func FormationStatus(f *projection.Formation, counts cellosv1.CellCounts, generation int64, existing []metav1.Condition, now time.Time) cellosv1.FormationStatus {
+	s := cellosv1.FormationStatus{
+		FormationID:         f.ID,
+		FormationName:       f.Name,
+		Phase:               f.Phase,
+		Cells:               fmt.Sprintf("%d/%d", counts.Running, counts.Total),
+		CellCounts:          counts,
+		LastAppliedSequence: int64(f.LastAppliedSequence),
+		ObservedGeneration:  generation,
+		Conditions:          append([]metav1.Condition(nil), existing...),
+	}
+	if len(f.Document) > 0 && string(f.Document) != "null" {
+		s.Document = &runtime.RawExtension{Raw: f.Document}
+	}
+	setFormationConditions(&s, f.Degraded, generation, metav1.NewTime(now))
+	return s
+}
+
+// FormationRecord reads the projection back from a Formation's status. It
+// returns false when the status holds no projection yet.
+func FormationRecord(s cellosv1.FormationStatus) (*projection.Formation, bool) {
+	if s.FormationID == "" || s.LastAppliedSequence <= 0 {
+		return nil, false
+	}
+	f := &projection.Formation{
+		ID:                  s.FormationID,
+		Name:                s.FormationName,
+		Phase:               s.Phase,
+		Degraded:            meta.IsStatusConditionTrue(s.Conditions, cellosv1.DegradedCondition),
+		Document:            json.RawMessage("null"),
+		LastAppliedSequence: uint64(s.LastAppliedSequence),
+	}
+	if s.Document != nil && len(s.Document.Raw) > 0 {
+		f.Document = s.Document.Raw
+	}
+	return f, true
+}
+
+// CountCells counts Cells by state, for a Formation's status.
+func CountCells(cells []cellosv1.Cell) cellosv1.CellCounts {
+	var n cellosv1.CellCounts
+	for i := range cells {
+		n.Total++
+		switch cells[i].Status.State {
+		case cellosv1.CellRunning:
+			n.Running++
+		case cellosv1.CellDestroyed:
+			n.Destroyed++
+		default:
+			n.Pending++
+		}
+	}
+	return n
+}
+
+// CellStatus is the status a Cell must have: the projection c and kstatus
+// conditions. Conditions that do not change keep their lastTransitionTime.
+func CellStatus(c *projection.Cell, existing []metav1.Condition, now time.Time) cellosv1.CellStatus {
+	s := cellosv1.CellStatus{
+		CellID:              c.ID,
+		SpecID:              c.SpecID,
+		RunID:               c.RunID,
+		FormationID:         c.FormationID,
+		State:               c.State,
+		StartedAt:           metaTime(c.StartedAt),
+		DestroyedAt:         metaTime(c.DestroyedAt),
+		Outcome:             c.Outcome,
+		ExitCode:            c.ExitCode,
+		LastAppliedSequence: int64(c.LastAppliedSequence),
+		Conditions:          append([]metav1.Condition(nil), existing...),
+	}
+	setCellConditions(&s, metav1.NewTime(now))
+	return s
+}
+
+// CellRecord reads the projection back from a Cell's status. It returns
+// false when the status holds no projection yet.
+func CellRecord(s cellosv1.CellStatus) (*projection.Cell, bool) {
+	if s.CellID == "" || s.LastAppliedSequence <= 0 {
+		return nil, false
+	}
+	return &projection.Cell{
+		ID:                  s.CellID,
+		SpecID:              s.SpecID,
+		RunID:               s.RunID,
+		FormationID:         s.FormationID,
+		State:               s.State,
+		StartedAt:           goTime(s.StartedAt),
+		DestroyedAt:         goTime(s.DestroyedAt),
+		Outcome:             s.Outcome,
+		ExitCode:            s.ExitCode,
+		LastAppliedSequence: uint64(s.LastAppliedSequence),
+	}, true
+}
+
+func metaTime(t *time.Time) *metav1.Time {
+	if t == nil {
+		return nil
+	}
+	// Status carries whole seconds, as metav1.Time serializes them; rounding
+	// here keeps a status read back equal to the one written.
+	mt := metav1.NewTime(t.UTC().Truncate(time.Second))
+	return &mt
+}
+
+func goTime(t *metav1.Time) *time.Time {
+	if t == nil {
+		return nil
+	}
+	v := t.UTC()
+	return &v
+}
