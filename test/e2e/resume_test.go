@@ -1,0 +1,161 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	cellosv1 "cellos.dev/cellos-operator/api/v1"
+	"cellos.dev/cellos-operator/internal/testenv"
+)
+
+// watchCursor samples the cursor until the test ends and fails it if the
+// cursor ever moves backwards.
+func watchCursor(t *testing.T, ns string) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		var last uint64
+		for ctx.Err() == nil {
+			if got := cursorAt(t, ns); got < last {
+				t.Errorf("cursor moved backwards from %d to %d", last, got)
+			} else {
+				last = got
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	})
+	t.Cleanup(func() { cancel(); wg.Wait() })
+}
+
+func TestRestartMidStreamLosesNothing(t *testing.T) {
+	ns := newNamespace(t)
+	js := testenv.StartJetStream(t)
+	_, jsc := js.Connect(t)
+	want := readExpected(t)
+	sample := readSample(t)
+	watchCursor(t, ns)
+
+	first := startManager(t, js.URL(), ns, "--flush-window=50ms")
+	publish(t, jsc, sample[:17])
+	eventually(t, time.Minute, "cursor reaches the first half", func() error {
+		if got := cursorAt(t, ns); got < 17 {
+			return fmt.Errorf("cursor %d", got)
+		}
+		return nil
+	})
+	first.stop(t)
+	stoppedAt := cursorAt(t, ns)
+
+	publish(t, jsc, sample[17:])
+	startManager(t, js.URL(), ns, "--flush-window=50ms")
+	eventually(t, time.Minute, "objects match the expected projection", func() error { return matchesExpected(ns, want) })
+	eventually(t, time.Minute, "cursor reaches the stream's last sequence", func() error {
+		if got := cursorAt(t, ns); got != want.LastSequence {
+			return fmt.Errorf("cursor %d, want %d", got, want.LastSequence)
+		}
+		return nil
+	})
+	if stoppedAt < 17 {
+		t.Errorf("cursor after a clean stop is %d, want at least 17", stoppedAt)
+	}
+}
+
+func TestLaggingCursorDoesNotDoubleApply(t *testing.T) {
+	ns := newNamespace(t)
+	js := testenv.StartJetStream(t)
+	_, jsc := js.Connect(t)
+	want := readExpected(t)
+	first := startManager(t, js.URL(), ns, "--flush-window=50ms")
+	publish(t, jsc, readSample(t))
+	eventually(t, time.Minute, "objects match the expected projection", func() error { return matchesExpected(ns, want) })
+	first.stop(t)
+
+	// Rewind the cursor, as a crash before the last commit would leave it:
+	// every event is replayed, and the objects' lastAppliedSequence skips it.
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "cellos-projection-cursor"}}
+	if err := controlPlane.Client.Delete(context.Background(), cm); err != nil {
+		t.Fatal(err)
+	}
+	second := startManager(t, js.URL(), ns, "--flush-window=50ms")
+	eventually(t, time.Minute, "cursor reaches the stream's last sequence again", func() error {
+		if got := cursorAt(t, ns); got != want.LastSequence {
+			return fmt.Errorf("cursor %d, want %d", got, want.LastSequence)
+		}
+		return nil
+	})
+	if err := matchesExpected(ns, want); err != nil {
+		t.Fatal(err)
+	}
+	var applied, skipped float64
+	for _, family := range []string{"cell", "formation"} {
+		applied += second.metric(t, `cellos_operator_events_total{family="`+family+`",result="applied"}`)
+		skipped += second.metric(t, `cellos_operator_events_total{family="`+family+`",result="skipped"}`)
+	}
+	if applied != 0 || skipped == 0 {
+		t.Errorf("replay after the objects: %v events applied again, %v skipped; want none applied", applied, skipped)
+	}
+}
+
+func TestObjectsHeal(t *testing.T) {
+	ns := newNamespace(t)
+	js := testenv.StartJetStream(t)
+	_, jsc := js.Connect(t)
+	want := readExpected(t)
+	startManager(t, js.URL(), ns, "--flush-window=50ms")
+	publish(t, jsc, readSample(t))
+	eventually(t, time.Minute, "objects match the expected projection", func() error { return matchesExpected(ns, want) })
+	ctx := context.Background()
+	c := controlPlane.Client
+
+	// A deleted Cell comes back.
+	cell := &cellosv1.Cell{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "cell-02daa0b3-1"}}
+	if err := c.Delete(ctx, cell); err != nil {
+		t.Fatal(err)
+	}
+	// A hand-edited status is put back.
+	var f cellosv1.Formation
+	key := types.NamespacedName{Namespace: ns, Name: "9974d75b-3338-24fe-6179-0134676b1b69"}
+	if err := c.Get(ctx, key, &f); err != nil {
+		t.Fatal(err)
+	}
+	f.Status.Phase = cellosv1.FormationFailed
+	if err := c.Status().Update(ctx, &f); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, time.Minute, "deleted and edited objects heal", func() error { return matchesExpected(ns, want) })
+
+	// A correlated Cell is labelled and owned by its Formation, whose counts
+	// come from its Cells.
+	var owned cellosv1.Cell
+	if err := c.Get(ctx, types.NamespacedName{Namespace: ns, Name: "cell-02daa0b3-0"}, &owned); err != nil {
+		t.Fatal(err)
+	}
+	formationID := "02daa0b3-49a7-a4bf-8050-cbb812881d4e"
+	if owned.Labels[cellosv1.FormationIDLabel] != formationID || len(owned.OwnerReferences) != 1 ||
+		owned.OwnerReferences[0].Kind != "Formation" || owned.OwnerReferences[0].Name != formationID {
+		t.Errorf("correlated Cell: labels %v, owners %v", owned.Labels, owned.OwnerReferences)
+	}
+	eventually(t, 30*time.Second, "formation counts its Cells", func() error {
+		var cells cellosv1.CellList
+		if err := c.List(ctx, &cells, client.InNamespace(ns), client.MatchingLabels{cellosv1.FormationIDLabel: formationID}); err != nil {
+			return err
+		}
+		var f cellosv1.Formation
+		if err := c.Get(ctx, types.NamespacedName{Namespace: ns, Name: formationID}, &f); err != nil {
+			return err
+		}
+		if got := f.Status.CellCounts.Total; int(got) != len(cells.Items) || got == 0 {
+			return fmt.Errorf("cellCounts.total %d, %d Cells labelled", got, len(cells.Items))
+		}
+		return nil
+	})
+}
