@@ -12,6 +12,7 @@ import (
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 
@@ -32,6 +33,8 @@ type CellReconciler struct {
 	FlushWindow time.Duration
 	// Clock stamps condition transitions.
 	Clock clock.PassiveClock
+	// Workers bounds the concurrent status writes.
+	Workers int
 }
 
 // +kubebuilder:rbac:groups=cellos.dev,resources=cells,verbs=get;list;watch;create;update;patch;delete
@@ -117,5 +120,6 @@ func (r *CellReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&cellosv1.Cell{}).
 		WatchesRawSource(lagging(r.Lagging, r.FlushWindow)).
+		WithOptions(controller.Options{MaxConcurrentReconciles: r.Workers}).
 		Complete(r)
 }

@@ -12,6 +12,7 @@ import (
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
@@ -34,6 +35,8 @@ type FormationReconciler struct {
 	FlushWindow time.Duration
 	// Clock stamps condition transitions.
 	Clock clock.PassiveClock
+	// Workers bounds the concurrent status writes.
+	Workers int
 }
 
 // +kubebuilder:rbac:groups=cellos.dev,resources=formations,verbs=get;list;watch;create;update;patch;delete
@@ -123,5 +126,6 @@ func (r *FormationReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		For(&cellosv1.Formation{}).
 		Watches(&cellosv1.Cell{}, handler.EnqueueRequestsFromMapFunc(r.formationOfCell)).
 		WatchesRawSource(lagging(r.Lagging, r.FlushWindow)).
+		WithOptions(controller.Options{MaxConcurrentReconciles: r.Workers}).
 		Complete(r)
 }

@@ -53,6 +53,7 @@ type options struct {
 	leaderElect                                 bool
 	metricsAddr, probeAddr                      string
 	flushWindow, commitInterval                 time.Duration
+	writers                                     int
 }
 
 func run() error {
@@ -66,6 +67,7 @@ func run() error {
 	flag.StringVar(&opts.probeAddr, "health-probe-bind-address", ":8081", "Address of the /healthz and /readyz probes; 0 disables them.")
 	flag.DurationVar(&opts.flushWindow, "flush-window", 250*time.Millisecond, "How long events on one object gather before its status is written.")
 	flag.DurationVar(&opts.commitInterval, "cursor-commit-interval", time.Second, "How often the cursor ConfigMap is committed.")
+	flag.IntVar(&opts.writers, "concurrent-writes", 4, "How many status writes of each kind may be in flight at once.")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -139,13 +141,13 @@ func run() error {
 	}
 	if err := (&controllers.FormationReconciler{
 		Client: mgr.GetClient(), Store: store, Lagging: lagging[projector.FormationKind],
-		FlushWindow: opts.flushWindow, Clock: clock.RealClock{},
+		FlushWindow: opts.flushWindow, Clock: clock.RealClock{}, Workers: opts.writers,
 	}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up Formation controller: %w", err)
 	}
 	if err := (&controllers.CellReconciler{
 		Client: mgr.GetClient(), Store: store, Lagging: lagging[projector.CellKind],
-		FlushWindow: opts.flushWindow, Clock: clock.RealClock{},
+		FlushWindow: opts.flushWindow, Clock: clock.RealClock{}, Workers: opts.writers,
 	}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up Cell controller: %w", err)
 	}

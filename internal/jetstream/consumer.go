@@ -206,6 +206,9 @@ func (c *Consumer) Run(ctx context.Context, startSeq uint64, handle func(context
 	if handle == nil {
 		return errors.New("run consumer: message handler is required")
 	}
+	if hb := c.Heartbeat; hb != 0 && (hb < 500*time.Millisecond || hb > 15*time.Second) {
+		return fmt.Errorf("run consumer: heartbeat %s is outside 500ms..15s", hb)
+	}
 	if !c.running.CompareAndSwap(false, true) {
 		return errors.New("run consumer: already running")
 	}
@@ -336,7 +339,7 @@ func (c *Consumer) consume(ctx context.Context, log logr.Logger, next *uint64,
 			seen = meta.Consumer
 			sess.changed(c, log, seen)
 		}
-		if first && seq > *next {
+		if first && seq > *next && c.FilterSubject == "" {
 			log.Info("Stream has no messages between the start sequence and the first delivered one",
 				"fromSequence", *next, "toSequence", seq-1)
 		}
@@ -364,12 +367,12 @@ func (c *Consumer) consume(ctx context.Context, log logr.Logger, next *uint64,
 func (c *Consumer) createConsumer(ctx context.Context, next uint64) (natsjs.Consumer, error) {
 	cfg := natsjs.OrderedConsumerConfig{
 		DeliverPolicy: natsjs.DeliverAllPolicy,
-		// One attempt per internal reset: nats.go then reports a failed
-		// reset as an error from Next, and we retry with our own backoff
-		// from our own cursor. With more attempts (default: unlimited) Next
-		// blocks silently through an outage, and stopping the iterator while
-		// nats.go sleeps between attempts makes it dereference a consumer it
-		// never created.
+		// One attempt per internal reset: nats.go then returns a failed
+		// reset as an error from Next, and we report it and retry with our
+		// own backoff from our own cursor. With the default (unlimited
+		// attempts) Next blocks without any error while the consumer cannot
+		// be recreated (e.g. the stream is gone), ignoring its context, and
+		// Stop blocks until the current backoff sleep (up to 10s) ends.
 		MaxResetAttempts: 1,
 	}
 	if next > 1 {

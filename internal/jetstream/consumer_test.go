@@ -204,3 +204,61 @@ func TestRunRejectsConcurrentRun(t *testing.T) {
 		t.Fatal("second concurrent Run: got nil, want an error")
 	}
 }
+
+func TestRunRecoversFromDeletedConsumer(t *testing.T) {
+	_, js := setup(t)
+	ctx := testContext(t)
+	publish(t, js, 0, 10)
+
+	errs := &errorLog{}
+	c := newTestConsumer(js, errs)
+	rec := &recorder{}
+	startRun(t, c, 0, rec.handle)
+	eventually(t, "first messages handled", func() bool { return rec.len() >= 10 })
+
+	// Delete the server-side consumer under the idle ordered consumer, as an
+	// administrator or a server-side cleanup might.
+	stream, err := js.Stream(ctx, testStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := stream.ConsumerNames(ctx)
+	var deleted int
+	for name := range names.Name() {
+		if err := stream.DeleteConsumer(ctx, name); err != nil {
+			t.Fatal(err)
+		}
+		deleted++
+	}
+	if err := names.Err(); err != nil || deleted == 0 {
+		t.Fatalf("deleting consumers: deleted %d, err %v", deleted, err)
+	}
+	eventually(t, "recreation reported", func() bool { return errs.count(ReasonReset) > 0 })
+
+	publish(t, js, 10, 5)
+	eventually(t, "later messages handled", func() bool { return rec.len() >= 15 })
+	time.Sleep(100 * time.Millisecond) // would expose a duplicate delivered late
+	rec.requireSequences(t, 1, 15)
+	eventually(t, "healthy", func() bool { return c.Healthy() == nil })
+}
+
+func TestRunWithFilterSubject(t *testing.T) {
+	_, js := setup(t)
+	publish(t, js, 0, 70) // subjects cellos.events.test.0..6, round robin
+
+	c := newTestConsumer(js, &errorLog{})
+	c.FilterSubject = "cellos.events.test.3"
+	rec := &recorder{}
+	startRun(t, c, 0, rec.handle)
+	eventually(t, "filtered messages handled", func() bool { return rec.len() >= 10 })
+	time.Sleep(100 * time.Millisecond)
+	got := rec.sequences()
+	if len(got) != 10 {
+		t.Fatalf("handled %d messages, want 10", len(got))
+	}
+	for i, seq := range got {
+		if want := uint64(4 + 7*i); seq != want {
+			t.Fatalf("message %d: sequence %d, want %d", i, seq, want)
+		}
+	}
+}

@@ -193,22 +193,6 @@ func (s *Store) FormationKey(id string) (types.NamespacedName, bool) {
 	return key, ok
 }
 
-// Keys lists every object of a kind, for a resync after the projection was
-// loaded.
-func (s *Store) Keys(kind Kind) []types.NamespacedName {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	idx := s.formations
-	if kind == CellKind {
-		idx = s.cells
-	}
-	keys := make([]types.NamespacedName, 0, len(idx.byKey))
-	for k := range idx.byKey {
-		keys = append(keys, k)
-	}
-	return keys
-}
-
 // Flushed records that the object's status now reflects every event up to
 // seq. Events folded into it after that keep it dirty.
 func (s *Store) Flushed(ref Ref, seq uint64) {

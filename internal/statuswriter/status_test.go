@@ -1,0 +1,191 @@
+package statuswriter
+
+import (
+	"encoding/json"
+	"reflect"
+	"testing"
+	"time"
+
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"sigs.k8s.io/cli-utils/pkg/kstatus/status"
+
+	cellosv1 "cellos.dev/cellos-operator/api/v1"
+	"cellos.dev/cellos-operator/internal/projection"
+)
+
+var now = time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
+
+// kstatusOf computes what kubectl wait, Flux and Argo CD see for obj.
+func kstatusOf(t *testing.T, obj runtime.Object) status.Status {
+	t.Helper()
+	u, err := runtime.DefaultUnstructuredConverter.ToUnstructured(obj)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := status.Compute(&unstructured.Unstructured{Object: u})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res.Status
+}
+
+func TestFormationConditions(t *testing.T) {
+	cases := map[string]struct {
+		phase    cellosv1.FormationPhase
+		degraded bool
+		kstatus  status.Status
+		true     []string
+	}{
+		"pending is in progress":      {cellosv1.FormationPending, false, status.InProgressStatus, []string{cellosv1.ReconcilingCondition}},
+		"running is current":          {cellosv1.FormationRunning, false, status.CurrentStatus, []string{cellosv1.ReadyCondition}},
+		"degraded is current":         {cellosv1.FormationRunning, true, status.CurrentStatus, []string{cellosv1.ReadyCondition, cellosv1.DegradedCondition}},
+		"succeeded is current":        {cellosv1.FormationSucceeded, false, status.CurrentStatus, []string{cellosv1.ReadyCondition, cellosv1.CompleteCondition}},
+		"failed is failed":            {cellosv1.FormationFailed, false, status.FailedStatus, []string{cellosv1.StalledCondition}},
+		"cancelled is failed":         {cellosv1.FormationCancelled, false, status.FailedStatus, []string{cellosv1.StalledCondition}},
+		"degraded then failed stalls": {cellosv1.FormationFailed, true, status.FailedStatus, []string{cellosv1.StalledCondition, cellosv1.DegradedCondition}},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			f := &projection.Formation{ID: "02daa0b3-49a7-a4bf-8050-cbb812881d4e", Phase: tc.phase, Degraded: tc.degraded, LastAppliedSequence: 7}
+			obj := &cellosv1.Formation{ObjectMeta: metav1.ObjectMeta{Generation: 3}}
+			obj.Status = FormationStatus(f, cellosv1.CellCounts{}, 3, nil, now)
+			if got := kstatusOf(t, obj); got != tc.kstatus {
+				t.Errorf("kstatus %s, want %s", got, tc.kstatus)
+			}
+			assertTrueConditions(t, obj.Status.Conditions, tc.true)
+		})
+	}
+}
+
+func TestCellConditions(t *testing.T) {
+	cases := map[string]struct {
+		state   cellosv1.CellState
+		outcome string
+		kstatus status.Status
+		true    []string
+	}{
+		"pending is in progress":           {cellosv1.CellPending, "", status.InProgressStatus, []string{cellosv1.ReconcilingCondition}},
+		"running is current":               {cellosv1.CellRunning, "", status.CurrentStatus, []string{cellosv1.ReadyCondition}},
+		"destroyed after success":          {cellosv1.CellDestroyed, "succeeded", status.CurrentStatus, []string{cellosv1.ReadyCondition}},
+		"destroyed after failure":          {cellosv1.CellDestroyed, "failed", status.FailedStatus, []string{cellosv1.StalledCondition}},
+		"destroyed with no known outcome":  {cellosv1.CellDestroyed, "", status.FailedStatus, []string{cellosv1.StalledCondition}},
+		"running again after a re-publish": {cellosv1.CellRunning, "succeeded", status.CurrentStatus, []string{cellosv1.ReadyCondition}},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			c := &projection.Cell{ID: "cell-0", State: tc.state, Outcome: tc.outcome, LastAppliedSequence: 4}
+			obj := &cellosv1.Cell{ObjectMeta: metav1.ObjectMeta{Generation: 1}}
+			obj.Status = CellStatus(c, nil, now)
+			if got := kstatusOf(t, obj); got != tc.kstatus {
+				t.Errorf("kstatus %s, want %s", got, tc.kstatus)
+			}
+			assertTrueConditions(t, obj.Status.Conditions, tc.true)
+		})
+	}
+}
+
+func assertTrueConditions(t *testing.T, conds []metav1.Condition, want []string) {
+	t.Helper()
+	var got []string
+	for _, c := range conds {
+		if c.Status == metav1.ConditionTrue {
+			got = append(got, c.Type)
+		}
+	}
+	wantSet := map[string]bool{}
+	for _, w := range want {
+		wantSet[w] = true
+	}
+	if len(got) != len(want) {
+		t.Fatalf("true conditions %v, want %v", got, want)
+	}
+	for _, g := range got {
+		if !wantSet[g] {
+			t.Fatalf("true conditions %v, want %v", got, want)
+		}
+	}
+}
+
+func TestConditionsKeepTransitionTimeWhileUnchanged(t *testing.T) {
+	f := &projection.Formation{ID: "02daa0b3-49a7-a4bf-8050-cbb812881d4e", Phase: cellosv1.FormationRunning, LastAppliedSequence: 7}
+	first := FormationStatus(f, cellosv1.CellCounts{}, 1, nil, now)
+	later := FormationStatus(f, cellosv1.CellCounts{}, 1, first.Conditions, now.Add(time.Hour))
+	if !reflect.DeepEqual(first.Conditions, later.Conditions) {
+		t.Fatalf("conditions changed without a transition:\n%v\n%v", first.Conditions, later.Conditions)
+	}
+	f.Phase = cellosv1.FormationSucceeded
+	done := FormationStatus(f, cellosv1.CellCounts{}, 1, later.Conditions, now.Add(2*time.Hour))
+	ready := meta.FindStatusCondition(done.Conditions, cellosv1.ReadyCondition)
+	complete := meta.FindStatusCondition(done.Conditions, cellosv1.CompleteCondition)
+	if !ready.LastTransitionTime.Time.Equal(now) || !complete.LastTransitionTime.Time.Equal(now.Add(2*time.Hour)) {
+		t.Fatalf("Ready moved at %v (want %v), Complete at %v (want %v)", ready.LastTransitionTime, now, complete.LastTransitionTime, now.Add(2*time.Hour))
+	}
+}
+
+func TestStatusRoundTrips(t *testing.T) {
+	started := now.Add(-time.Minute)
+	exit := int32(3)
+	cell := &projection.Cell{
+		ID: "cell-0", SpecID: "spec-1", RunID: "run-1", FormationID: "02daa0b3-49a7-a4bf-8050-cbb812881d4e",
+		State: cellosv1.CellDestroyed, StartedAt: &started, DestroyedAt: &now, Outcome: "failed", ExitCode: &exit,
+		LastAppliedSequence: 42,
+	}
+	back, ok := CellRecord(CellStatus(cell, nil, now))
+	if !ok || !reflect.DeepEqual(back, cell) {
+		t.Fatalf("cell did not round-trip:\n got %+v\nwant %+v", back, cell)
+	}
+	formation := &projection.Formation{
+		ID: "02daa0b3-49a7-a4bf-8050-cbb812881d4e", Name: "formation-1", Phase: cellosv1.FormationRunning,
+		Degraded: true, Document: json.RawMessage(`{"formationId":"02daa0b3-49a7-a4bf-8050-cbb812881d4e"}`), LastAppliedSequence: 16,
+	}
+	fback, ok := FormationRecord(FormationStatus(formation, cellosv1.CellCounts{}, 1, nil, now))
+	if !ok || !reflect.DeepEqual(fback, formation) {
+		t.Fatalf("formation did not round-trip:\n got %+v\nwant %+v", fback, formation)
+	}
+	if _, ok := FormationRecord(cellosv1.FormationStatus{}); ok {
+		t.Fatal("an empty status read as a projection")
+	}
+	if _, ok := CellRecord(cellosv1.CellStatus{}); ok {
+		t.Fatal("an empty status read as a projection")
+	}
+}
+
+func TestCountCells(t *testing.T) {
+	cells := []cellosv1.Cell{
+		{Status: cellosv1.CellStatus{State: cellosv1.CellRunning}},
+		{Status: cellosv1.CellStatus{State: cellosv1.CellRunning}},
+		{Status: cellosv1.CellStatus{State: cellosv1.CellDestroyed}},
+		{Status: cellosv1.CellStatus{State: cellosv1.CellPending}},
+	}
+	want := cellosv1.CellCounts{Total: 4, Running: 2, Destroyed: 1, Pending: 1}
+	if got := CountCells(cells); got != want {
+		t.Fatalf("CountCells = %+v, want %+v", got, want)
+	}
+	f := &projection.Formation{ID: "x", Phase: cellosv1.FormationRunning, LastAppliedSequence: 1}
+	if s := FormationStatus(f, want, 1, nil, now); s.Cells != "2/4" {
+		t.Fatalf("cells column %q, want 2/4", s.Cells)
+	}
+}
+
+func TestSameDocument(t *testing.T) {
+	raw := func(s string) *runtime.RawExtension { return &runtime.RawExtension{Raw: []byte(s)} }
+	cases := map[string]struct {
+		a, b *runtime.RawExtension
+		same bool
+	}{
+		"both absent":           {nil, nil, true},
+		"one absent":            {raw(`{}`), nil, false},
+		"reordered and spaced":  {raw(`{"b": 1, "a": [true]}`), raw(`{"a":[true],"b":1}`), true},
+		"different values":      {raw(`{"a":1}`), raw(`{"a":2}`), false},
+		"unparsable but equal":  {raw(`{`), raw(`{`), true},
+		"unparsable and differ": {raw(`{`), raw(`}`), false},
+	}
+	for name, tc := range cases {
+		if got := SameDocument(tc.a, tc.b); got != tc.same {
+			t.Errorf("%s: SameDocument = %v, want %v", name, got, tc.same)
+		}
+	}
+}
