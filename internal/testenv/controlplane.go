@@ -48,7 +48,7 @@ func Binary(name string) string {
 // all when the test ends. `make test` builds the binaries first.
 func StartControlPlane(t testing.TB) *ControlPlane {
 	t.Helper()
-	cp, stop, err := NewControlPlane()
+	cp, stop, err := NewControlPlane("")
 	if err != nil {
 		t.Fatalf("starting control plane: %v", err)
 	}
@@ -56,35 +56,49 @@ func StartControlPlane(t testing.TB) *ControlPlane {
 	return cp
 }
 
-// NewControlPlane is StartControlPlane for a TestMain, which has no testing.TB:
-// it returns the function that stops it.
-func NewControlPlane() (cp *ControlPlane, stop func(), err error) {
+// NewControlPlane is StartControlPlane for callers without a testing.TB (a
+// TestMain, the playground): it returns the function that stops it. The
+// certificates, etcd's data and the kubeconfig go in dir, or in a temporary
+// folder removed on stop when dir is empty.
+func NewControlPlane(dir string) (cp *ControlPlane, stop func(), err error) {
 	assets := os.Getenv("KUBEBUILDER_ASSETS")
 	if assets == "" {
 		assets = filepath.Join(RepoRoot(), "bin")
+	}
+	cleanup := func() {}
+	if dir == "" {
+		if dir, err = os.MkdirTemp("", "cellos-controlplane-"); err != nil {
+			return nil, nil, err
+		}
+		cleanup = func() { _ = os.RemoveAll(dir) }
 	}
 	env := &envtest.Environment{
 		CRDDirectoryPaths:     []string{filepath.Join(RepoRoot(), "config", "crd", "bases")},
 		ErrorIfCRDPathMissing: true,
 		BinaryAssetsDirectory: assets,
 	}
+	env.ControlPlane.GetAPIServer().CertDir = filepath.Join(dir, "apiserver")
+	env.ControlPlane.Etcd = &envtest.Etcd{DataDir: filepath.Join(dir, "etcd")}
+	for _, d := range []string{env.ControlPlane.APIServer.CertDir, env.ControlPlane.Etcd.DataDir} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			cleanup()
+			return nil, nil, err
+		}
+	}
 	cfg, err := env.Start()
 	if err != nil {
+		cleanup()
 		return nil, nil, fmt.Errorf("starting kube-apiserver and etcd from %s: %w", assets, err)
 	}
-	dir, err := os.MkdirTemp("", "cellos-controlplane-")
 	stop = func() {
 		_ = env.Stop()
-		_ = os.RemoveAll(dir)
+		cleanup()
 	}
 	defer func() {
 		if err != nil {
 			stop()
 		}
 	}()
-	if err != nil {
-		return nil, nil, err
-	}
 
 	scheme := k8sruntime.NewScheme()
 	if err := clientgoscheme.AddToScheme(scheme); err != nil {

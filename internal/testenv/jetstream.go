@@ -1,5 +1,3 @@
-// Package testenv runs real dependencies for tests in-process, so integration
-// tests exercise the same code paths as production instead of fakes.
 package testenv
 
 import (
@@ -11,19 +9,52 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
+	natsjs "github.com/nats-io/nats.go/jetstream"
 )
 
 // readyTimeout bounds how long a (re)started server may take to accept
 // clients; generous because tests often run under -race on busy machines.
 const readyTimeout = 30 * time.Second
 
+// RunJetStream starts an embedded nats-server with JetStream on 127.0.0.1 and
+// waits until it accepts clients. Port 0 picks a free port; the store lives
+// in storeDir. A nil logger keeps the server quiet.
+func RunJetStream(storeDir string, port int, logger server.Logger) (*server.Server, error) {
+	if port == 0 {
+		port = server.RANDOM_PORT
+	}
+	srv, err := server.NewServer(&server.Options{
+		ServerName:         "cellos",
+		Host:               "127.0.0.1",
+		Port:               port,
+		JetStream:          true,
+		StoreDir:           storeDir,
+		JetStreamMaxMemory: 256 << 20,
+		JetStreamMaxStore:  1 << 30,
+		NoLog:              logger == nil,
+		NoSigs:             true,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("configuring nats-server: %w", err)
+	}
+	if logger != nil {
+		srv.SetLoggerV2(logger, false, false, false)
+	}
+	go srv.Start()
+	if !srv.ReadyForConnections(readyTimeout) {
+		srv.Shutdown()
+		return nil, fmt.Errorf("nats-server not ready for connections on port %d after %s (is the port in use?)", port, readyTimeout)
+	}
+	return srv, nil
+}
+
 // JetStreamServer is an embedded nats-server with JetStream enabled. It keeps
 // its store directory and port across Restart so that clients reconnect on
 // their own and stream data survives, which is what restart tests need.
 type JetStreamServer struct {
-	t    testing.TB
-	opts *server.Options
+	t        testing.TB
+	storeDir string
+	port     int
 
 	mu  sync.Mutex
 	srv *server.Server // nil while stopped
@@ -40,30 +71,17 @@ func StartJetStream(t testing.TB) *JetStreamServer {
 // need to inspect or reuse the store.
 func StartJetStreamIn(t testing.TB, storeDir string) *JetStreamServer {
 	t.Helper()
-	s := &JetStreamServer{
-		t: t,
-		opts: &server.Options{
-			ServerName:         "testenv",
-			Host:               "127.0.0.1",
-			Port:               server.RANDOM_PORT,
-			JetStream:          true,
-			StoreDir:           storeDir,
-			JetStreamMaxMemory: 256 << 20,
-			JetStreamMaxStore:  1 << 30,
-			NoLog:              true,
-			NoSigs:             true,
-		},
-	}
+	s := &JetStreamServer{t: t, storeDir: storeDir}
 	s.start()
 	// The first start picked a free port; pin it so Restart reuses it.
-	s.opts.Port = s.srv.Addr().(*net.TCPAddr).Port
+	s.port = s.srv.Addr().(*net.TCPAddr).Port
 	t.Cleanup(s.Stop)
 	return s
 }
 
 // URL is the client URL; it stays the same across Restart.
 func (s *JetStreamServer) URL() string {
-	return fmt.Sprintf("nats://%s:%d", s.opts.Host, s.opts.Port)
+	return fmt.Sprintf("nats://127.0.0.1:%d", s.port)
 }
 
 // Stop shuts the server down and waits until it is gone. Stopping a stopped
@@ -90,17 +108,13 @@ func (s *JetStreamServer) Restart() {
 
 func (s *JetStreamServer) start() {
 	s.t.Helper()
-	srv, err := server.NewServer(s.opts.Clone())
-	if err != nil {
-		s.t.Fatalf("create nats-server: %v", err)
-	}
+	var logger server.Logger
 	if testing.Verbose() {
-		srv.SetLoggerV2(&tbLogger{t: s.t}, false, false, false)
+		logger = &tbLogger{t: s.t}
 	}
-	go srv.Start()
-	if !srv.ReadyForConnections(readyTimeout) {
-		srv.Shutdown()
-		s.t.Fatalf("nats-server not ready for connections after %s", readyTimeout)
+	srv, err := RunJetStream(s.storeDir, s.port, logger)
+	if err != nil {
+		s.t.Fatal(err)
 	}
 	s.mu.Lock()
 	s.srv = srv
@@ -109,7 +123,7 @@ func (s *JetStreamServer) start() {
 
 // Connect opens a client connection that retries reconnects forever and
 // quickly (so restart tests don't wait), and closes it when the test ends.
-func (s *JetStreamServer) Connect(t testing.TB) (*nats.Conn, jetstream.JetStream) {
+func (s *JetStreamServer) Connect(t testing.TB) (*nats.Conn, natsjs.JetStream) {
 	t.Helper()
 	nc, err := nats.Connect(s.URL(),
 		nats.Name(t.Name()),
@@ -121,20 +135,20 @@ func (s *JetStreamServer) Connect(t testing.TB) (*nats.Conn, jetstream.JetStream
 		t.Fatalf("connect to nats-server: %v", err)
 	}
 	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
+	js, err := natsjs.New(nc)
 	if err != nil {
 		t.Fatalf("create JetStream context: %v", err)
 	}
 	return nc, js
 }
 
-// tbLogger forwards server notices, warnings and errors to the test log; it
-// is only installed for verbose runs.
+// tbLogger forwards server warnings and errors to the test log; it is only
+// installed for verbose runs. Notices (startup banners) are dropped.
 type tbLogger struct{ t testing.TB }
 
-func (l *tbLogger) Noticef(format string, v ...any) { l.t.Logf("nats-server: "+format, v...) }
-func (l *tbLogger) Warnf(format string, v ...any)   { l.t.Logf("nats-server: WARN "+format, v...) }
-func (l *tbLogger) Fatalf(format string, v ...any)  { l.t.Logf("nats-server: FATAL "+format, v...) }
-func (l *tbLogger) Errorf(format string, v ...any)  { l.t.Logf("nats-server: ERROR "+format, v...) }
-func (l *tbLogger) Debugf(string, ...any)           {}
-func (l *tbLogger) Tracef(string, ...any)           {}
+func (l *tbLogger) Noticef(string, ...any)         {}
+func (l *tbLogger) Warnf(format string, v ...any)  { l.t.Logf("nats-server: WARN "+format, v...) }
+func (l *tbLogger) Fatalf(format string, v ...any) { l.t.Logf("nats-server: FATAL "+format, v...) }
+func (l *tbLogger) Errorf(format string, v ...any) { l.t.Logf("nats-server: ERROR "+format, v...) }
+func (l *tbLogger) Debugf(string, ...any)          {}
+func (l *tbLogger) Tracef(string, ...any)          {}

@@ -37,7 +37,7 @@ func runSuite(m *testing.M) int {
 		return 1
 	}
 
-	cp, stop, err := testenv.NewControlPlane()
+	cp, stop, err := testenv.NewControlPlane("")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
