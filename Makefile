@@ -33,7 +33,7 @@ generate: $(DEVTOOLS) ## Generate deepcopy code for the API types.
 	$(CONTROLLER_GEN) object:headerFile=hack/boilerplate.go.txt paths=./api/...
 
 .PHONY: manifests
-manifests: $(DEVTOOLS) ## Generate the CRDs and RBAC from markers, and copy the CRDs into the chart.
+manifests: $(DEVTOOLS) ## Generate the CRDs and RBAC from markers.
 	$(CONTROLLER_GEN) crd rbac:roleName=manager-role paths=./... output:crd:artifacts:config=config/crd/bases
 
 .PHONY: fmt
@@ -66,6 +66,15 @@ bench: ## Run the benchmarks and print their figures.
 .PHONY: build
 build: ## Build the operator into bin/manager.
 	$(GO) build -o $(BIN)/manager ./cmd/manager
+
+.PHONY: dev
+dev: manifests build $(CONTROLPLANE) ## Run a local playground: control plane, JetStream, the operator and a simulated supervisor.
+	$(GO) build -o $(BIN)/cellos-dev ./cmd/cellos-dev
+	$(BIN)/cellos-dev --manager $(BIN)/manager --kubectl $(BIN)/kubectl --state-dir $(CURDIR)/.dev
+
+.PHONY: sim
+sim: ## Build the cellos-sim event simulator into bin/cellos-sim.
+	$(GO) build -o $(BIN)/cellos-sim ./cmd/cellos-sim
 
 .PHONY: run
 run: manifests ## Run the operator against the current kubeconfig and NATS_URL.

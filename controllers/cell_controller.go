@@ -42,6 +42,10 @@ type CellReconciler struct {
 
 // Reconcile writes one Cell.
 func (r *CellReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	return retryConflicts(r.reconcile(ctx, req))
+}
+
+func (r *CellReconciler) reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	want, ok := r.Store.Cell(req.NamespacedName)
 	if !ok {
 		// Not a cell of the stream (yet): there is nothing to mirror.

@@ -44,6 +44,10 @@ type FormationReconciler struct {
 
 // Reconcile writes one Formation.
 func (r *FormationReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	return retryConflicts(r.reconcile(ctx, req))
+}
+
+func (r *FormationReconciler) reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	want, ok := r.Store.Formation(req.NamespacedName)
 	if !ok {
 		// A declared Formation the stream has not named yet: nothing to mirror.

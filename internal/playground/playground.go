@@ -97,7 +97,7 @@ func Run(ctx context.Context, cfg Config) error {
 	gen := simulator.NewGenerator(cfg.Simulation)
 	simDone := make(chan error, 1)
 	go func() {
-		_, err := simulator.Publish(ctx, js, gen.Next, cfg.Rate)
+		_, err := simulator.Publish(ctx, js, gen.All(), cfg.Rate)
 		simDone <- err
 	}()
 	step("Simulated supervisor playing cellos lifecycles at %g events/s (seed %d)", cfg.Rate, cfg.Simulation.Seed)

@@ -271,10 +271,10 @@ func (f *formation) choices(buf []choice) []choice {
 			}
 			return append(buf, choice{phase: PhaseCompleted})
 		}
-		lastAlive := len(f.cells)-f.destroyed == 1
+		// The last cell outlives a pending degradation.
+		holdLast := len(f.cells)-f.destroyed == 1 && f.degrade
 		for i, c := range f.cells {
-			// The last cell outlives a pending degradation.
-			if c.step == cellStarted || (c.step == cellCompleted && !(lastAlive && f.degrade)) {
+			if c.step == cellStarted || (c.step == cellCompleted && !holdLast) {
 				buf = append(buf, choice{cell: i})
 			}
 		}
@@ -293,13 +293,15 @@ func (f *formation) choices(buf []choice) []choice {
 func (g *Generator) emit(f *formation) Event {
 	g.choices = f.choices(g.choices)
 	ch := g.choices[g.rng.IntN(len(g.choices))]
+	var ev Event
+	if ch.phase != "" {
+		ev = g.formationEvent(f, ch.phase)
+	} else {
+		ev = g.cellEvent(f, &f.cells[ch.cell])
+	}
 	// Events are seconds apart at most; several in one second are common.
 	g.now = g.now.Add(time.Duration(g.rng.IntN(3)) * time.Second)
-
-	if ch.phase != "" {
-		return g.formationEvent(f, ch.phase)
-	}
-	return g.cellEvent(f, &f.cells[ch.cell])
+	return ev
 }
 
 func (g *Generator) formationEvent(f *formation, phase string) Event {

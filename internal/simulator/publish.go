@@ -39,23 +39,30 @@ func Publish(ctx context.Context, js natsjs.JetStream, events iter.Seq[Event], r
 		interval = time.Duration(float64(time.Second) / rate)
 	}
 
+	// Pull rather than range, so that pacing waits before an event is taken:
+	// a source that logs what it yields then logs at publishing time, and an
+	// event taken is never dropped by a stop during the wait.
+	next, stop := iter.Pull(events)
+	defer stop()
 	w := ackWindow{js: js}
 	begin := time.Now()
-	sent := 0
 	var err error
-	for ev := range events {
-		if ctx.Err() != nil {
-			break
-		}
+	for sent := 0; ; sent++ {
 		// Pace against the start time, not the previous event, so that slow
 		// acknowledgements or timer lateness do not lower the rate.
 		if interval > 0 && !sleepUntil(ctx, begin.Add(time.Duration(sent)*interval)) {
 			break
 		}
+		if ctx.Err() != nil {
+			break
+		}
+		ev, ok := next()
+		if !ok {
+			break
+		}
 		if err = w.publish(ev); err != nil {
 			break
 		}
-		sent++
 	}
 	if derr := w.drain(); err == nil {
 		err = derr

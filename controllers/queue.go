@@ -7,6 +7,9 @@ import (
 	"context"
 	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	ctrl "sigs.k8s.io/controller-runtime"
+
 	"k8s.io/client-go/util/workqueue"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/event"
@@ -24,4 +27,17 @@ func lagging(events <-chan event.GenericEvent, window time.Duration) source.Sour
 			q.AddAfter(reconcile.Request{NamespacedName: client.ObjectKeyFromObject(e.Object)}, window)
 		},
 	})
+}
+
+// conflictRetry is how soon a write that lost a race is tried again.
+const conflictRetry = 100 * time.Millisecond
+
+// retryConflicts turns the losses of optimistic concurrency into a quiet
+// retry: they mean the cache was behind the API server, not that anything
+// failed, and the retry reads fresh data.
+func retryConflicts(res ctrl.Result, err error) (ctrl.Result, error) {
+	if apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err) {
+		return ctrl.Result{RequeueAfter: conflictRetry}, nil
+	}
+	return res, err
 }
