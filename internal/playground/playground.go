@@ -113,8 +113,8 @@ Press Ctrl-C to stop everything.
 
 	select {
 	case <-ctx.Done():
-	case err := <-op.exited:
-		return fmt.Errorf("the operator exited: %w", err)
+	case <-op.exited:
+		return fmt.Errorf("the operator exited: %v", op.err)
 	case err := <-simDone:
 		if err != nil && ctx.Err() == nil {
 			return fmt.Errorf("the simulator stopped: %w", err)
@@ -129,7 +129,9 @@ Press Ctrl-C to stop everything.
 type operator struct {
 	cmd     *exec.Cmd
 	metrics string
-	exited  chan error
+	// exited is closed when the operator has exited, with err its exit status.
+	exited chan struct{}
+	err    error
 }
 
 func startOperator(ctx context.Context, cfg Config, kubeconfig, natsURL string) (*operator, error) {
@@ -157,8 +159,11 @@ func startOperator(ctx context.Context, cfg Config, kubeconfig, natsURL string) 
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("starting the operator: %w", err)
 	}
-	op := &operator{cmd: cmd, metrics: metrics, exited: make(chan error, 1)}
-	go func() { op.exited <- cmd.Wait() }()
+	op := &operator{cmd: cmd, metrics: metrics, exited: make(chan struct{})}
+	go func() {
+		op.err = cmd.Wait()
+		close(op.exited)
+	}()
 
 	ready := "http://" + probes + "/readyz"
 	for {
@@ -169,8 +174,8 @@ func startOperator(ctx context.Context, cfg Config, kubeconfig, natsURL string) 
 			}
 		}
 		select {
-		case err := <-op.exited:
-			return nil, fmt.Errorf("the operator exited before it was ready: %w", err)
+		case <-op.exited:
+			return nil, fmt.Errorf("the operator exited before it was ready: %v", op.err)
 		case <-ctx.Done():
 			op.stop()
 			return nil, ctx.Err()

@@ -263,7 +263,7 @@ func assertKstatus(t *testing.T, ns string) {
 		{&cellosv1.Formation{}, "d49db22d-a1b6-c6c0-c492-90279eab75cd", status.CurrentStatus}, // Running
 		{&cellosv1.Cell{}, "cell-02daa0b3-0", status.CurrentStatus},                           // destroyed, succeeded
 		{&cellosv1.Cell{}, "cell-9974d75b-1", status.CurrentStatus},                           // Running
-		{&cellosv1.Cell{}, projector.ObjectName(longCellID(t)), status.FailedStatus},           // destroyed, failed
+		{&cellosv1.Cell{}, projector.ObjectName(longCellID(t)), status.FailedStatus},          // destroyed, failed
 		{&cellosv1.Cell{}, "only-completed", status.InProgressStatus},                         // Pending
 	}
 	for _, tc := range cases {
