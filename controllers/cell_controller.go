@@ -3,18 +3,14 @@ package controllers
 import (
 	"context"
 	"fmt"
-	"time"
 
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
-	"sigs.k8s.io/controller-runtime/pkg/event"
 
 	cellosv1 "cellos.dev/cellos-operator/api/v1"
 	"cellos.dev/cellos-operator/internal/projector"
@@ -24,17 +20,7 @@ import (
 // CellReconciler makes each Cell's status equal to the projection of its
 // cell's events, creating the Cell when the stream first names it.
 type CellReconciler struct {
-	client.Client
-	// Store holds the projection.
-	Store *projector.Store
-	// Lagging carries the Cells whose status lags the projection.
-	Lagging <-chan event.GenericEvent
-	// FlushWindow is how long events on one Cell gather before a write.
-	FlushWindow time.Duration
-	// Clock stamps condition transitions.
-	Clock clock.PassiveClock
-	// Workers bounds the concurrent status writes.
-	Workers int
+	Projection
 }
 
 // +kubebuilder:rbac:groups=cellos.dev,resources=cells,verbs=get;list;watch;create;update;patch;delete
@@ -121,9 +107,5 @@ func (r *CellReconciler) correlate(ctx context.Context, cell *cellosv1.Cell, for
 
 // SetupWithManager watches Cells, to heal them, and the projection's lagging Cells.
 func (r *CellReconciler) SetupWithManager(mgr ctrl.Manager) error {
-	return ctrl.NewControllerManagedBy(mgr).
-		For(&cellosv1.Cell{}).
-		WatchesRawSource(lagging(r.Lagging, r.FlushWindow)).
-		WithOptions(controller.Options{MaxConcurrentReconciles: r.Workers}).
-		Complete(r)
+	return r.watchLagging(ctrl.NewControllerManagedBy(mgr).For(&cellosv1.Cell{})).Complete(r)
 }

@@ -3,17 +3,13 @@ package controllers
 import (
 	"context"
 	"fmt"
-	"time"
 
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/controller"
-	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
@@ -26,17 +22,7 @@ import (
 // FormationReconciler makes each Formation's status equal to the projection
 // of its formation's events, with cell counts derived from its Cells.
 type FormationReconciler struct {
-	client.Client
-	// Store holds the projection.
-	Store *projector.Store
-	// Lagging carries the Formations whose status lags the projection.
-	Lagging <-chan event.GenericEvent
-	// FlushWindow is how long events on one Formation gather before a write.
-	FlushWindow time.Duration
-	// Clock stamps condition transitions.
-	Clock clock.PassiveClock
-	// Workers bounds the concurrent status writes.
-	Workers int
+	Projection
 }
 
 // +kubebuilder:rbac:groups=cellos.dev,resources=formations,verbs=get;list;watch;create;update;patch;delete
@@ -126,10 +112,8 @@ func (r *FormationReconciler) formationOfCell(_ context.Context, cell client.Obj
 // SetupWithManager watches Formations, to heal them; Cells, for the counts;
 // and the projection's lagging Formations.
 func (r *FormationReconciler) SetupWithManager(mgr ctrl.Manager) error {
-	return ctrl.NewControllerManagedBy(mgr).
+	return r.watchLagging(ctrl.NewControllerManagedBy(mgr).
 		For(&cellosv1.Formation{}).
-		Watches(&cellosv1.Cell{}, handler.EnqueueRequestsFromMapFunc(r.formationOfCell)).
-		WatchesRawSource(lagging(r.Lagging, r.FlushWindow)).
-		WithOptions(controller.Options{MaxConcurrentReconciles: r.Workers}).
+		Watches(&cellosv1.Cell{}, handler.EnqueueRequestsFromMapFunc(r.formationOfCell))).
 		Complete(r)
 }

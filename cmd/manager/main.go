@@ -139,16 +139,16 @@ func run() error {
 	if err := mgr.Add(proj); err != nil {
 		return fmt.Errorf("adding projector: %w", err)
 	}
-	if err := (&controllers.FormationReconciler{
-		Client: mgr.GetClient(), Store: store, Lagging: lagging[projector.FormationKind],
-		FlushWindow: opts.flushWindow, Clock: clock.RealClock{}, Workers: opts.writers,
-	}).SetupWithManager(mgr); err != nil {
+	shared := controllers.Projection{
+		Client: mgr.GetClient(), Store: store, FlushWindow: opts.flushWindow,
+		Clock: clock.RealClock{}, Workers: opts.writers,
+	}
+	formations, cells := shared, shared
+	formations.Lagging, cells.Lagging = lagging[projector.FormationKind], lagging[projector.CellKind]
+	if err := (&controllers.FormationReconciler{Projection: formations}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up Formation controller: %w", err)
 	}
-	if err := (&controllers.CellReconciler{
-		Client: mgr.GetClient(), Store: store, Lagging: lagging[projector.CellKind],
-		FlushWindow: opts.flushWindow, Clock: clock.RealClock{}, Workers: opts.writers,
-	}).SetupWithManager(mgr); err != nil {
+	if err := (&controllers.CellReconciler{Projection: cells}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up Cell controller: %w", err)
 	}
 

@@ -7,79 +7,73 @@ import (
 	cellosv1 "cellos.dev/cellos-operator/api/v1"
 )
 
-// kstatus reads Ready, Reconciling and Stalled: Reconciling=True is
-// InProgress, Stalled=True is Failed, and Ready=True with neither is Current.
-// Each setter writes all three so that none is left over from an earlier state.
+// summary is what kstatus reads: Reconciling=True is InProgress, Stalled=True
+// is Failed, and Ready=True with neither is Current. All three are always
+// written, so that none is left over from an earlier state.
+type summary struct {
+	ready, reconciling, stalled bool
+	reason, message             string
+}
 
-// setFormationConditions: Pending is InProgress; Running and Succeeded are
-// Current; Failed and Cancelled are Failed. Complete marks success and
-// Degraded follows the last phase event.
-func setFormationConditions(s *cellosv1.FormationStatus, degraded bool, generation int64, now metav1.Time) {
-	set := func(t string, ok bool, reason, msg string) {
-		setCondition(&s.Conditions, t, ok, reason, msg, generation, now)
-	}
-	switch s.Phase {
+// formationSummary: Pending is InProgress; Running and Succeeded are Current;
+// Failed and Cancelled are Failed.
+func formationSummary(phase cellosv1.FormationPhase) summary {
+	switch phase {
 	case cellosv1.FormationRunning:
-		set(cellosv1.ReadyCondition, true, cellosv1.RunningReason, "The formation is running")
-		set(cellosv1.ReconcilingCondition, false, cellosv1.RunningReason, "The formation has started")
-		set(cellosv1.StalledCondition, false, cellosv1.RunningReason, "The formation is running")
+		return summary{ready: true, reason: cellosv1.RunningReason, message: "The formation is running"}
 	case cellosv1.FormationSucceeded:
-		set(cellosv1.ReadyCondition, true, cellosv1.SucceededReason, "The formation completed")
-		set(cellosv1.ReconcilingCondition, false, cellosv1.SucceededReason, "The formation completed")
-		set(cellosv1.StalledCondition, false, cellosv1.SucceededReason, "The formation completed")
-	case cellosv1.FormationFailed, cellosv1.FormationCancelled:
-		reason, msg := cellosv1.FailedReason, "The formation failed"
-		if s.Phase == cellosv1.FormationCancelled {
-			reason, msg = cellosv1.CancelledReason, "The formation was cancelled"
-		}
-		set(cellosv1.ReadyCondition, false, reason, msg)
-		set(cellosv1.ReconcilingCondition, false, reason, msg)
-		set(cellosv1.StalledCondition, true, reason, msg)
+		return summary{ready: true, reason: cellosv1.SucceededReason, message: "The formation completed"}
+	case cellosv1.FormationFailed:
+		return summary{stalled: true, reason: cellosv1.FailedReason, message: "The formation failed"}
+	case cellosv1.FormationCancelled:
+		return summary{stalled: true, reason: cellosv1.CancelledReason, message: "The formation was cancelled"}
 	default:
-		set(cellosv1.ReadyCondition, false, cellosv1.PendingReason, "The formation was created and has not started")
-		set(cellosv1.ReconcilingCondition, true, cellosv1.PendingReason, "The formation was created and has not started")
-		set(cellosv1.StalledCondition, false, cellosv1.PendingReason, "The formation was created and has not started")
-	}
-	if s.Phase == cellosv1.FormationSucceeded {
-		set(cellosv1.CompleteCondition, true, cellosv1.SucceededReason, "The formation completed")
-	} else {
-		set(cellosv1.CompleteCondition, false, string(s.Phase), "The formation has not completed")
-	}
-	if degraded {
-		set(cellosv1.DegradedCondition, true, cellosv1.DegradedReason, "The last phase event reported the formation degraded")
-	} else {
-		set(cellosv1.DegradedCondition, false, cellosv1.HealthyReason, "The last phase event did not report the formation degraded")
+		return summary{reconciling: true, reason: cellosv1.PendingReason, message: "The formation was created and has not started"}
 	}
 }
 
-// setCellConditions: Pending is InProgress; Running, and Destroyed with
-// outcome succeeded, are Current; Destroyed otherwise is Failed.
-func setCellConditions(s *cellosv1.CellStatus, now metav1.Time) {
-	set := func(t string, ok bool, reason, msg string) {
-		setCondition(&s.Conditions, t, ok, reason, msg, 0, now)
-	}
+// cellSummary: Pending is InProgress; Running, and Destroyed with outcome
+// succeeded, are Current; Destroyed otherwise is Failed.
+func cellSummary(state cellosv1.CellState, outcome string) summary {
 	switch {
-	case s.State == cellosv1.CellRunning:
-		set(cellosv1.ReadyCondition, true, cellosv1.RunningReason, "The cell is running")
-		set(cellosv1.ReconcilingCondition, false, cellosv1.RunningReason, "The cell has started")
-		set(cellosv1.StalledCondition, false, cellosv1.RunningReason, "The cell is running")
-	case s.State == cellosv1.CellDestroyed && s.Outcome == cellosv1.OutcomeSucceeded:
-		set(cellosv1.ReadyCondition, true, cellosv1.SucceededReason, "The cell was destroyed after succeeding")
-		set(cellosv1.ReconcilingCondition, false, cellosv1.SucceededReason, "The cell has finished")
-		set(cellosv1.StalledCondition, false, cellosv1.SucceededReason, "The cell was destroyed after succeeding")
-	case s.State == cellosv1.CellDestroyed:
-		reason, msg := cellosv1.DestroyedReason, "The cell was destroyed without succeeding"
-		if s.Outcome == cellosv1.OutcomeFailed {
-			reason, msg = cellosv1.FailedReason, "The cell was destroyed after failing"
-		}
-		set(cellosv1.ReadyCondition, false, reason, msg)
-		set(cellosv1.ReconcilingCondition, false, reason, msg)
-		set(cellosv1.StalledCondition, true, reason, msg)
+	case state == cellosv1.CellRunning:
+		return summary{ready: true, reason: cellosv1.RunningReason, message: "The cell is running"}
+	case state == cellosv1.CellDestroyed && outcome == cellosv1.OutcomeSucceeded:
+		return summary{ready: true, reason: cellosv1.SucceededReason, message: "The cell was destroyed after succeeding"}
+	case state == cellosv1.CellDestroyed && outcome == cellosv1.OutcomeFailed:
+		return summary{stalled: true, reason: cellosv1.FailedReason, message: "The cell was destroyed after failing"}
+	case state == cellosv1.CellDestroyed:
+		return summary{stalled: true, reason: cellosv1.DestroyedReason, message: "The cell was destroyed without succeeding"}
 	default:
-		set(cellosv1.ReadyCondition, false, cellosv1.PendingReason, "The cell was seen but has not started")
-		set(cellosv1.ReconcilingCondition, true, cellosv1.PendingReason, "The cell was seen but has not started")
-		set(cellosv1.StalledCondition, false, cellosv1.PendingReason, "The cell was seen but has not started")
+		return summary{reconciling: true, reason: cellosv1.PendingReason, message: "The cell was seen but has not started"}
 	}
+}
+
+// setFormationConditions writes the kstatus summary of the phase, Complete
+// for success, and Degraded after the last phase event.
+func setFormationConditions(s *cellosv1.FormationStatus, degraded bool, generation int64, now metav1.Time) {
+	setSummary(&s.Conditions, formationSummary(s.Phase), generation, now)
+	if s.Phase == cellosv1.FormationSucceeded {
+		setCondition(&s.Conditions, cellosv1.CompleteCondition, true, cellosv1.SucceededReason, "The formation completed", generation, now)
+	} else {
+		setCondition(&s.Conditions, cellosv1.CompleteCondition, false, string(s.Phase), "The formation has not completed", generation, now)
+	}
+	if degraded {
+		setCondition(&s.Conditions, cellosv1.DegradedCondition, true, cellosv1.DegradedReason, "The last phase event reported the formation degraded", generation, now)
+	} else {
+		setCondition(&s.Conditions, cellosv1.DegradedCondition, false, cellosv1.HealthyReason, "The last phase event did not report the formation degraded", generation, now)
+	}
+}
+
+// setCellConditions writes the kstatus summary of the cell's state.
+func setCellConditions(s *cellosv1.CellStatus, now metav1.Time) {
+	setSummary(&s.Conditions, cellSummary(s.State, s.Outcome), 0, now)
+}
+
+func setSummary(conds *[]metav1.Condition, k summary, generation int64, now metav1.Time) {
+	setCondition(conds, cellosv1.ReadyCondition, k.ready, k.reason, k.message, generation, now)
+	setCondition(conds, cellosv1.ReconcilingCondition, k.reconciling, k.reason, k.message, generation, now)
+	setCondition(conds, cellosv1.StalledCondition, k.stalled, k.reason, k.message, generation, now)
 }
 
 func setCondition(conds *[]metav1.Condition, condType string, ok bool, reason, msg string, generation int64, now metav1.Time) {

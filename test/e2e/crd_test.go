@@ -17,7 +17,7 @@ import (
 // newNamespace gives each test a namespace of its own. envtest runs no
 // namespace controller, so the test empties it of cellos objects at the end:
 // stream ids are global, and the next test's operator must not find them.
-func newNamespace(t *testing.T) string {
+func newNamespace(t testing.TB) string {
 	t.Helper()
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "e2e-"}}
 	if err := controlPlane.Client.Create(context.Background(), ns); err != nil {
@@ -34,7 +34,7 @@ func newNamespace(t *testing.T) string {
 	return ns.Name
 }
 
-func kubectl(t *testing.T, args ...string) string {
+func kubectl(t testing.TB, args ...string) string {
 	t.Helper()
 	cmd := exec.Command(testenv.Binary("kubectl"), append([]string{"--kubeconfig", controlPlane.KubeconfigPath}, args...)...)
 	out, err := cmd.CombinedOutput()

@@ -20,7 +20,7 @@ import (
 )
 
 // freePort returns a loopback address with a port that was free a moment ago.
-func freePort(t *testing.T) string {
+func freePort(t testing.TB) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -39,7 +39,7 @@ type manager struct {
 
 // startManager runs bin/manager with the given extra flags; the test stops it
 // with SIGTERM when it ends.
-func startManager(t *testing.T, natsURL, namespace string, extra ...string) *manager {
+func startManager(t testing.TB, natsURL, namespace string, extra ...string) *manager {
 	t.Helper()
 	m := &manager{probeAddr: freePort(t), metrics: freePort(t), done: make(chan error, 1)}
 	args := append([]string{
@@ -63,7 +63,7 @@ func startManager(t *testing.T, natsURL, namespace string, extra ...string) *man
 }
 
 // stop sends SIGTERM, as Kubernetes does, and waits for a clean exit.
-func (m *manager) stop(t *testing.T) {
+func (m *manager) stop(t testing.TB) {
 	t.Helper()
 	if m.cmd.ProcessState != nil {
 		return
@@ -91,7 +91,7 @@ func httpGet(url string) (int, string, error) {
 }
 
 // eventually polls cond until it holds or the timeout passes.
-func eventually(t *testing.T, timeout time.Duration, what string, cond func() error) {
+func eventually(t testing.TB, timeout time.Duration, what string, cond func() error) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
@@ -106,21 +106,24 @@ func eventually(t *testing.T, timeout time.Duration, what string, cond func() er
 	}
 }
 
+// ready is nil when the manager's /readyz says it is ready.
+func (m *manager) ready() error {
+	code, body, err := httpGet("http://" + m.probeAddr + "/readyz")
+	if err != nil {
+		return err
+	}
+	if code != http.StatusOK {
+		return fmt.Errorf("readyz %d: %s", code, body)
+	}
+	return nil
+}
+
 func TestManagerStartsReadyAndLeads(t *testing.T) {
 	ns := newNamespace(t)
 	js := testenv.StartJetStream(t)
 	m := startManager(t, js.URL(), ns, "--leader-elect")
 
-	eventually(t, time.Minute, "manager ready", func() error {
-		code, body, err := httpGet("http://" + m.probeAddr + "/readyz")
-		if err != nil {
-			return err
-		}
-		if code != http.StatusOK {
-			return fmt.Errorf("readyz %d: %s", code, body)
-		}
-		return nil
-	})
+	eventually(t, time.Minute, "manager ready", m.ready)
 	eventually(t, time.Minute, "manager holds the Lease", func() error {
 		var lease coordinationv1.Lease
 		key := types.NamespacedName{Namespace: ns, Name: "cellos-operator.cellos.dev"}
@@ -142,24 +145,14 @@ func TestManagerNotReadyWithoutNATS(t *testing.T) {
 	ns := newNamespace(t)
 	js := testenv.StartJetStream(t)
 	m := startManager(t, js.URL(), ns)
-	ready := func() error {
-		code, body, err := httpGet("http://" + m.probeAddr + "/readyz")
-		if err != nil {
-			return err
-		}
-		if code != http.StatusOK {
-			return fmt.Errorf("readyz %d: %s", code, body)
-		}
-		return nil
-	}
-	eventually(t, time.Minute, "manager ready", ready)
+	eventually(t, time.Minute, "manager ready", m.ready)
 	js.Stop()
 	eventually(t, time.Minute, "manager not ready without NATS", func() error {
-		if ready() == nil {
+		if m.ready() == nil {
 			return fmt.Errorf("still ready")
 		}
 		return nil
 	})
 	js.Restart()
-	eventually(t, time.Minute, "manager ready again", ready)
+	eventually(t, time.Minute, "manager ready again", m.ready)
 }

@@ -175,7 +175,7 @@ func matchesExpected(ns string, want expectedProjection) error {
 }
 
 // cursorAt reads the committed cursor sequence in ns, 0 when there is none.
-func cursorAt(t *testing.T, ns string) uint64 {
+func cursorAt(t testing.TB, ns string) uint64 {
 	t.Helper()
 	cm := &cursor.ConfigMap{Client: controlPlane.Client, Key: types.NamespacedName{Namespace: ns, Name: "cellos-projection-cursor"}}
 	p, _, err := cm.Load(context.Background())
@@ -185,8 +185,19 @@ func cursorAt(t *testing.T, ns string) uint64 {
 	return p.Sequence
 }
 
+// waitForCursor waits until the committed cursor in ns reaches seq.
+func waitForCursor(t testing.TB, ns string, seq uint64) {
+	t.Helper()
+	eventually(t, 5*time.Minute, fmt.Sprintf("cursor reaches sequence %d", seq), func() error {
+		if got := cursorAt(t, ns); got < seq {
+			return fmt.Errorf("cursor %d", got)
+		}
+		return nil
+	})
+}
+
 // metric reads one sample of the manager's metrics, 0 when absent.
-func (m *manager) metric(t *testing.T, series string) float64 {
+func (m *manager) metric(t testing.TB, series string) float64 {
 	t.Helper()
 	_, body, err := httpGet("http://" + m.metrics + "/metrics")
 	if err != nil {
@@ -210,12 +221,7 @@ func TestProjectsSampleStream(t *testing.T) {
 	publish(t, jsc, readSample(t))
 
 	eventually(t, time.Minute, "objects match the expected projection", func() error { return matchesExpected(ns, want) })
-	eventually(t, time.Minute, "cursor reaches the stream's last sequence", func() error {
-		if got := cursorAt(t, ns); got != want.LastSequence {
-			return fmt.Errorf("cursor %d, want %d", got, want.LastSequence)
-		}
-		return nil
-	})
+	waitForCursor(t, ns, want.LastSequence)
 
 	var applied float64
 	for _, family := range []string{"cell", "formation", "other"} {

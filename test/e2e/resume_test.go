@@ -46,24 +46,14 @@ func TestRestartMidStreamLosesNothing(t *testing.T) {
 
 	first := startManager(t, js.URL(), ns, "--flush-window=50ms")
 	publish(t, jsc, sample[:17])
-	eventually(t, time.Minute, "cursor reaches the first half", func() error {
-		if got := cursorAt(t, ns); got < 17 {
-			return fmt.Errorf("cursor %d", got)
-		}
-		return nil
-	})
+	waitForCursor(t, ns, 17)
 	first.stop(t)
 	stoppedAt := cursorAt(t, ns)
 
 	publish(t, jsc, sample[17:])
 	startManager(t, js.URL(), ns, "--flush-window=50ms")
 	eventually(t, time.Minute, "objects match the expected projection", func() error { return matchesExpected(ns, want) })
-	eventually(t, time.Minute, "cursor reaches the stream's last sequence", func() error {
-		if got := cursorAt(t, ns); got != want.LastSequence {
-			return fmt.Errorf("cursor %d, want %d", got, want.LastSequence)
-		}
-		return nil
-	})
+	waitForCursor(t, ns, want.LastSequence)
 	if stoppedAt < 17 {
 		t.Errorf("cursor after a clean stop is %d, want at least 17", stoppedAt)
 	}
@@ -86,12 +76,7 @@ func TestLaggingCursorDoesNotDoubleApply(t *testing.T) {
 		t.Fatal(err)
 	}
 	second := startManager(t, js.URL(), ns, "--flush-window=50ms")
-	eventually(t, time.Minute, "cursor reaches the stream's last sequence again", func() error {
-		if got := cursorAt(t, ns); got != want.LastSequence {
-			return fmt.Errorf("cursor %d, want %d", got, want.LastSequence)
-		}
-		return nil
-	})
+	waitForCursor(t, ns, want.LastSequence)
 	if err := matchesExpected(ns, want); err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,70 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+
+	"cellos.dev/cellos-operator/internal/jetstream"
+	"cellos.dev/cellos-operator/internal/simulator"
+	"cellos.dev/cellos-operator/internal/testenv"
+)
+
+// BenchmarkProjectSimulatedStream measures the whole operator: simulated
+// cellos lifecycles published to JetStream until the cursor says every event
+// is in status. Each iteration is a fresh batch of formations.
+func BenchmarkProjectSimulatedStream(b *testing.B) {
+	const formations, cells = 200, 3
+	ns := newNamespace(b)
+	js := testenv.StartJetStream(b)
+	_, jsc := js.Connect(b)
+	ctx := context.Background()
+	if _, err := jetstream.EnsureStream(ctx, jsc, "CELLOS_EVENTS"); err != nil {
+		b.Fatal(err)
+	}
+	m := startManager(b, js.URL(), ns)
+
+	var events int
+	for i := 0; b.Loop(); i++ {
+		gen := simulator.NewGenerator(simulator.Config{Seed: uint64(i + 1), Formations: formations, CellsPerFormation: cells})
+		n, err := simulator.Publish(ctx, jsc, gen.All(), 0)
+		if err != nil {
+			b.Fatal(err)
+		}
+		stream, err := jsc.Stream(ctx, "CELLOS_EVENTS")
+		if err != nil {
+			b.Fatal(err)
+		}
+		last := stream.CachedInfo().State.LastSeq
+		waitForCursor(b, ns, last)
+		events += n
+	}
+	writes := m.metric(b, `cellos_operator_status_writes_total{kind="Cell",result="ok"}`) +
+		m.metric(b, `cellos_operator_status_writes_total{kind="Formation",result="ok"}`)
+	b.ReportMetric(float64(events)/b.Elapsed().Seconds(), "events/s")
+	b.ReportMetric(writes/float64(events), "writes/event")
+	b.ReportMetric(peakRSSMiB(b, m.cmd.Process.Pid), "peak-RSS-MiB")
+	b.ReportMetric(float64(events)/float64(b.N), "events/op")
+}
+
+// peakRSSMiB reads a process's peak resident memory from /proc.
+func peakRSSMiB(b *testing.B, pid int) float64 {
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, line := range strings.Split(string(status), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kb, err := strconv.ParseFloat(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 64)
+			if err != nil {
+				b.Fatal(err)
+			}
+			return kb / 1024
+		}
+	}
+	b.Fatal("no VmHWM in /proc status")
+	return 0
+}
