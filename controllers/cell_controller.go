@@ -9,8 +9,13 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	cellosv1 "cellos.dev/cellos-operator/api/v1"
 	"cellos.dev/cellos-operator/internal/projector"
@@ -37,11 +42,8 @@ func (r *CellReconciler) reconcile(ctx context.Context, req ctrl.Request) (ctrl.
 		// Not a cell of the stream (yet): there is nothing to mirror.
 		return ctrl.Result{}, nil
 	}
-	cell, err := r.fetchOrCreate(ctx, req.NamespacedName)
+	cell, err := r.fetchOrCreate(ctx, req.NamespacedName, want.FormationID)
 	if err != nil {
-		return ctrl.Result{}, err
-	}
-	if err := r.correlate(ctx, cell, want.FormationID); err != nil {
 		return ctrl.Result{}, err
 	}
 	ref := projector.Ref{Kind: projector.CellKind, Key: req.NamespacedName}
@@ -61,20 +63,34 @@ func (r *CellReconciler) reconcile(ctx context.Context, req ctrl.Request) (ctrl.
 	return ctrl.Result{}, nil
 }
 
-func (r *CellReconciler) fetchOrCreate(ctx context.Context, key types.NamespacedName) (*cellosv1.Cell, error) {
+// fetchOrCreate returns the Cell at key, correlated with its formation,
+// creating it when the stream first names the cell.
+func (r *CellReconciler) fetchOrCreate(ctx context.Context, key types.NamespacedName, formationID string) (*cellosv1.Cell, error) {
 	cell := &cellosv1.Cell{}
 	err := r.Get(ctx, key, cell)
-	if !apierrors.IsNotFound(err) {
-		if err != nil {
-			return nil, fmt.Errorf("reading Cell: %w", err)
+	if apierrors.IsNotFound(err) {
+		cell = &cellosv1.Cell{ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name}}
+		if err := r.correlate(ctx, cell, formationID); err != nil {
+			return nil, err
 		}
+		if err := r.Create(ctx, cell); err != nil {
+			return nil, fmt.Errorf("creating Cell: %w", err)
+		}
+		ctrl.LoggerFrom(ctx).Info("Created Cell first seen in the stream")
 		return cell, nil
 	}
-	cell = &cellosv1.Cell{ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name}}
-	if err := r.Create(ctx, cell); err != nil {
-		return nil, fmt.Errorf("creating Cell: %w", err)
+	if err != nil {
+		return nil, fmt.Errorf("reading Cell: %w", err)
 	}
-	ctrl.LoggerFrom(ctx).Info("Created Cell first seen in the stream")
+	before := cell.DeepCopy()
+	if err := r.correlate(ctx, cell, formationID); err != nil {
+		return nil, err
+	}
+	if !equality.Semantic.DeepEqual(before.ObjectMeta, cell.ObjectMeta) {
+		if err := r.Patch(ctx, cell, client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{})); err != nil {
+			return nil, fmt.Errorf("correlating Cell with its Formation: %w", err)
+		}
+	}
 	return cell, nil
 }
 
@@ -84,28 +100,52 @@ func (r *CellReconciler) correlate(ctx context.Context, cell *cellosv1.Cell, for
 	if formationID == "" {
 		return nil
 	}
-	before := cell.DeepCopy()
 	metav1.SetMetaDataLabel(&cell.ObjectMeta, cellosv1.FormationIDLabel, formationID)
-	if key, ok := r.Store.FormationKey(formationID); ok && key.Namespace == cell.Namespace {
-		var f cellosv1.Formation
-		if err := r.Get(ctx, key, &f); client.IgnoreNotFound(err) != nil {
-			return fmt.Errorf("reading the Cell's Formation: %w", err)
-		} else if err == nil {
-			if err := controllerutil.SetOwnerReference(&f, cell, r.Scheme()); err != nil {
-				return fmt.Errorf("owning Cell by its Formation: %w", err)
-			}
-		}
-	}
-	if equality.Semantic.DeepEqual(before.ObjectMeta, cell.ObjectMeta) {
+	key, ok := r.Store.FormationKey(formationID)
+	if !ok || key.Namespace != cell.Namespace {
 		return nil
 	}
-	if err := r.Patch(ctx, cell, client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{})); err != nil {
-		return fmt.Errorf("correlating Cell with its Formation: %w", err)
+	var f cellosv1.Formation
+	if err := r.Get(ctx, key, &f); err != nil {
+		// The Formation is not created yet: the next reconcile owns the Cell.
+		return client.IgnoreNotFound(err)
+	}
+	if err := controllerutil.SetOwnerReference(&f, cell, r.Scheme()); err != nil {
+		return fmt.Errorf("owning Cell by its Formation: %w", err)
 	}
 	return nil
 }
 
-// SetupWithManager watches Cells, to heal them, and the projection's lagging Cells.
+// cellsOfFormation maps a Formation to the Cells that carry its id, so that
+// Cells seen before their Formation existed get their owner.
+func (r *CellReconciler) cellsOfFormation(ctx context.Context, f client.Object) []reconcile.Request {
+	id := f.GetLabels()[cellosv1.FormationIDLabel]
+	if id == "" {
+		return nil
+	}
+	var cells cellosv1.CellList
+	if err := r.List(ctx, &cells, client.InNamespace(f.GetNamespace()), client.MatchingLabels{cellosv1.FormationIDLabel: id}); err != nil {
+		ctrl.LoggerFrom(ctx).Error(err, "Listing the Cells of a new Formation")
+		return nil
+	}
+	reqs := make([]reconcile.Request, 0, len(cells.Items))
+	for i := range cells.Items {
+		reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&cells.Items[i])})
+	}
+	return reqs
+}
+
+// SetupWithManager watches Cells, to heal them; new Formations, to own their
+// Cells; and the projection's lagging Cells.
 func (r *CellReconciler) SetupWithManager(mgr ctrl.Manager) error {
-	return r.watchLagging(ctrl.NewControllerManagedBy(mgr).For(&cellosv1.Cell{})).Complete(r)
+	return r.watchLagging(ctrl.NewControllerManagedBy(mgr).
+		For(&cellosv1.Cell{}).
+		Watches(&cellosv1.Formation{}, handler.EnqueueRequestsFromMapFunc(r.cellsOfFormation),
+			builder.WithPredicates(predicate.Funcs{
+				CreateFunc:  func(event.CreateEvent) bool { return true },
+				UpdateFunc:  func(event.UpdateEvent) bool { return false },
+				DeleteFunc:  func(event.DeleteEvent) bool { return false },
+				GenericFunc: func(event.GenericEvent) bool { return false },
+			}))).
+		Complete(r)
 }

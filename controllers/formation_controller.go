@@ -10,7 +10,6 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	cellosv1 "cellos.dev/cellos-operator/api/v1"
@@ -109,11 +108,12 @@ func (r *FormationReconciler) formationOfCell(_ context.Context, cell client.Obj
 	return []reconcile.Request{{NamespacedName: key}}
 }
 
-// SetupWithManager watches Formations, to heal them; Cells, for the counts;
-// and the projection's lagging Formations.
+// SetupWithManager watches Formations, to heal them; Cells, for the counts,
+// gathered over the flush window like events; and the projection's lagging
+// Formations.
 func (r *FormationReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return r.watchLagging(ctrl.NewControllerManagedBy(mgr).
 		For(&cellosv1.Formation{}).
-		Watches(&cellosv1.Cell{}, handler.EnqueueRequestsFromMapFunc(r.formationOfCell))).
+		Watches(&cellosv1.Cell{}, r.afterWindow(r.formationOfCell))).
 		Complete(r)
 }

@@ -39,16 +39,30 @@ type Projection struct {
 }
 
 // watchLagging queues the lagging objects and bounds the concurrent writes.
-// Each object is queued after the flush window: the queue holds a key once,
-// so every event on that object inside the window is written by one reconcile.
 func (p *Projection) watchLagging(b *builder.Builder) *builder.Builder {
-	queueAfterWindow := handler.Funcs{
-		GenericFunc: func(_ context.Context, e event.GenericEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-			q.AddAfter(reconcile.Request{NamespacedName: client.ObjectKeyFromObject(e.Object)}, p.FlushWindow)
-		},
+	itself := func(_ context.Context, obj client.Object) []reconcile.Request {
+		return []reconcile.Request{{NamespacedName: client.ObjectKeyFromObject(obj)}}
 	}
-	return b.WatchesRawSource(source.Channel(p.Lagging, queueAfterWindow)).
+	return b.WatchesRawSource(source.Channel(p.Lagging, p.afterWindow(itself))).
 		WithOptions(controller.Options{MaxConcurrentReconciles: p.Workers})
+}
+
+// afterWindow queues the objects that toObjects finds for a changed object
+// after the flush window. The queue holds a key once, so every change inside
+// the window is written by one reconcile.
+func (p *Projection) afterWindow(toObjects handler.MapFunc) handler.EventHandler {
+	type queue = workqueue.TypedRateLimitingInterface[reconcile.Request]
+	add := func(ctx context.Context, obj client.Object, q queue) {
+		for _, req := range toObjects(ctx, obj) {
+			q.AddAfter(req, p.FlushWindow)
+		}
+	}
+	return handler.Funcs{
+		CreateFunc:  func(ctx context.Context, e event.CreateEvent, q queue) { add(ctx, e.Object, q) },
+		UpdateFunc:  func(ctx context.Context, e event.UpdateEvent, q queue) { add(ctx, e.ObjectNew, q) },
+		DeleteFunc:  func(ctx context.Context, e event.DeleteEvent, q queue) { add(ctx, e.Object, q) },
+		GenericFunc: func(ctx context.Context, e event.GenericEvent, q queue) { add(ctx, e.Object, q) },
+	}
 }
 
 // conflictRetry is how soon a write that lost a race is tried again.
