@@ -41,7 +41,8 @@ fmt: ## Run gofmt on the code.
 	gofmt -l -w $$(git ls-files '*.go')
 
 .PHONY: verify
-verify: generate manifests ## Regenerate everything and fail if the tree is not clean.
+verify: generate manifests $(CONTROLPLANE) ## Regenerate everything and fail if the tree is not clean.
+	$(BIN)/kubectl kustomize config/default > /dev/null
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt wants changes in:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
 	$(GO) mod tidy -diff
 	cd hack/tools && $(GO) mod tidy -diff

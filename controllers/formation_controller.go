@@ -35,8 +35,7 @@ func (r *FormationReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 func (r *FormationReconciler) reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	want, ok := r.Store.Formation(req.NamespacedName)
 	if !ok {
-		// A declared Formation the stream has not named yet: nothing to mirror.
-		return ctrl.Result{}, nil
+		return ctrl.Result{}, r.awaitStream(ctx, req.NamespacedName)
 	}
 	f, err := r.fetchOrCreate(ctx, req.NamespacedName, want)
 	if err != nil {
@@ -64,6 +63,25 @@ func (r *FormationReconciler) reconcile(ctx context.Context, req ctrl.Request) (
 	}
 	r.Store.Flushed(ref, want.LastAppliedSequence)
 	return ctrl.Result{}, nil
+}
+
+// awaitStream marks a Formation that the stream has not named: a declared one
+// waiting for its first event. A status that ever mirrored the stream is left
+// alone, so that a Formation is never rewritten before the projection loads.
+func (r *FormationReconciler) awaitStream(ctx context.Context, key types.NamespacedName) error {
+	var f cellosv1.Formation
+	if err := r.Get(ctx, key, &f); err != nil {
+		return client.IgnoreNotFound(err)
+	}
+	if f.Status.LastAppliedSequence > 0 {
+		return nil
+	}
+	before := f.Status.DeepCopy()
+	statuswriter.SetAwaitingStream(&f.Status, f.Generation, r.Clock.Now())
+	if equality.Semantic.DeepEqual(*before, f.Status) {
+		return nil
+	}
+	return statuswriter.Update(ctx, r.Client, "Formation", &f)
 }
 
 // fetchOrCreate returns the Formation at key, labelled with its formation id,

@@ -42,6 +42,8 @@ const (
 	DegradedReason = "Degraded"
 	// HealthyReason: the last formation phase event was not degraded.
 	HealthyReason = "Healthy"
+	// AwaitingStreamReason: no event of the stream has named the Formation yet.
+	AwaitingStreamReason = "AwaitingStream"
 )
 
 // FormationIDLabel carries the formation's UUID on every Formation, and on

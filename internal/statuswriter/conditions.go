@@ -1,6 +1,8 @@
 package statuswriter
 
 import (
+	"time"
+
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -47,6 +49,17 @@ func cellSummary(state cellosv1.CellState, outcome string) summary {
 	default:
 		return summary{reconciling: true, reason: cellosv1.PendingReason, message: "The cell was seen but has not started"}
 	}
+}
+
+// SetAwaitingStream marks a Formation that no event has named yet, such as a
+// declared one just applied from Git: InProgress for kstatus, so that GitOps
+// tools do not call it healthy before the stream has spoken.
+func SetAwaitingStream(s *cellosv1.FormationStatus, generation int64, now time.Time) {
+	s.ObservedGeneration = generation
+	setSummary(&s.Conditions, summary{
+		reconciling: true, reason: cellosv1.AwaitingStreamReason,
+		message: "No event of the stream has named this formation yet",
+	}, generation, metav1.NewTime(now))
 }
 
 // setFormationConditions writes the kstatus summary of the phase, Complete

@@ -189,3 +189,17 @@ func TestSameDocument(t *testing.T) {
 		}
 	}
 }
+
+func TestAwaitingStreamIsInProgress(t *testing.T) {
+	obj := &cellosv1.Formation{ObjectMeta: metav1.ObjectMeta{Generation: 2}}
+	SetAwaitingStream(&obj.Status, 2, now)
+	if got := kstatusOf(t, obj); got != status.InProgressStatus {
+		t.Fatalf("kstatus %s, want InProgress", got)
+	}
+	assertTrueConditions(t, obj.Status.Conditions, []string{cellosv1.ReconcilingCondition})
+	f := &projection.Formation{ID: "x", Phase: cellosv1.FormationRunning, LastAppliedSequence: 1}
+	obj.Status = FormationStatus(f, cellosv1.CellCounts{}, 2, obj.Status.Conditions, now)
+	if got := kstatusOf(t, obj); got != status.CurrentStatus {
+		t.Fatalf("after the first event: kstatus %s, want Current", got)
+	}
+}
