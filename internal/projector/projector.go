@@ -73,7 +73,10 @@ func (p *Projector) Start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	created := stream.CachedInfo().Created
+	info := stream.CachedInfo()
+	created := info.Created
+	p.streamLast.Store(info.State.LastSeq)
+	streamLastSequence.Set(float64(info.State.LastSeq))
 	pos, found, err := p.Cursor.Load(ctx)
 	if err != nil {
 		return err
