@@ -42,12 +42,15 @@ func (r *CellReconciler) reconcile(ctx context.Context, req ctrl.Request) (ctrl.
 		// Not a cell of the stream (yet): there is nothing to mirror.
 		return ctrl.Result{}, nil
 	}
+	ref := projector.Ref{Kind: projector.CellKind, Key: req.NamespacedName}
 	cell, err := r.fetchOrCreate(ctx, req.NamespacedName, want.FormationID)
 	if err != nil {
+		if r.giveUp(ctx, ref, &cellosv1.Cell{ObjectMeta: metav1.ObjectMeta{Namespace: req.Namespace, Name: req.Name}}, want.LastAppliedSequence, err) {
+			return ctrl.Result{}, nil
+		}
 		return ctrl.Result{}, err
 	}
-	ref := projector.Ref{Kind: projector.CellKind, Key: req.NamespacedName}
-	if cell.Status.LastAppliedSequence > int64(want.LastAppliedSequence) {
+	if r.Store.Ahead(cell.Status.LastAppliedSequence, want.LastAppliedSequence) {
 		// Never move status backwards: it already reflects later events.
 		r.Store.Flushed(ref, want.LastAppliedSequence)
 		return ctrl.Result{}, nil
@@ -56,6 +59,9 @@ func (r *CellReconciler) reconcile(ctx context.Context, req ctrl.Request) (ctrl.
 	if !equality.Semantic.DeepEqual(cell.Status, desired) {
 		cell.Status = desired
 		if err := statuswriter.Update(ctx, r.Client, "Cell", cell); err != nil {
+			if r.giveUp(ctx, ref, cell, want.LastAppliedSequence, err) {
+				return ctrl.Result{}, nil
+			}
 			return ctrl.Result{}, err
 		}
 	}

@@ -37,18 +37,21 @@ func (r *FormationReconciler) reconcile(ctx context.Context, req ctrl.Request) (
 	if !ok {
 		return ctrl.Result{}, r.awaitStream(ctx, req.NamespacedName)
 	}
+	ref := projector.Ref{Kind: projector.FormationKind, Key: req.NamespacedName}
 	f, err := r.fetchOrCreate(ctx, req.NamespacedName, want)
 	if err != nil {
+		if r.giveUp(ctx, ref, &cellosv1.Formation{ObjectMeta: metav1.ObjectMeta{Namespace: req.Namespace, Name: req.Name}}, want.LastAppliedSequence, err) {
+			return ctrl.Result{}, nil
+		}
 		return ctrl.Result{}, err
 	}
-	ref := projector.Ref{Kind: projector.FormationKind, Key: req.NamespacedName}
-	if f.Status.LastAppliedSequence > int64(want.LastAppliedSequence) {
+	if r.Store.Ahead(f.Status.LastAppliedSequence, want.LastAppliedSequence) {
 		// Never move status backwards: it already reflects later events.
 		r.Store.Flushed(ref, want.LastAppliedSequence)
 		return ctrl.Result{}, nil
 	}
 	var cells cellosv1.CellList
-	if err := r.List(ctx, &cells, client.InNamespace(f.Namespace), client.MatchingLabels{cellosv1.FormationIDLabel: want.ID}); err != nil {
+	if err := r.List(ctx, &cells, client.MatchingLabels{cellosv1.FormationIDLabel: want.ID}); err != nil {
 		return ctrl.Result{}, fmt.Errorf("listing the Formation's Cells: %w", err)
 	}
 	desired := statuswriter.FormationStatus(want, statuswriter.CountCells(cells.Items), f.Generation, f.Status.Conditions, r.Clock.Now())
@@ -58,6 +61,9 @@ func (r *FormationReconciler) reconcile(ctx context.Context, req ctrl.Request) (
 	if !equality.Semantic.DeepEqual(f.Status, desired) {
 		f.Status = desired
 		if err := statuswriter.Update(ctx, r.Client, "Formation", f); err != nil {
+			if r.giveUp(ctx, ref, f, want.LastAppliedSequence, err) {
+				return ctrl.Result{}, nil
+			}
 			return ctrl.Result{}, err
 		}
 	}

@@ -5,9 +5,12 @@ package controllers
 
 import (
 	"context"
+	"errors"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/client-go/tools/events"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -36,6 +39,41 @@ type Projection struct {
 	Clock clock.PassiveClock
 	// Workers bounds the concurrent status writes.
 	Workers int
+	// Recorder raises a Warning Event when the API server refuses an object.
+	Recorder events.EventRecorder
+}
+
+// RefusedReason is the reason of the Warning Event raised when the API server
+// refuses to store an object's projection.
+const RefusedReason = "ProjectionRefused"
+
+// giveUp settles an object whose write the API server refuses for good: an
+// invalid status, or a namespace that is gone or terminating. Retrying cannot
+// help, and the cursor must not wait for it forever, so the object's events
+// up to seq count as done, and the refusal is logged and raised as a Warning
+// Event. It returns false for any other error, which is retried.
+func (p *Projection) giveUp(ctx context.Context, ref projector.Ref, obj client.Object, seq uint64, err error) bool {
+	if !refusedForGood(err) {
+		return false
+	}
+	ctrl.LoggerFrom(ctx).Error(err, "The API server refuses this object's projection; moving on", "sequence", seq)
+	p.Recorder.Eventf(obj, nil, corev1.EventTypeWarning, RefusedReason, "Project",
+		"The API server refused the projection up to stream sequence %d: %v", seq, err)
+	p.Store.Flushed(ref, seq)
+	return true
+}
+
+func refusedForGood(err error) bool {
+	if apierrors.IsInvalid(err) || apierrors.IsBadRequest(err) ||
+		apierrors.HasStatusCause(err, corev1.NamespaceTerminatingCause) {
+		return true
+	}
+	var status apierrors.APIStatus
+	if apierrors.IsNotFound(err) && errors.As(err, &status) {
+		details := status.Status().Details
+		return details != nil && details.Kind == "namespaces"
+	}
+	return false
 }
 
 // watchLagging queues the lagging objects and bounds the concurrent writes.

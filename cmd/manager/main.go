@@ -141,7 +141,7 @@ func run() error {
 	}
 	shared := controllers.Projection{
 		Client: mgr.GetClient(), Store: store, FlushWindow: opts.flushWindow,
-		Clock: clock.RealClock{}, Workers: opts.writers,
+		Clock: clock.RealClock{}, Workers: opts.writers, Recorder: mgr.GetEventRecorder("cellos-operator"),
 	}
 	formations, cells := shared, shared
 	formations.Lagging, cells.Lagging = lagging[projector.FormationKind], lagging[projector.CellKind]

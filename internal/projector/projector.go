@@ -6,7 +6,6 @@ import (
 	"context"
 	"fmt"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -56,8 +55,6 @@ type Projector struct {
 	problem  error
 	// cursorObject is what the Warning Events are about.
 	cursorObject *corev1.ConfigMap
-	// streamLast is the stream's last sequence as of the last delivery.
-	streamLast atomic.Uint64
 }
 
 // NeedLeaderElection makes only the leader consume: two writers would fight.
@@ -75,24 +72,11 @@ func (p *Projector) Start(ctx context.Context) error {
 	}
 	info := stream.CachedInfo()
 	created := info.Created
-	p.streamLast.Store(info.State.LastSeq)
+	p.Store.SetStreamLast(info.State.LastSeq)
 	streamLastSequence.Set(float64(info.State.LastSeq))
-	pos, found, err := p.Cursor.Load(ctx)
+	pos, found, err := p.resumePoint(ctx, created)
 	if err != nil {
 		return err
-	}
-	if found && (pos.Stream != p.Stream || !pos.StreamCreated.Equal(created)) {
-		// The sequences of another stream mean other events: resuming would
-		// skip or misapply them. Wait for a person instead.
-		p.setProblem(fmt.Errorf("cursor ConfigMap %s belongs to stream %s created %s, but stream %s was created %s: delete the ConfigMap to rebuild the projection from this stream",
-			p.Cursor.Key, pos.Stream, pos.StreamCreated.Format(time.RFC3339), p.Stream, created.Format(time.RFC3339)))
-		log.Error(p.problem, "Not consuming")
-		<-ctx.Done()
-		return nil
-	}
-	if !found {
-		pos = cursor.Position{Stream: p.Stream, StreamCreated: created}
-		log.Info("No cursor: replaying the stream from its first sequence", "configMap", p.Cursor.Key)
 	}
 	if pos, err = p.Cursor.Commit(ctx, pos); err != nil {
 		return err
@@ -101,14 +85,18 @@ func (p *Projector) Start(ctx context.Context) error {
 	if err := p.loadCursorObject(ctx); err != nil {
 		return err
 	}
-	if err := p.seed(ctx); err != nil {
+	// Without a cursor the projection is rebuilt from the first event: the
+	// objects only say where they live, and their status is not trusted.
+	if err := p.seed(ctx, found); err != nil {
 		return err
 	}
 	p.Store.SetProcessed(pos.Sequence)
 
+	commitCtx, stopCommits := context.WithCancel(ctx)
 	var wg sync.WaitGroup
-	wg.Go(func() { p.commitLoop(ctx, pos) })
+	wg.Go(func() { p.commitLoop(commitCtx, pos) })
 	defer wg.Wait()
+	defer stopCommits()
 
 	consumer := jetstream.NewConsumer(p.JetStream, p.Stream)
 	consumer.OnError = func(reason string, _ error) { consumerErrorsTotal.WithLabelValues(reason).Inc() }
@@ -120,6 +108,42 @@ func (p *Projector) Start(ctx context.Context) error {
 		return fmt.Errorf("consuming stream %s: %w", p.Stream, err)
 	}
 	return nil
+}
+
+// cursorRecheck is how often a cursor of another stream is read again, to
+// notice that a person deleted it.
+const cursorRecheck = 10 * time.Second
+
+// resumePoint is where to resume: the cursor, or the first sequence when there
+// is none. A cursor of another stream (one recreated under the same name)
+// would skip or misapply events, so the projector waits, unready, until a
+// person deletes it. found tells whether a cursor was found.
+func (p *Projector) resumePoint(ctx context.Context, created time.Time) (cursor.Position, bool, error) {
+	log := logr.FromContextOrDiscard(ctx)
+	for warned := false; ; warned = true {
+		pos, found, err := p.Cursor.Load(ctx)
+		if err != nil {
+			return pos, false, err
+		}
+		if !found {
+			log.Info("No cursor: replaying the stream from its first sequence", "configMap", p.Cursor.Key)
+			p.setProblem(nil)
+			return cursor.Position{Stream: p.Stream, StreamCreated: created}, false, nil
+		}
+		if pos.Stream == p.Stream && pos.StreamCreated.Equal(created) {
+			return pos, true, nil
+		}
+		if !warned {
+			p.setProblem(fmt.Errorf("cursor ConfigMap %s belongs to stream %s created %s, but stream %s was created %s: delete the ConfigMap to rebuild the projection from this stream",
+				p.Cursor.Key, pos.Stream, pos.StreamCreated.Format(time.RFC3339), p.Stream, created.Format(time.RFC3339)))
+			log.Error(p.Healthy(), "Not consuming")
+		}
+		select {
+		case <-ctx.Done():
+			return pos, false, ctx.Err()
+		case <-time.After(cursorRecheck):
+		}
+	}
 }
 
 // ensureStream waits for NATS: the operator may start before it.
@@ -141,8 +165,8 @@ func (p *Projector) ensureStream(ctx context.Context) (natsjs.Stream, error) {
 	}
 }
 
-// seed loads the projection from the objects' status.
-func (p *Projector) seed(ctx context.Context) error {
+// seed loads where the objects live, and with records their projection.
+func (p *Projector) seed(ctx context.Context, records bool) error {
 	var formations cellosv1.FormationList
 	if err := p.Reader.List(ctx, &formations); err != nil {
 		return fmt.Errorf("listing Formations: %w", err)
@@ -151,8 +175,8 @@ func (p *Projector) seed(ctx context.Context) error {
 	if err := p.Reader.List(ctx, &cells); err != nil {
 		return fmt.Errorf("listing Cells: %w", err)
 	}
-	p.Store.Seed(formations.Items, cells.Items)
-	logr.FromContextOrDiscard(ctx).Info("Loaded the projection from status", "formations", len(formations.Items), "cells", len(cells.Items))
+	p.Store.Seed(formations.Items, cells.Items, records)
+	logr.FromContextOrDiscard(ctx).Info("Loaded the objects", "formations", len(formations.Items), "cells", len(cells.Items), "projectionFromStatus", records)
 	return nil
 }
 
@@ -170,7 +194,7 @@ func (p *Projector) loadCursorObject(ctx context.Context) error {
 func (p *Projector) handle(ctx context.Context, msg jetstream.Message) error {
 	out, ref := p.Store.Apply(msg.Sequence, msg.Payload)
 	eventsTotal.WithLabelValues(string(out.Family), string(out.Result)).Inc()
-	p.streamLast.Store(msg.StreamLast)
+	p.Store.SetStreamLast(msg.StreamLast)
 	streamLastSequence.Set(float64(msg.StreamLast))
 	if out.Result == projection.ResultRejected {
 		p.reject(ctx, out)
@@ -211,7 +235,7 @@ func (p *Projector) commitLoop(ctx context.Context, pos cursor.Position) {
 	defer tick.Stop()
 	commit := func(ctx context.Context) {
 		w := p.Store.Watermark()
-		if last := p.streamLast.Load(); last >= w {
+		if last := p.Store.StreamLast(); last >= w {
 			lagEvents.Set(float64(last - w))
 		}
 		if w <= pos.Sequence {

@@ -3,6 +3,7 @@ package projector
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -40,6 +41,8 @@ type Store struct {
 	dirty map[Ref]uint64
 	// processed is the highest sequence folded, whatever its result.
 	processed uint64
+	// streamLast is the stream's last sequence, as last seen.
+	streamLast atomic.Uint64
 
 	// namespace receives objects first seen in the stream.
 	namespace string
@@ -74,12 +77,15 @@ func NewStore(namespace string, declared func(id string) (types.NamespacedName, 
 	}
 }
 
-// Seed loads the projection from the objects' status, so that a restarted
-// operator skips what they already reflect, and remembers where each
-// object lives.
-func (s *Store) Seed(formations []cellosv1.Formation, cells []cellosv1.Cell) {
+// Seed remembers where each object lives and, with records, loads the
+// projection from the objects' status, so that a restarted operator skips
+// what they already reflect. A status claiming a sequence the stream has not
+// reached belongs to another stream, or was edited by hand: it is not loaded.
+func (s *Store) Seed(formations []cellosv1.Formation, cells []cellosv1.Cell, records bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	streamLast := s.streamLast.Load()
+	plausible := func(seq uint64) bool { return records && seq <= streamLast }
 	for i := range formations {
 		f := &formations[i]
 		id := f.Labels[cellosv1.FormationIDLabel]
@@ -90,7 +96,7 @@ func (s *Store) Seed(formations []cellosv1.Formation, cells []cellosv1.Cell) {
 			continue
 		}
 		s.formations.put(id, types.NamespacedName{Namespace: f.Namespace, Name: f.Name})
-		if rec, ok := statuswriter.FormationRecord(f.Status); ok && rec.ID == id {
+		if rec, ok := statuswriter.FormationRecord(f.Status); ok && rec.ID == id && plausible(rec.LastAppliedSequence) {
 			s.state.Formations[id] = rec
 		}
 	}
@@ -101,8 +107,24 @@ func (s *Store) Seed(formations []cellosv1.Formation, cells []cellosv1.Cell) {
 			continue
 		}
 		s.cells.put(rec.ID, types.NamespacedName{Namespace: c.Namespace, Name: c.Name})
-		s.state.Cells[rec.ID] = rec
+		if plausible(rec.LastAppliedSequence) {
+			s.state.Cells[rec.ID] = rec
+		}
 	}
+}
+
+// SetStreamLast records the stream's last sequence, as last seen.
+func (s *Store) SetStreamLast(seq uint64) { s.streamLast.Store(seq) }
+
+// StreamLast is the stream's last sequence, as last seen.
+func (s *Store) StreamLast() uint64 { return s.streamLast.Load() }
+
+// Ahead tells whether a status already reflects later events than the
+// projection: another writer got there first, and writing would move the
+// status backwards. A status ahead of the whole stream is not believed: it
+// belongs to another stream, or was edited by hand, and is overwritten.
+func (s *Store) Ahead(statusSequence int64, projected uint64) bool {
+	return statusSequence > int64(projected) && uint64(statusSequence) <= s.streamLast.Load()
 }
 
 // Apply folds one event and returns what it did, and for an applied event
@@ -117,11 +139,12 @@ func (s *Store) Apply(seq uint64, payload []byte) (projection.Outcome, *Ref) {
 	if out.Result != projection.ResultApplied {
 		return out, nil
 	}
+	// The family, not the id, names the object: "" is a cell id like any other.
 	var ref Ref
-	switch {
-	case out.CellID != "":
+	switch out.Family {
+	case projection.FamilyCell:
 		ref = Ref{Kind: CellKind, Key: s.cellKey(s.state.Cells[out.CellID])}
-	case out.FormationID != "":
+	case projection.FamilyFormation:
 		ref = Ref{Kind: FormationKind, Key: s.formationKey(out.FormationID)}
 	default:
 		return out, nil
@@ -146,15 +169,15 @@ func (s *Store) formationKey(id string) types.NamespacedName {
 	return key
 }
 
-// cellKey places a cell: where it already is, else beside its formation,
-// else in the default namespace.
+// cellKey places a cell: where it already is, else beside its formation
+// (even one the stream has not named yet), else in the default namespace.
 func (s *Store) cellKey(c *projection.Cell) types.NamespacedName {
 	if key, ok := s.cells.byID[c.ID]; ok {
 		return key
 	}
 	ns := s.namespace
-	if fkey, ok := s.formations.byID[c.FormationID]; ok && c.FormationID != "" {
-		ns = fkey.Namespace
+	if c.FormationID != "" {
+		ns = s.formationKey(c.FormationID).Namespace
 	}
 	key := types.NamespacedName{Namespace: ns, Name: ObjectName(c.ID)}
 	s.cells.put(c.ID, key)
@@ -165,7 +188,11 @@ func (s *Store) cellKey(c *projection.Cell) types.NamespacedName {
 func (s *Store) Formation(key types.NamespacedName) (*projection.Formation, bool) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	f, ok := s.state.Formations[s.formations.byKey[key]]
+	id, ok := s.formations.byKey[key]
+	if !ok {
+		return nil, false
+	}
+	f, ok := s.state.Formations[id]
 	if !ok {
 		return nil, false
 	}
@@ -177,7 +204,11 @@ func (s *Store) Formation(key types.NamespacedName) (*projection.Formation, bool
 func (s *Store) Cell(key types.NamespacedName) (*projection.Cell, bool) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	c, ok := s.state.Cells[s.cells.byKey[key]]
+	id, ok := s.cells.byKey[key]
+	if !ok {
+		return nil, false
+	}
+	c, ok := s.state.Cells[id]
 	if !ok {
 		return nil, false
 	}
@@ -216,8 +247,8 @@ func (s *Store) lastApplied(ref Ref) uint64 {
 			return f.LastAppliedSequence
 		}
 	case CellKind:
-		if c, ok := s.state.Cells[s.cells.byKey[ref.Key]]; ok {
-			return c.LastAppliedSequence
+		if id, ok := s.cells.byKey[ref.Key]; ok {
+			return s.state.Cells[id].LastAppliedSequence
 		}
 	}
 	return 0

@@ -33,11 +33,19 @@ func FormationStatus(f *projection.Formation, counts cellosv1.CellCounts, genera
 		ObservedGeneration:  generation,
 		Conditions:          append([]metav1.Condition(nil), existing...),
 	}
-	if len(f.Document) > 0 && string(f.Document) != "null" {
+	if storable(f.Document) {
 		s.Document = &runtime.RawExtension{Raw: f.Document}
 	}
 	setFormationConditions(&s, f.Degraded, generation, metav1.NewTime(now))
 	return s
+}
+
+// storable tells whether the API server can keep a document in status: a
+// JSON value other than null whose numbers fit a float64. The fold keeps any
+// valid JSON, such as 1e400, that the API server would refuse forever.
+func storable(doc json.RawMessage) bool {
+	var v any
+	return json.Unmarshal(doc, &v) == nil && v != nil
 }
 
 // FormationRecord reads the projection back from a Formation's status. It

@@ -203,3 +203,17 @@ func TestAwaitingStreamIsInProgress(t *testing.T) {
 		t.Fatalf("after the first event: kstatus %s, want Current", got)
 	}
 }
+
+func TestUnstorableDocumentsStayOut(t *testing.T) {
+	for doc, kept := range map[string]bool{
+		`{"formationId":"x"}`: true,
+		`{"size":1e400}`:      false,
+		`null`:                false,
+		``:                    false,
+	} {
+		f := &projection.Formation{ID: "x", Phase: cellosv1.FormationPending, Document: json.RawMessage(doc), LastAppliedSequence: 1}
+		if got := FormationStatus(f, cellosv1.CellCounts{}, 1, nil, now).Document != nil; got != kept {
+			t.Errorf("document %q kept: %v, want %v", doc, got, kept)
+		}
+	}
+}

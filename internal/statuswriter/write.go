@@ -17,7 +17,7 @@ import (
 var (
 	statusWritesTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "cellos_operator_status_writes_total",
-		Help: "Status writes to the API server, by kind and result (ok, conflict, error).",
+		Help: "Status writes to the API server, by kind and result (ok, conflict, refused, error).",
 	}, []string{"kind", "result"})
 
 	statusWriteSeconds = prometheus.NewHistogramVec(prometheus.HistogramOpts{
@@ -44,6 +44,8 @@ func Update(ctx context.Context, c client.Client, kind string, obj client.Object
 		return nil
 	case apierrors.IsConflict(err):
 		statusWritesTotal.WithLabelValues(kind, "conflict").Inc()
+	case apierrors.IsInvalid(err) || apierrors.IsBadRequest(err):
+		statusWritesTotal.WithLabelValues(kind, "refused").Inc()
 	default:
 		statusWritesTotal.WithLabelValues(kind, "error").Inc()
 	}

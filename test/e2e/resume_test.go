@@ -3,6 +3,8 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -70,9 +72,14 @@ func TestLaggingCursorDoesNotDoubleApply(t *testing.T) {
 	first.stop(t)
 
 	// Rewind the cursor, as a crash before the last commit would leave it:
-	// every event is replayed, and the objects' lastAppliedSequence skips it.
-	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "cellos-projection-cursor"}}
-	if err := controlPlane.Client.Delete(context.Background(), cm); err != nil {
+	// the events after it are replayed, and the objects' lastAppliedSequence
+	// makes each a no-op.
+	var cm corev1.ConfigMap
+	if err := controlPlane.Client.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: "cellos-projection-cursor"}, &cm); err != nil {
+		t.Fatal(err)
+	}
+	cm.Data["sequence"] = "5"
+	if err := controlPlane.Client.Update(context.Background(), &cm); err != nil {
 		t.Fatal(err)
 	}
 	second := startManager(t, js.URL(), ns, "--flush-window=50ms")
@@ -140,6 +147,52 @@ func TestObjectsHeal(t *testing.T) {
 		}
 		if got := f.Status.CellCounts.Total; int(got) != len(cells.Items) || got == 0 {
 			return fmt.Errorf("cellCounts.total %d, %d Cells labelled", got, len(cells.Items))
+		}
+		return nil
+	})
+}
+
+// A stream deleted and created again under the same name numbers its events
+// from 1 again: the operator waits, unready, until the cursor of the old
+// stream is deleted, then projects the new one over the old objects.
+func TestRecreatedStreamWaitsForTheCursorToGo(t *testing.T) {
+	ns := newNamespace(t)
+	js := testenv.StartJetStream(t)
+	_, jsc := js.Connect(t)
+	sample := readSample(t)
+	first := startManager(t, js.URL(), ns, "--flush-window=50ms")
+	publish(t, jsc, sample)
+	waitForCursor(t, ns, uint64(len(sample)))
+	first.stop(t)
+
+	ctx := context.Background()
+	if err := jsc.DeleteStream(ctx, "CELLOS_EVENTS"); err != nil {
+		t.Fatal(err)
+	}
+	publish(t, jsc, sample[:17])
+	second := startManager(t, js.URL(), ns, "--flush-window=50ms")
+	eventually(t, time.Minute, "not ready, saying to delete the cursor", func() error {
+		code, body, err := httpGet("http://" + second.probeAddr + "/readyz/projection")
+		if err != nil || code == http.StatusOK || !strings.Contains(body, "delete the ConfigMap") {
+			return fmt.Errorf("readyz/projection %d: %s (%v)", code, body, err)
+		}
+		return nil
+	})
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "cellos-projection-cursor"}}
+	if err := controlPlane.Client.Delete(ctx, cm); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, time.Minute, "ready once the cursor is gone", second.ready)
+	waitForCursor(t, ns, 17)
+	// Formation 9974d75b was Succeeded at sequence 19 of the old stream; the
+	// new stream ends at 17, after it degraded.
+	eventually(t, time.Minute, "the new stream's projection", func() error {
+		var f cellosv1.Formation
+		if err := controlPlane.Client.Get(ctx, types.NamespacedName{Namespace: ns, Name: "9974d75b-3338-24fe-6179-0134676b1b69"}, &f); err != nil {
+			return err
+		}
+		if f.Status.Phase != cellosv1.FormationRunning || f.Status.LastAppliedSequence != 17 {
+			return fmt.Errorf("phase %s at sequence %d", f.Status.Phase, f.Status.LastAppliedSequence)
 		}
 		return nil
 	})
