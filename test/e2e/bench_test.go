@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -25,7 +27,14 @@ func BenchmarkProjectSimulatedStream(b *testing.B) {
 	if _, err := jetstream.EnsureStream(ctx, jsc, "CELLOS_EVENTS"); err != nil {
 		b.Fatal(err)
 	}
-	m := startManager(b, js.URL(), ns)
+	// The tests' manager has the race detector, which would distort figures.
+	bin := filepath.Join(b.TempDir(), "manager")
+	build := exec.Command("go", "build", "-o", bin, "./cmd/manager")
+	build.Dir = testenv.RepoRoot()
+	if out, err := build.CombinedOutput(); err != nil {
+		b.Fatalf("building the manager: %v\n%s", err, out)
+	}
+	m := startManagerBinary(b, bin, js.URL(), ns)
 
 	var events int
 	for i := 0; b.Loop(); i++ {

@@ -37,9 +37,14 @@ type manager struct {
 	done               chan error
 }
 
-// startManager runs bin/manager with the given extra flags; the test stops it
-// with SIGTERM when it ends.
+// startManager runs the manager built for the tests with the given extra
+// flags; the test stops it with SIGTERM when it ends.
 func startManager(t testing.TB, natsURL, namespace string, extra ...string) *manager {
+	t.Helper()
+	return startManagerBinary(t, managerBin, natsURL, namespace, extra...)
+}
+
+func startManagerBinary(t testing.TB, bin, natsURL, namespace string, extra ...string) *manager {
 	t.Helper()
 	m := &manager{probeAddr: freePort(t), metrics: freePort(t), done: make(chan error, 1)}
 	args := append([]string{
@@ -49,7 +54,7 @@ func startManager(t testing.TB, natsURL, namespace string, extra ...string) *man
 		"--health-probe-bind-address", m.probeAddr,
 		"--metrics-bind-address", m.metrics,
 	}, extra...)
-	m.cmd = exec.Command(managerBin, args...)
+	m.cmd = exec.Command(bin, args...)
 	m.cmd.Env = append(os.Environ(), "POD_NAMESPACE="+namespace)
 	if testing.Verbose() {
 		m.cmd.Stdout, m.cmd.Stderr = os.Stdout, os.Stderr
