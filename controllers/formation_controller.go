@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"k8s.io/apimachinery/pkg/api/equality"
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -59,12 +60,18 @@ func (r *FormationReconciler) reconcile(ctx context.Context, req ctrl.Request) (
 		desired.Document = f.Status.Document
 	}
 	if !equality.Semantic.DeepEqual(f.Status, desired) {
+		from := f.Status.Phase
 		f.Status = desired
 		if err := statuswriter.Update(ctx, r.Client, "Formation", f); err != nil {
 			if r.giveUp(ctx, ref, f, want.LastAppliedSequence, err) {
 				return ctrl.Result{}, nil
 			}
 			return ctrl.Result{}, err
+		}
+		if from != desired.Phase {
+			// The phase history, for kubectl describe.
+			r.Recorder.Eventf(f, nil, corev1.EventTypeNormal, string(desired.Phase), "Project",
+				"Phase %s at stream sequence %d", desired.Phase, want.LastAppliedSequence)
 		}
 	}
 	r.Store.Flushed(ref, want.LastAppliedSequence)

@@ -253,6 +253,20 @@ func TestProjectsSampleStream(t *testing.T) {
 		return fmt.Errorf("none among %d events", len(evs.Items))
 	})
 
+	eventually(t, 30*time.Second, "a Normal Event for the phase a Formation reached", func() error {
+		var evs eventsv1.EventList
+		if err := controlPlane.Client.List(context.Background(), &evs, client.InNamespace(ns)); err != nil {
+			return err
+		}
+		for _, e := range evs.Items {
+			if e.Reason == string(cellosv1.FormationSucceeded) && e.Type == corev1.EventTypeNormal &&
+				e.Regarding.Kind == "Formation" && e.Regarding.Name == "02daa0b3-49a7-a4bf-8050-cbb812881d4e" {
+				return nil
+			}
+		}
+		return fmt.Errorf("none among %d events", len(evs.Items))
+	})
+
 	assertKstatus(t, ns)
 }
 
