@@ -212,16 +212,30 @@ func (m *manager) metric(t testing.TB, series string) float64 {
 	return 0
 }
 
-func TestProjectsSampleStream(t *testing.T) {
-	ns := newNamespace(t)
-	js := testenv.StartJetStream(t)
-	_, jsc := js.Connect(t)
-	want := readExpected(t)
-	m := startManager(t, js.URL(), ns, "--flush-window=50ms")
-	publish(t, jsc, readSample(t))
+// sampleRun is a manager that projected the whole sample stream, in a
+// namespace of its own, with the objects and the cursor caught up.
+type sampleRun struct {
+	ns   string
+	js   *testenv.JetStreamServer
+	jsc  natsjs.JetStream
+	m    *manager
+	want expectedProjection
+}
 
-	eventually(t, time.Minute, "objects match the expected projection", func() error { return matchesExpected(ns, want) })
-	waitForCursor(t, ns, want.LastSequence)
+func projectSample(t *testing.T) sampleRun {
+	t.Helper()
+	r := sampleRun{ns: newNamespace(t), js: testenv.StartJetStream(t), want: readExpected(t)}
+	_, r.jsc = r.js.Connect(t)
+	r.m = startManager(t, r.js.URL(), r.ns, "--flush-window=50ms")
+	publish(t, r.jsc, readSample(t))
+	eventually(t, time.Minute, "objects match the expected projection", func() error { return matchesExpected(r.ns, r.want) })
+	waitForCursor(t, r.ns, r.want.LastSequence)
+	return r
+}
+
+func TestProjectsSampleStream(t *testing.T) {
+	r := projectSample(t)
+	ns, m, want := r.ns, r.m, r.want
 
 	var applied float64
 	for _, family := range []string{"cell", "formation", "other"} {

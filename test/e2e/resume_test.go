@@ -62,14 +62,9 @@ func TestRestartMidStreamLosesNothing(t *testing.T) {
 }
 
 func TestLaggingCursorDoesNotDoubleApply(t *testing.T) {
-	ns := newNamespace(t)
-	js := testenv.StartJetStream(t)
-	_, jsc := js.Connect(t)
-	want := readExpected(t)
-	first := startManager(t, js.URL(), ns, "--flush-window=50ms")
-	publish(t, jsc, readSample(t))
-	eventually(t, time.Minute, "objects match the expected projection", func() error { return matchesExpected(ns, want) })
-	first.stop(t)
+	r := projectSample(t)
+	ns, want := r.ns, r.want
+	r.m.stop(t)
 
 	// Rewind the cursor, as a crash before the last commit would leave it:
 	// the events after it are replayed, and the objects' lastAppliedSequence
@@ -82,7 +77,7 @@ func TestLaggingCursorDoesNotDoubleApply(t *testing.T) {
 	if err := controlPlane.Client.Update(context.Background(), &cm); err != nil {
 		t.Fatal(err)
 	}
-	second := startManager(t, js.URL(), ns, "--flush-window=50ms")
+	second := startManager(t, r.js.URL(), ns, "--flush-window=50ms")
 	waitForCursor(t, ns, want.LastSequence)
 	if err := matchesExpected(ns, want); err != nil {
 		t.Fatal(err)
@@ -98,13 +93,8 @@ func TestLaggingCursorDoesNotDoubleApply(t *testing.T) {
 }
 
 func TestObjectsHeal(t *testing.T) {
-	ns := newNamespace(t)
-	js := testenv.StartJetStream(t)
-	_, jsc := js.Connect(t)
-	want := readExpected(t)
-	startManager(t, js.URL(), ns, "--flush-window=50ms")
-	publish(t, jsc, readSample(t))
-	eventually(t, time.Minute, "objects match the expected projection", func() error { return matchesExpected(ns, want) })
+	r := projectSample(t)
+	ns, want := r.ns, r.want
 	ctx := context.Background()
 	c := controlPlane.Client
 
@@ -156,21 +146,16 @@ func TestObjectsHeal(t *testing.T) {
 // from 1 again: the operator waits, unready, until the cursor of the old
 // stream is deleted, then projects the new one over the old objects.
 func TestRecreatedStreamWaitsForTheCursorToGo(t *testing.T) {
-	ns := newNamespace(t)
-	js := testenv.StartJetStream(t)
-	_, jsc := js.Connect(t)
-	sample := readSample(t)
-	first := startManager(t, js.URL(), ns, "--flush-window=50ms")
-	publish(t, jsc, sample)
-	waitForCursor(t, ns, uint64(len(sample)))
-	first.stop(t)
+	r := projectSample(t)
+	ns, jsc := r.ns, r.jsc
+	r.m.stop(t)
 
 	ctx := context.Background()
 	if err := jsc.DeleteStream(ctx, "CELLOS_EVENTS"); err != nil {
 		t.Fatal(err)
 	}
-	publish(t, jsc, sample[:17])
-	second := startManager(t, js.URL(), ns, "--flush-window=50ms")
+	publish(t, jsc, readSample(t)[:17])
+	second := startManager(t, r.js.URL(), ns, "--flush-window=50ms")
 	eventually(t, time.Minute, "not ready, saying to delete the cursor", func() error {
 		code, body, err := httpGet("http://" + second.probeAddr + "/readyz/projection")
 		if err != nil || code == http.StatusOK || !strings.Contains(body, "delete the ConfigMap") {
