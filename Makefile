@@ -8,14 +8,16 @@ BIN := $(CURDIR)/bin
 GO ?= go
 
 # Binaries from the pinned tools modules are rebuilt only when missing or when
-# their pins (go.mod and go.sum) change: the stamp's name is the pins' hash.
-CONTROLPLANE_PINS := $(shell cat hack/tools/go.mod hack/tools/go.sum | sha256sum | cut -c1-12)
-CONTROLPLANE := $(BIN)/.controlplane-$(CONTROLPLANE_PINS)
-DEVTOOLS_PINS := $(shell cat hack/devtools/go.mod hack/devtools/go.sum | sha256sum | cut -c1-12)
-DEVTOOLS := $(BIN)/.devtools-$(DEVTOOLS_PINS)
+# their pins (go.mod and go.sum) change: each depends on a stamp named by the
+# pins' hash, which a change of pins makes anew.
+CONTROLPLANE_PINS := $(BIN)/.controlplane-$(shell cat hack/tools/go.mod hack/tools/go.sum | sha256sum | cut -c1-12)
+DEVTOOLS_PINS := $(BIN)/.devtools-$(shell cat hack/devtools/go.mod hack/devtools/go.sum | sha256sum | cut -c1-12)
 
 CONTROLLER_GEN := $(BIN)/controller-gen
 GOLANGCI_LINT := $(BIN)/golangci-lint
+KUBECTL := $(BIN)/kubectl
+CONTROLPLANE := $(BIN)/kube-apiserver $(BIN)/etcd $(KUBECTL)
+DEVTOOLS := $(CONTROLLER_GEN) $(GOLANGCI_LINT)
 
 # envtest finds kube-apiserver, etcd and kubectl here.
 export KUBEBUILDER_ASSETS := $(BIN)
@@ -88,18 +90,28 @@ install: manifests $(CONTROLPLANE) ## Install the CRDs into the cluster of the c
 .PHONY: tools
 tools: $(CONTROLPLANE) $(DEVTOOLS) ## Build the pinned tools into bin/.
 
-$(CONTROLPLANE):
+$(CONTROLPLANE_PINS):
 	@mkdir -p $(BIN)
-	@echo "Building kube-apiserver, etcd and kubectl from hack/tools (the first time takes minutes)"
-	cd hack/tools && $(GO) build -o $(BIN)/kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver
-	cd hack/tools && $(GO) build -o $(BIN)/etcd go.etcd.io/etcd/server/v3
-	cd hack/tools && $(GO) build -o $(BIN)/kubectl k8s.io/kubernetes/cmd/kubectl
 	rm -f $(BIN)/.controlplane-*
 	touch $@
 
-$(DEVTOOLS):
+$(DEVTOOLS_PINS):
 	@mkdir -p $(BIN)
-	cd hack/devtools && $(GO) build -o $(BIN)/controller-gen sigs.k8s.io/controller-tools/cmd/controller-gen
-	cd hack/devtools && $(GO) build -o $(BIN)/golangci-lint github.com/golangci/golangci-lint/v2/cmd/golangci-lint
 	rm -f $(BIN)/.devtools-*
 	touch $@
+
+$(BIN)/kube-apiserver: $(CONTROLPLANE_PINS)
+	@echo "Building kube-apiserver from hack/tools (the first time takes minutes)"
+	cd hack/tools && $(GO) build -o $@ k8s.io/kubernetes/cmd/kube-apiserver
+
+$(BIN)/etcd: $(CONTROLPLANE_PINS)
+	cd hack/tools && $(GO) build -o $@ go.etcd.io/etcd/server/v3
+
+$(KUBECTL): $(CONTROLPLANE_PINS)
+	cd hack/tools && $(GO) build -o $@ k8s.io/kubernetes/cmd/kubectl
+
+$(CONTROLLER_GEN): $(DEVTOOLS_PINS)
+	cd hack/devtools && $(GO) build -o $@ sigs.k8s.io/controller-tools/cmd/controller-gen
+
+$(GOLANGCI_LINT): $(DEVTOOLS_PINS)
+	cd hack/devtools && $(GO) build -o $@ github.com/golangci/golangci-lint/v2/cmd/golangci-lint
