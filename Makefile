@@ -83,6 +83,12 @@ sim: ## Build the cellos-sim event simulator into bin/cellos-sim.
 run: manifests ## Run the operator against the current kubeconfig and NATS_URL.
 	$(GO) run ./cmd/manager
 
+IMG ?= cellos-operator:latest
+
+.PHONY: docker-build
+docker-build: ## Build the operator's image (needs a Docker engine).
+	docker build -t $(IMG) .
+
 .PHONY: install
 install: manifests $(CONTROLPLANE) ## Install the CRDs into the cluster of the current kubeconfig.
 	$(BIN)/kubectl apply --server-side -f config/crd/bases
