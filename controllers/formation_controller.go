@@ -36,7 +36,11 @@ func (r *FormationReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 func (r *FormationReconciler) reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	want, ok := r.Store.Formation(req.NamespacedName)
 	if !ok {
-		return ctrl.Result{}, r.awaitStream(ctx, req.NamespacedName)
+		adopted, err := r.adoptOrAwait(ctx, req.NamespacedName)
+		if !adopted || err != nil {
+			return ctrl.Result{}, err
+		}
+		want, _ = r.Store.Formation(req.NamespacedName)
 	}
 	ref := projector.Ref{Kind: projector.FormationKind, Key: req.NamespacedName}
 	f, err := r.fetchOrCreate(ctx, req.NamespacedName, want)
@@ -78,14 +82,43 @@ func (r *FormationReconciler) reconcile(ctx context.Context, req ctrl.Request) (
 	return ctrl.Result{}, nil
 }
 
+// adoptOrAwait handles a Formation the projection has no record for. A
+// declared one whose id the stream already named on an observed Formation
+// takes the projection over, and the observed one is deleted, leaving its
+// Cells where they are. Otherwise it is marked as waiting for its first
+// event. adopted tells whether the projection now has a record for it.
+func (r *FormationReconciler) adoptOrAwait(ctx context.Context, key types.NamespacedName) (adopted bool, err error) {
+	var f cellosv1.Formation
+	if err := r.Get(ctx, key, &f); err != nil {
+		return false, client.IgnoreNotFound(err)
+	}
+	id := f.Labels[cellosv1.FormationIDLabel]
+	if observedKey, known := r.Store.FormationKey(id); known && f.Spec != nil && observedKey != key {
+		var observed cellosv1.Formation
+		err := r.Get(ctx, observedKey, &observed)
+		if client.IgnoreNotFound(err) != nil {
+			return false, fmt.Errorf("reading the Formation the stream named: %w", err)
+		}
+		// Two declared Formations with one id: the first keeps it.
+		if err != nil || observed.Spec == nil {
+			r.Store.Rebind(id, key)
+			if err == nil {
+				err = r.Delete(ctx, &observed, client.PropagationPolicy(metav1.DeletePropagationOrphan), client.Preconditions{UID: &observed.UID})
+				if client.IgnoreNotFound(err) != nil {
+					return false, fmt.Errorf("deleting the observed Formation %s: %w", observedKey, err)
+				}
+			}
+			ctrl.LoggerFrom(ctx).Info("Declared Formation takes over from the observed one", "formationId", id, "observed", observedKey)
+			return true, nil
+		}
+	}
+	return false, r.awaitStream(ctx, &f)
+}
+
 // awaitStream marks a Formation that the stream has not named: a declared one
 // waiting for its first event. A status that ever mirrored the stream is left
 // alone, so that a Formation is never rewritten before the projection loads.
-func (r *FormationReconciler) awaitStream(ctx context.Context, key types.NamespacedName) error {
-	var f cellosv1.Formation
-	if err := r.Get(ctx, key, &f); err != nil {
-		return client.IgnoreNotFound(err)
-	}
+func (r *FormationReconciler) awaitStream(ctx context.Context, f *cellosv1.Formation) error {
 	if f.Status.LastAppliedSequence > 0 {
 		return nil
 	}
@@ -94,7 +127,7 @@ func (r *FormationReconciler) awaitStream(ctx context.Context, key types.Namespa
 	if equality.Semantic.DeepEqual(*before, f.Status) {
 		return nil
 	}
-	return statuswriter.Update(ctx, r.Client, "Formation", &f)
+	return statuswriter.Update(ctx, r.Client, "Formation", f)
 }
 
 // fetchOrCreate returns the Formation at key, labelled with its formation id,

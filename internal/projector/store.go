@@ -184,6 +184,29 @@ func (s *Store) cellKey(c *projection.Cell) types.NamespacedName {
 	return key
 }
 
+// Rebind moves a formation the stream already named to the declared
+// Formation at key. The Formation at key must now be written, so the
+// watermark waits for it.
+func (s *Store) Rebind(id string, key types.NamespacedName) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	old, ok := s.formations.byID[id]
+	if !ok || old == key {
+		return
+	}
+	delete(s.formations.byKey, old)
+	s.formations.put(id, key)
+	oldRef, newRef := Ref{Kind: FormationKind, Key: old}, Ref{Kind: FormationKind, Key: key}
+	first, dirty := s.dirty[oldRef]
+	delete(s.dirty, oldRef)
+	if f, projected := s.state.Formations[id]; projected {
+		if !dirty {
+			first = f.LastAppliedSequence
+		}
+		s.dirty[newRef] = first
+	}
+}
+
 // Formation returns a copy of the projection of the Formation at key.
 func (s *Store) Formation(key types.NamespacedName) (*projection.Formation, bool) {
 	s.mu.RLock()

@@ -108,3 +108,24 @@ func TestSetProcessedStartsTheWatermarkAtTheCursor(t *testing.T) {
 		t.Fatalf("watermark %d, want 41", w)
 	}
 }
+
+func TestRebindMovesTheFormationAndHoldsTheWatermark(t *testing.T) {
+	s := NewStore("cellos", noDeclared)
+	_, observed := s.Apply(1, created(formationA))
+	s.Flushed(*observed, 1)
+	declared := types.NamespacedName{Namespace: "team-a", Name: "research"}
+	s.Rebind(formationA, declared)
+	if key, _ := s.FormationKey(formationA); key != declared {
+		t.Fatalf("formation at %s after Rebind, want %s", key, declared)
+	}
+	if _, ok := s.Formation(observed.Key); ok {
+		t.Fatal("the observed key still maps to the formation")
+	}
+	if w := s.Watermark(); w != 0 {
+		t.Fatalf("watermark %d before the declared Formation is written, want 0", w)
+	}
+	s.Flushed(Ref{Kind: FormationKind, Key: declared}, 1)
+	if w := s.Watermark(); w != 1 {
+		t.Fatalf("watermark %d after it is written, want 1", w)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -77,4 +78,75 @@ func TestDeclaredFormationFollowsTheStream(t *testing.T) {
 	if len(elsewhere.Items) != 0 {
 		t.Errorf("the stream's formation was also created in the operator's namespace: %v", elsewhere.Items[0].Name)
 	}
+}
+
+// A Formation declared after the stream named its id takes the projection
+// over from the observed Formation the operator had made, which goes away.
+func TestDeclaredFormationTakesOverFromTheObservedOne(t *testing.T) {
+	operatorNS, teamNS := newNamespace(t), newNamespace(t)
+	const id = "7c3e1a9b-2f4d-4e6a-8b1c-9d0e2f3a4b5c"
+	ctx := context.Background()
+	c := controlPlane.Client
+	js := testenv.StartJetStream(t)
+	_, jsc := js.Connect(t)
+	startManager(t, js.URL(), operatorNS, "--flush-window=50ms")
+	publish(t, jsc, []sampleMessage{
+		{Subject: "cellos.events.formation." + id, Data: `{"specversion":"1.0","id":"a","type":"dev.cellos.events.cell.formation.v1.created","data":{"formationId":"` + id + `"}}`},
+		{Subject: "cellos.events.formation." + id, Data: `{"specversion":"1.0","id":"b","type":"dev.cellos.events.cell.formation.v1.running","data":{"formationId":"` + id + `"}}`},
+	})
+	observed := types.NamespacedName{Namespace: operatorNS, Name: id}
+	eventually(t, time.Minute, "the observed Formation runs", func() error {
+		var f cellosv1.Formation
+		if err := c.Get(ctx, observed, &f); err != nil {
+			return err
+		}
+		if f.Status.Phase != cellosv1.FormationRunning {
+			return fmt.Errorf("phase %q", f.Status.Phase)
+		}
+		return nil
+	})
+
+	declared := &cellosv1.Formation{
+		ObjectMeta: metav1.ObjectMeta{Namespace: teamNS, Name: "research", Labels: map[string]string{cellosv1.FormationIDLabel: id}},
+		Spec:       &cellosv1.FormationSpec{Coordinator: "lead", Members: []cellosv1.FormationMember{{Name: "lead"}}},
+	}
+	if err := c.Create(ctx, declared); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, time.Minute, "the declared Formation has the projection and the observed one is gone", func() error {
+		var f cellosv1.Formation
+		if err := c.Get(ctx, client.ObjectKeyFromObject(declared), &f); err != nil {
+			return err
+		}
+		if f.Status.Phase != cellosv1.FormationRunning || f.Status.LastAppliedSequence != 2 {
+			return fmt.Errorf("declared: phase %q at %d", f.Status.Phase, f.Status.LastAppliedSequence)
+		}
+		return observedGone(ctx, observed)
+	})
+	publish(t, jsc, []sampleMessage{
+		{Subject: "cellos.events.formation." + id, Data: `{"specversion":"1.0","id":"c","type":"dev.cellos.events.cell.formation.v1.completed","data":{"formationId":"` + id + `"}}`},
+	})
+	eventually(t, time.Minute, "later events reach the declared Formation, and the observed one stays gone", func() error {
+		var f cellosv1.Formation
+		if err := c.Get(ctx, client.ObjectKeyFromObject(declared), &f); err != nil {
+			return err
+		}
+		if f.Status.Phase != cellosv1.FormationSucceeded {
+			return fmt.Errorf("declared: phase %q", f.Status.Phase)
+		}
+		return observedGone(ctx, observed)
+	})
+	waitForCursor(t, operatorNS, 3)
+}
+
+// observedGone is nil once the observed Formation is deleted. envtest runs no
+// garbage collector to remove the orphan finalizer, so there a deletion
+// stays pending; that counts as gone.
+func observedGone(ctx context.Context, key types.NamespacedName) error {
+	var f cellosv1.Formation
+	err := controlPlane.Client.Get(ctx, key, &f)
+	if apierrors.IsNotFound(err) || (err == nil && f.DeletionTimestamp != nil) {
+		return nil
+	}
+	return fmt.Errorf("observed Formation still there (%v)", err)
 }
