@@ -56,6 +56,7 @@ func BenchmarkProjectSimulatedStream(b *testing.B) {
 	b.ReportMetric(float64(events)/b.Elapsed().Seconds(), "events/s")
 	b.ReportMetric(writes/float64(events), "writes/event")
 	b.ReportMetric(peakRSSMiB(b, m.cmd.Process.Pid), "peak-RSS-MiB")
+	b.ReportMetric(cpuSeconds(b, m.cmd.Process.Pid)*1e6/float64(events), "operator-CPU-ms/1k-events")
 	b.ReportMetric(float64(events)/float64(b.N), "events/op")
 }
 
@@ -76,4 +77,21 @@ func peakRSSMiB(b *testing.B, pid int) float64 {
 	}
 	b.Fatal("no VmHWM in /proc status")
 	return 0
+}
+
+// cpuSeconds reads the CPU time a process has used, user and system, from /proc.
+func cpuSeconds(b *testing.B, pid int) float64 {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	// The fields after the command name, which is in parentheses.
+	fields := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+2:]))
+	utime, err1 := strconv.ParseFloat(fields[11], 64)
+	stime, err2 := strconv.ParseFloat(fields[12], 64)
+	if err1 != nil || err2 != nil {
+		b.Fatalf("parsing /proc/%d/stat: %v %v", pid, err1, err2)
+	}
+	const clockTicks = 100 // USER_HZ on Linux
+	return (utime + stime) / clockTicks
 }
