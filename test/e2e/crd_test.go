@@ -15,8 +15,9 @@ import (
 )
 
 // newNamespace gives each test a namespace of its own. envtest runs no
-// namespace controller, so the test empties it of cellos objects at the end:
-// stream ids are global, and the next test's operator must not find them.
+// namespace controller and no garbage collector, so the test empties it of
+// cellos objects at the end, finalizers included: stream ids are global, and
+// the next test's operator must not find them.
 func newNamespace(t testing.TB) string {
 	t.Helper()
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "e2e-"}}
@@ -25,8 +26,22 @@ func newNamespace(t testing.TB) string {
 	}
 	t.Cleanup(func() {
 		ctx := context.Background()
+		c := controlPlane.Client
+		var formations cellosv1.FormationList
+		if err := c.List(ctx, &formations, client.InNamespace(ns.Name)); err != nil {
+			t.Errorf("listing Formations in %s: %v", ns.Name, err)
+		}
+		for i := range formations.Items {
+			f := &formations.Items[i]
+			if len(f.Finalizers) > 0 {
+				f.Finalizers = nil
+				if err := client.IgnoreNotFound(c.Update(ctx, f)); err != nil {
+					t.Errorf("removing finalizers of %s: %v", f.Name, err)
+				}
+			}
+		}
 		for _, obj := range []client.Object{&cellosv1.Formation{}, &cellosv1.Cell{}} {
-			if err := controlPlane.Client.DeleteAllOf(ctx, obj, client.InNamespace(ns.Name)); err != nil {
+			if err := c.DeleteAllOf(ctx, obj, client.InNamespace(ns.Name)); err != nil {
 				t.Errorf("emptying namespace %s: %v", ns.Name, err)
 			}
 		}

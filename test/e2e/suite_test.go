@@ -9,6 +9,9 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/go-logr/logr"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
+
 	"cellos.dev/cellos-operator/internal/testenv"
 )
 
@@ -22,6 +25,8 @@ func TestMain(m *testing.M) {
 }
 
 func runSuite(m *testing.M) int {
+	// The tests' clients log nothing worth reading; the manager logs its own.
+	ctrllog.SetLogger(logr.Discard())
 	dir, err := os.MkdirTemp("", "cellos-e2e-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
