@@ -127,6 +127,11 @@ func (p *Projector) resumePoint(ctx context.Context, created time.Time) (cursor.
 		}
 		if !found {
 			log.Info("No cursor: replaying the stream from its first sequence", "configMap", p.Cursor.Key)
+			if warned {
+				// The objects' sequences count another stream's events: a
+				// status "ahead" of the projection is stale, not newer.
+				p.Store.DistrustStatus()
+			}
 			p.setProblem(nil)
 			return cursor.Position{Stream: p.Stream, StreamCreated: created}, false, nil
 		}

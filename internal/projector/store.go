@@ -43,6 +43,9 @@ type Store struct {
 	processed uint64
 	// streamLast is the stream's last sequence, as last seen.
 	streamLast atomic.Uint64
+	// distrust is set once the objects' sequences are known to count
+	// another stream's events.
+	distrust atomic.Bool
 
 	// namespace receives objects first seen in the stream.
 	namespace string
@@ -122,10 +125,15 @@ func (s *Store) StreamLast() uint64 { return s.streamLast.Load() }
 // Ahead tells whether a status already reflects later events than the
 // projection: another writer got there first, and writing would move the
 // status backwards. A status ahead of the whole stream is not believed: it
-// belongs to another stream, or was edited by hand, and is overwritten.
+// belongs to another stream, or was edited by hand, and is overwritten; so is
+// every status once DistrustStatus was called.
 func (s *Store) Ahead(statusSequence int64, projected uint64) bool {
-	return statusSequence > int64(projected) && uint64(statusSequence) <= s.streamLast.Load()
+	return !s.distrust.Load() && statusSequence > int64(projected) && uint64(statusSequence) <= s.streamLast.Load()
 }
+
+// DistrustStatus makes Ahead false from now on: the stream was recreated, so
+// the sequences in status count the old stream's events.
+func (s *Store) DistrustStatus() { s.distrust.Store(true) }
 
 // Apply folds one event and returns what it did, and for an applied event
 // the object whose status now lags.

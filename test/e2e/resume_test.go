@@ -144,7 +144,8 @@ func TestObjectsHeal(t *testing.T) {
 
 // A stream deleted and created again under the same name numbers its events
 // from 1 again: the operator waits, unready, until the cursor of the old
-// stream is deleted, then projects the new one over the old objects.
+// stream is deleted, then projects the new one over the old objects, even
+// where their old sequences are within the new stream's.
 func TestRecreatedStreamWaitsForTheCursorToGo(t *testing.T) {
 	r := projectSample(t)
 	ns, jsc := r.ns, r.jsc
@@ -154,7 +155,14 @@ func TestRecreatedStreamWaitsForTheCursorToGo(t *testing.T) {
 	if err := jsc.DeleteStream(ctx, "CELLOS_EVENTS"); err != nil {
 		t.Fatal(err)
 	}
-	publish(t, jsc, readSample(t)[:17])
+	// The new stream: the sample's first three events, then 20 that the
+	// projection ignores, so that it ends beyond the old status of formation
+	// 02daa0b3 (Succeeded at sequence 16), which it leaves Pending at 2.
+	fresh := readSample(t)[:3]
+	for i := range 20 {
+		fresh = append(fresh, sampleMessage{Subject: "cellos.events.noise", Data: fmt.Sprintf(`{"type":"dev.cellos.events.cell.identity.v1.materialized","id":"n%d"}`, i)})
+	}
+	publish(t, jsc, fresh)
 	second := startManager(t, r.js.URL(), ns, "--flush-window=50ms")
 	eventually(t, time.Minute, "not ready, saying to delete the cursor", func() error {
 		code, body, err := httpGet("http://" + second.probeAddr + "/readyz/projection")
@@ -168,15 +176,13 @@ func TestRecreatedStreamWaitsForTheCursorToGo(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, time.Minute, "ready once the cursor is gone", second.ready)
-	waitForCursor(t, ns, 17)
-	// Formation 9974d75b was Succeeded at sequence 19 of the old stream; the
-	// new stream ends at 17, after it degraded.
+	waitForCursor(t, ns, uint64(len(fresh)))
 	eventually(t, time.Minute, "the new stream's projection", func() error {
 		var f cellosv1.Formation
-		if err := controlPlane.Client.Get(ctx, types.NamespacedName{Namespace: ns, Name: "9974d75b-3338-24fe-6179-0134676b1b69"}, &f); err != nil {
+		if err := controlPlane.Client.Get(ctx, types.NamespacedName{Namespace: ns, Name: "02daa0b3-49a7-a4bf-8050-cbb812881d4e"}, &f); err != nil {
 			return err
 		}
-		if f.Status.Phase != cellosv1.FormationRunning || f.Status.LastAppliedSequence != 17 {
+		if f.Status.Phase != cellosv1.FormationPending || f.Status.LastAppliedSequence != 2 {
 			return fmt.Errorf("phase %s at sequence %d", f.Status.Phase, f.Status.LastAppliedSequence)
 		}
 		return nil
