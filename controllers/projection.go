@@ -8,6 +8,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/client-go/tools/events"
@@ -19,6 +20,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
@@ -47,6 +49,15 @@ type Projection struct {
 // refuses to store an object's projection.
 const RefusedReason = "ProjectionRefused"
 
+var objectsRefusedTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+	Name: "cellos_operator_objects_refused_total",
+	Help: "Objects whose projection the API server refused for good and the operator moved past, by kind.",
+}, []string{"kind"})
+
+func init() {
+	metrics.Registry.MustRegister(objectsRefusedTotal)
+}
+
 // giveUp settles an object whose write the API server refuses for good: an
 // invalid status, or a namespace that is gone or terminating. Retrying cannot
 // help, and the cursor must not wait for it forever, so the object's events
@@ -57,6 +68,8 @@ func (p *Projection) giveUp(ctx context.Context, ref projector.Ref, obj client.O
 		return false
 	}
 	ctrl.LoggerFrom(ctx).Error(err, "The API server refuses this object's projection; moving on", "sequence", seq)
+	objectsRefusedTotal.WithLabelValues(string(ref.Kind)).Inc()
+	// Lost when the object's namespace is gone; the log and the metric stay.
 	p.Recorder.Eventf(obj, nil, corev1.EventTypeWarning, RefusedReason, "Project",
 		"The API server refused the projection up to stream sequence %d: %v", seq, err)
 	p.Store.Flushed(ref, seq)

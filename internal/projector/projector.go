@@ -208,14 +208,11 @@ func (p *Projector) handle(ctx context.Context, msg jetstream.Message) error {
 		return nil
 	}
 	ch := p.Cells
-	var obj client.Object = &cellosv1.Cell{}
 	if ref.Kind == FormationKind {
-		ch, obj = p.Formations, &cellosv1.Formation{}
+		ch = p.Formations
 	}
-	obj.SetNamespace(ref.Key.Namespace)
-	obj.SetName(ref.Key.Name)
 	select {
-	case ch <- event.GenericEvent{Object: obj}:
+	case ch <- event.GenericEvent{Object: ObjectOf(*ref)}:
 		return nil
 	case <-ctx.Done():
 		return nil

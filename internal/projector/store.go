@@ -28,6 +28,18 @@ type Ref struct {
 	Key  types.NamespacedName
 }
 
+// ObjectOf is an empty object of ref's kind at ref's key, to name it in a
+// queue.
+func ObjectOf(ref Ref) client.Object {
+	var obj client.Object = &cellosv1.Cell{}
+	if ref.Kind == FormationKind {
+		obj = &cellosv1.Formation{}
+	}
+	obj.SetNamespace(ref.Key.Namespace)
+	obj.SetName(ref.Key.Name)
+	return obj
+}
+
 // Store is the projection shared between the one goroutine that folds the
 // stream into it and the reconcilers that write it into status. It also keeps
 // the low watermark: which sequences are reflected in status.

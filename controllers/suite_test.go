@@ -1,0 +1,121 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/clock"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/config"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"cellos.dev/cellos-operator/internal/projector"
+	"cellos.dev/cellos-operator/internal/testenv"
+)
+
+var controlPlane *testenv.ControlPlane
+
+func TestMain(m *testing.M) {
+	ctrllog.SetLogger(logr.Discard())
+	cp, stop, err := testenv.NewControlPlane("")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	controlPlane = cp
+	code := m.Run()
+	stop()
+	os.Exit(code)
+}
+
+// reconcilers runs both reconcilers in a real manager against the test API
+// server, with a Store the test folds events into directly: what the
+// projector would do, without JetStream.
+type reconcilers struct {
+	store             *projector.Store
+	formations, cells chan event.GenericEvent
+	nextSequence      uint64
+}
+
+func startReconcilers(t *testing.T, namespace string) *reconcilers {
+	t.Helper()
+	r := &reconcilers{
+		store:      projector.NewStore(namespace, func(string) (types.NamespacedName, bool) { return types.NamespacedName{}, false }),
+		formations: make(chan event.GenericEvent, 16),
+		cells:      make(chan event.GenericEvent, 16),
+	}
+	mgr, err := ctrl.NewManager(controlPlane.Config, ctrl.Options{
+		Scheme:                 controlPlane.Scheme,
+		Metrics:                metricsserver.Options{BindAddress: "0"},
+		HealthProbeBindAddress: "0",
+		// Each test runs its own manager with the same controllers.
+		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	shared := Projection{
+		Client: mgr.GetClient(), Store: r.store, FlushWindow: 10 * time.Millisecond,
+		Clock: clock.RealClock{}, Workers: 2, Recorder: mgr.GetEventRecorder("cellos-operator"),
+	}
+	formations, cells := shared, shared
+	formations.Lagging, cells.Lagging = r.formations, r.cells
+	if err := (&FormationReconciler{Projection: formations}).SetupWithManager(mgr); err != nil {
+		t.Fatal(err)
+	}
+	if err := (&CellReconciler{Projection: cells}).SetupWithManager(mgr); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- mgr.Start(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("manager: %v", err)
+		}
+	})
+	return r
+}
+
+// apply folds one event at the next sequence and queues its object, as the
+// projector does.
+func (r *reconcilers) apply(t *testing.T, payload string) uint64 {
+	t.Helper()
+	r.nextSequence++
+	r.store.SetStreamLast(r.nextSequence)
+	out, ref := r.store.Apply(r.nextSequence, []byte(payload))
+	if ref == nil {
+		t.Fatalf("event %d was not applied: %s %s", r.nextSequence, out.Result, out.Reason)
+	}
+	ch, obj := r.cells, projector.ObjectOf(*ref)
+	if ref.Kind == projector.FormationKind {
+		ch = r.formations
+	}
+	ch <- event.GenericEvent{Object: obj}
+	return r.nextSequence
+}
+
+// eventually polls cond until it holds or the timeout passes.
+func eventually(t *testing.T, what string, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: still not true after a minute: %v", what, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
