@@ -64,14 +64,7 @@ type JetStreamServer struct {
 // and a store in t.TempDir(). It is shut down when the test ends.
 func StartJetStream(t testing.TB) *JetStreamServer {
 	t.Helper()
-	return StartJetStreamIn(t, t.TempDir())
-}
-
-// StartJetStreamIn is StartJetStream with the store in storeDir, for tests that
-// need to inspect or reuse the store.
-func StartJetStreamIn(t testing.TB, storeDir string) *JetStreamServer {
-	t.Helper()
-	s := &JetStreamServer{t: t, storeDir: storeDir}
+	s := &JetStreamServer{t: t, storeDir: t.TempDir()}
 	s.start()
 	// The first start picked a free port; pin it so Restart reuses it.
 	s.port = s.srv.Addr().(*net.TCPAddr).Port
