@@ -45,28 +45,18 @@ func (r *CellReconciler) reconcile(ctx context.Context, req ctrl.Request) (ctrl.
 	ref := projector.Ref{Kind: projector.CellKind, Key: req.NamespacedName}
 	cell, err := r.fetchOrCreate(ctx, req.NamespacedName, want.FormationID)
 	if err != nil {
-		if r.giveUp(ctx, ref, &cellosv1.Cell{ObjectMeta: metav1.ObjectMeta{Namespace: req.Namespace, Name: req.Name}}, want.LastAppliedSequence, err) {
-			return ctrl.Result{}, nil
-		}
-		return ctrl.Result{}, err
+		return r.settle(ctx, ref, projector.ObjectOf(ref), want.LastAppliedSequence, err)
 	}
 	if r.Store.Ahead(cell.Status.LastAppliedSequence, want.LastAppliedSequence) {
 		// Never move status backwards: it already reflects later events.
-		r.Store.Flushed(ref, want.LastAppliedSequence)
-		return ctrl.Result{}, nil
+		return r.settle(ctx, ref, cell, want.LastAppliedSequence, nil)
 	}
 	desired := statuswriter.CellStatus(want, cell.Status.Conditions, r.Clock.Now())
 	if !equality.Semantic.DeepEqual(cell.Status, desired) {
 		cell.Status = desired
-		if err := statuswriter.Update(ctx, r.Client, "Cell", cell); err != nil {
-			if r.giveUp(ctx, ref, cell, want.LastAppliedSequence, err) {
-				return ctrl.Result{}, nil
-			}
-			return ctrl.Result{}, err
-		}
+		err = statuswriter.Update(ctx, r.Client, "Cell", cell)
 	}
-	r.Store.Flushed(ref, want.LastAppliedSequence)
-	return ctrl.Result{}, nil
+	return r.settle(ctx, ref, cell, want.LastAppliedSequence, err)
 }
 
 // fetchOrCreate returns the Cell at key, correlated with its formation,

@@ -45,15 +45,11 @@ func (r *FormationReconciler) reconcile(ctx context.Context, req ctrl.Request) (
 	ref := projector.Ref{Kind: projector.FormationKind, Key: req.NamespacedName}
 	f, err := r.fetchOrCreate(ctx, req.NamespacedName, want)
 	if err != nil {
-		if r.giveUp(ctx, ref, &cellosv1.Formation{ObjectMeta: metav1.ObjectMeta{Namespace: req.Namespace, Name: req.Name}}, want.LastAppliedSequence, err) {
-			return ctrl.Result{}, nil
-		}
-		return ctrl.Result{}, err
+		return r.settle(ctx, ref, projector.ObjectOf(ref), want.LastAppliedSequence, err)
 	}
 	if r.Store.Ahead(f.Status.LastAppliedSequence, want.LastAppliedSequence) {
 		// Never move status backwards: it already reflects later events.
-		r.Store.Flushed(ref, want.LastAppliedSequence)
-		return ctrl.Result{}, nil
+		return r.settle(ctx, ref, f, want.LastAppliedSequence, nil)
 	}
 	var cells cellosv1.CellList
 	if err := r.List(ctx, &cells, client.MatchingLabels{cellosv1.FormationIDLabel: want.ID}); err != nil {
@@ -63,23 +59,20 @@ func (r *FormationReconciler) reconcile(ctx context.Context, req ctrl.Request) (
 	if statuswriter.SameDocument(desired.Document, f.Status.Document) {
 		desired.Document = f.Status.Document
 	}
-	if !equality.Semantic.DeepEqual(f.Status, desired) {
-		from := f.Status.Phase
-		f.Status = desired
-		if err := statuswriter.Update(ctx, r.Client, "Formation", f); err != nil {
-			if r.giveUp(ctx, ref, f, want.LastAppliedSequence, err) {
-				return ctrl.Result{}, nil
-			}
-			return ctrl.Result{}, err
-		}
-		if from != desired.Phase {
-			// The phase history, for kubectl describe.
-			r.Recorder.Eventf(f, nil, corev1.EventTypeNormal, string(desired.Phase), "Project",
-				"Phase %s at stream sequence %d", desired.Phase, want.LastAppliedSequence)
-		}
+	if equality.Semantic.DeepEqual(f.Status, desired) {
+		return r.settle(ctx, ref, f, want.LastAppliedSequence, nil)
 	}
-	r.Store.Flushed(ref, want.LastAppliedSequence)
-	return ctrl.Result{}, nil
+	from := f.Status.Phase
+	f.Status = desired
+	if err := statuswriter.Update(ctx, r.Client, "Formation", f); err != nil {
+		return r.settle(ctx, ref, f, want.LastAppliedSequence, err)
+	}
+	if from != desired.Phase {
+		// The phase history, for kubectl describe.
+		r.Recorder.Eventf(f, nil, corev1.EventTypeNormal, string(desired.Phase), "Project",
+			"Phase %s at stream sequence %d", desired.Phase, want.LastAppliedSequence)
+	}
+	return r.settle(ctx, ref, f, want.LastAppliedSequence, nil)
 }
 
 // adoptOrAwait handles a Formation the projection has no record for. A

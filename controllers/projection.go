@@ -58,22 +58,25 @@ func init() {
 	metrics.Registry.MustRegister(objectsRefusedTotal)
 }
 
-// giveUp settles an object whose write the API server refuses for good: an
-// invalid status, or a namespace that is gone or terminating. Retrying cannot
-// help, and the cursor must not wait for it forever, so the object's events
-// up to seq count as done, and the refusal is logged and raised as a Warning
-// Event. It returns false for any other error, which is retried.
-func (p *Projection) giveUp(ctx context.Context, ref projector.Ref, obj client.Object, seq uint64, err error) bool {
-	if !refusedForGood(err) {
-		return false
+// settle ends a reconcile of ref, whose projection was read at seq. With no
+// error, or one the API server will repeat forever (an invalid status, a
+// namespace that is gone or terminating), the object's events up to seq count
+// as done: retrying cannot help, and the cursor must not wait forever. A
+// refusal is logged, counted, and raised as a Warning Event on obj. Any other
+// error is returned, to be retried.
+func (p *Projection) settle(ctx context.Context, ref projector.Ref, obj client.Object, seq uint64, err error) (ctrl.Result, error) {
+	if err != nil && !refusedForGood(err) {
+		return ctrl.Result{}, err
 	}
-	ctrl.LoggerFrom(ctx).Error(err, "The API server refuses this object's projection; moving on", "sequence", seq)
-	objectsRefusedTotal.WithLabelValues(string(ref.Kind)).Inc()
-	// Lost when the object's namespace is gone; the log and the metric stay.
-	p.Recorder.Eventf(obj, nil, corev1.EventTypeWarning, RefusedReason, "Project",
-		"The API server refused the projection up to stream sequence %d: %v", seq, err)
+	if err != nil {
+		ctrl.LoggerFrom(ctx).Error(err, "The API server refuses this object's projection; moving on", "sequence", seq)
+		objectsRefusedTotal.WithLabelValues(string(ref.Kind)).Inc()
+		// Lost when the object's namespace is gone; the log and the metric stay.
+		p.Recorder.Eventf(obj, nil, corev1.EventTypeWarning, RefusedReason, "Project",
+			"The API server refused the projection up to stream sequence %d: %v", seq, err)
+	}
 	p.Store.Flushed(ref, seq)
-	return true
+	return ctrl.Result{}, nil
 }
 
 func refusedForGood(err error) bool {
