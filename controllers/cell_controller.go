@@ -18,8 +18,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	cellosv1 "cellos.dev/cellos-operator/api/v1"
-	"cellos.dev/cellos-operator/internal/projector"
-	"cellos.dev/cellos-operator/internal/statuswriter"
+	"cellos.dev/cellos-operator/internal/status"
+	"cellos.dev/cellos-operator/internal/store"
 )
 
 // CellReconciler makes each Cell's status equal to the projection of its
@@ -42,19 +42,19 @@ func (r *CellReconciler) reconcile(ctx context.Context, req ctrl.Request) (ctrl.
 		// Not a cell of the stream (yet): there is nothing to mirror.
 		return ctrl.Result{}, nil
 	}
-	ref := projector.Ref{Kind: projector.CellKind, Key: req.NamespacedName}
+	ref := store.Ref{Kind: store.CellKind, Key: req.NamespacedName}
 	cell, err := r.fetchOrCreate(ctx, req.NamespacedName, want.FormationID)
 	if err != nil {
-		return r.settle(ctx, ref, projector.ObjectOf(ref), want.LastAppliedSequence, err)
+		return r.settle(ctx, ref, store.ObjectOf(ref), want.LastAppliedSequence, err)
 	}
 	if r.Store.Ahead(cell.Status.LastAppliedSequence, want.LastAppliedSequence) {
 		// Never move status backwards: it already reflects later events.
 		return r.settle(ctx, ref, cell, want.LastAppliedSequence, nil)
 	}
-	desired := statuswriter.CellStatus(want, cell.Status.Conditions, r.Clock.Now())
+	desired := status.CellStatus(want, cell.Status.Conditions, r.Clock.Now())
 	if !equality.Semantic.DeepEqual(cell.Status, desired) {
 		cell.Status = desired
-		err = statuswriter.Update(ctx, r.Client, "Cell", cell)
+		err = updateStatus(ctx, r.Client, "Cell", cell)
 	}
 	return r.settle(ctx, ref, cell, want.LastAppliedSequence, err)
 }

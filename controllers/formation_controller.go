@@ -14,9 +14,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	cellosv1 "cellos.dev/cellos-operator/api/v1"
-	"cellos.dev/cellos-operator/internal/projection"
-	"cellos.dev/cellos-operator/internal/projector"
-	"cellos.dev/cellos-operator/internal/statuswriter"
+	"cellos.dev/cellos-operator/internal/fold"
+	"cellos.dev/cellos-operator/internal/status"
+	"cellos.dev/cellos-operator/internal/store"
 )
 
 // FormationReconciler makes each Formation's status equal to the projection
@@ -42,10 +42,10 @@ func (r *FormationReconciler) reconcile(ctx context.Context, req ctrl.Request) (
 		}
 		want, _ = r.Store.Formation(req.NamespacedName)
 	}
-	ref := projector.Ref{Kind: projector.FormationKind, Key: req.NamespacedName}
+	ref := store.Ref{Kind: store.FormationKind, Key: req.NamespacedName}
 	f, err := r.fetchOrCreate(ctx, req.NamespacedName, want)
 	if err != nil {
-		return r.settle(ctx, ref, projector.ObjectOf(ref), want.LastAppliedSequence, err)
+		return r.settle(ctx, ref, store.ObjectOf(ref), want.LastAppliedSequence, err)
 	}
 	if r.Store.Ahead(f.Status.LastAppliedSequence, want.LastAppliedSequence) {
 		// Never move status backwards: it already reflects later events.
@@ -55,8 +55,8 @@ func (r *FormationReconciler) reconcile(ctx context.Context, req ctrl.Request) (
 	if err := r.List(ctx, &cells, client.MatchingLabels{cellosv1.FormationIDLabel: want.ID}); err != nil {
 		return ctrl.Result{}, fmt.Errorf("listing the Formation's Cells: %w", err)
 	}
-	desired := statuswriter.FormationStatus(want, statuswriter.CountCells(cells.Items), f.Generation, f.Status.Conditions, r.Clock.Now())
-	if statuswriter.SameDocument(desired.Document, f.Status.Document) {
+	desired := status.FormationStatus(want, status.CountCells(cells.Items), f.Generation, f.Status.Conditions, r.Clock.Now())
+	if status.SameDocument(desired.Document, f.Status.Document) {
 		desired.Document = f.Status.Document
 	}
 	if equality.Semantic.DeepEqual(f.Status, desired) {
@@ -64,7 +64,7 @@ func (r *FormationReconciler) reconcile(ctx context.Context, req ctrl.Request) (
 	}
 	from := f.Status.Phase
 	f.Status = desired
-	if err := statuswriter.Update(ctx, r.Client, "Formation", f); err != nil {
+	if err := updateStatus(ctx, r.Client, "Formation", f); err != nil {
 		return r.settle(ctx, ref, f, want.LastAppliedSequence, err)
 	}
 	if from != desired.Phase {
@@ -116,16 +116,16 @@ func (r *FormationReconciler) awaitStream(ctx context.Context, f *cellosv1.Forma
 		return nil
 	}
 	before := f.Status.DeepCopy()
-	statuswriter.SetAwaitingStream(&f.Status, f.Generation, r.Clock.Now())
+	status.SetAwaitingStream(&f.Status, f.Generation, r.Clock.Now())
 	if equality.Semantic.DeepEqual(*before, f.Status) {
 		return nil
 	}
-	return statuswriter.Update(ctx, r.Client, "Formation", f)
+	return updateStatus(ctx, r.Client, "Formation", f)
 }
 
 // fetchOrCreate returns the Formation at key, labelled with its formation id,
 // creating it when the stream first names the formation.
-func (r *FormationReconciler) fetchOrCreate(ctx context.Context, key types.NamespacedName, want *projection.Formation) (*cellosv1.Formation, error) {
+func (r *FormationReconciler) fetchOrCreate(ctx context.Context, key types.NamespacedName, want *fold.Formation) (*cellosv1.Formation, error) {
 	f := &cellosv1.Formation{}
 	err := r.Get(ctx, key, f)
 	if apierrors.IsNotFound(err) {

@@ -24,7 +24,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
-	"cellos.dev/cellos-operator/internal/projector"
+	"cellos.dev/cellos-operator/internal/store"
 )
 
 // Projection is what a reconciler needs to mirror the projection of its kind
@@ -32,7 +32,7 @@ import (
 type Projection struct {
 	client.Client
 	// Store holds the projection.
-	Store *projector.Store
+	Store *store.Store
 	// Lagging carries the objects whose status lags the projection.
 	Lagging <-chan event.GenericEvent
 	// FlushWindow is how long events on one object gather before a write.
@@ -64,7 +64,7 @@ func init() {
 // as done: retrying cannot help, and the cursor must not wait forever. A
 // refusal is logged, counted, and raised as a Warning Event on obj. Any other
 // error is returned, to be retried.
-func (p *Projection) settle(ctx context.Context, ref projector.Ref, obj client.Object, seq uint64, err error) (ctrl.Result, error) {
+func (p *Projection) settle(ctx context.Context, ref store.Ref, obj client.Object, seq uint64, err error) (ctrl.Result, error) {
 	if err != nil && !refusedForGood(err) {
 		return ctrl.Result{}, err
 	}

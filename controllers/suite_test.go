@@ -17,15 +17,15 @@ import (
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
-	"cellos.dev/cellos-operator/internal/projector"
-	"cellos.dev/cellos-operator/internal/testenv"
+	"cellos.dev/cellos-operator/internal/localenv"
+	"cellos.dev/cellos-operator/internal/store"
 )
 
-var controlPlane *testenv.ControlPlane
+var controlPlane *localenv.ControlPlane
 
 func TestMain(m *testing.M) {
 	ctrllog.SetLogger(logr.Discard())
-	cp, stop, err := testenv.NewControlPlane("")
+	cp, stop, err := localenv.NewControlPlane("")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
@@ -40,7 +40,7 @@ func TestMain(m *testing.M) {
 // server, with a Store the test folds events into directly: what the
 // projector would do, without JetStream.
 type reconcilers struct {
-	store             *projector.Store
+	store             *store.Store
 	formations, cells chan event.GenericEvent
 	nextSequence      uint64
 }
@@ -48,7 +48,7 @@ type reconcilers struct {
 func startReconcilers(t *testing.T, namespace string) *reconcilers {
 	t.Helper()
 	r := &reconcilers{
-		store:      projector.NewStore(namespace, func(string) (types.NamespacedName, bool) { return types.NamespacedName{}, false }),
+		store:      store.NewStore(namespace, func(string) (types.NamespacedName, bool) { return types.NamespacedName{}, false }),
 		formations: make(chan event.GenericEvent, 16),
 		cells:      make(chan event.GenericEvent, 16),
 	}
@@ -96,8 +96,8 @@ func (r *reconcilers) apply(t *testing.T, payload string) uint64 {
 	if ref == nil {
 		t.Fatalf("event %d was not applied: %s %s", r.nextSequence, out.Result, out.Reason)
 	}
-	ch, obj := r.cells, projector.ObjectOf(*ref)
-	if ref.Kind == projector.FormationKind {
+	ch, obj := r.cells, store.ObjectOf(*ref)
+	if ref.Kind == store.FormationKind {
 		ch = r.formations
 	}
 	ch <- event.GenericEvent{Object: obj}

@@ -29,7 +29,8 @@ import (
 	cellosv1 "cellos.dev/cellos-operator/api/v1"
 	"cellos.dev/cellos-operator/controllers"
 	"cellos.dev/cellos-operator/internal/cursor"
-	"cellos.dev/cellos-operator/internal/projector"
+	"cellos.dev/cellos-operator/internal/ingest"
+	"cellos.dev/cellos-operator/internal/store"
 )
 
 // The operator's own needs; each controller declares the access to its kind.
@@ -120,19 +121,19 @@ func run() error {
 		return fmt.Errorf("opening JetStream: %w", err)
 	}
 	ctx := ctrl.SetupSignalHandler()
-	store := projector.NewStore(opts.namespace, projector.DeclaredFormations(ctx, mgr.GetClient()))
-	lagging := map[projector.Kind]chan event.GenericEvent{
-		projector.FormationKind: make(chan event.GenericEvent, 1024),
-		projector.CellKind:      make(chan event.GenericEvent, 1024),
+	projected := store.NewStore(opts.namespace, store.DeclaredFormations(ctx, mgr.GetClient()))
+	lagging := map[store.Kind]chan event.GenericEvent{
+		store.FormationKind: make(chan event.GenericEvent, 1024),
+		store.CellKind:      make(chan event.GenericEvent, 1024),
 	}
-	proj := &projector.Projector{
+	proj := &ingest.Projector{
 		Reader:         mgr.GetAPIReader(),
 		JetStream:      js,
 		Stream:         opts.stream,
 		Cursor:         &cursor.ConfigMap{Client: mgr.GetClient(), Key: types.NamespacedName{Namespace: ownNamespace, Name: opts.cursorConfigMap}},
-		Store:          store,
-		Formations:     lagging[projector.FormationKind],
-		Cells:          lagging[projector.CellKind],
+		Store:          projected,
+		Formations:     lagging[store.FormationKind],
+		Cells:          lagging[store.CellKind],
 		Recorder:       mgr.GetEventRecorder("cellos-operator"),
 		CommitInterval: opts.commitInterval,
 	}
@@ -140,11 +141,11 @@ func run() error {
 		return fmt.Errorf("adding projector: %w", err)
 	}
 	shared := controllers.Projection{
-		Client: mgr.GetClient(), Store: store, FlushWindow: opts.flushWindow,
+		Client: mgr.GetClient(), Store: projected, FlushWindow: opts.flushWindow,
 		Clock: clock.RealClock{}, Workers: opts.writers, Recorder: mgr.GetEventRecorder("cellos-operator"),
 	}
 	formations, cells := shared, shared
-	formations.Lagging, cells.Lagging = lagging[projector.FormationKind], lagging[projector.CellKind]
+	formations.Lagging, cells.Lagging = lagging[store.FormationKind], lagging[store.CellKind]
 	if err := (&controllers.FormationReconciler{Projection: formations}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up Formation controller: %w", err)
 	}

@@ -10,11 +10,11 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
-	"cellos.dev/cellos-operator/internal/testenv"
+	"cellos.dev/cellos-operator/internal/localenv"
 )
 
 func TestCommitNeverDecreases(t *testing.T) {
-	cp := testenv.StartControlPlane(t)
+	cp := localenv.StartControlPlane(t)
 	ctx := context.Background()
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "cursor-"}}
 	if err := cp.Client.Create(ctx, ns); err != nil {
@@ -54,7 +54,7 @@ func TestCommitNeverDecreases(t *testing.T) {
 }
 
 func TestLoadRefusesAGarbledCursor(t *testing.T) {
-	cp := testenv.StartControlPlane(t)
+	cp := localenv.StartControlPlane(t)
 	ctx := context.Background()
 	cmObj := &corev1.ConfigMap{
 		ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "garbled"},

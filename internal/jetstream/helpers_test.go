@@ -12,7 +12,7 @@ import (
 	"github.com/go-logr/logr/testr"
 	natsjs "github.com/nats-io/nats.go/jetstream"
 
-	"cellos.dev/cellos-operator/internal/testenv"
+	"cellos.dev/cellos-operator/internal/localenv"
 )
 
 const (
@@ -45,9 +45,9 @@ func testContext(t testing.TB) context.Context {
 }
 
 // setup starts a server, connects, and creates the cellos stream.
-func setup(t testing.TB) (*testenv.JetStreamServer, natsjs.JetStream) {
+func setup(t testing.TB) (*localenv.JetStreamServer, natsjs.JetStream) {
 	t.Helper()
-	srv := testenv.StartJetStream(t)
+	srv := localenv.StartJetStream(t)
 	_, js := srv.Connect(t)
 	if _, err := EnsureStream(testContext(t), js, testStream); err != nil {
 		t.Fatal(err)

@@ -7,11 +7,11 @@ import (
 
 	natsjs "github.com/nats-io/nats.go/jetstream"
 
-	"cellos.dev/cellos-operator/internal/testenv"
+	"cellos.dev/cellos-operator/internal/localenv"
 )
 
 func TestEnsureStreamCreatesWithDefaults(t *testing.T) {
-	srv := testenv.StartJetStream(t)
+	srv := localenv.StartJetStream(t)
 	_, js := srv.Connect(t)
 	ctx := testContext(t)
 
@@ -36,7 +36,7 @@ func TestEnsureStreamCreatesWithDefaults(t *testing.T) {
 }
 
 func TestEnsureStreamLeavesExistingStreamUntouched(t *testing.T) {
-	srv := testenv.StartJetStream(t)
+	srv := localenv.StartJetStream(t)
 	_, js := srv.Connect(t)
 	ctx := testContext(t)
 

@@ -20,8 +20,8 @@ import (
 	natsjs "github.com/nats-io/nats.go/jetstream"
 
 	"cellos.dev/cellos-operator/internal/jetstream"
+	"cellos.dev/cellos-operator/internal/localenv"
 	"cellos.dev/cellos-operator/internal/simulator"
-	"cellos.dev/cellos-operator/internal/testenv"
 )
 
 // Config says where the playground keeps its state and what it runs.
@@ -53,7 +53,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 
 	step("Starting the control plane: kube-apiserver and etcd")
-	cp, stopControlPlane, err := testenv.NewControlPlane(filepath.Join(cfg.StateDir, "controlplane"))
+	cp, stopControlPlane, err := localenv.NewControlPlane(filepath.Join(cfg.StateDir, "controlplane"))
 	if err != nil {
 		return err
 	}
@@ -64,7 +64,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	step("Control plane up at %s, with the Formation and Cell CRDs installed", cp.Config.Host)
 
-	ns, err := testenv.RunJetStream(filepath.Join(cfg.StateDir, "jetstream"), cfg.NATSPort, nil)
+	ns, err := localenv.RunJetStream(filepath.Join(cfg.StateDir, "jetstream"), cfg.NATSPort, nil)
 	if err != nil {
 		return err
 	}

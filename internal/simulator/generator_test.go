@@ -11,7 +11,7 @@ import (
 	"github.com/google/uuid"
 
 	cellosv1 "cellos.dev/cellos-operator/api/v1"
-	"cellos.dev/cellos-operator/internal/projection"
+	"cellos.dev/cellos-operator/internal/fold"
 	"cellos.dev/cellos-operator/internal/simulator"
 )
 
@@ -85,7 +85,7 @@ func TestGenerateFoldsIntoExpectedStates(t *testing.T) {
 
 func checkStream(t *testing.T, cfg simulator.Config, cells, inFlight int, events []simulator.Event) {
 	t.Helper()
-	state := projection.NewState()
+	state := fold.NewState()
 	ids := map[string]bool{}
 	exit := map[string]int{}         // cell id → exit code
 	cellsOf := map[string][]string{} // formation id → cell ids
@@ -183,7 +183,7 @@ func checkStream(t *testing.T, cfg simulator.Config, cells, inFlight int, events
 		}
 
 		out := state.Apply(seq, ev.Payload)
-		if out.Result != projection.ResultApplied {
+		if out.Result != fold.ResultApplied {
 			t.Fatalf("event %d %s: %s (%s)\n%s", seq, ev.Type, out.Result, out.Reason, ev.Payload)
 		}
 	}
@@ -302,10 +302,10 @@ func checkPhaseOrder(t *testing.T, seq uint64, before []string, phase string) {
 // degradation: Running and Degraded, then Running again.
 func TestDegradedPassesThroughRunning(t *testing.T) {
 	events := simulator.Generate(simulator.Config{Seed: 11, Formations: 3, DegradedRate: 1, Start: testStart})
-	state := projection.NewState()
+	state := fold.NewState()
 	seen := map[string]string{} // formation id → what was observed, in order
 	for i, ev := range events {
-		if out := state.Apply(uint64(i+1), ev.Payload); out.Result != projection.ResultApplied {
+		if out := state.Apply(uint64(i+1), ev.Payload); out.Result != fold.ResultApplied {
 			t.Fatalf("event %d: %s (%s)", i+1, out.Result, out.Reason)
 		}
 		if ev.FormationPhase() == "" {
@@ -352,7 +352,7 @@ func TestGenerateEndlessConfigReturnsNil(t *testing.T) {
 func TestGeneratorContinuous(t *testing.T) {
 	const n = 20000
 	g := simulator.NewGenerator(simulator.Config{Seed: 12, InFlight: 7, FailureRate: 0.2, DegradedRate: 0.2, Start: testStart})
-	state := projection.NewState()
+	state := fold.NewState()
 	live := map[string]bool{}
 	finished, maxLive := 0, 0
 	for i := range n {
@@ -360,7 +360,7 @@ func TestGeneratorContinuous(t *testing.T) {
 		if !ok {
 			t.Fatalf("continuous generator ran dry after %d events", i)
 		}
-		if out := state.Apply(uint64(i+1), ev.Payload); out.Result != projection.ResultApplied {
+		if out := state.Apply(uint64(i+1), ev.Payload); out.Result != fold.ResultApplied {
 			t.Fatalf("event %d: %s (%s)", i+1, out.Result, out.Reason)
 		}
 		switch ev.FormationPhase() {

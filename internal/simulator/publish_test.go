@@ -10,15 +10,15 @@ import (
 	natsjs "github.com/nats-io/nats.go/jetstream"
 
 	cellosjs "cellos.dev/cellos-operator/internal/jetstream"
+	"cellos.dev/cellos-operator/internal/localenv"
 	"cellos.dev/cellos-operator/internal/simulator"
-	"cellos.dev/cellos-operator/internal/testenv"
 )
 
 const testStream = "CELLOS_EVENTS"
 
 func startStream(t *testing.T) (natsjs.JetStream, natsjs.Stream) {
 	t.Helper()
-	srv := testenv.StartJetStream(t)
+	srv := localenv.StartJetStream(t)
 	_, js := srv.Connect(t)
 	stream, err := cellosjs.EnsureStream(t.Context(), js, testStream)
 	if err != nil {

@@ -11,8 +11,8 @@ import (
 	"testing"
 
 	"cellos.dev/cellos-operator/internal/jetstream"
+	"cellos.dev/cellos-operator/internal/localenv"
 	"cellos.dev/cellos-operator/internal/simulator"
-	"cellos.dev/cellos-operator/internal/testenv"
 )
 
 // BenchmarkProjectSimulatedStream measures the whole operator: simulated
@@ -21,7 +21,7 @@ import (
 func BenchmarkProjectSimulatedStream(b *testing.B) {
 	const formations, cells = 200, 3
 	ns := newNamespace(b)
-	js := testenv.StartJetStream(b)
+	js := localenv.StartJetStream(b)
 	_, jsc := js.Connect(b)
 	ctx := context.Background()
 	if _, err := jetstream.EnsureStream(ctx, jsc, "CELLOS_EVENTS"); err != nil {
@@ -30,7 +30,7 @@ func BenchmarkProjectSimulatedStream(b *testing.B) {
 	// The tests' manager has the race detector, which would distort figures.
 	bin := filepath.Join(b.TempDir(), "manager")
 	build := exec.Command("go", "build", "-o", bin, "./cmd/manager")
-	build.Dir = testenv.RepoRoot()
+	build.Dir = localenv.RepoRoot()
 	if out, err := build.CombinedOutput(); err != nil {
 		b.Fatalf("building the manager: %v\n%s", err, out)
 	}

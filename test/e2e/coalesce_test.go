@@ -9,12 +9,12 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	cellosv1 "cellos.dev/cellos-operator/api/v1"
-	"cellos.dev/cellos-operator/internal/testenv"
+	"cellos.dev/cellos-operator/internal/localenv"
 )
 
 func TestManyEventsOnOneObjectCostOneWrite(t *testing.T) {
 	ns := newNamespace(t)
-	js := testenv.StartJetStream(t)
+	js := localenv.StartJetStream(t)
 	_, jsc := js.Connect(t)
 	m := startManager(t, js.URL(), ns, "--flush-window=3s")
 

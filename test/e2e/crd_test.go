@@ -11,7 +11,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	cellosv1 "cellos.dev/cellos-operator/api/v1"
-	"cellos.dev/cellos-operator/internal/testenv"
+	"cellos.dev/cellos-operator/internal/localenv"
 )
 
 // newNamespace gives each test a namespace of its own. envtest runs no
@@ -51,7 +51,7 @@ func newNamespace(t testing.TB) string {
 
 func kubectl(t testing.TB, args ...string) string {
 	t.Helper()
-	cmd := exec.Command(testenv.Binary("kubectl"), append([]string{"--kubeconfig", controlPlane.KubeconfigPath}, args...)...)
+	cmd := exec.Command(localenv.Binary("kubectl"), append([]string{"--kubeconfig", controlPlane.KubeconfigPath}, args...)...)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("kubectl %s: %v\n%s", strings.Join(args, " "), err, out)

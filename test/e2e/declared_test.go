@@ -13,7 +13,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	cellosv1 "cellos.dev/cellos-operator/api/v1"
-	"cellos.dev/cellos-operator/internal/testenv"
+	"cellos.dev/cellos-operator/internal/localenv"
 )
 
 // A Formation declared in Git, labelled with its id, waits for the stream and
@@ -32,7 +32,7 @@ func TestDeclaredFormationFollowsTheStream(t *testing.T) {
 	if err := c.Create(ctx, declared); err != nil {
 		t.Fatal(err)
 	}
-	js := testenv.StartJetStream(t)
+	js := localenv.StartJetStream(t)
 	_, jsc := js.Connect(t)
 	startManager(t, js.URL(), operatorNS, "--flush-window=50ms")
 	key := client.ObjectKeyFromObject(declared)
@@ -87,7 +87,7 @@ func TestDeclaredFormationTakesOverFromTheObservedOne(t *testing.T) {
 	const id = "7c3e1a9b-2f4d-4e6a-8b1c-9d0e2f3a4b5c"
 	ctx := context.Background()
 	c := controlPlane.Client
-	js := testenv.StartJetStream(t)
+	js := localenv.StartJetStream(t)
 	_, jsc := js.Connect(t)
 	startManager(t, js.URL(), operatorNS, "--flush-window=50ms")
 	publish(t, jsc, []sampleMessage{

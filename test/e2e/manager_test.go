@@ -16,7 +16,7 @@ import (
 	coordinationv1 "k8s.io/api/coordination/v1"
 	"k8s.io/apimachinery/pkg/types"
 
-	"cellos.dev/cellos-operator/internal/testenv"
+	"cellos.dev/cellos-operator/internal/localenv"
 )
 
 // freePort returns a loopback address with a port that was free a moment ago.
@@ -125,7 +125,7 @@ func (m *manager) ready() error {
 
 func TestManagerStartsReadyAndLeads(t *testing.T) {
 	ns := newNamespace(t)
-	js := testenv.StartJetStream(t)
+	js := localenv.StartJetStream(t)
 	m := startManager(t, js.URL(), ns, "--leader-elect")
 
 	eventually(t, time.Minute, "manager ready", m.ready)
@@ -148,7 +148,7 @@ func TestManagerStartsReadyAndLeads(t *testing.T) {
 
 func TestManagerNotReadyWithoutNATS(t *testing.T) {
 	ns := newNamespace(t)
-	js := testenv.StartJetStream(t)
+	js := localenv.StartJetStream(t)
 	m := startManager(t, js.URL(), ns)
 	eventually(t, time.Minute, "manager ready", m.ready)
 	js.Stop()

@@ -19,7 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	cellosv1 "cellos.dev/cellos-operator/api/v1"
-	"cellos.dev/cellos-operator/internal/testenv"
+	"cellos.dev/cellos-operator/internal/localenv"
 )
 
 // TestPlayground runs `make dev`'s entry point as a user would, waits for the
@@ -28,13 +28,13 @@ func TestPlayground(t *testing.T) {
 	dir := t.TempDir()
 	devBin := filepath.Join(dir, "cellos-dev")
 	build := exec.Command("go", "build", "-o", devBin, "./cmd/cellos-dev")
-	build.Dir = testenv.RepoRoot()
+	build.Dir = localenv.RepoRoot()
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("building cellos-dev: %v\n%s", err, out)
 	}
 	state := filepath.Join(dir, "state")
 	cmd := exec.Command(devBin, "--state-dir", state, "--nats-port", "0", "--rate", "50",
-		"--manager", managerBin, "--kubectl", testenv.Binary("kubectl"), "--seed", "7")
+		"--manager", managerBin, "--kubectl", localenv.Binary("kubectl"), "--seed", "7")
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)

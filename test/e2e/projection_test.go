@@ -23,13 +23,14 @@ import (
 
 	cellosv1 "cellos.dev/cellos-operator/api/v1"
 	"cellos.dev/cellos-operator/internal/cursor"
+	"cellos.dev/cellos-operator/internal/ingest"
 	"cellos.dev/cellos-operator/internal/jetstream"
-	"cellos.dev/cellos-operator/internal/projector"
-	"cellos.dev/cellos-operator/internal/testenv"
+	"cellos.dev/cellos-operator/internal/localenv"
+	"cellos.dev/cellos-operator/internal/store"
 )
 
 // sampleDir holds the sample stream and the projection it must produce.
-var sampleDir = filepath.Join(testenv.RepoRoot(), "internal", "projection", "testdata")
+var sampleDir = filepath.Join(localenv.RepoRoot(), "internal", "fold", "testdata")
 
 type sampleMessage struct {
 	Subject string `json:"subject"`
@@ -133,7 +134,7 @@ func matchesExpected(ns string, want expectedProjection) error {
 	}
 	for id, wc := range want.Cells {
 		var cell cellosv1.Cell
-		if err := c.Get(ctx, types.NamespacedName{Namespace: ns, Name: projector.ObjectName(id)}, &cell); err != nil {
+		if err := c.Get(ctx, types.NamespacedName{Namespace: ns, Name: store.ObjectName(id)}, &cell); err != nil {
 			return fmt.Errorf("cell %s: %w", id, err)
 		}
 		s := cell.Status
@@ -216,7 +217,7 @@ func (m *manager) metric(t testing.TB, series string) float64 {
 // namespace of its own, with the objects and the cursor caught up.
 type sampleRun struct {
 	ns   string
-	js   *testenv.JetStreamServer
+	js   *localenv.JetStreamServer
 	jsc  natsjs.JetStream
 	m    *manager
 	want expectedProjection
@@ -224,7 +225,7 @@ type sampleRun struct {
 
 func projectSample(t *testing.T) sampleRun {
 	t.Helper()
-	r := sampleRun{ns: newNamespace(t), js: testenv.StartJetStream(t), want: readExpected(t)}
+	r := sampleRun{ns: newNamespace(t), js: localenv.StartJetStream(t), want: readExpected(t)}
 	_, r.jsc = r.js.Connect(t)
 	r.m = startManager(t, r.js.URL(), r.ns, "--flush-window=50ms")
 	publish(t, r.jsc, readSample(t))
@@ -259,7 +260,7 @@ func TestProjectsSampleStream(t *testing.T) {
 			return err
 		}
 		for _, e := range evs.Items {
-			if e.Reason == projector.RejectedEventReason && e.Type == corev1.EventTypeWarning &&
+			if e.Reason == ingest.RejectedEventReason && e.Type == corev1.EventTypeWarning &&
 				e.Regarding.Kind == "ConfigMap" && e.Regarding.Name == "cellos-projection-cursor" {
 				return nil
 			}
@@ -297,7 +298,7 @@ func assertKstatus(t *testing.T, ns string) {
 		{&cellosv1.Formation{}, "d49db22d-a1b6-c6c0-c492-90279eab75cd", status.CurrentStatus}, // Running
 		{&cellosv1.Cell{}, "cell-02daa0b3-0", status.CurrentStatus},                           // destroyed, succeeded
 		{&cellosv1.Cell{}, "cell-9974d75b-1", status.CurrentStatus},                           // Running
-		{&cellosv1.Cell{}, projector.ObjectName(longCellID(t)), status.FailedStatus},          // destroyed, failed
+		{&cellosv1.Cell{}, store.ObjectName(longCellID(t)), status.FailedStatus},              // destroyed, failed
 		{&cellosv1.Cell{}, "only-completed", status.InProgressStatus},                         // Pending
 	}
 	for _, tc := range cases {

@@ -15,7 +15,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	cellosv1 "cellos.dev/cellos-operator/api/v1"
-	"cellos.dev/cellos-operator/internal/testenv"
+	"cellos.dev/cellos-operator/internal/localenv"
 )
 
 // watchCursor samples the cursor until the test ends and fails it if the
@@ -40,7 +40,7 @@ func watchCursor(t *testing.T, ns string) {
 
 func TestRestartMidStreamLosesNothing(t *testing.T) {
 	ns := newNamespace(t)
-	js := testenv.StartJetStream(t)
+	js := localenv.StartJetStream(t)
 	_, jsc := js.Connect(t)
 	want := readExpected(t)
 	sample := readSample(t)

@@ -12,11 +12,11 @@ import (
 	"github.com/go-logr/logr"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
-	"cellos.dev/cellos-operator/internal/testenv"
+	"cellos.dev/cellos-operator/internal/localenv"
 )
 
 var (
-	controlPlane *testenv.ControlPlane
+	controlPlane *localenv.ControlPlane
 	managerBin   string
 )
 
@@ -37,14 +37,14 @@ func runSuite(m *testing.M) int {
 	// With the race detector: a data race makes the manager exit with an
 	// error, which fails the test that stops it.
 	build := exec.Command("go", "build", "-race", "-o", managerBin, "./cmd/manager")
-	build.Dir = testenv.RepoRoot()
+	build.Dir = localenv.RepoRoot()
 	build.Stdout, build.Stderr = os.Stdout, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "building the manager:", err)
 		return 1
 	}
 
-	cp, stop, err := testenv.NewControlPlane("")
+	cp, stop, err := localenv.NewControlPlane("")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1

@@ -1,4 +1,4 @@
-package projector
+package ingest
 
 import (
 	"github.com/prometheus/client_golang/prometheus"

@@ -1,4 +1,4 @@
-package statuswriter
+package status
 
 import (
 	"time"

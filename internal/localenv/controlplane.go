@@ -1,7 +1,7 @@
 // Package testenv starts the real parts that integration tests run against: a
 // kube-apiserver with etcd (envtest) that has the cellos CRDs installed, and an
 // embedded NATS JetStream server.
-package testenv
+package localenv
 
 import (
 	"fmt"

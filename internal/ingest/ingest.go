@@ -1,6 +1,6 @@
 // Package projector runs the projection: it folds the JetStream stream into a
 // Store, tells the controllers which objects lag, and commits the cursor.
-package projector
+package ingest
 
 import (
 	"context"
@@ -19,8 +19,9 @@ import (
 
 	cellosv1 "cellos.dev/cellos-operator/api/v1"
 	"cellos.dev/cellos-operator/internal/cursor"
+	"cellos.dev/cellos-operator/internal/fold"
 	"cellos.dev/cellos-operator/internal/jetstream"
-	"cellos.dev/cellos-operator/internal/projection"
+	"cellos.dev/cellos-operator/internal/store"
 )
 
 // RejectedEventReason is the reason of the Warning Event raised on the cursor
@@ -38,7 +39,7 @@ type Projector struct {
 	// Cursor stores the resume point.
 	Cursor *cursor.ConfigMap
 	// Store receives the fold.
-	Store *Store
+	Store *store.Store
 	// Formations and Cells tell the controllers which objects lag.
 	Formations, Cells chan<- event.GenericEvent
 	// Recorder raises the Warning Events for rejected events.
@@ -201,18 +202,18 @@ func (p *Projector) handle(ctx context.Context, msg jetstream.Message) error {
 	eventsTotal.WithLabelValues(string(out.Family), string(out.Result)).Inc()
 	p.Store.SetStreamLast(msg.StreamLast)
 	streamLastSequence.Set(float64(msg.StreamLast))
-	if out.Result == projection.ResultRejected {
+	if out.Result == fold.ResultRejected {
 		p.reject(ctx, out)
 	}
 	if ref == nil {
 		return nil
 	}
 	ch := p.Cells
-	if ref.Kind == FormationKind {
+	if ref.Kind == store.FormationKind {
 		ch = p.Formations
 	}
 	select {
-	case ch <- event.GenericEvent{Object: ObjectOf(*ref)}:
+	case ch <- event.GenericEvent{Object: store.ObjectOf(*ref)}:
 		return nil
 	case <-ctx.Done():
 		return nil
@@ -221,7 +222,7 @@ func (p *Projector) handle(ctx context.Context, msg jetstream.Message) error {
 
 // reject surfaces an event that cannot be used: in the log, in metrics, and
 // as a Warning Event on the cursor ConfigMap. The stream moves on.
-func (p *Projector) reject(ctx context.Context, out projection.Outcome) {
+func (p *Projector) reject(ctx context.Context, out fold.Outcome) {
 	logr.FromContextOrDiscard(ctx).Info("Rejected an event", "sequence", out.Seq, "eventID", out.EventID, "reason", out.Reason)
 	if p.rejections.Allow() {
 		p.Recorder.Eventf(p.cursorObject, nil, corev1.EventTypeWarning, RejectedEventReason, "Project",

@@ -4,11 +4,12 @@
 // The builders here are pure: a status is a function of the projection, the
 // conditions already on the object and the time. The projection can be read
 // back from a status, so that a restarted operator resumes from the objects.
-package statuswriter
+package status
 
 import (
 	"encoding/json"
 	"fmt"
+	"reflect"
 	"time"
 
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -16,13 +17,13 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 
 	cellosv1 "cellos.dev/cellos-operator/api/v1"
-	"cellos.dev/cellos-operator/internal/projection"
+	"cellos.dev/cellos-operator/internal/fold"
 )
 
 // FormationStatus is the status a Formation must have: the projection f, the
 // counts of its Cells, and kstatus conditions for the object's generation.
 // Conditions that do not change keep their lastTransitionTime from existing.
-func FormationStatus(f *projection.Formation, counts cellosv1.CellCounts, generation int64, existing []metav1.Condition, now time.Time) cellosv1.FormationStatus {
+func FormationStatus(f *fold.Formation, counts cellosv1.CellCounts, generation int64, existing []metav1.Condition, now time.Time) cellosv1.FormationStatus {
 	s := cellosv1.FormationStatus{
 		FormationID:         f.ID,
 		FormationName:       f.Name,
@@ -50,11 +51,11 @@ func storable(doc json.RawMessage) bool {
 
 // FormationRecord reads the projection back from a Formation's status. It
 // returns false when the status holds no projection yet.
-func FormationRecord(s cellosv1.FormationStatus) (*projection.Formation, bool) {
+func FormationRecord(s cellosv1.FormationStatus) (*fold.Formation, bool) {
 	if s.FormationID == "" || s.LastAppliedSequence <= 0 {
 		return nil, false
 	}
-	f := &projection.Formation{
+	f := &fold.Formation{
 		ID:                  s.FormationID,
 		Name:                s.FormationName,
 		Phase:               s.Phase,
@@ -87,7 +88,7 @@ func CountCells(cells []cellosv1.Cell) cellosv1.CellCounts {
 
 // CellStatus is the status a Cell must have: the projection c and kstatus
 // conditions. Conditions that do not change keep their lastTransitionTime.
-func CellStatus(c *projection.Cell, existing []metav1.Condition, now time.Time) cellosv1.CellStatus {
+func CellStatus(c *fold.Cell, existing []metav1.Condition, now time.Time) cellosv1.CellStatus {
 	s := cellosv1.CellStatus{
 		CellID:              c.ID,
 		SpecID:              c.SpecID,
@@ -107,11 +108,11 @@ func CellStatus(c *projection.Cell, existing []metav1.Condition, now time.Time) 
 
 // CellRecord reads the projection back from a Cell's status. It returns
 // false when the status holds no projection yet.
-func CellRecord(s cellosv1.CellStatus) (*projection.Cell, bool) {
+func CellRecord(s cellosv1.CellStatus) (*fold.Cell, bool) {
 	if s.CellID == "" || s.LastAppliedSequence <= 0 {
 		return nil, false
 	}
-	return &projection.Cell{
+	return &fold.Cell{
 		ID:                  s.CellID,
 		SpecID:              s.SpecID,
 		RunID:               s.RunID,
@@ -141,4 +142,17 @@ func goTime(t *metav1.Time) *time.Time {
 	}
 	v := t.UTC()
 	return &v
+}
+
+// SameDocument tells whether two documents hold the same JSON. The API server
+// re-serializes what it stores, so bytes differ where meaning does not.
+func SameDocument(a, b *runtime.RawExtension) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	var va, vb any
+	if json.Unmarshal(a.Raw, &va) != nil || json.Unmarshal(b.Raw, &vb) != nil {
+		return string(a.Raw) == string(b.Raw)
+	}
+	return reflect.DeepEqual(va, vb)
 }

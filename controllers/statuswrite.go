@@ -1,15 +1,12 @@
-package statuswriter
+package controllers
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"reflect"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 )
@@ -31,10 +28,10 @@ func init() {
 	metrics.Registry.MustRegister(statusWritesTotal, statusWriteSeconds)
 }
 
-// Update writes obj's status with the resourceVersion obj was read at, so a
+// updateStatus writes obj's status with the resourceVersion obj was read at, so a
 // concurrent change makes it fail with a conflict rather than be lost; the
 // caller's reconcile is then retried on fresh data.
-func Update(ctx context.Context, c client.Client, kind string, obj client.Object) error {
+func updateStatus(ctx context.Context, c client.Client, kind string, obj client.Object) error {
 	start := time.Now()
 	err := c.Status().Update(ctx, obj)
 	statusWriteSeconds.WithLabelValues(kind).Observe(time.Since(start).Seconds())
@@ -50,17 +47,4 @@ func Update(ctx context.Context, c client.Client, kind string, obj client.Object
 		statusWritesTotal.WithLabelValues(kind, "error").Inc()
 	}
 	return fmt.Errorf("writing %s status: %w", kind, err)
-}
-
-// SameDocument tells whether two documents hold the same JSON. The API server
-// re-serializes what it stores, so bytes differ where meaning does not.
-func SameDocument(a, b *runtime.RawExtension) bool {
-	if a == nil || b == nil {
-		return a == b
-	}
-	var va, vb any
-	if json.Unmarshal(a.Raw, &va) != nil || json.Unmarshal(b.Raw, &vb) != nil {
-		return string(a.Raw) == string(b.Raw)
-	}
-	return reflect.DeepEqual(va, vb)
 }

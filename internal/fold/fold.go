@@ -11,7 +11,7 @@
 // plus one addition: each object records the highest stream sequence folded
 // into it, and an event at or below that is skipped, so a replay from a cursor
 // that lags behind never applies an event twice.
-package projection
+package fold
 
 import (
 	"encoding/json"

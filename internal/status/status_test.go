@@ -1,4 +1,4 @@
-package statuswriter
+package status
 
 import (
 	"encoding/json"
@@ -13,7 +13,7 @@ import (
 	"sigs.k8s.io/cli-utils/pkg/kstatus/status"
 
 	cellosv1 "cellos.dev/cellos-operator/api/v1"
-	"cellos.dev/cellos-operator/internal/projection"
+	"cellos.dev/cellos-operator/internal/fold"
 )
 
 var now = time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
@@ -49,7 +49,7 @@ func TestFormationConditions(t *testing.T) {
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
-			f := &projection.Formation{ID: "02daa0b3-49a7-a4bf-8050-cbb812881d4e", Phase: tc.phase, Degraded: tc.degraded, LastAppliedSequence: 7}
+			f := &fold.Formation{ID: "02daa0b3-49a7-a4bf-8050-cbb812881d4e", Phase: tc.phase, Degraded: tc.degraded, LastAppliedSequence: 7}
 			obj := &cellosv1.Formation{ObjectMeta: metav1.ObjectMeta{Generation: 3}}
 			obj.Status = FormationStatus(f, cellosv1.CellCounts{}, 3, nil, now)
 			if got := kstatusOf(t, obj); got != tc.kstatus {
@@ -76,7 +76,7 @@ func TestCellConditions(t *testing.T) {
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
-			c := &projection.Cell{ID: "cell-0", State: tc.state, Outcome: tc.outcome, LastAppliedSequence: 4}
+			c := &fold.Cell{ID: "cell-0", State: tc.state, Outcome: tc.outcome, LastAppliedSequence: 4}
 			obj := &cellosv1.Cell{ObjectMeta: metav1.ObjectMeta{Generation: 1}}
 			obj.Status = CellStatus(c, nil, now)
 			if got := kstatusOf(t, obj); got != tc.kstatus {
@@ -110,7 +110,7 @@ func assertTrueConditions(t *testing.T, conds []metav1.Condition, want []string)
 }
 
 func TestConditionsKeepTransitionTimeWhileUnchanged(t *testing.T) {
-	f := &projection.Formation{ID: "02daa0b3-49a7-a4bf-8050-cbb812881d4e", Phase: cellosv1.FormationRunning, LastAppliedSequence: 7}
+	f := &fold.Formation{ID: "02daa0b3-49a7-a4bf-8050-cbb812881d4e", Phase: cellosv1.FormationRunning, LastAppliedSequence: 7}
 	first := FormationStatus(f, cellosv1.CellCounts{}, 1, nil, now)
 	later := FormationStatus(f, cellosv1.CellCounts{}, 1, first.Conditions, now.Add(time.Hour))
 	if !reflect.DeepEqual(first.Conditions, later.Conditions) {
@@ -128,7 +128,7 @@ func TestConditionsKeepTransitionTimeWhileUnchanged(t *testing.T) {
 func TestStatusRoundTrips(t *testing.T) {
 	started := now.Add(-time.Minute)
 	exit := int32(3)
-	cell := &projection.Cell{
+	cell := &fold.Cell{
 		ID: "cell-0", SpecID: "spec-1", RunID: "run-1", FormationID: "02daa0b3-49a7-a4bf-8050-cbb812881d4e",
 		State: cellosv1.CellDestroyed, StartedAt: &started, DestroyedAt: &now, Outcome: "failed", ExitCode: &exit,
 		LastAppliedSequence: 42,
@@ -137,7 +137,7 @@ func TestStatusRoundTrips(t *testing.T) {
 	if !ok || !reflect.DeepEqual(back, cell) {
 		t.Fatalf("cell did not round-trip:\n got %+v\nwant %+v", back, cell)
 	}
-	formation := &projection.Formation{
+	formation := &fold.Formation{
 		ID: "02daa0b3-49a7-a4bf-8050-cbb812881d4e", Name: "formation-1", Phase: cellosv1.FormationRunning,
 		Degraded: true, Document: json.RawMessage(`{"formationId":"02daa0b3-49a7-a4bf-8050-cbb812881d4e"}`), LastAppliedSequence: 16,
 	}
@@ -164,7 +164,7 @@ func TestCountCells(t *testing.T) {
 	if got := CountCells(cells); got != want {
 		t.Fatalf("CountCells = %+v, want %+v", got, want)
 	}
-	f := &projection.Formation{ID: "x", Phase: cellosv1.FormationRunning, LastAppliedSequence: 1}
+	f := &fold.Formation{ID: "x", Phase: cellosv1.FormationRunning, LastAppliedSequence: 1}
 	if s := FormationStatus(f, want, 1, nil, now); s.Cells != "2/4" {
 		t.Fatalf("cells column %q, want 2/4", s.Cells)
 	}
@@ -197,7 +197,7 @@ func TestAwaitingStreamIsInProgress(t *testing.T) {
 		t.Fatalf("kstatus %s, want InProgress", got)
 	}
 	assertTrueConditions(t, obj.Status.Conditions, []string{cellosv1.ReconcilingCondition})
-	f := &projection.Formation{ID: "x", Phase: cellosv1.FormationRunning, LastAppliedSequence: 1}
+	f := &fold.Formation{ID: "x", Phase: cellosv1.FormationRunning, LastAppliedSequence: 1}
 	obj.Status = FormationStatus(f, cellosv1.CellCounts{}, 2, obj.Status.Conditions, now)
 	if got := kstatusOf(t, obj); got != status.CurrentStatus {
 		t.Fatalf("after the first event: kstatus %s, want Current", got)
@@ -211,7 +211,7 @@ func TestUnstorableDocumentsStayOut(t *testing.T) {
 		`null`:                false,
 		``:                    false,
 	} {
-		f := &projection.Formation{ID: "x", Phase: cellosv1.FormationPending, Document: json.RawMessage(doc), LastAppliedSequence: 1}
+		f := &fold.Formation{ID: "x", Phase: cellosv1.FormationPending, Document: json.RawMessage(doc), LastAppliedSequence: 1}
 		if got := FormationStatus(f, cellosv1.CellCounts{}, 1, nil, now).Document != nil; got != kept {
 			t.Errorf("document %q kept: %v, want %v", doc, got, kept)
 		}

@@ -1,4 +1,4 @@
-package projector
+package store
 
 import (
 	"context"
@@ -9,8 +9,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	cellosv1 "cellos.dev/cellos-operator/api/v1"
-	"cellos.dev/cellos-operator/internal/projection"
-	"cellos.dev/cellos-operator/internal/statuswriter"
+	"cellos.dev/cellos-operator/internal/fold"
+	"cellos.dev/cellos-operator/internal/status"
 )
 
 // Kind tells which kind of object a key names.
@@ -45,7 +45,7 @@ func ObjectOf(ref Ref) client.Object {
 // the low watermark: which sequences are reflected in status.
 type Store struct {
 	mu    sync.RWMutex
-	state *projection.State
+	state *fold.State
 	// formations and cells map stream ids to object keys and back.
 	formations, cells keyIndex
 	// dirty holds, for each object whose status lags the projection, the
@@ -83,7 +83,7 @@ func (x keyIndex) put(id string, key types.NamespacedName) {
 // where declared finds a declared Formation for the formation's id.
 func NewStore(namespace string, declared func(id string) (types.NamespacedName, bool)) *Store {
 	return &Store{
-		state:      projection.NewState(),
+		state:      fold.NewState(),
 		formations: newKeyIndex(),
 		cells:      newKeyIndex(),
 		dirty:      map[Ref]uint64{},
@@ -111,13 +111,13 @@ func (s *Store) Seed(formations []cellosv1.Formation, cells []cellosv1.Cell, rec
 			continue
 		}
 		s.formations.put(id, types.NamespacedName{Namespace: f.Namespace, Name: f.Name})
-		if rec, ok := statuswriter.FormationRecord(f.Status); ok && rec.ID == id && plausible(rec.LastAppliedSequence) {
+		if rec, ok := status.FormationRecord(f.Status); ok && rec.ID == id && plausible(rec.LastAppliedSequence) {
 			s.state.Formations[id] = rec
 		}
 	}
 	for i := range cells {
 		c := &cells[i]
-		rec, ok := statuswriter.CellRecord(c.Status)
+		rec, ok := status.CellRecord(c.Status)
 		if !ok {
 			continue
 		}
@@ -149,22 +149,22 @@ func (s *Store) DistrustStatus() { s.distrust.Store(true) }
 
 // Apply folds one event and returns what it did, and for an applied event
 // the object whose status now lags.
-func (s *Store) Apply(seq uint64, payload []byte) (projection.Outcome, *Ref) {
+func (s *Store) Apply(seq uint64, payload []byte) (fold.Outcome, *Ref) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	out := s.state.Apply(seq, payload)
 	if seq > s.processed {
 		s.processed = seq
 	}
-	if out.Result != projection.ResultApplied {
+	if out.Result != fold.ResultApplied {
 		return out, nil
 	}
 	// The family, not the id, names the object: "" is a cell id like any other.
 	var ref Ref
 	switch out.Family {
-	case projection.FamilyCell:
+	case fold.FamilyCell:
 		ref = Ref{Kind: CellKind, Key: s.cellKey(s.state.Cells[out.CellID])}
-	case projection.FamilyFormation:
+	case fold.FamilyFormation:
 		ref = Ref{Kind: FormationKind, Key: s.formationKey(out.FormationID)}
 	default:
 		return out, nil
@@ -191,7 +191,7 @@ func (s *Store) formationKey(id string) types.NamespacedName {
 
 // cellKey places a cell: where it already is, else beside its formation
 // (even one the stream has not named yet), else in the default namespace.
-func (s *Store) cellKey(c *projection.Cell) types.NamespacedName {
+func (s *Store) cellKey(c *fold.Cell) types.NamespacedName {
 	if key, ok := s.cells.byID[c.ID]; ok {
 		return key
 	}
@@ -228,7 +228,7 @@ func (s *Store) Rebind(id string, key types.NamespacedName) {
 }
 
 // Formation returns a copy of the projection of the Formation at key.
-func (s *Store) Formation(key types.NamespacedName) (*projection.Formation, bool) {
+func (s *Store) Formation(key types.NamespacedName) (*fold.Formation, bool) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	id, ok := s.formations.byKey[key]
@@ -244,7 +244,7 @@ func (s *Store) Formation(key types.NamespacedName) (*projection.Formation, bool
 }
 
 // Cell returns a copy of the projection of the Cell at key.
-func (s *Store) Cell(key types.NamespacedName) (*projection.Cell, bool) {
+func (s *Store) Cell(key types.NamespacedName) (*fold.Cell, bool) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	id, ok := s.cells.byKey[key]
