@@ -122,10 +122,6 @@ type Consumer struct {
 	// BatchSize is the number of messages per pull request
 	// (DefaultBatchSize when 0).
 	BatchSize int
-	// Heartbeat is the idle heartbeat asked from the server; a consumer that
-	// misses two is recreated. 0 keeps the nats.go default for ordered
-	// consumers (5s). Must be at most 15s.
-	Heartbeat time.Duration
 	// CheckInterval is the period of the stall watchdog
 	// (DefaultCheckInterval when 0).
 	CheckInterval time.Duration
@@ -206,9 +202,6 @@ func (c *Consumer) Run(ctx context.Context, startSeq uint64, handle func(context
 	if handle == nil {
 		return errors.New("run consumer: message handler is required")
 	}
-	if hb := c.Heartbeat; hb != 0 && (hb < 500*time.Millisecond || hb > 15*time.Second) {
-		return fmt.Errorf("run consumer: heartbeat %s is outside 500ms..15s", hb)
-	}
 	if !c.running.CompareAndSwap(false, true) {
 		return errors.New("run consumer: already running")
 	}
@@ -280,11 +273,7 @@ func (c *Consumer) consume(ctx context.Context, log logr.Logger, next *uint64,
 	}
 	defer c.deleteConsumer(cons)
 
-	opts := []natsjs.PullMessagesOpt{natsjs.PullMaxMessages(c.batchSize())}
-	if c.Heartbeat > 0 {
-		opts = append(opts, natsjs.PullHeartbeat(c.Heartbeat))
-	}
-	iter, err := cons.Messages(opts...)
+	iter, err := cons.Messages(natsjs.PullMaxMessages(c.batchSize()))
 	if err != nil {
 		err = fmt.Errorf("start reading stream %q from sequence %d: %w", c.Stream, *next, err)
 		c.fail(log, classify(err, ReasonCreate), "Cannot create ordered consumer", err)
