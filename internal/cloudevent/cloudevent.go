@@ -26,8 +26,9 @@ type Event struct {
 	Source      string
 	Type        string
 	Subject     string
-	// Time is the envelope `time` parsed as RFC 3339; nil when absent, not a
-	// string or unparsable, because a wrong timestamp is worse than none.
+	// Time is the envelope `time` parsed as RFC 3339 (see parseTime); nil
+	// when absent, not a string or not RFC 3339, because a wrong timestamp is
+	// worse than none.
 	Time *time.Time
 	// Data is the raw `data` member, nil when absent. It never aliases the
 	// payload given to Decode, so callers may keep it after reusing the buffer.
@@ -108,10 +109,7 @@ func Decode(payload []byte) (Event, error) {
 		}
 	})
 	if s, ok := stringValue(timeRaw); ok {
-		if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
-			t = t.UTC()
-			ev.Time = &t
-		}
+		ev.Time = parseTime(s)
 	}
 	if dataRaw != nil {
 		ev.Data = bytes.Clone(dataRaw)

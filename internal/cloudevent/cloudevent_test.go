@@ -57,6 +57,8 @@ func TestDecodeEnvelope(t *testing.T) {
 		{name: "unknown members skipped", payload: `{"x":{"type":"no"},"y":["type"],"type":"yes"}`, want: Event{Type: "yes"}},
 		{name: "time with fraction", payload: `{"time":"2026-11-12T00:42:22.123456789Z"}`, want: Event{Time: mustTime(t, "2026-11-12T00:42:22.123456789Z")}},
 		{name: "time with offset is normalised to UTC", payload: `{"time":"2026-11-12T02:42:22+02:00"}`, want: Event{Time: mustTime(t, "2026-11-12T00:42:22Z")}},
+		{name: "time with lower-case t and z", payload: `{"time":"2026-11-12t00:42:22z"}`, want: Event{Time: mustTime(t, "2026-11-12T00:42:22Z")}},
+		{name: "time with a comma fraction is not RFC 3339", payload: `{"time":"2026-11-12T00:42:22,5Z"}`, want: Event{}},
 		{name: "time unparsable", payload: `{"time":"yesterday"}`, want: Event{}},
 		{name: "time date only", payload: `{"time":"2026-11-12"}`, want: Event{}},
 		{name: "time not a string", payload: `{"time":1700000000}`, want: Event{}},
@@ -290,6 +292,7 @@ func FuzzDecode(f *testing.F) {
 		`{"typ\u0065":"x","data":{"cell\u0049d":"\ud800","exitCode":-0}}`,
 		`{"data":{"exitCode":2147483648,"a":[{"}":"]"}],"b":"\\\""}}`,
 		`{"time":"2026-11-12T00:42:22.5+01:00","time":null}`,
+		`{"time":"2026-11-12t00:42:22.5z"}`,
 		"{\"type\":\"\xff\"}",
 	}
 	for _, s := range seeds {
