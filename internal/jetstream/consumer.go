@@ -91,6 +91,10 @@ type Message struct {
 	Subject string
 	// Payload is the message body.
 	Payload []byte
+	// Header holds the message's NATS headers, nil when it has none. It is a
+	// plain map rather than nats.Header so that packages handling messages
+	// need not depend on the NATS client.
+	Header map[string][]string
 	// StreamLast is the stream's last sequence as the server saw it when it
 	// delivered this message (Sequence plus the messages still pending for the
 	// consumer), so the caller can export lag without another request. With a
@@ -338,6 +342,7 @@ func (c *Consumer) consume(ctx context.Context, log logr.Logger, next *uint64,
 			Sequence:   seq,
 			Subject:    msg.Subject(),
 			Payload:    msg.Data(),
+			Header:     header(msg.Headers()),
 			StreamLast: seq + meta.NumPending,
 		}
 		if err := handle(ctx, m); err != nil {
@@ -387,6 +392,15 @@ func (c *Consumer) deleteConsumer(cons natsjs.Consumer) {
 	ctx, cancel := context.WithTimeout(context.Background(), deleteTimeout)
 	defer cancel()
 	_ = c.JS.DeleteConsumer(ctx, c.Stream, name)
+}
+
+// header converts NATS headers to a Message.Header, normalizing an empty
+// header to nil so that callers can test for "no headers" with one check.
+func header(h nats.Header) map[string][]string {
+	if len(h) == 0 {
+		return nil
+	}
+	return h
 }
 
 func consumerName(cons natsjs.Consumer) string {

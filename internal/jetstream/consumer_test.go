@@ -4,9 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	natsjs "github.com/nats-io/nats.go/jetstream"
 )
 
@@ -50,11 +53,36 @@ func TestRunDeliversEverythingFromStart(t *testing.T) {
 				if m.StreamLast != n {
 					t.Fatalf("message %d StreamLast: got %d, want %d", m.Sequence, m.StreamLast, n)
 				}
+				if m.Header != nil {
+					t.Fatalf("message %d published without headers: got Header %v, want nil", m.Sequence, m.Header)
+				}
 			}
 			if err := c.Healthy(); err == nil {
 				t.Fatal("Healthy after Run returned: got nil, want an error")
 			}
 		})
+	}
+}
+
+func TestRunDeliversHeaders(t *testing.T) {
+	_, js := setup(t)
+	want := map[string][]string{
+		"Ce-Type":     {"dev.cellos.events.cell.lifecycle.v1.started"},
+		"X-Multi":     {"one", "two"},
+		"Nats-Msg-Id": {"event-1"},
+	}
+	msg := nats.NewMsg("cellos.events.test.0")
+	msg.Data = payload(0)
+	msg.Header = nats.Header(want)
+	if _, err := js.PublishMsg(testContext(t), msg); err != nil {
+		t.Fatal(err)
+	}
+
+	rec := &recorder{}
+	startRun(t, newTestConsumer(js, &errorLog{}), 0, rec.handle)
+	eventually(t, "message handled", func() bool { return rec.len() >= 1 })
+	if got := rec.msgs[0].Header; !maps.EqualFunc(got, want, slices.Equal) {
+		t.Fatalf("Header: got %v, want %v", got, want)
 	}
 }
 
