@@ -160,7 +160,7 @@ type Outcome struct {
 // says what happened and the caller moves on to the next sequence.
 //
 // The payload is not retained; the state keeps copies of what it needs.
-func (s *State) Apply(seq uint64, payload []byte) Outcome {
+func (s *State) Apply(seq uint64, header map[string][]string, payload []byte) Outcome {
 	ev, err := cloudevent.Decode(payload)
 	if err != nil {
 		return Outcome{Seq: seq, Result: ResultRejected, Family: FamilyOther, Reason: err.Error()}

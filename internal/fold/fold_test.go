@@ -265,6 +265,25 @@ func TestApply(t *testing.T) {
 			cells:   map[string]*Cell{"c1": runningCell, "C1": {ID: "C1", State: cellosv1.CellRunning, LastAppliedSequence: 2}},
 		},
 		{
+			name:    "a lone surrogate in a cell id rejects the payload rather than merging it into the U+FFFD cell",
+			before:  []step{{1, obj(typ(tStarted), data(`{"cellId":"\ufffd"}`))}},
+			seq:     2,
+			payload: obj(typ(tDestroyed), data(`{"cellId":"\ud800"}`)),
+			want:    Outcome{Seq: 2, Result: ResultRejected, Family: FamilyOther}, wantReason: "lone UTF-16 surrogate",
+			cells:   map[string]*Cell{"\ufffd": {ID: "\ufffd", State: cellosv1.CellRunning, LastAppliedSequence: 1}},
+		},
+		{
+			name: "a lone surrogate anywhere in the payload rejects it", seq: 2,
+			payload: obj(typ(tStarted), data(`{"cellId":"c1","labels":{"\udc00":"x"}}`)),
+			want:    Outcome{Seq: 2, Result: ResultRejected, Family: FamilyOther}, wantReason: "lone UTF-16 surrogate",
+		},
+		{
+			name: "a surrogate pair in a cell id is one character", seq: 2,
+			payload: obj(typ(tStarted), data(`{"cellId":"\ud83d\ude00"}`)),
+			want:    Outcome{Seq: 2, Result: ResultApplied, Family: FamilyCell, CellID: "😀"},
+			cells:   map[string]*Cell{"😀": {ID: "😀", State: cellosv1.CellRunning, LastAppliedSequence: 2}},
+		},
+		{
 			name:    "specId, runId and formationId fill in when first known",
 			before:  []step{{1, obj(typ(tCompleted), data(`{"cellId":"c1","exitCode":0,"specId":"","formationId":"nope"}`))}},
 			seq:     2,
@@ -529,11 +548,11 @@ func TestApply(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			s := NewState()
 			for _, st := range tt.before {
-				if out := s.Apply(st.seq, []byte(st.payload)); out.Result != ResultApplied {
+				if out := s.Apply(st.seq, nil, []byte(st.payload)); out.Result != ResultApplied {
 					t.Fatalf("setup event %d: %+v", st.seq, out)
 				}
 			}
-			got := s.Apply(tt.seq, []byte(tt.payload))
+			got := s.Apply(tt.seq, nil, []byte(tt.payload))
 			reason := got.Reason
 			got.Reason = ""
 			if got != tt.want {
@@ -671,11 +690,11 @@ func fmtPtr(p *int32) string {
 // so a caller's zero value cannot turn into a nil-map panic on the stream.
 func TestApplyZeroState(t *testing.T) {
 	var s State
-	if out := s.Apply(1, []byte(obj(typ(tStarted), data(`{"cellId":"c"}`)))); out.Result != ResultApplied {
+	if out := s.Apply(1, nil, []byte(obj(typ(tStarted), data(`{"cellId":"c"}`)))); out.Result != ResultApplied {
 		t.Fatalf("cell on zero State: %+v", out)
 	}
 	var s2 State
-	if out := s2.Apply(1, []byte(obj(typ(tFormation+"created"), subj(fid)))); out.Result != ResultApplied {
+	if out := s2.Apply(1, nil, []byte(obj(typ(tFormation+"created"), subj(fid)))); out.Result != ResultApplied {
 		t.Fatalf("formation on zero State: %+v", out)
 	}
 }
@@ -689,7 +708,7 @@ func TestApplyDoesNotRetainPayload(t *testing.T) {
 		[]byte(obj(typ(tDestroyed), tm(t1), data(`{"cellId":"c1","specId":"s","runId":"r","outcome":"ok"}`))),
 	}
 	for i, p := range payloads {
-		s.Apply(uint64(i+1), p)
+		s.Apply(uint64(i+1), nil, p)
 		for j := range p {
 			p[j] = '#'
 		}
@@ -734,7 +753,7 @@ func foldSample(t testing.TB) (*State, []Outcome) {
 	s := NewState()
 	var outs []Outcome
 	for i, p := range readSample(t) {
-		outs = append(outs, s.Apply(uint64(i+1), p))
+		outs = append(outs, s.Apply(uint64(i+1), nil, p))
 	}
 	return s, outs
 }
@@ -950,7 +969,7 @@ func TestReplaySkipsEverything(t *testing.T) {
 	reference, _ := foldSample(t)
 	for i, p := range readSample(t) {
 		seq := uint64(i + 1)
-		out := s.Apply(seq, p)
+		out := s.Apply(seq, nil, p)
 		switch first[i].Result {
 		case ResultApplied:
 			if out.Result != ResultSkipped || out.FormationID != "" || out.CellID != "" {
@@ -987,7 +1006,7 @@ func FuzzApply(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, seq uint64, payload []byte) {
 		s := NewState()
-		out := s.Apply(seq, payload)
+		out := s.Apply(seq, nil, payload)
 		switch out.Result {
 		case ResultApplied:
 			if out.Reason != "" {
@@ -1002,7 +1021,7 @@ func FuzzApply(f *testing.F) {
 			if len(s.Formations)+len(s.Cells) != 1 {
 				t.Fatalf("one event changed %d objects", len(s.Formations)+len(s.Cells))
 			}
-			again := s.Apply(seq, payload)
+			again := s.Apply(seq, nil, payload)
 			if again.Result != ResultSkipped {
 				t.Fatalf("same sequence applied twice: %+v", again)
 			}
@@ -1057,7 +1076,7 @@ func BenchmarkApply(b *testing.B) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := range b.N {
-		if out := s.Apply(uint64(i+1), stream[i%len(stream)]); out.Result != ResultApplied {
+		if out := s.Apply(uint64(i+1), nil, stream[i%len(stream)]); out.Result != ResultApplied {
 			b.Fatalf("event %d: %+v", i, out)
 		}
 	}
