@@ -12,6 +12,8 @@ package cloudevent
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"time"
 	"unicode/utf8"
 )
@@ -64,22 +66,11 @@ type DecodeError struct {
 func (e *DecodeError) Error() string { return e.Reason }
 
 // Decode reads a CloudEvent from a JSON payload. The payload must be a JSON
-// object in valid UTF-8; anything else returns a *DecodeError. It never panics.
+// object as checkJSON reads JSON; anything else returns a *DecodeError. It
+// never panics.
 func Decode(payload []byte) (Event, error) {
-	// The reference (serde_json) refuses invalid UTF-8 while encoding/json
-	// would silently substitute U+FFFD; refusing keeps ids byte-exact.
-	if !utf8.Valid(payload) {
-		return Event{}, &DecodeError{Reason: "payload is not JSON: invalid UTF-8"}
-	}
-	if !json.Valid(payload) {
-		// Only the error path pays for a second pass, to get a precise message.
-		var raw json.RawMessage
-		err := json.Unmarshal(payload, &raw)
-		reason := "payload is not JSON"
-		if err != nil {
-			reason += ": " + err.Error()
-		}
-		return Event{}, &DecodeError{Reason: reason}
+	if err := checkJSON(payload); err != nil {
+		return Event{}, &DecodeError{Reason: "payload is not JSON: " + err.Error()}
 	}
 	start := skipSpace(payload, 0)
 	if payload[start] != '{' {
@@ -116,6 +107,30 @@ func Decode(payload []byte) (Event, error) {
 		ev.data = dataMembers{parsed: true, members: objectMembers(ev.Data)}
 	}
 	return ev, nil
+}
+
+// checkJSON returns why b is not one JSON text as serde_json, the reference's
+// parser, reads it, or nil when it is. json.Valid alone is not enough: it
+// passes invalid UTF-8 and escapes of lone UTF-16 surrogates ("\ud800" without
+// a trailing "\udc00".."\udfff" right after it, or a trailing one alone),
+// which encoding/json then decodes as U+FFFD, so that two different ids would
+// read as one. serde_json refuses the whole document instead ("lone leading
+// surrogate in hex escape", "unexpected end of hex escape"), and so does this.
+func checkJSON(b []byte) error {
+	if !utf8.Valid(b) {
+		return errors.New("invalid UTF-8")
+	}
+	if !json.Valid(b) {
+		// Only the error path pays for a second pass, to get a precise message.
+		if err := json.Unmarshal(b, new(json.RawMessage)); err != nil {
+			return err
+		}
+		return errors.New("invalid JSON")
+	}
+	if at := loneSurrogate(b); at >= 0 {
+		return fmt.Errorf("the escape %s at byte %d is a lone UTF-16 surrogate", b[at:at+6], at)
+	}
+	return nil
 }
 
 // DataString returns the value of the first of keys whose member in data is a

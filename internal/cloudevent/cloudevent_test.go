@@ -4,9 +4,13 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+	"unicode"
+	"unicode/utf16"
 	"unicode/utf8"
 )
 
@@ -51,6 +55,8 @@ func TestDecodeEnvelope(t *testing.T) {
 		{name: "data nested", payload: `{"data":{"a":[1,{"b":"}"}]}}`, want: Event{Data: json.RawMessage(`{"a":[1,{"b":"}"}]}`)}},
 		{name: "escaped strings", payload: `{"type":"a\"b\u00e9\\c","id":"\ud83d\ude00"}`, want: Event{Type: "a\"bé\\c", ID: "😀"}},
 		{name: "escaped key", payload: `{"typ\u0065":"x"}`, want: Event{Type: "x"}},
+		{name: "an escaped backslash before u is no escape", payload: `{"id":"\\ud800"}`, want: Event{ID: `\ud800`}},
+		{name: "surrogate pairs in upper case", payload: `{"id":"\uD83D\uDE00\uDBFF\uDFFF"}`, want: Event{ID: "😀\U0010FFFF"}},
 		{name: "keys are case-sensitive", payload: `{"Type":"x","TYPE":"y"}`, want: Event{}},
 		{name: "last duplicate wins", payload: `{"type":"a","type":"b"}`, want: Event{Type: "b"}},
 		{name: "last duplicate wins even if not a string", payload: `{"type":"a","type":1}`, want: Event{}},
@@ -109,6 +115,15 @@ func TestDecodeRejects(t *testing.T) {
 		{"trailing garbage", `{} x`, "payload is not JSON: "},
 		{"two objects", `{}{}`, "payload is not JSON: "},
 		{"invalid utf-8", "{\"type\":\"\xff\"}", "payload is not JSON: invalid UTF-8"},
+		{"lone leading surrogate", `{"data":{"cellId":"\ud800"}}`, "payload is not JSON: the escape \\ud800 at byte 19 is a lone UTF-16 surrogate"},
+		{"lone trailing surrogate", `{"data":{"cellId":"\udc00"}}`, "payload is not JSON: the escape \\udc00 at byte 19 is a lone UTF-16 surrogate"},
+		{"leading surrogate at the end of a string", `{"id":"a\uD83D"}`, "payload is not JSON: the escape \\uD83D at byte 8"},
+		{"leading surrogate before another escape", `{"id":"\ud83d\n"}`, "payload is not JSON: the escape \\ud83d"},
+		{"two leading surrogates", `{"id":"\ud83d\ud83d\ude00"}`, "payload is not JSON: the escape \\ud83d at byte 7"},
+		{"reversed pair", `{"id":"\ude00\ud83d"}`, "payload is not JSON: the escape \\ude00 at byte 7"},
+		{"surrogate in a key", `{"\udfff":1}`, "payload is not JSON: the escape \\udfff at byte 2"},
+		{"surrogate deep in data", `{"type":"t","data":{"a":[{"b":["x","\uDBFF"]}]}}`, "payload is not JSON: the escape \\uDBFF"},
+		{"surrogate after an escaped backslash", `{"id":"\\\ud800"}`, "payload is not JSON: the escape \\ud800 at byte 9"},
 		{"array", `[1,2,3]`, "payload is a JSON array, not an object"},
 		{"string", `"{}"`, "payload is a JSON string, not an object"},
 		{"number", ` 42 `, "payload is a JSON number, not an object"},
@@ -257,7 +272,7 @@ type oracle struct {
 }
 
 func decodeOracle(payload []byte) oracle {
-	if !utf8.Valid(payload) {
+	if !utf8.Valid(payload) || hasLoneSurrogate(payload) {
 		return oracle{}
 	}
 	var env map[string]json.RawMessage
@@ -269,6 +284,47 @@ func decodeOracle(payload []byte) oracle {
 		_ = json.Unmarshal(d, &o.data) // not an object: no members
 	}
 	return o
+}
+
+// escapeRE matches one JSON escape; applied left to right it splits a JSON
+// text's escapes the way a decoder does.
+var escapeRE = regexp.MustCompile(`\\(u[0-9a-fA-F]{4}|[^u])`)
+
+// hasLoneSurrogate is the oracle for loneSurrogate: a regular expression and
+// unicode/utf16 rather than a hand-written scan.
+func hasLoneSurrogate(text []byte) bool {
+	var units []uint16
+	flush := func() bool {
+		for i := 0; i < len(units); i++ {
+			r := rune(units[i])
+			if !utf16.IsSurrogate(r) {
+				continue
+			}
+			if i+1 < len(units) && utf16.DecodeRune(r, rune(units[i+1])) != unicode.ReplacementChar {
+				i++
+				continue
+			}
+			return true
+		}
+		units = units[:0]
+		return false
+	}
+	last := -1
+	for _, m := range escapeRE.FindAllSubmatchIndex(text, -1) {
+		if m[0] != last && flush() { // a gap: the run of \u escapes ended
+			return true
+		}
+		last = m[1]
+		if text[m[2]] != 'u' {
+			if flush() {
+				return true
+			}
+			continue
+		}
+		u, _ := strconv.ParseUint(string(text[m[2]+1:m[3]]), 16, 16)
+		units = append(units, uint16(u))
+	}
+	return flush()
 }
 
 func oracleString(raw json.RawMessage) string {
@@ -290,6 +346,8 @@ func FuzzDecode(f *testing.F) {
 		`{"type": 42, "data": "str"}`,
 		`{"type": "dev.cellos.events.cell.lifecycle.v1.started", "data": {"cellId": "trunc`,
 		`{"typ\u0065":"x","data":{"cell\u0049d":"\ud800","exitCode":-0}}`,
+		`{"id":"\ud83d\ude00","data":{"cellId":"\\udc00","x":["\uDBFF\uDFFF\u00e9"]}}`,
+		`{"id":"\ud83d\ud83d\ude00"}`, `{"id":"\ude00\ud83d"}`, `{"\udfff":1}`,
 		`{"data":{"exitCode":2147483648,"a":[{"}":"]"}],"b":"\\\""}}`,
 		`{"time":"2026-11-12T00:42:22.5+01:00","time":null}`,
 		`{"time":"2026-11-12t00:42:22.5z"}`,

@@ -125,6 +125,61 @@ func unescape(token []byte) []byte {
 	return []byte(s)
 }
 
+// loneSurrogate returns the offset of the first \u escape in the JSON text b
+// that encodes a UTF-16 surrogate without its pair, or -1 when there is none.
+// Outside strings JSON has no backslash, so every backslash in valid JSON
+// starts an escape: the scan jumps from backslash to backslash and decodes
+// only \u escapes, and a payload without escapes costs one IndexByte.
+func loneSurrogate(b []byte) int {
+	for i := 0; ; {
+		j := bytes.IndexByte(b[i:], '\\')
+		if j < 0 || i+j+1 >= len(b) {
+			return -1
+		}
+		i += j
+		if b[i+1] != 'u' {
+			i += 2 // a one-character escape, perhaps of a backslash
+			continue
+		}
+		r, ok := hexEscape(b, i)
+		switch {
+		case !ok:
+			return -1 // not valid JSON; json.Valid reports it
+		case 0xD800 <= r && r <= 0xDBFF:
+			if next, ok := hexEscape(b, i+6); ok && 0xDC00 <= next && next <= 0xDFFF {
+				i += 12
+				continue
+			}
+			return i
+		case 0xDC00 <= r && r <= 0xDFFF:
+			return i
+		}
+		i += 6
+	}
+}
+
+// hexEscape decodes the \uXXXX escape at b[i:], if there is one.
+func hexEscape(b []byte, i int) (rune, bool) {
+	if i+6 > len(b) || b[i] != '\\' || b[i+1] != 'u' {
+		return 0, false
+	}
+	var r rune
+	for _, c := range b[i+2 : i+6] {
+		switch {
+		case '0' <= c && c <= '9':
+			c -= '0'
+		case 'a' <= c && c <= 'f':
+			c -= 'a' - 10
+		case 'A' <= c && c <= 'F':
+			c -= 'A' - 10
+		default:
+			return 0, false
+		}
+		r = r<<4 | rune(c)
+	}
+	return r, true
+}
+
 // stringValue returns the Go string of a raw JSON string value; any other
 // value (or none) is not a string, like serde_json's as_str.
 func stringValue(raw []byte) (string, bool) {

@@ -270,7 +270,7 @@ func TestApply(t *testing.T) {
 			seq:     2,
 			payload: obj(typ(tDestroyed), data(`{"cellId":"\ud800"}`)),
 			want:    Outcome{Seq: 2, Result: ResultRejected, Family: FamilyOther}, wantReason: "lone UTF-16 surrogate",
-			cells:   map[string]*Cell{"\ufffd": {ID: "\ufffd", State: cellosv1.CellRunning, LastAppliedSequence: 1}},
+			cells: map[string]*Cell{"\ufffd": {ID: "\ufffd", State: cellosv1.CellRunning, LastAppliedSequence: 1}},
 		},
 		{
 			name: "a lone surrogate anywhere in the payload rejects it", seq: 2,
