@@ -18,16 +18,15 @@ import (
 	"unicode/utf8"
 )
 
-// Event is the subset of a CloudEvent the projection reads. Members that are
-// absent or not JSON strings are left empty instead of failing the decode, so
-// that, for example, `"type": 42` yields an event that is ignored downstream
-// rather than rejected.
+// Event is the subset of a CloudEvent the projection reads; `specversion`,
+// `source` and `datacontenttype` are not decoded, because no rule depends on
+// them. Members that are absent or not JSON strings are left empty instead of
+// failing the decode, so that, for example, `"type": 42` yields an event that
+// is ignored downstream rather than rejected.
 type Event struct {
-	SpecVersion string
-	ID          string
-	Source      string
-	Type        string
-	Subject     string
+	ID      string
+	Type    string
+	Subject string
 	// Time is the envelope `time` parsed as RFC 3339 (see parseTime); nil
 	// when absent, not a string or not RFC 3339, because a wrong timestamp is
 	// worse than none.
@@ -83,12 +82,8 @@ func Decode(payload []byte) (Event, error) {
 	// duplicates overwrite earlier ones, as both encoding/json and serde_json do.
 	walkObject(payload[start:], func(key, value []byte) {
 		switch string(key) {
-		case "specversion":
-			ev.SpecVersion, _ = stringValue(value)
 		case "id":
 			ev.ID, _ = stringValue(value)
-		case "source":
-			ev.Source, _ = stringValue(value)
 		case "type":
 			ev.Type, _ = stringValue(value)
 		case "subject":
