@@ -11,9 +11,11 @@ package cloudevent
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 	"unicode/utf8"
 )
@@ -31,8 +33,10 @@ type Event struct {
 	// when absent, not a string or not RFC 3339, because a wrong timestamp is
 	// worse than none.
 	Time *time.Time
-	// Data is the raw `data` member, nil when absent. It never aliases the
-	// payload given to Decode, so callers may keep it after reusing the buffer.
+	// Data is the event's data as raw JSON: the `data` member, else the
+	// decoded `data_base64` when that is JSON (see Decode); nil when there is
+	// none. It never aliases the payload given to Decode, so callers may keep
+	// it after reusing the buffer.
 	Data json.RawMessage
 
 	// data holds the members of Data, split once by Decode so that each
@@ -77,7 +81,7 @@ func Decode(payload []byte) (Event, error) {
 	}
 
 	var ev Event
-	var timeRaw, dataRaw []byte
+	var timeRaw, dataRaw, base64Raw []byte
 	// The payload is valid JSON, so walking it cannot go out of bounds; later
 	// duplicates overwrite earlier ones, as both encoding/json and serde_json do.
 	walkObject(payload[start:], func(key, value []byte) {
@@ -92,16 +96,60 @@ func Decode(payload []byte) (Event, error) {
 			timeRaw = value
 		case "data":
 			dataRaw = value
+		case "data_base64":
+			base64Raw = value
 		}
 	})
 	if s, ok := stringValue(timeRaw); ok {
 		ev.Time = parseTime(s)
 	}
-	if dataRaw != nil {
-		ev.Data = bytes.Clone(dataRaw)
-		ev.data = dataMembers{parsed: true, members: objectMembers(ev.Data)}
+	switch {
+	case dataRaw != nil:
+		ev.setData(bytes.Clone(dataRaw))
+	case base64Raw != nil:
+		// The reference reads `data` only, so to it an event that carries
+		// its data as data_base64 has none. Going beyond it, the decoded
+		// bytes are the data when they are JSON; when they are not, or the
+		// base64 is invalid, the event has no data, just as the reference
+		// sees it, rather than being rejected for a member it never reads.
+		if s, ok := stringValue(base64Raw); ok {
+			if b, ok := decodeBase64(s); ok {
+				ev.setData(jsonData(b))
+			}
+		}
 	}
 	return ev, nil
+}
+
+// setData makes raw the event's data and splits its members once.
+func (e *Event) setData(raw json.RawMessage) {
+	e.Data = raw
+	e.data = dataMembers{parsed: true, members: objectMembers(raw)}
+}
+
+// jsonData returns b without surrounding whitespace when it is JSON as
+// checkJSON reads it, and nil, no data, when it is not: for data that does
+// not come as a JSON member, the bytes alone say whether it is JSON.
+// (bytes.TrimSpace trims only JSON whitespace here: no other space can
+// stand outside the value of a valid JSON text.)
+func jsonData(b []byte) json.RawMessage {
+	if checkJSON(b) != nil {
+		return nil
+	}
+	return bytes.TrimSpace(b)
+}
+
+// decodeBase64 decodes data_base64, which the CloudEvents JSON format
+// defines as base64 per RFC 4648: the standard alphabet, with padding.
+// encoding/base64 would skip CR and LF, which RFC 4648 section 3.3 has
+// decoders refuse, so those are refused first; Strict refuses non-zero
+// padding bits, so that one string of data has one spelling.
+func decodeBase64(s string) ([]byte, bool) {
+	if strings.ContainsAny(s, "\r\n") {
+		return nil, false
+	}
+	b, err := base64.StdEncoding.Strict().DecodeString(s)
+	return b, err == nil
 }
 
 // checkJSON returns why b is not one JSON text as serde_json, the reference's

@@ -2,6 +2,7 @@ package cloudevent
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"regexp"
@@ -158,6 +159,49 @@ func TestDecodeDataDoesNotAliasPayload(t *testing.T) {
 	}
 }
 
+func TestDecodeDataBase64(t *testing.T) {
+	b64 := func(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
+	tests := []struct {
+		name    string
+		members string // members after "type"
+		want    string // Data; "" means none
+		cellID  string // DataString("cellId"); "" means none
+	}{
+		{"JSON object", `"data_base64":"` + b64(`{"cellId":"b"}`) + `"`, `{"cellId":"b"}`, "b"},
+		{"surrounding whitespace is trimmed", `"data_base64":"` + b64(" \n{\"cellId\":\"b\"}\t ") + `"`, `{"cellId":"b"}`, "b"},
+		{"JSON that is not an object has no members", `"data_base64":"` + b64(`["cellId"]`) + `"`, `["cellId"]`, ""},
+		{"JSON string", `"data_base64":"` + b64(`"x"`) + `"`, `"x"`, ""},
+		{"data wins over data_base64", `"data":{"cellId":"a"},"data_base64":"` + b64(`{"cellId":"b"}`) + `"`, `{"cellId":"a"}`, "a"},
+		{"data null still wins", `"data_base64":"` + b64(`{"cellId":"b"}`) + `","data":null`, `null`, ""},
+		{"bytes that are not JSON are no data", `"data_base64":"` + b64("not json") + `"`, "", ""},
+		{"bytes that are not UTF-8 are no data", `"data_base64":"` + b64("\"\xff\"") + `"`, "", ""},
+		{"a lone surrogate makes the bytes not JSON", `"data_base64":"` + b64(`{"cellId":"\ud800"}`) + `"`, "", ""},
+		{"empty", `"data_base64":""`, "", ""},
+		{"not a string", `"data_base64":{"cellId":"b"}`, "", ""},
+		{"invalid character", `"data_base64":"eyJj*A=="`, "", ""},
+		{"URL alphabet", `"data_base64":"` + base64.URLEncoding.EncodeToString([]byte(`{"a":"??>"}`)) + `"`, "", ""},
+		{"missing padding", `"data_base64":"` + strings.TrimRight(b64(`{"a":1}`), "=") + `"`, "", ""},
+		{"line break", `"data_base64":"` + b64(`{"cellId":`)[:8] + `\r\n` + b64(`{"cellId":"b"}`)[8:] + `"`, "", ""},
+		{"zero padding bits", `"data_base64":"e30="`, `{}`, ""},
+		{"non-zero padding bits", `"data_base64":"e31="`, "", ""},
+		{"last duplicate wins", `"data_base64":"` + b64(`1`) + `","data_base64":"` + b64(`2`) + `"`, `2`, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ev, err := Decode([]byte(`{"type":"t",` + tt.members + `}`))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if (tt.want == "") != (ev.Data == nil) || string(ev.Data) != tt.want {
+				t.Errorf("Data = %q, want %q", ev.Data, tt.want)
+			}
+			if got, _ := ev.DataString("cellId"); got != tt.cellID {
+				t.Errorf("DataString(cellId) = %q, want %q", got, tt.cellID)
+			}
+		})
+	}
+}
+
 func TestDataString(t *testing.T) {
 	tests := []struct {
 		name   string
@@ -264,6 +308,7 @@ func TestDataInt32(t *testing.T) {
 type oracle struct {
 	ok       bool
 	envelope map[string]json.RawMessage
+	rawData  json.RawMessage
 	data     map[string]json.RawMessage
 }
 
@@ -276,10 +321,29 @@ func decodeOracle(payload []byte) oracle {
 		return oracle{}
 	}
 	o := oracle{ok: true, envelope: env}
-	if d, present := env["data"]; present {
-		_ = json.Unmarshal(d, &o.data) // not an object: no members
-	}
+	o.rawData = oracleData(env)
+	_ = json.Unmarshal(o.rawData, &o.data) // not an object: no members
 	return o
+}
+
+// oracleData returns the event's data: the data member, else data_base64
+// when it is the canonical base64 (it survives a round trip) of JSON.
+func oracleData(env map[string]json.RawMessage) json.RawMessage {
+	if d, present := env["data"]; present {
+		return d
+	}
+	var s string
+	if err := json.Unmarshal(env["data_base64"], &s); err != nil {
+		return nil
+	}
+	b, err := base64.StdEncoding.DecodeString(s)
+	if err != nil || base64.StdEncoding.EncodeToString(b) != s {
+		return nil
+	}
+	if !utf8.Valid(b) || hasLoneSurrogate(b) || !json.Valid(b) {
+		return nil
+	}
+	return bytes.TrimSpace(b)
 }
 
 // escapeRE matches one JSON escape; applied left to right it splits a JSON
@@ -347,6 +411,8 @@ func FuzzDecode(f *testing.F) {
 		`{"data":{"exitCode":2147483648,"a":[{"}":"]"}],"b":"\\\""}}`,
 		`{"time":"2026-11-12T00:42:22.5+01:00","time":null}`,
 		`{"time":"2026-11-12t00:42:22.5z"}`,
+		`{"type":"t","data_base64":"eyJjZWxsSWQiOiJiIn0="}`,
+		`{"data_base64":"IFsxXSA=","data":null}`, `{"data_base64":"e31="}`, `{"data_base64":"bm90IGpzb24="}`,
 		"{\"type\":\"\xff\"}",
 	}
 	for _, s := range seeds {
@@ -374,8 +440,8 @@ func FuzzDecode(f *testing.F) {
 				t.Fatalf("%s = %q, encoding/json says %q", key, got, w)
 			}
 		}
-		if d, present := want.envelope["data"]; present != (ev.Data != nil) || !bytes.Equal(d, ev.Data) {
-			t.Fatalf("Data = %q, encoding/json says %q (present %v)", ev.Data, d, present)
+		if (want.rawData != nil) != (ev.Data != nil) || !bytes.Equal(want.rawData, ev.Data) {
+			t.Fatalf("Data = %q, encoding/json says %q", ev.Data, want.rawData)
 		}
 		for key, raw := range want.data {
 			w := oracleString(raw)

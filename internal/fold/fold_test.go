@@ -2,6 +2,7 @@ package fold
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -284,6 +285,17 @@ func TestApply(t *testing.T) {
 			cells:   map[string]*Cell{"😀": {ID: "😀", State: cellosv1.CellRunning, LastAppliedSequence: 2}},
 		},
 		{
+			name: "data_base64 carries the data when there is no data member", seq: 2,
+			payload: obj(typ(tStarted), `"data_base64":"`+base64.StdEncoding.EncodeToString([]byte(`{"cellId":"c1"}`))+`"`),
+			want:    Outcome{Seq: 2, Result: ResultApplied, Family: FamilyCell, CellID: "c1"},
+			cells:   map[string]*Cell{"c1": {ID: "c1", State: cellosv1.CellRunning, LastAppliedSequence: 2}},
+		},
+		{
+			name: "data_base64 that is not JSON is no data", seq: 2,
+			payload: obj(typ(tStarted), `"data_base64":"`+base64.StdEncoding.EncodeToString([]byte(`cellId=c1`))+`"`),
+			want:    Outcome{Seq: 2, Result: ResultIgnored, Family: FamilyCell}, wantReason: "data.cellId",
+		},
+		{
 			name:    "specId, runId and formationId fill in when first known",
 			before:  []step{{1, obj(typ(tCompleted), data(`{"cellId":"c1","exitCode":0,"specId":"","formationId":"nope"}`))}},
 			seq:     2,
@@ -479,6 +491,20 @@ func TestApply(t *testing.T) {
 			want:    Outcome{Seq: 28, Result: ResultApplied, Family: FamilyFormation, FormationID: fid},
 			formations: map[string]*Formation{fid: {ID: fid, Phase: cellosv1.FormationPending,
 				Document: json.RawMessage(`{}`), LastAppliedSequence: 28}},
+		},
+		{
+			name: "a formation's data_base64 is its document when it is JSON", seq: 3,
+			payload: obj(typ(tFormation+"created"), `"data_base64":"`+base64.StdEncoding.EncodeToString([]byte(` {"formationId":"`+fid+`"} `))+`"`),
+			want:    Outcome{Seq: 3, Result: ResultApplied, Family: FamilyFormation, FormationID: fid},
+			formations: map[string]*Formation{fid: {ID: fid, Phase: cellosv1.FormationPending,
+				Document: json.RawMessage(`{"formationId":"` + fid + `"}`), LastAppliedSequence: 3}},
+		},
+		{
+			name: "invalid data_base64 is no data: the id falls back to the subject and the document is null", seq: 3,
+			payload: obj(typ(tFormation+"created"), subj(fid), `"data_base64":"not base64!"`),
+			want:    Outcome{Seq: 3, Result: ResultApplied, Family: FamilyFormation, FormationID: fid},
+			formations: map[string]*Formation{fid: {ID: fid, Phase: cellosv1.FormationPending,
+				Document: json.RawMessage(`null`), LastAppliedSequence: 3}},
 		},
 		{
 			name: "subject fallback when data is not an object; absent data is a null document", seq: 3,
