@@ -63,9 +63,11 @@ const (
 	// two checks in a row; the consumer is replaced.
 	ReasonStalled = "stalled"
 	// ReasonStreamBehind: the stream's last sequence is below the sequences
-	// already handled, so the stream was most likely deleted and recreated
-	// and the caller's cursor no longer matches it. Messages below the cursor
-	// will not be delivered.
+	// already handled, although it is the stream StreamCreated names (or the
+	// check is disabled). A stream restored from an older backup keeps its
+	// creation time, so this is the only sign of the rollback; it also flags
+	// a start sequence that does not belong to the stream. Messages below the
+	// cursor will not be delivered.
 	ReasonStreamBehind = "streamBehind"
 )
 
@@ -74,6 +76,14 @@ const (
 	checkTimeout  = 5 * time.Second
 	deleteTimeout = 2 * time.Second
 )
+
+// ErrStreamRecreated is wrapped by the error Run returns when the stream is
+// not the one created at Consumer.StreamCreated: it was deleted and created
+// again under the same name, so its sequences number other messages than the
+// ones the caller's state was built from, and resuming from the caller's
+// cursor would skip or misapply events. The caller rebuilds its state from
+// the new stream's first sequence.
+var ErrStreamRecreated = errors.New("stream was recreated")
 
 var (
 	errConnectionLost = errors.New("connection lost")
@@ -110,8 +120,9 @@ type Message struct {
 //
 // Consumer adds what the projection needs on top: resume from a sequence,
 // recovery from failures nats.go gives up on (stream deleted, JetStream not
-// ready after a restart, connection closed), a stall watchdog, and reporting
-// of every problem through logs, OnError and Healthy.
+// ready after a restart, connection closed), a stall watchdog, detection of a
+// stream recreated under the same name (which nats.go would silently resume
+// on), and reporting of every problem through logs, OnError and Healthy.
 //
 // Set JS and Stream (or use NewConsumer); the other fields are optional and
 // must not be changed while Run is running.
@@ -123,6 +134,13 @@ type Consumer struct {
 	// FilterSubject optionally restricts delivery to matching subjects. Empty
 	// delivers every message of the stream.
 	FilterSubject string
+	// StreamCreated is the creation time of the stream the caller's state
+	// (and so its start sequence) belongs to. When set, Run checks it each
+	// time it creates a consumer, each time nats.go recreates one, and at
+	// every watchdog check, and returns an error wrapping ErrStreamRecreated
+	// as soon as the stream was created at another time. Zero disables the
+	// check.
+	StreamCreated time.Time
 	// BatchSize is the number of messages per pull request
 	// (DefaultBatchSize when 0).
 	BatchSize int
@@ -196,9 +214,11 @@ func (c *Consumer) Healthy() error {
 // Failures of the consumer do not end Run; it reports them (log from ctx,
 // OnError, Healthy) and retries with exponential backoff until ctx is done,
 // because a consumer that silently stops is worse than one that complains.
-// Run returns nil when ctx is done, and a wrapped error when handle returns
-// one (the message it failed on is not counted as handled). Only one Run may
-// be active per Consumer.
+// Run returns nil when ctx is done, a wrapped error when handle returns one
+// (the message it failed on is not counted as handled), and an error wrapping
+// ErrStreamRecreated when the stream is not the one StreamCreated names; no
+// message of such a stream is handed to handle. Only one Run may be active
+// per Consumer.
 func (c *Consumer) Run(ctx context.Context, startSeq uint64, handle func(context.Context, Message) error) error {
 	if c.JS == nil || c.Stream == "" {
 		return errors.New("run consumer: JetStream client and stream name are required")
@@ -262,8 +282,9 @@ func (c *Consumer) Run(ctx context.Context, startSeq uint64, handle func(context
 }
 
 // consume runs one ordered consumer from *next until it fails (reported here,
-// returns nil), ctx is done (returns nil) or handle fails (returns the
-// wrapped error). progressed tells whether handle accepted any message.
+// returns nil), ctx is done (returns nil), or handle fails or the stream
+// turns out to be recreated (returns the wrapped error). progressed tells
+// whether handle accepted any message.
 func (c *Consumer) consume(ctx context.Context, log logr.Logger, next *uint64,
 	handle func(context.Context, Message) error,
 ) (progressed bool, _ error) {
@@ -276,6 +297,9 @@ func (c *Consumer) consume(ctx context.Context, log logr.Logger, next *uint64,
 		return false, nil
 	}
 	defer c.deleteConsumer(cons)
+	if ok, err := c.verifyStream(ctx, log); !ok {
+		return false, err
+	}
 
 	iter, err := cons.Messages(natsjs.PullMaxMessages(c.batchSize()))
 	if err != nil {
@@ -308,11 +332,18 @@ func (c *Consumer) consume(ctx context.Context, log logr.Logger, next *uint64,
 		c.idle.Store(true)
 		msg, err := iter.Next(natsjs.NextContext(sctx))
 		c.idle.Store(false)
+		if sctx.Err() != nil {
+			// ctx is done, or the watchdog stopped this consumer and reported
+			// why. A message that came along is left for the next consumer.
+			// Only a recreated stream ends Run; after a stall it retries.
+			if cause := context.Cause(sctx); errors.Is(cause, ErrStreamRecreated) {
+				return progressed, cause
+			}
+			return progressed, nil
+		}
 		if err != nil {
-			if sctx.Err() == nil {
-				err = fmt.Errorf("read stream %q after sequence %d: %w", c.Stream, *next-1, err)
-				c.fail(log, classify(err, ReasonConsume), "Ordered consumer failed", err)
-			} // else ctx is done, or the watchdog reported why it stopped us
+			err = fmt.Errorf("read stream %q after sequence %d: %w", c.Stream, *next-1, err)
+			c.fail(log, classify(err, ReasonConsume), "Ordered consumer failed", err)
 			return progressed, nil
 		}
 		meta, err := msg.Metadata()
@@ -331,6 +362,11 @@ func (c *Consumer) consume(ctx context.Context, log logr.Logger, next *uint64,
 		if meta.Consumer != seen {
 			seen = meta.Consumer
 			sess.changed(c, log, seen)
+			// nats.go recreated the consumer by itself, on whatever stream
+			// now has the name: check it before handling what it delivers.
+			if ok, err := c.verifyStream(sctx, log); !ok {
+				return progressed, err
+			}
 		}
 		if first && seq > *next && c.FilterSubject == "" {
 			log.Info("Stream has no messages between the start sequence and the first delivered one",
@@ -411,11 +447,11 @@ func consumerName(cons natsjs.Consumer) string {
 }
 
 // watch is the stall watchdog of one ordered consumer. Every CheckInterval
-// it asks the server for the consumer and the stream. It clears a previous
+// it asks the server for the stream and the consumer. It clears a previous
 // problem when the consumer is fine, reports consumers nats.go recreated,
-// flags a stream that fell behind the cursor (recreated stream), and stops
-// the consumer (through stop) when two checks in a row find Run idle, no
-// progress and messages pending, or fail.
+// flags a stream that fell behind the cursor, and stops the consumer
+// (through stop) when the stream was recreated, or when two checks in a row
+// find Run idle, no progress and messages pending, or fail.
 func (c *Consumer) watch(ctx context.Context, stop context.CancelCauseFunc, log logr.Logger,
 	cons natsjs.Consumer, sess *session,
 ) {
@@ -443,6 +479,10 @@ func (c *Consumer) watch(ctx context.Context, stop context.CancelCauseFunc, log 
 
 		name, pending, streamLast, err := c.inspect(ctx, cons)
 		if ctx.Err() != nil {
+			return
+		}
+		if errors.Is(err, ErrStreamRecreated) {
+			stop(err) // Run returns it
 			return
 		}
 		if err != nil {
@@ -480,19 +520,59 @@ func (c *Consumer) watch(ctx context.Context, stop context.CancelCauseFunc, log 
 }
 
 // inspect returns the current server-side consumer name, its pending count
-// and the stream's last sequence.
+// and the stream's last sequence. The stream comes first so that a recreated
+// stream is recognized even when the consumer vanished with the old one.
 func (c *Consumer) inspect(ctx context.Context, cons natsjs.Consumer) (name string, pending, streamLast uint64, _ error) {
 	ctx, cancel := context.WithTimeout(ctx, checkTimeout)
 	defer cancel()
+	stream, err := c.streamInfo(ctx)
+	if err != nil {
+		return "", 0, 0, err
+	}
 	info, err := cons.Info(ctx)
 	if err != nil {
 		return "", 0, 0, fmt.Errorf("get ordered consumer info of stream %q: %w", c.Stream, err)
 	}
+	return info.Name, info.NumPending, stream.State.LastSeq, nil
+}
+
+// streamInfo returns the stream's info, or an error wrapping
+// ErrStreamRecreated when StreamCreated is set and the stream was created at
+// another time.
+func (c *Consumer) streamInfo(ctx context.Context) (*natsjs.StreamInfo, error) {
 	stream, err := c.JS.Stream(ctx, c.Stream)
 	if err != nil {
-		return "", 0, 0, fmt.Errorf("get stream %q info: %w", c.Stream, err)
+		return nil, fmt.Errorf("get stream %q info: %w", c.Stream, err)
 	}
-	return info.Name, info.NumPending, stream.CachedInfo().State.LastSeq, nil
+	info := stream.CachedInfo()
+	if !c.StreamCreated.IsZero() && !info.Created.Equal(c.StreamCreated) {
+		return nil, fmt.Errorf("stream %q was created at %s, but the consumer's state belongs to the one created at %s: %w",
+			c.Stream, info.Created.UTC().Format(time.RFC3339Nano), c.StreamCreated.UTC().Format(time.RFC3339Nano), ErrStreamRecreated)
+	}
+	return info, nil
+}
+
+// verifyStream checks, unless StreamCreated is zero, that the stream is the
+// one created at StreamCreated, before a new consumer's messages are handled.
+// It returns ok false when the consumer must be abandoned: with an error
+// wrapping ErrStreamRecreated, which ends Run, or with nil when the check
+// failed otherwise (reported here) or ctx is done, so that Run retries.
+func (c *Consumer) verifyStream(ctx context.Context, log logr.Logger) (ok bool, _ error) {
+	if c.StreamCreated.IsZero() {
+		return true, nil
+	}
+	checkCtx, cancel := context.WithTimeout(ctx, checkTimeout)
+	defer cancel()
+	_, err := c.streamInfo(checkCtx)
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, ErrStreamRecreated):
+		return false, err
+	case ctx.Err() == nil:
+		c.fail(log, classify(err, ReasonCheck), "Cannot check stream", err)
+	}
+	return false, nil
 }
 
 // watchConnection reports NATS connection state changes until ch is closed.

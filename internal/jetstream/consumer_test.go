@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -199,6 +200,102 @@ func TestRunRecoversAfterStreamDeleted(t *testing.T) {
 	eventually(t, "messages after recreation handled", func() bool { return rec.len() >= 15 })
 	rec.requireSequences(t, 1, 15)
 	eventually(t, "healthy again", func() bool { return c.Healthy() == nil })
+}
+
+// TestRunDetectsRecreatedStream deletes and recreates the stream while the
+// handler holds the last message of the first one, so that nats.go, which
+// recreates its consumer lazily on the next read, resumes on the new stream
+// from the old cursor. When the new stream holds fewer messages than were
+// handled, nothing is delivered and only the watchdog can notice. When it
+// holds more, they are delivered by the recreated consumer; the watchdog is
+// kept out so that the check of that consumer must stop them before the
+// handler sees one.
+func TestRunDetectsRecreatedStream(t *testing.T) {
+	const handled = 20
+	for _, tc := range []struct {
+		name          string
+		republish     int
+		checkInterval time.Duration
+	}{
+		{"fewer messages", 5, 100 * time.Millisecond},
+		{"more messages", 50, time.Hour},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, js := setup(t)
+			ctx := testContext(t)
+			publish(t, js, 0, handled)
+			created := streamCreated(t, js)
+
+			errs := &errorLog{}
+			c := newTestConsumer(js, errs)
+			c.CheckInterval = tc.checkInterval
+			c.StreamCreated = created
+			holding, release := make(chan struct{}), make(chan struct{})
+			rec := &recorder{before: func(m Message) error {
+				if m.Sequence == handled {
+					close(holding)
+					<-release
+				}
+				return nil
+			}}
+			done := make(chan error, 1)
+			go func() { done <- c.Run(ctx, 0, rec.handle) }()
+			select {
+			case <-holding:
+			case <-time.After(waitTimeout):
+				t.Fatalf("the last message of the first stream was not handled within %s", waitTimeout)
+			}
+
+			if err := js.DeleteStream(ctx, testStream); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := js.CreateStream(ctx, DefaultStreamConfig(testStream)); err != nil {
+				t.Fatal(err)
+			}
+			recreated := streamCreated(t, js)
+			publish(t, js, handled, tc.republish)
+			close(release)
+
+			var err error
+			select {
+			case err = <-done:
+			case <-time.After(waitTimeout):
+				t.Fatalf("Run did not return within %s after the stream was recreated", waitTimeout)
+			}
+			if !errors.Is(err, ErrStreamRecreated) {
+				t.Fatalf("Run: got %v, want an error wrapping %v", err, ErrStreamRecreated)
+			}
+			for _, at := range []time.Time{created, recreated} {
+				if ts := at.UTC().Format(time.RFC3339Nano); !strings.Contains(err.Error(), ts) {
+					t.Fatalf("Run error %q does not name the creation time %s", err, ts)
+				}
+			}
+			if errs.count(ReasonStalled) != 0 {
+				t.Fatal("the recreated stream was only noticed through a stall")
+			}
+			rec.requireSequences(t, 1, handled)
+			for i, m := range rec.msgs {
+				if want := payload(i); string(m.Payload) != string(want) {
+					t.Fatalf("message %d payload: got %s, want %s of the first stream", m.Sequence, m.Payload, want)
+				}
+			}
+		})
+	}
+}
+
+func TestRunRefusesStreamOfAnotherCreation(t *testing.T) {
+	_, js := setup(t)
+	publish(t, js, 0, 10)
+
+	c := newTestConsumer(js, &errorLog{})
+	c.StreamCreated = streamCreated(t, js).Add(-time.Hour) // the cursor of a stream that is gone
+	rec := &recorder{}
+	if err := c.Run(testContext(t), 5, rec.handle); !errors.Is(err, ErrStreamRecreated) {
+		t.Fatalf("Run: got %v, want an error wrapping %v", err, ErrStreamRecreated)
+	}
+	if got := rec.len(); got != 0 {
+		t.Fatalf("handled %d messages of a stream of another creation, want none", got)
+	}
 }
 
 func TestHealthyReportsStreamBehindStartSequence(t *testing.T) {

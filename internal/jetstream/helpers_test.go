@@ -55,6 +55,16 @@ func setup(t testing.TB) (*localenv.JetStreamServer, natsjs.JetStream) {
 	return srv, js
 }
 
+// streamCreated returns the creation time of the test stream.
+func streamCreated(t testing.TB, js natsjs.JetStream) time.Time {
+	t.Helper()
+	stream, err := js.Stream(testContext(t), testStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return stream.CachedInfo().Created
+}
+
 func payload(i int) []byte { return fmt.Appendf(nil, `{"n":%d}`, i) }
 
 // publish publishes n messages asynchronously and waits for all acks; the
