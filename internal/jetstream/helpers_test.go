@@ -71,24 +71,39 @@ func payload(i int) []byte { return fmt.Appendf(nil, `{"n":%d}`, i) }
 // payloads are numbered from first.
 func publish(t testing.TB, js natsjs.JetStream, first, n int) {
 	t.Helper()
-	futures := make([]natsjs.PubAckFuture, 0, n)
-	for i := range n {
-		f, err := js.PublishAsync(fmt.Sprintf("cellos.events.test.%d", (first+i)%7), payload(first+i))
-		if err != nil {
-			t.Fatalf("publish: %v", err)
+	publishEach(t, js, n, n, func(i int) (string, []byte) {
+		return fmt.Sprintf("cellos.events.test.%d", (first+i)%7), payload(first + i)
+	})
+}
+
+// publishEach publishes n messages asynchronously, message(i) giving the
+// subject and payload of the i-th, and fails unless every one is
+// acknowledged. It awaits the acks of each batch of messages before sending
+// the next, so that memory stays bounded however many messages there are.
+func publishEach(t testing.TB, js natsjs.JetStream, n, batch int, message func(i int) (subject string, payload []byte)) {
+	t.Helper()
+	futures := make([]natsjs.PubAckFuture, 0, min(n, batch))
+	for i := 0; i < n; {
+		futures = futures[:0]
+		for ; i < n && len(futures) < batch; i++ {
+			subject, data := message(i)
+			f, err := js.PublishAsync(subject, data)
+			if err != nil {
+				t.Fatalf("publish message %d: %v", i, err)
+			}
+			futures = append(futures, f)
 		}
-		futures = append(futures, f)
-	}
-	select {
-	case <-js.PublishAsyncComplete():
-	case <-time.After(waitTimeout):
-		t.Fatal("timed out waiting for publish acks")
-	}
-	for _, f := range futures {
 		select {
-		case <-f.Ok():
-		case err := <-f.Err():
-			t.Fatalf("publish: %v", err)
+		case <-js.PublishAsyncComplete():
+		case <-time.After(waitTimeout):
+			t.Fatal("timed out waiting for publish acks")
+		}
+		for _, f := range futures {
+			select {
+			case <-f.Ok():
+			case err := <-f.Err():
+				t.Fatalf("publish: %v", err)
+			}
 		}
 	}
 }
