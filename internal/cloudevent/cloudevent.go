@@ -1,10 +1,11 @@
-// Package cloudevent decodes the CloudEvents 1.0 JSON envelope that cellos
-// publishes on the event stream.
+// Package cloudevent decodes the CloudEvents 1.0 that cellos publishes on the
+// event stream: in the JSON event format (structured content mode), as cellos
+// does, or with its attributes in NATS headers (binary content mode).
 //
 // Decoding is tolerant on purpose: the projection must never block the stream,
 // so a member that is missing or of the wrong JSON type reads as absent rather
-// than failing the whole event. Only a payload that is not a JSON object at all
-// is an error, because then there is nothing to read. This mirrors the
+// than failing the whole event. Only a message that cannot be read as an event
+// at all is an error, because then there is nothing to read. This mirrors the
 // reference projection, which looks members up with serde_json's
 // `get(..).as_str()` and so treats "absent" and "not a string" alike.
 package cloudevent
@@ -68,10 +69,20 @@ type DecodeError struct {
 // Error returns the reason unchanged so it can be surfaced verbatim.
 func (e *DecodeError) Error() string { return e.Reason }
 
-// Decode reads a CloudEvent from a JSON payload. The payload must be a JSON
-// object as checkJSON reads JSON; anything else returns a *DecodeError. It
-// never panics.
-func Decode(payload []byte) (Event, error) {
+// Decode reads a CloudEvent from a NATS message: its header, nil when it has
+// none, and its payload. Both content modes yield the same Event, so that the
+// fold cannot tell them apart. A message that cannot be read as an event
+// returns a *DecodeError. Decode never panics.
+func Decode(header map[string][]string, payload []byte) (Event, error) {
+	if isBinary(header) {
+		return decodeBinary(header, payload)
+	}
+	return decodeStructured(payload)
+}
+
+// decodeStructured reads an event in the JSON event format. The payload must
+// be a JSON object as checkJSON reads JSON.
+func decodeStructured(payload []byte) (Event, error) {
 	if err := checkJSON(payload); err != nil {
 		return Event{}, &DecodeError{Reason: "payload is not JSON: " + err.Error()}
 	}

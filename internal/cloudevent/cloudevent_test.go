@@ -70,7 +70,7 @@ func TestDecodeEnvelope(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := Decode([]byte(tt.payload))
+			got, err := Decode(nil, []byte(tt.payload))
 			if err != nil {
 				t.Fatalf("Decode: unexpected error %v", err)
 			}
@@ -130,7 +130,7 @@ func TestDecodeRejects(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := Decode([]byte(tt.payload))
+			_, err := Decode(nil, []byte(tt.payload))
 			var de *DecodeError
 			if !errors.As(err, &de) {
 				t.Fatalf("Decode error = %#v, want *DecodeError", err)
@@ -144,7 +144,7 @@ func TestDecodeRejects(t *testing.T) {
 
 func TestDecodeDataDoesNotAliasPayload(t *testing.T) {
 	payload := []byte(`{"data":{"cellId":"abc"}}`)
-	ev, err := Decode(payload)
+	ev, err := Decode(nil, payload)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -188,7 +188,7 @@ func TestDecodeDataBase64(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			ev, err := Decode([]byte(`{"type":"t",` + tt.members + `}`))
+			ev, err := Decode(nil, []byte(`{"type":"t",`+tt.members+`}`))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -235,7 +235,7 @@ func TestDataString(t *testing.T) {
 			if tt.data != "" {
 				payload = `{"type":"t","data":` + tt.data + `}`
 			}
-			ev, err := Decode([]byte(payload))
+			ev, err := Decode(nil, []byte(payload))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -285,7 +285,7 @@ func TestDataInt32(t *testing.T) {
 			if tt.value != "" {
 				data = `{"cellId":"c","exitCode":` + tt.value + `}`
 			}
-			ev, err := Decode([]byte(`{"data":` + data + `}`))
+			ev, err := Decode(nil, []byte(`{"data":`+data+`}`))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -309,7 +309,6 @@ type oracle struct {
 	ok       bool
 	envelope map[string]json.RawMessage
 	rawData  json.RawMessage
-	data     map[string]json.RawMessage
 }
 
 func decodeOracle(payload []byte) oracle {
@@ -320,10 +319,7 @@ func decodeOracle(payload []byte) oracle {
 	if err := json.Unmarshal(payload, &env); err != nil || env == nil {
 		return oracle{}
 	}
-	o := oracle{ok: true, envelope: env}
-	o.rawData = oracleData(env)
-	_ = json.Unmarshal(o.rawData, &o.data) // not an object: no members
-	return o
+	return oracle{ok: true, envelope: env, rawData: oracleData(env)}
 }
 
 // oracleData returns the event's data: the data member, else data_base64
@@ -340,6 +336,11 @@ func oracleData(env map[string]json.RawMessage) json.RawMessage {
 	if err != nil || base64.StdEncoding.EncodeToString(b) != s {
 		return nil
 	}
+	return oracleJSON(b)
+}
+
+// oracleJSON returns b, trimmed, when it is JSON that serde_json would read.
+func oracleJSON(b []byte) json.RawMessage {
 	if !utf8.Valid(b) || hasLoneSurrogate(b) || !json.Valid(b) {
 		return nil
 	}
@@ -399,7 +400,7 @@ func oracleString(raw json.RawMessage) string {
 }
 
 func FuzzDecode(f *testing.F) {
-	seeds := []string{
+	structured := []string{
 		samplePayload,
 		`{}`, `[]`, `[1,2,3]`, `null`, `"x"`, `42`, `true`, ``, `{`, `{"a":}`,
 		"not json at all",
@@ -415,65 +416,213 @@ func FuzzDecode(f *testing.F) {
 		`{"data_base64":"IFsxXSA=","data":null}`, `{"data_base64":"e31="}`, `{"data_base64":"bm90IGpzb24="}`,
 		"{\"type\":\"\xff\"}",
 	}
-	for _, s := range seeds {
-		f.Add([]byte(s))
+	for _, s := range structured {
+		f.Add("", []byte(s))
 	}
-	f.Fuzz(func(t *testing.T, payload []byte) {
-		ev, err := Decode(payload)
-		want := decodeOracle(payload)
+	binary := []struct{ header, payload string }{
+		{"ce-specversion: 1.0\nce-type: dev.cellos.events.cell.lifecycle.v1.started\nce-id: a%20b\nce-time: 2026-11-12t00:42:22z\nContent-Type: application/json", ` {"cellId":"c","exitCode":3} `},
+		{"CE-SPECVERSION: 1.0\nce-subject: \"urn:uuid:\\\"x\"\nce-Subject: %22", "not json"},
+		{"ce-specversion: 1.0\ncontent-type: application/cloudevents+json", samplePayload},
+		{"ce-specversion: 1.0\nce-id: %C0%A0", `{"cellId":"\ud800"}`},
+		{"ce-specversion: 1.0\nce-type: a\nCE-TYPE: b", `[]`},
+		{"ce-specversion: 1.0\nce-type: a\nce-type: a \t", "\xff"},
+	}
+	for _, m := range binary {
+		f.Add(m.header, []byte(m.payload))
+	}
+	f.Fuzz(func(t *testing.T, headerText string, payload []byte) {
+		header := parseHeaderBlock(headerText)
+		for name := range header {
+			if !isASCII(name) {
+				// The oracles below fold case with strings.ToLower, which
+				// is only ASCII folding on ASCII; the table tests cover
+				// names that are not.
+				t.Skip()
+			}
+		}
+		ev, err := Decode(header, payload)
 		if err != nil {
 			if _, ok := err.(*DecodeError); !ok {
 				t.Fatalf("error %T (%v), want *DecodeError", err, err)
 			}
-			if want.ok {
-				t.Fatalf("Decode rejected %q (%v) but encoding/json reads an object", payload, err)
-			}
-			return
 		}
-		if !want.ok {
-			t.Fatalf("Decode accepted %q but encoding/json does not read an object", payload)
+		if oracleIsBinary(header) {
+			checkBinary(t, header, payload, ev, err)
+		} else {
+			checkStructured(t, payload, ev, err)
 		}
-		for key, got := range map[string]string{
-			"id": ev.ID, "type": ev.Type, "subject": ev.Subject,
-		} {
-			if w := oracleString(want.envelope[key]); got != w {
-				t.Fatalf("%s = %q, encoding/json says %q", key, got, w)
-			}
+
+		// Header names are case-insensitive: the message with every name in
+		// upper case (and so some merged) decodes to the same event.
+		upper := map[string][]string{}
+		for k, v := range header {
+			upper[strings.ToUpper(k)] = append(upper[strings.ToUpper(k)], v...)
 		}
-		if (want.rawData != nil) != (ev.Data != nil) || !bytes.Equal(want.rawData, ev.Data) {
-			t.Fatalf("Data = %q, encoding/json says %q", ev.Data, want.rawData)
-		}
-		for key, raw := range want.data {
-			w := oracleString(raw)
-			wOK := len(raw) > 0 && raw[0] == '"'
-			if got, ok := ev.DataString(key); got != w || ok != wOK {
-				t.Fatalf("DataString(%q) = %q, %v; encoding/json says %q, %v", key, got, ok, w, wOK)
-			}
-			var n json.Number
-			dec := json.NewDecoder(bytes.NewReader(raw))
-			dec.UseNumber()
-			_ = dec.Decode(&n)
-			isInt := n.String() == string(raw) && n.String() != "-0" && !bytes.ContainsAny(raw, ".eE")
-			if i, err := n.Int64(); isInt && err == nil && i >= -1<<31 && i < 1<<31 {
-				if got, ok := ev.DataInt32(key); !ok || int64(got) != i {
-					t.Fatalf("DataInt32(%q) = %d, %v; want %d from %q", key, got, ok, i, raw)
-				}
-			}
-			if got, ok := ev.DataInt32(key); ok {
-				if string(n) != string(raw) || n.String() == "-0" {
-					t.Fatalf("DataInt32(%q) = %d from non-integer %q", key, got, raw)
-				}
-				if i, err := n.Int64(); err != nil || i != int64(got) {
-					t.Fatalf("DataInt32(%q) = %d, but %q reads as %d (%v)", key, got, raw, i, err)
-				}
-			}
-		}
-		if len(want.data) == 0 {
-			if _, ok := ev.DataString("cellId", "formationId", ""); ok {
-				t.Fatalf("DataString found a member in data without members: %q", ev.Data)
-			}
+		ev2, err2 := Decode(upper, payload)
+		if (err == nil) != (err2 == nil) || err == nil && !sameEvent(ev, ev2) {
+			t.Fatalf("upper-case header names changed the decode: %+v (%v), then %+v (%v)", ev, err, ev2, err2)
 		}
 	})
+}
+
+// parseHeaderBlock reads the fuzzer's header text, one "name: value" a line,
+// as NATS hands a header over: the value's leading spaces dropped. Text
+// without any such line is no header.
+func parseHeaderBlock(text string) map[string][]string {
+	var header map[string][]string
+	for line := range strings.Lines(text) {
+		name, value, ok := strings.Cut(strings.TrimRight(line, "\r\n"), ":")
+		if !ok || name == "" {
+			continue
+		}
+		if header == nil {
+			header = map[string][]string{}
+		}
+		header[name] = append(header[name], strings.TrimLeft(value, " \t"))
+	}
+	return header
+}
+
+func isASCII(s string) bool {
+	for i := range len(s) {
+		if s[i] >= utf8.RuneSelf {
+			return false
+		}
+	}
+	return true
+}
+
+// oracleIsBinary says whether a message is in binary content mode, by the
+// rule documented on isBinary, spelled out with lower-case comparisons.
+func oracleIsBinary(header map[string][]string) bool {
+	binary := false
+	for k, values := range header {
+		switch strings.ToLower(k) {
+		case "ce-specversion":
+			binary = true
+		case "content-type":
+			for _, v := range values {
+				if strings.HasPrefix(strings.ToLower(strings.TrimLeft(v, " \t")), "application/cloudevents") {
+					return false
+				}
+			}
+		}
+	}
+	return binary
+}
+
+// checkStructured holds a structured-mode decode to encoding/json.
+func checkStructured(t *testing.T, payload []byte, ev Event, err error) {
+	want := decodeOracle(payload)
+	if err != nil {
+		if want.ok {
+			t.Fatalf("Decode rejected %q (%v) but encoding/json reads an object", payload, err)
+		}
+		return
+	}
+	if !want.ok {
+		t.Fatalf("Decode accepted %q but encoding/json does not read an object", payload)
+	}
+	for key, got := range map[string]string{"id": ev.ID, "type": ev.Type, "subject": ev.Subject} {
+		if w := oracleString(want.envelope[key]); got != w {
+			t.Fatalf("%s = %q, encoding/json says %q", key, got, w)
+		}
+	}
+	checkData(t, ev, want.rawData)
+}
+
+// checkBinary holds a binary-mode decode to the binding's rules where they
+// are simple to state independently: a value without quotes or percent signs
+// is itself, trimmed; several values of one attribute must agree; the body
+// is the data when it is JSON.
+func checkBinary(t *testing.T, header map[string][]string, payload []byte, ev Event, err error) {
+	values := map[string][]string{} // by lower-case attribute name
+	plain := true
+	for k, vs := range header {
+		name, ok := strings.CutPrefix(strings.ToLower(k), "ce-")
+		if !ok {
+			continue
+		}
+		for _, v := range vs {
+			plain = plain && !strings.ContainsAny(v, `"%`) && utf8.ValidString(v)
+			values[name] = append(values[name], strings.Trim(v, " \t"))
+		}
+	}
+	agree := true
+	for _, vs := range values {
+		for _, v := range vs {
+			agree = agree && v == vs[0]
+		}
+	}
+	if err != nil {
+		if plain && agree {
+			t.Fatalf("Decode rejected plain, agreeing headers %q: %v", header, err)
+		}
+		return
+	}
+	if !agree {
+		t.Fatalf("Decode accepted disagreeing headers %q", header)
+	}
+	if plain {
+		first := func(name string) string {
+			if vs := values[name]; len(vs) > 0 {
+				return vs[0]
+			}
+			return ""
+		}
+		for name, got := range map[string]string{"id": ev.ID, "type": ev.Type, "subject": ev.Subject} {
+			if w := first(name); got != w {
+				t.Fatalf("%s = %q, headers say %q", name, got, w)
+			}
+		}
+	}
+	checkData(t, ev, oracleJSON(payload))
+}
+
+// checkData holds the event's data and its members to want, decoded with
+// encoding/json.
+func checkData(t *testing.T, ev Event, want json.RawMessage) {
+	if (want != nil) != (ev.Data != nil) || !bytes.Equal(want, ev.Data) {
+		t.Fatalf("Data = %q, encoding/json says %q", ev.Data, want)
+	}
+	var members map[string]json.RawMessage
+	_ = json.Unmarshal(want, &members) // not an object: no members
+	for key, raw := range members {
+		w := oracleString(raw)
+		wOK := len(raw) > 0 && raw[0] == '"'
+		if got, ok := ev.DataString(key); got != w || ok != wOK {
+			t.Fatalf("DataString(%q) = %q, %v; encoding/json says %q, %v", key, got, ok, w, wOK)
+		}
+		var n json.Number
+		dec := json.NewDecoder(bytes.NewReader(raw))
+		dec.UseNumber()
+		_ = dec.Decode(&n)
+		isInt := n.String() == string(raw) && n.String() != "-0" && !bytes.ContainsAny(raw, ".eE")
+		if i, err := n.Int64(); isInt && err == nil && i >= -1<<31 && i < 1<<31 {
+			if got, ok := ev.DataInt32(key); !ok || int64(got) != i {
+				t.Fatalf("DataInt32(%q) = %d, %v; want %d from %q", key, got, ok, i, raw)
+			}
+		}
+		if got, ok := ev.DataInt32(key); ok {
+			if string(n) != string(raw) || n.String() == "-0" {
+				t.Fatalf("DataInt32(%q) = %d from non-integer %q", key, got, raw)
+			}
+			if i, err := n.Int64(); err != nil || i != int64(got) {
+				t.Fatalf("DataInt32(%q) = %d, but %q reads as %d (%v)", key, got, raw, i, err)
+			}
+		}
+	}
+	if len(members) == 0 {
+		if _, ok := ev.DataString("cellId", "formationId", ""); ok {
+			t.Fatalf("DataString found a member in data without members: %q", ev.Data)
+		}
+	}
+}
+
+func sameEvent(a, b Event) bool {
+	return a.ID == b.ID && a.Type == b.Type && a.Subject == b.Subject &&
+		(a.Time == nil) == (b.Time == nil) && (a.Time == nil || a.Time.Equal(*b.Time)) &&
+		(a.Data == nil) == (b.Data == nil) && bytes.Equal(a.Data, b.Data)
 }
 
 func BenchmarkDecode(b *testing.B) {
@@ -481,7 +630,7 @@ func BenchmarkDecode(b *testing.B) {
 	b.SetBytes(int64(len(payload)))
 	b.ReportAllocs()
 	for b.Loop() {
-		ev, err := Decode(payload)
+		ev, err := Decode(nil, payload)
 		if err != nil {
 			b.Fatal(err)
 		}

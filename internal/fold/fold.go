@@ -1,8 +1,8 @@
-// Package projection folds the cellos event stream into the state of
-// formations and cells.
+// Package fold folds the cellos event stream into the state of formations
+// and cells.
 //
 // The fold is pure: no I/O, clock, logging or goroutines. That keeps it a
-// function of (state, sequence, payload) alone, so the same stream always
+// function of (state, sequence, message) alone, so the same stream always
 // yields the same state whether it is read live, replayed after a restart, or
 // fed from a table test; everything with side effects (the consumer, the status
 // writer, the cursor) lives outside and reacts to the returned Outcome.
@@ -155,13 +155,17 @@ type Outcome struct {
 	CellID string
 }
 
-// Apply folds the event with stream sequence seq and raw payload into the
-// state. It never fails and never panics: whatever the payload, the outcome
-// says what happened and the caller moves on to the next sequence.
+// Apply folds the message with stream sequence seq into the state: its NATS
+// header (nil for a message without one, as cellos publishes them) and its
+// raw payload, so that an event in binary content mode folds as the same
+// event in the JSON event format would. It never fails and never panics:
+// whatever the message, the outcome says what happened and the caller moves
+// on to the next sequence.
 //
-// The payload is not retained; the state keeps copies of what it needs.
+// Neither header nor payload is retained; the state keeps copies of what it
+// needs.
 func (s *State) Apply(seq uint64, header map[string][]string, payload []byte) Outcome {
-	ev, err := cloudevent.Decode(payload)
+	ev, err := cloudevent.Decode(header, payload)
 	if err != nil {
 		return Outcome{Seq: seq, Result: ResultRejected, Family: FamilyOther, Reason: err.Error()}
 	}

@@ -39,6 +39,16 @@ func subj(s string) string         { return `"subject":` + quote(s) }
 func data(raw string) string       { return `"data":` + raw }
 func quote(s string) string        { b, _ := json.Marshal(s); return string(b) }
 
+// binary returns the header of a binary-mode event of type t, with further
+// attribute headers given as name, value pairs.
+func binary(t string, nameValues ...string) map[string][]string {
+	h := map[string][]string{"ce-specversion": {"1.0"}, "ce-type": {t}}
+	for i := 0; i+1 < len(nameValues); i += 2 {
+		h[nameValues[i]] = []string{nameValues[i+1]}
+	}
+	return h
+}
+
 func ts(s string) *time.Time {
 	v, err := time.Parse(time.RFC3339Nano, s)
 	if err != nil {
@@ -65,6 +75,7 @@ func TestApply(t *testing.T) {
 		name       string
 		before     []step
 		seq        uint64
+		header     map[string][]string // nil: structured content mode
 		payload    string
 		want       Outcome // Reason is checked with wantReason instead
 		wantReason string  // substring of Outcome.Reason; "" requires it empty
@@ -351,6 +362,39 @@ func TestApply(t *testing.T) {
 			cells:   map[string]*Cell{"c1": {ID: "c1", FormationID: fid, State: cellosv1.CellRunning, LastAppliedSequence: 1}},
 		},
 
+		// ── Binary content mode ─────────────────────────────────────────
+		{
+			name: "a binary-mode event folds as its structured twin", seq: 1,
+			header:  binary(tStarted, "ce-id", "e1", "ce-time", t1),
+			payload: `{"cellId":"c1","specId":"s1","runId":"r1","formationId":"` + fid + `"}`,
+			want:    Outcome{Seq: 1, Result: ResultApplied, Family: FamilyCell, EventID: "e1", CellID: "c1"},
+			cells:   map[string]*Cell{"c1": runningCell},
+		},
+		{
+			name: "a binary-mode body that is not JSON has no cellId", seq: 1,
+			header: binary(tStarted), payload: "cellId=c1",
+			want: Outcome{Seq: 1, Result: ResultIgnored, Family: FamilyCell}, wantReason: "data.cellId",
+		},
+		{
+			name: "a binary-mode formation event keeps its body as the document", seq: 2,
+			header: binary(tFormation + "created"), payload: `{"formationId":"` + fidUpper + `","formationName":"one"}`,
+			want: Outcome{Seq: 2, Result: ResultApplied, Family: FamilyFormation, FormationID: fid},
+			formations: map[string]*Formation{fid: {ID: fid, Name: "one", Phase: cellosv1.FormationPending,
+				Document: json.RawMessage(`{"formationId":"` + fidUpper + `","formationName":"one"}`), LastAppliedSequence: 2}},
+		},
+		{
+			name: "a binary-mode body that is not JSON: the id falls back to ce-subject and the document is null", seq: 2,
+			header: binary(tFormation+"running", "ce-subject", "urn:uuid:"+fid), payload: "\xff not JSON",
+			want: Outcome{Seq: 2, Result: ResultApplied, Family: FamilyFormation, FormationID: fid},
+			formations: map[string]*Formation{fid: {ID: fid, Phase: cellosv1.FormationRunning,
+				Document: json.RawMessage(`null`), LastAppliedSequence: 2}},
+		},
+		{
+			name: "a binary-mode header that does not decode rejects the event", seq: 2,
+			header: binary(tStarted, "ce-id", "%zz"), payload: `{"cellId":"c1"}`,
+			want: Outcome{Seq: 2, Result: ResultRejected, Family: FamilyOther}, wantReason: "binary-mode header ce-id",
+		},
+
 		// ── Formation events ────────────────────────────────────────────
 		{
 			name: "created makes a pending formation and keeps its document", seq: 1, payload: created,
@@ -578,7 +622,7 @@ func TestApply(t *testing.T) {
 					t.Fatalf("setup event %d: %+v", st.seq, out)
 				}
 			}
-			got := s.Apply(tt.seq, nil, []byte(tt.payload))
+			got := s.Apply(tt.seq, tt.header, []byte(tt.payload))
 			reason := got.Reason
 			got.Reason = ""
 			if got != tt.want {
@@ -1028,11 +1072,20 @@ func TestReplaySkipsEverything(t *testing.T) {
 // bookkeeping.
 func FuzzApply(f *testing.F) {
 	for _, p := range readSample(f) {
-		f.Add(uint64(1), p)
+		f.Add(uint64(1), "", p)
 	}
-	f.Fuzz(func(t *testing.T, seq uint64, payload []byte) {
+	f.Add(uint64(2), tStarted, []byte(`{"cellId":"c","exitCode":1}`))
+	f.Add(uint64(3), tFormation+"created", []byte("not JSON"))
+	f.Add(uint64(4), tFormation+"failed", []byte(`{"formation_id":"`+fidUpper+`"}`))
+	// A non-empty ceType makes the message binary-mode, of that type and
+	// with ce-subject fid, so that formation events can apply.
+	f.Fuzz(func(t *testing.T, seq uint64, ceType string, payload []byte) {
+		var header map[string][]string
+		if ceType != "" {
+			header = binary(ceType, "ce-subject", fid)
+		}
 		s := NewState()
-		out := s.Apply(seq, nil, payload)
+		out := s.Apply(seq, header, payload)
 		switch out.Result {
 		case ResultApplied:
 			if out.Reason != "" {
@@ -1047,7 +1100,7 @@ func FuzzApply(f *testing.F) {
 			if len(s.Formations)+len(s.Cells) != 1 {
 				t.Fatalf("one event changed %d objects", len(s.Formations)+len(s.Cells))
 			}
-			again := s.Apply(seq, nil, payload)
+			again := s.Apply(seq, header, payload)
 			if again.Result != ResultSkipped {
 				t.Fatalf("same sequence applied twice: %+v", again)
 			}
