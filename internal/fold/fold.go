@@ -19,8 +19,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/google/uuid"
-
 	cellosv1 "cellos.dev/cellos-operator/api/v1"
 	"cellos.dev/cellos-operator/internal/cloudevent"
 )
@@ -43,8 +41,8 @@ const (
 // derived elsewhere so the fold stays independent of the API server.
 type Formation struct {
 	// ID is the formation's UUID in lowercase hyphenated form, so that the
-	// many spellings the stream may use (braces, urn:uuid:, upper case) all
-	// land on one object.
+	// spellings the stream may use (simple, braced, urn:uuid:, upper case;
+	// see parseUUID) all land on one object.
 	ID string
 	// Name is the latest non-empty name seen; an event without a name does
 	// not erase it.
@@ -226,9 +224,9 @@ func (s *State) applyCell(seq uint64, ev cloudevent.Event) Outcome {
 	}
 	if c.FormationID == "" {
 		if v, ok := ev.DataString("formationId"); ok {
-			if u, err := uuid.Parse(v); err == nil {
-				c.FormationID = u.String()
-			}
+			// An id the reference would not parse stays unknown rather
+			// than tying the cell to a formation that cannot exist.
+			c.FormationID, _ = parseUUID(v)
 		}
 	}
 
@@ -272,13 +270,12 @@ func (s *State) applyFormation(seq uint64, ev cloudevent.Event, phase string) Ou
 		out.Reason = "formation event has no id in data.formationId, data.formation_id or subject"
 		return out
 	}
-	u, err := uuid.Parse(rawID)
+	id, err := parseUUID(rawID)
 	if err != nil {
 		out.Result = ResultRejected
 		out.Reason = fmt.Sprintf("formation id %q is not a UUID: %v", rawID, err)
 		return out
 	}
-	id := u.String()
 	name, _ := ev.DataString("formationName", "name")
 
 	var newPhase cellosv1.FormationPhase

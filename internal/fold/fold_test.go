@@ -321,6 +321,20 @@ func TestApply(t *testing.T) {
 			cells:   map[string]*Cell{"c1": {ID: "c1", SpecID: "s1", RunID: "r1", FormationID: fid, State: cellosv1.CellDestroyed, StartedAt: ts(t1), DestroyedAt: ts(t2), LastAppliedSequence: 2}},
 		},
 		{
+			name:    "a cell's formationId in a form the reference refuses stays unknown until a valid one",
+			before:  []step{{1, obj(typ(tStarted), data(`{"cellId":"c1","formationId":"(`+fid+`)"}`))}},
+			seq:     2,
+			payload: obj(typ(tDestroyed), data(`{"cellId":"c1","formationId":"urn:uuid:`+fidUpper+`"}`)),
+			want:    Outcome{Seq: 2, Result: ResultApplied, Family: FamilyCell, CellID: "c1"},
+			cells:   map[string]*Cell{"c1": {ID: "c1", FormationID: fid, State: cellosv1.CellDestroyed, LastAppliedSequence: 2}},
+		},
+		{
+			name: "a cell's formationId in upper-case urn form is no formation", seq: 2,
+			payload: obj(typ(tStarted), data(`{"cellId":"c1","formationId":"URN:UUID:`+fid+`"}`)),
+			want:    Outcome{Seq: 2, Result: ResultApplied, Family: FamilyCell, CellID: "c1"},
+			cells:   map[string]*Cell{"c1": {ID: "c1", State: cellosv1.CellRunning, LastAppliedSequence: 2}},
+		},
+		{
 			name: "non-string specId and runId are unknown", seq: 2,
 			payload: obj(typ(tStarted), data(`{"cellId":"c1","specId":1,"runId":null,"formationId":7}`)),
 			want:    Outcome{Seq: 2, Result: ResultApplied, Family: FamilyCell, CellID: "c1"},
@@ -568,6 +582,26 @@ func TestApply(t *testing.T) {
 			payload:    obj(typ(tFormation+"running"), data(`{"formationId":"`+strings.ReplaceAll(fidUpper, "-", "")+`"}`)),
 			want:       Outcome{Seq: 2, Result: ResultApplied, Family: FamilyFormation, FormationID: fid},
 			formations: map[string]*Formation{fid: {ID: fid, Name: "one", Phase: cellosv1.FormationRunning, Document: pendingFormation.Document, LastAppliedSequence: 2}},
+		},
+		{
+			name: "a UUID in parentheses is not a UUID", seq: 2,
+			payload: obj(typ(tFormation+"created"), subj("("+fid+")")),
+			want:    Outcome{Seq: 2, Result: ResultRejected, Family: FamilyFormation}, wantReason: `formation id "(` + fid + `)" is not a UUID: 38 bytes`,
+		},
+		{
+			name: "a quoted UUID is not a UUID", seq: 2,
+			payload: obj(typ(tFormation+"created"), data(`{"formationId":"\"`+fid+`\""}`)),
+			want:    Outcome{Seq: 2, Result: ResultRejected, Family: FamilyFormation}, wantReason: "is not a UUID",
+		},
+		{
+			name: "urn:uuid: in upper case is not a UUID", seq: 2,
+			payload: obj(typ(tFormation+"created"), data(`{"formationId":"URN:UUID:`+fid+`"}`)),
+			want:    Outcome{Seq: 2, Result: ResultRejected, Family: FamilyFormation}, wantReason: "is not a UUID: 45 bytes",
+		},
+		{
+			name: "braces around the hyphenless form are not a UUID", seq: 2,
+			payload: obj(typ(tFormation+"created"), data(`{"formationId":"{`+strings.ReplaceAll(fid, "-", "")+`}"}`)),
+			want:    Outcome{Seq: 2, Result: ResultRejected, Family: FamilyFormation}, wantReason: "is not a UUID: 34 bytes",
 		},
 		{
 			name: "non-empty name replaces the old one", before: []step{{1, created}}, seq: 2,
