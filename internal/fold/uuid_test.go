@@ -1,6 +1,7 @@
 package fold
 
 import (
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -76,4 +77,33 @@ func TestParseUUID(t *testing.T) {
 			t.Errorf("parseUUID(%q) error %q, want it to contain %q", tt.in, err, tt.reason)
 		}
 	}
+}
+
+// uuidRE is the oracle for parseUUID: the uuid crate's four forms as one
+// regular expression.
+var uuidRE = regexp.MustCompile(`^(?:[[:xdigit:]]{32}|(?:\{|urn:uuid:)?[[:xdigit:]]{8}(?:-[[:xdigit:]]{4}){3}-[[:xdigit:]]{12}\}?)$`)
+
+func FuzzParseUUID(f *testing.F) {
+	for _, s := range []string{
+		"67e55044-10b1-426f-9247-bb680e5fe0c8", "{67E55044-10B1-426F-9247-BB680E5FE0C8}",
+		"urn:uuid:67e55044-10b1-426f-9247-bb680e5fe0c8", "67e5504410b1426f9247bb680e5fe0c8",
+		"(67e55044-10b1-426f-9247-bb680e5fe0c8)", "URN:UUID:67e55044-10b1-426f-9247-bb680e5fe0c8",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		got, err := parseUUID(s)
+		// The expression alone would let a brace stand without its pair.
+		want := uuidRE.MatchString(s) && strings.HasPrefix(s, "{") == strings.HasSuffix(s, "}")
+		if (err == nil) != want {
+			t.Fatalf("parseUUID(%q) = %q, %v; the uuid crate's forms say ok=%v", s, got, err, want)
+		}
+		if err != nil {
+			return
+		}
+		digits := strings.ToLower(strings.NewReplacer("urn:uuid:", "", "{", "", "}", "", "-", "").Replace(s))
+		if wantID := digits[:8] + "-" + digits[8:12] + "-" + digits[12:16] + "-" + digits[16:20] + "-" + digits[20:]; got != wantID {
+			t.Fatalf("parseUUID(%q) = %q, want %q", s, got, wantID)
+		}
+	})
 }
