@@ -23,20 +23,22 @@ import (
 
 // Event is the subset of a CloudEvent the projection reads; `specversion`,
 // `source` and `datacontenttype` are not decoded, because no rule depends on
-// them. Members that are absent or not JSON strings are left empty instead of
-// failing the decode, so that, for example, `"type": 42` yields an event that
-// is ignored downstream rather than rejected.
+// them. Members that are absent or not JSON strings (attribute headers that
+// are absent, in binary mode) are left empty instead of failing the decode,
+// so that, for example, `"type": 42` yields an event that is ignored
+// downstream rather than rejected.
 type Event struct {
 	ID      string
 	Type    string
 	Subject string
-	// Time is the envelope `time` parsed as RFC 3339 (see parseTime); nil
+	// Time is the `time` attribute parsed as RFC 3339 (see parseTime); nil
 	// when absent, not a string or not RFC 3339, because a wrong timestamp is
 	// worse than none.
 	Time *time.Time
 	// Data is the event's data as raw JSON: the `data` member, else the
-	// decoded `data_base64` when that is JSON (see Decode); nil when there is
-	// none. It never aliases the payload given to Decode, so callers may keep
+	// decoded `data_base64` when that is JSON (see decodeStructured), or in
+	// binary mode the payload when it is JSON (see decodeBinary); nil when
+	// there is none. It never aliases the payload given to Decode, so callers may keep
 	// it after reusing the buffer.
 	Data json.RawMessage
 
@@ -58,7 +60,7 @@ type member struct {
 	value []byte
 }
 
-// DecodeError reports a payload that cannot be read as a CloudEvent at all.
+// DecodeError reports a message that cannot be read as a CloudEvent at all.
 // It is the only error type Decode returns, so callers can count and surface
 // rejections uniformly.
 type DecodeError struct {
