@@ -5,12 +5,11 @@ import (
 	"fmt"
 
 	"k8s.io/apimachinery/pkg/api/equality"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
@@ -25,62 +24,87 @@ import (
 // CellReconciler makes each Cell's status equal to the projection of its
 // cell's events, creating the Cell when the stream first names it.
 type CellReconciler struct {
-	Projection
+	client.Client
+	Config
 }
 
 // +kubebuilder:rbac:groups=cellos.dev,resources=cells,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=cellos.dev,resources=cells/status,verbs=get;update;patch
 
 // Reconcile writes one Cell.
-func (r *CellReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
-	return retryConflicts(r.reconcile(ctx, req))
-}
-
-func (r *CellReconciler) reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
-	want, ok := r.Store.Cell(req.NamespacedName)
+func (r *CellReconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.Result, err error) {
+	cell, id, found, err := r.cellAt(ctx, req.NamespacedName)
+	if err != nil || !found {
+		return ctrl.Result{}, err
+	}
+	want, stream, ok := r.Store.Cell(id)
 	if !ok {
 		// Not a cell of the stream (yet): there is nothing to mirror.
 		return ctrl.Result{}, nil
 	}
-	ref := store.Ref{Kind: store.CellKind, Key: req.NamespacedName}
-	cell, err := r.fetchOrCreate(ctx, req.NamespacedName, want.FormationID)
-	if err != nil {
-		return r.settle(ctx, ref, store.ObjectOf(ref), want.LastAppliedSequence, err)
+	ref := store.Ref{Kind: store.CellKind, ID: id}
+	done := settlement{ref: ref, seq: want.LastAppliedSequence, obj: cell}
+	defer func() { res, err = r.settle(ctx, done, err) }()
+
+	if cell, err = r.fetchOrCreate(ctx, cell, want.FormationID); err != nil {
+		return ctrl.Result{}, err
 	}
-	if r.Store.Ahead(cell.Status.LastAppliedSequence, want.LastAppliedSequence) {
-		// Never move status backwards: it already reflects later events.
-		return r.settle(ctx, ref, cell, want.LastAppliedSequence, nil)
+	done.obj = cell
+	if ahead(stream, ref, want.LastAppliedSequence, cell.Status.LastAppliedSequence, cell.Status.StreamStamp) {
+		return ctrl.Result{}, nil
 	}
-	desired := status.CellStatus(want, cell.Status.Conditions, r.Clock.Now())
-	if !equality.Semantic.DeepEqual(cell.Status, desired) {
-		cell.Status = desired
-		err = updateStatus(ctx, r.Client, "Cell", cell)
+	desired := status.CellStatus(&want, store.Stamp(stream, ref, want.LastAppliedSequence), cell.Generation, cell.Status.Conditions, r.Clock.Now())
+	if equality.Semantic.DeepEqual(cell.Status, desired) {
+		return ctrl.Result{}, nil
 	}
-	return r.settle(ctx, ref, cell, want.LastAppliedSequence, err)
+	cell.Status = desired
+	return ctrl.Result{}, updateStatus(ctx, r.Client, store.CellKind, cell)
 }
 
-// fetchOrCreate returns the Cell at key, correlated with its formation,
-// creating it when the stream first names the cell.
-func (r *CellReconciler) fetchOrCreate(ctx context.Context, key types.NamespacedName, formationID string) (*cellosv1.Cell, error) {
-	cell := &cellosv1.Cell{}
-	err := r.Get(ctx, key, cell)
-	if apierrors.IsNotFound(err) {
+// cellAt finds which cell the Cell at key is for: the one its status names,
+// or, before its first write, the id placed at key. The Cell itself is empty
+// (but named) when it does not exist yet. found is false when no cell of the
+// stream belongs at key.
+func (r *CellReconciler) cellAt(ctx context.Context, key client.ObjectKey) (cell *cellosv1.Cell, id string, found bool, err error) {
+	cell = &cellosv1.Cell{}
+	if err := r.Get(ctx, key, cell); client.IgnoreNotFound(err) != nil {
+		return nil, "", false, fmt.Errorf("reading Cell: %w", err)
+	} else if err != nil {
 		cell = &cellosv1.Cell{ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name}}
-		if err := r.correlate(ctx, cell, formationID); err != nil {
-			return nil, err
+	}
+	if id, ok := cellIDOf(cell); ok {
+		return cell, id, true, nil
+	}
+	p := placer{Reader: r.Client, namespace: r.Namespace}
+	for _, id := range r.Store.IDsNamed(store.CellKind, key.Name) {
+		want, _, ok := r.Store.Cell(id)
+		if !ok {
+			continue
 		}
+		placed, err := p.cellKey(ctx, id, want.FormationID)
+		if err != nil {
+			return nil, "", false, err
+		}
+		if placed == key {
+			return cell, id, true, nil
+		}
+	}
+	return nil, "", false, nil
+}
+
+// fetchOrCreate returns cell correlated with its formation, created when the
+// stream first names it.
+func (r *CellReconciler) fetchOrCreate(ctx context.Context, cell *cellosv1.Cell, formationID string) (*cellosv1.Cell, error) {
+	before := cell.DeepCopy()
+	if err := r.correlate(ctx, cell, formationID); err != nil {
+		return nil, err
+	}
+	if cell.CreationTimestamp.IsZero() {
 		if err := r.Create(ctx, cell); err != nil {
 			return nil, fmt.Errorf("creating Cell: %w", err)
 		}
 		ctrl.LoggerFrom(ctx).Info("Created Cell first seen in the stream")
 		return cell, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("reading Cell: %w", err)
-	}
-	before := cell.DeepCopy()
-	if err := r.correlate(ctx, cell, formationID); err != nil {
-		return nil, err
 	}
 	if !equality.Semantic.DeepEqual(before.ObjectMeta, cell.ObjectMeta) {
 		if err := r.Patch(ctx, cell, client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{})); err != nil {
@@ -97,13 +121,13 @@ func (r *CellReconciler) correlate(ctx context.Context, cell *cellosv1.Cell, for
 		return nil
 	}
 	metav1.SetMetaDataLabel(&cell.ObjectMeta, cellosv1.FormationIDLabel, formationID)
-	key, ok := r.Store.FormationKey(formationID)
-	if !ok || key.Namespace != cell.Namespace {
-		return nil
+	key, err := placer{Reader: r.Client, namespace: r.Namespace}.formationKey(ctx, formationID)
+	if err != nil || key.Namespace != cell.Namespace {
+		return err
 	}
 	var f cellosv1.Formation
 	if err := r.Get(ctx, key, &f); err != nil {
-		// The Formation is not created yet: the next reconcile owns the Cell.
+		// The Formation is not created yet: its creation requeues the Cell.
 		return client.IgnoreNotFound(err)
 	}
 	if err := controllerutil.SetOwnerReference(&f, cell, r.Scheme()); err != nil {
@@ -112,36 +136,51 @@ func (r *CellReconciler) correlate(ctx context.Context, cell *cellosv1.Cell, for
 	return nil
 }
 
-// cellsOfFormation maps a Formation to the Cells that carry its id, so that
-// Cells seen before their Formation existed get their owner.
+// lagging maps a cell id whose projection changed to its Cell.
+func (r *CellReconciler) lagging(ctx context.Context, id string) []reconcile.Request {
+	want, _, ok := r.Store.Cell(id)
+	if !ok {
+		return nil
+	}
+	key, err := placer{Reader: r.Client, namespace: r.Namespace}.cellKey(ctx, id, want.FormationID)
+	if err != nil {
+		ctrl.LoggerFrom(ctx).Error(err, "Placing a cell", "cellId", id)
+		return nil
+	}
+	return request(key)
+}
+
+// cellsOfFormation maps a new Formation to the Cells that carry its id, so
+// that Cells seen before their Formation existed get their owner.
 func (r *CellReconciler) cellsOfFormation(ctx context.Context, f client.Object) []reconcile.Request {
 	id := f.GetLabels()[cellosv1.FormationIDLabel]
 	if id == "" {
 		return nil
 	}
 	var cells cellosv1.CellList
-	if err := r.List(ctx, &cells, client.InNamespace(f.GetNamespace()), client.MatchingLabels{cellosv1.FormationIDLabel: id}); err != nil {
+	if err := r.List(ctx, &cells, client.InNamespace(f.GetNamespace()), client.MatchingFields{formationIDIndex: id}); err != nil {
 		ctrl.LoggerFrom(ctx).Error(err, "Listing the Cells of a new Formation")
 		return nil
 	}
 	reqs := make([]reconcile.Request, 0, len(cells.Items))
 	for i := range cells.Items {
-		reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&cells.Items[i])})
+		reqs = append(reqs, request(client.ObjectKeyFromObject(&cells.Items[i]))...)
 	}
 	return reqs
 }
 
 // SetupWithManager watches Cells, to heal them; new Formations, to own their
-// Cells; and the projection's lagging Cells.
+// Cells; and the store's lagging cells.
 func (r *CellReconciler) SetupWithManager(mgr ctrl.Manager) error {
-	return r.watchLagging(ctrl.NewControllerManagedBy(mgr).
+	return ctrl.NewControllerManagedBy(mgr).
 		For(&cellosv1.Cell{}).
 		Watches(&cellosv1.Formation{}, handler.EnqueueRequestsFromMapFunc(r.cellsOfFormation),
 			builder.WithPredicates(predicate.Funcs{
-				CreateFunc:  func(event.CreateEvent) bool { return true },
 				UpdateFunc:  func(event.UpdateEvent) bool { return false },
 				DeleteFunc:  func(event.DeleteEvent) bool { return false },
 				GenericFunc: func(event.GenericEvent) bool { return false },
-			}))).
+			})).
+		WatchesRawSource(r.Store.Source(store.CellKind, afterWindow(r.FlushWindow, r.lagging))).
+		WithOptions(controller.Options{MaxConcurrentReconciles: r.Workers}).
 		Complete(r)
 }

@@ -6,15 +6,14 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	cellosv1 "cellos.dev/cellos-operator/api/v1"
-	"cellos.dev/cellos-operator/internal/fold"
 	"cellos.dev/cellos-operator/internal/status"
 	"cellos.dev/cellos-operator/internal/store"
 )
@@ -22,93 +21,117 @@ import (
 // FormationReconciler makes each Formation's status equal to the projection
 // of its formation's events, with cell counts derived from its Cells.
 type FormationReconciler struct {
-	Projection
+	client.Client
+	Config
 }
 
 // +kubebuilder:rbac:groups=cellos.dev,resources=formations,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=cellos.dev,resources=formations/status,verbs=get;update;patch
 
 // Reconcile writes one Formation.
-func (r *FormationReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
-	return retryConflicts(r.reconcile(ctx, req))
-}
-
-func (r *FormationReconciler) reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
-	want, ok := r.Store.Formation(req.NamespacedName)
-	if !ok {
-		adopted, err := r.adoptOrAwait(ctx, req.NamespacedName)
-		if !adopted || err != nil {
-			return ctrl.Result{}, err
-		}
-		want, _ = r.Store.Formation(req.NamespacedName)
+func (r *FormationReconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.Result, err error) {
+	key := req.NamespacedName
+	f, id, err := r.formationAt(ctx, key)
+	if err != nil || (f == nil && id == "") {
+		return ctrl.Result{}, err
 	}
-	ref := store.Ref{Kind: store.FormationKind, Key: req.NamespacedName}
-	f, err := r.fetchOrCreate(ctx, req.NamespacedName, want)
+	if id == "" {
+		return ctrl.Result{}, r.awaitStream(ctx, f)
+	}
+	placed, err := r.placer().formationKey(ctx, id)
 	if err != nil {
-		return r.settle(ctx, ref, store.ObjectOf(ref), want.LastAppliedSequence, err)
+		return ctrl.Result{}, err
 	}
-	if r.Store.Ahead(f.Status.LastAppliedSequence, want.LastAppliedSequence) {
-		// Never move status backwards: it already reflects later events.
-		return r.settle(ctx, ref, f, want.LastAppliedSequence, nil)
+	if placed != key {
+		return ctrl.Result{}, r.yield(ctx, f, placed)
+	}
+	want, stream, ok := r.Store.Formation(id)
+	if !ok {
+		// Declared, or labelled by hand, before any event of its id.
+		return ctrl.Result{}, r.awaitStream(ctx, f)
+	}
+	ref := store.Ref{Kind: store.FormationKind, ID: id}
+	done := settlement{ref: ref, seq: want.LastAppliedSequence, obj: &cellosv1.Formation{ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name}}}
+	defer func() { res, err = r.settle(ctx, done, err) }()
+
+	if f, err = r.createIfMissing(ctx, key, f, id); err != nil {
+		return ctrl.Result{}, err
+	}
+	done.obj = f
+	if ahead(stream, ref, want.LastAppliedSequence, f.Status.LastAppliedSequence, f.Status.StreamStamp) {
+		return ctrl.Result{}, nil
 	}
 	var cells cellosv1.CellList
-	if err := r.List(ctx, &cells, client.MatchingLabels{cellosv1.FormationIDLabel: want.ID}); err != nil {
+	if err := r.List(ctx, &cells, client.MatchingFields{formationIDIndex: id}); err != nil {
 		return ctrl.Result{}, fmt.Errorf("listing the Formation's Cells: %w", err)
 	}
-	desired := status.FormationStatus(want, status.CountCells(cells.Items), f.Generation, f.Status.Conditions, r.Clock.Now())
+	desired := status.FormationStatus(&want, store.Stamp(stream, ref, want.LastAppliedSequence),
+		status.CountCells(cells.Items), f.Generation, f.Status.Conditions, r.Clock.Now())
 	if status.SameDocument(desired.Document, f.Status.Document) {
 		desired.Document = f.Status.Document
 	}
 	if equality.Semantic.DeepEqual(f.Status, desired) {
-		return r.settle(ctx, ref, f, want.LastAppliedSequence, nil)
+		return ctrl.Result{}, nil
 	}
 	from := f.Status.Phase
 	f.Status = desired
-	if err := updateStatus(ctx, r.Client, "Formation", f); err != nil {
-		return r.settle(ctx, ref, f, want.LastAppliedSequence, err)
+	if err := updateStatus(ctx, r.Client, store.FormationKind, f); err != nil {
+		return ctrl.Result{}, err
 	}
 	if from != desired.Phase {
 		// The phase history, for kubectl describe.
 		r.Recorder.Eventf(f, nil, corev1.EventTypeNormal, string(desired.Phase), "Project",
 			"Phase %s at stream sequence %d", desired.Phase, want.LastAppliedSequence)
 	}
-	return r.settle(ctx, ref, f, want.LastAppliedSequence, nil)
+	return ctrl.Result{}, nil
 }
 
-// adoptOrAwait handles a Formation the projection has no record for. A
-// declared one whose id the stream already named on an observed Formation
-// takes the projection over, and the observed one is deleted, leaving its
-// Cells where they are. Otherwise it is marked as waiting for its first
-// event. adopted tells whether the projection now has a record for it.
-func (r *FormationReconciler) adoptOrAwait(ctx context.Context, key types.NamespacedName) (adopted bool, err error) {
-	var f cellosv1.Formation
-	if err := r.Get(ctx, key, &f); err != nil {
-		return false, client.IgnoreNotFound(err)
-	}
-	id := f.Labels[cellosv1.FormationIDLabel]
-	if observedKey, known := r.Store.FormationKey(id); known && f.Spec != nil && observedKey != key {
-		var observed cellosv1.Formation
-		err := r.Get(ctx, observedKey, &observed)
-		if client.IgnoreNotFound(err) != nil {
-			return false, fmt.Errorf("reading the Formation the stream named: %w", err)
-		}
-		// Two declared Formations with one id: the first keeps it.
-		if err != nil || observed.Spec == nil {
-			r.Store.Rebind(id, key)
-			if err == nil {
-				err = r.Delete(ctx, &observed, client.PropagationPolicy(metav1.DeletePropagationOrphan), client.Preconditions{UID: &observed.UID})
-				if client.IgnoreNotFound(err) != nil {
-					return false, fmt.Errorf("deleting the observed Formation %s: %w", observedKey, err)
-				}
-			}
-			ctrl.LoggerFrom(ctx).Info("Declared Formation takes over from the observed one", "formationId", id, "observed", observedKey)
-			return true, nil
-		}
-	}
-	return false, r.awaitStream(ctx, &f)
+func (r *FormationReconciler) placer() placer {
+	return placer{Reader: r.Client, namespace: r.Namespace}
 }
 
-// awaitStream marks a Formation that the stream has not named: a declared one
+// formationAt reads the Formation at key (nil when there is none) and the
+// formation id it is for: its label, or for a missing Formation the id
+// placed at key. The id is empty when the Formation carries no label, or
+// when no formation of the stream belongs at a missing key.
+func (r *FormationReconciler) formationAt(ctx context.Context, key client.ObjectKey) (*cellosv1.Formation, string, error) {
+	f := &cellosv1.Formation{}
+	err := r.Get(ctx, key, f)
+	if err == nil {
+		return f, f.Labels[cellosv1.FormationIDLabel], nil
+	}
+	if client.IgnoreNotFound(err) != nil {
+		return nil, "", fmt.Errorf("reading Formation: %w", err)
+	}
+	for _, id := range r.Store.IDsNamed(store.FormationKind, key.Name) {
+		placed, err := r.placer().formationKey(ctx, id)
+		if err != nil {
+			return nil, "", err
+		}
+		if placed == key {
+			return nil, id, nil
+		}
+	}
+	return nil, "", nil
+}
+
+// yield handles a Formation labelled with an id that another Formation holds.
+// An observed one gives way to a declared one: it is deleted, leaving its
+// Cells where they are. A second declared Formation of one id waits, as the
+// first keeps it.
+func (r *FormationReconciler) yield(ctx context.Context, f *cellosv1.Formation, holder client.ObjectKey) error {
+	if f.Spec != nil {
+		return r.awaitStream(ctx, f)
+	}
+	err := r.Delete(ctx, f, client.PropagationPolicy(metav1.DeletePropagationOrphan), client.Preconditions{UID: &f.UID})
+	if client.IgnoreNotFound(err) != nil {
+		return fmt.Errorf("deleting the observed Formation in favour of the declared %s: %w", holder, err)
+	}
+	ctrl.LoggerFrom(ctx).Info("Declared Formation takes over from the observed one", "declared", holder)
+	return nil
+}
+
+// awaitStream marks a Formation that holds no projection: a declared one
 // waiting for its first event. A status that ever mirrored the stream is left
 // alone, so that a Formation is never rewritten before the projection loads.
 func (r *FormationReconciler) awaitStream(ctx context.Context, f *cellosv1.Formation) error {
@@ -120,57 +143,73 @@ func (r *FormationReconciler) awaitStream(ctx context.Context, f *cellosv1.Forma
 	if equality.Semantic.DeepEqual(*before, f.Status) {
 		return nil
 	}
-	return updateStatus(ctx, r.Client, "Formation", f)
+	return updateStatus(ctx, r.Client, store.FormationKind, f)
 }
 
-// fetchOrCreate returns the Formation at key, labelled with its formation id,
-// creating it when the stream first names the formation.
-func (r *FormationReconciler) fetchOrCreate(ctx context.Context, key types.NamespacedName, want *fold.Formation) (*cellosv1.Formation, error) {
-	f := &cellosv1.Formation{}
-	err := r.Get(ctx, key, f)
-	if apierrors.IsNotFound(err) {
+// createIfMissing returns the Formation f at key, creating it labelled with
+// its formation id when the stream first names the formation (f is nil).
+func (r *FormationReconciler) createIfMissing(ctx context.Context, key client.ObjectKey, f *cellosv1.Formation, id string) (*cellosv1.Formation, error) {
+	if f == nil {
 		f = &cellosv1.Formation{ObjectMeta: metav1.ObjectMeta{
 			Namespace: key.Namespace, Name: key.Name,
-			Labels: map[string]string{cellosv1.FormationIDLabel: want.ID},
+			Labels: map[string]string{cellosv1.FormationIDLabel: id},
 		}}
 		if err := r.Create(ctx, f); err != nil {
 			return nil, fmt.Errorf("creating Formation: %w", err)
 		}
 		ctrl.LoggerFrom(ctx).Info("Created Formation first seen in the stream")
-		return f, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("reading Formation: %w", err)
-	}
-	if f.Labels[cellosv1.FormationIDLabel] != want.ID {
-		before := f.DeepCopy()
-		metav1.SetMetaDataLabel(&f.ObjectMeta, cellosv1.FormationIDLabel, want.ID)
-		if err := r.Patch(ctx, f, client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{})); err != nil {
-			return nil, fmt.Errorf("labelling Formation with its id: %w", err)
-		}
 	}
 	return f, nil
 }
 
-// formationOfCell maps a Cell to its Formation, whose counts it changes.
-func (r *FormationReconciler) formationOfCell(_ context.Context, cell client.Object) []reconcile.Request {
-	id := cell.GetLabels()[cellosv1.FormationIDLabel]
-	if id == "" {
+// lagging maps a formation id whose projection changed to its Formation.
+func (r *FormationReconciler) lagging(ctx context.Context, id string) []reconcile.Request {
+	key, err := r.placer().formationKey(ctx, id)
+	if err != nil {
+		ctrl.LoggerFrom(ctx).Error(err, "Placing a formation", "formationId", id)
 		return nil
 	}
-	key, ok := r.Store.FormationKey(id)
-	if !ok {
-		return nil
-	}
-	return []reconcile.Request{{NamespacedName: key}}
+	return request(key)
 }
 
-// SetupWithManager watches Formations, to heal them; Cells, for the counts,
-// gathered over the flush window like events; and the projection's lagging
-// Formations.
+// formationOfCell maps a Cell to its Formation, whose counts it changes.
+func (r *FormationReconciler) formationOfCell(ctx context.Context, cell client.Object) []reconcile.Request {
+	if id := cell.GetLabels()[cellosv1.FormationIDLabel]; id != "" {
+		return r.lagging(ctx, id)
+	}
+	return nil
+}
+
+// formationsOfID maps a Formation to every Formation of its id, so that an
+// observed one learns when a declared one takes its formation over.
+func (r *FormationReconciler) formationsOfID(ctx context.Context, f client.Object) []reconcile.Request {
+	reqs := request(client.ObjectKeyFromObject(f))
+	id := f.GetLabels()[cellosv1.FormationIDLabel]
+	if id == "" {
+		return reqs
+	}
+	labelled, err := r.placer().formationsOf(ctx, id)
+	if err != nil {
+		ctrl.LoggerFrom(ctx).Error(err, "Listing the Formations of an id", "formationId", id)
+		return reqs
+	}
+	for i := range labelled {
+		if key := client.ObjectKeyFromObject(&labelled[i]); key != client.ObjectKeyFromObject(f) {
+			reqs = append(reqs, request(key)...)
+		}
+	}
+	return reqs
+}
+
+// SetupWithManager watches Formations, to heal them and settle who holds an
+// id; Cells, for the counts, gathered over the flush window like events; and
+// the store's lagging formations.
 func (r *FormationReconciler) SetupWithManager(mgr ctrl.Manager) error {
-	return r.watchLagging(ctrl.NewControllerManagedBy(mgr).
-		For(&cellosv1.Formation{}).
-		Watches(&cellosv1.Cell{}, r.afterWindow(r.formationOfCell))).
+	return ctrl.NewControllerManagedBy(mgr).
+		Named("formation").
+		Watches(&cellosv1.Formation{}, handler.EnqueueRequestsFromMapFunc(r.formationsOfID)).
+		Watches(&cellosv1.Cell{}, afterWindow(r.FlushWindow, r.formationOfCell)).
+		WatchesRawSource(r.Store.Source(store.FormationKind, afterWindow(r.FlushWindow, r.lagging))).
+		WithOptions(controller.Options{MaxConcurrentReconciles: r.Workers}).
 		Complete(r)
 }

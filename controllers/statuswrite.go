@@ -9,6 +9,8 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
+
+	"cellos.dev/cellos-operator/internal/store"
 )
 
 var (
@@ -28,23 +30,26 @@ func init() {
 	metrics.Registry.MustRegister(statusWritesTotal, statusWriteSeconds)
 }
 
-// updateStatus writes obj's status with the resourceVersion obj was read at, so a
-// concurrent change makes it fail with a conflict rather than be lost; the
-// caller's reconcile is then retried on fresh data.
-func updateStatus(ctx context.Context, c client.Client, kind string, obj client.Object) error {
+// updateStatus writes obj's status with the resourceVersion obj was read at,
+// so a concurrent change makes it fail with a conflict rather than be lost;
+// the reconcile is then retried on fresh data.
+func updateStatus(ctx context.Context, c client.Client, kind store.Kind, obj client.Object) error {
 	start := time.Now()
 	err := c.Status().Update(ctx, obj)
-	statusWriteSeconds.WithLabelValues(kind).Observe(time.Since(start).Seconds())
+	statusWriteSeconds.WithLabelValues(string(kind)).Observe(time.Since(start).Seconds())
+	result := "ok"
 	switch {
 	case err == nil:
-		statusWritesTotal.WithLabelValues(kind, "ok").Inc()
-		return nil
 	case apierrors.IsConflict(err):
-		statusWritesTotal.WithLabelValues(kind, "conflict").Inc()
-	case apierrors.IsInvalid(err) || apierrors.IsBadRequest(err):
-		statusWritesTotal.WithLabelValues(kind, "refused").Inc()
+		result = "conflict"
+	case refusedForGood(err):
+		result = "refused"
 	default:
-		statusWritesTotal.WithLabelValues(kind, "error").Inc()
+		result = "error"
 	}
-	return fmt.Errorf("writing %s status: %w", kind, err)
+	statusWritesTotal.WithLabelValues(string(kind), result).Inc()
+	if err != nil {
+		return fmt.Errorf("writing %s status: %w", kind, err)
+	}
+	return nil
 }

@@ -8,15 +8,14 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/clock"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/config"
-	"sigs.k8s.io/controller-runtime/pkg/event"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
+	"cellos.dev/cellos-operator/internal/fold"
 	"cellos.dev/cellos-operator/internal/localenv"
 	"cellos.dev/cellos-operator/internal/store"
 )
@@ -38,20 +37,16 @@ func TestMain(m *testing.M) {
 
 // reconcilers runs both reconcilers in a real manager against the test API
 // server, with a Store the test folds events into directly: what the
-// projector would do, without JetStream.
+// ingester would do, without JetStream.
 type reconcilers struct {
-	store             *store.Store
-	formations, cells chan event.GenericEvent
-	nextSequence      uint64
+	store        *store.Store
+	nextSequence uint64
 }
 
 func startReconcilers(t *testing.T, namespace string) *reconcilers {
 	t.Helper()
-	r := &reconcilers{
-		store:      store.NewStore(namespace, func(string) (types.NamespacedName, bool) { return types.NamespacedName{}, false }),
-		formations: make(chan event.GenericEvent, 16),
-		cells:      make(chan event.GenericEvent, 16),
-	}
+	r := &reconcilers{store: store.New()}
+	r.store.Reset(store.Stream{Name: "CELLOS_EVENTS", Created: time.Now()})
 	mgr, err := ctrl.NewManager(controlPlane.Config, ctrl.Options{
 		Scheme:                 controlPlane.Scheme,
 		Metrics:                metricsserver.Options{BindAddress: "0"},
@@ -62,19 +57,14 @@ func startReconcilers(t *testing.T, namespace string) *reconcilers {
 	if err != nil {
 		t.Fatal(err)
 	}
-	shared := Projection{
-		Client: mgr.GetClient(), Store: r.store, FlushWindow: 10 * time.Millisecond,
-		Clock: clock.RealClock{}, Workers: 2, Recorder: mgr.GetEventRecorder("cellos-operator"),
-	}
-	formations, cells := shared, shared
-	formations.Lagging, cells.Lagging = r.formations, r.cells
-	if err := (&FormationReconciler{Projection: formations}).SetupWithManager(mgr); err != nil {
-		t.Fatal(err)
-	}
-	if err := (&CellReconciler{Projection: cells}).SetupWithManager(mgr); err != nil {
-		t.Fatal(err)
-	}
 	ctx, cancel := context.WithCancel(context.Background())
+	err = Setup(ctx, mgr, Config{
+		Store: r.store, Namespace: namespace, FlushWindow: 10 * time.Millisecond,
+		Clock: clock.RealClock{}, Workers: 2, Recorder: mgr.GetEventRecorder("cellos-operator"),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 	done := make(chan error, 1)
 	go func() { done <- mgr.Start(ctx) }()
 	t.Cleanup(func() {
@@ -86,21 +76,14 @@ func startReconcilers(t *testing.T, namespace string) *reconcilers {
 	return r
 }
 
-// apply folds one event at the next sequence and queues its object, as the
-// projector does.
+// apply folds one event at the next sequence, as the ingester does.
 func (r *reconcilers) apply(t *testing.T, payload string) uint64 {
 	t.Helper()
 	r.nextSequence++
-	r.store.SetStreamLast(r.nextSequence)
-	out, ref := r.store.Apply(r.nextSequence, []byte(payload))
-	if ref == nil {
+	out := r.store.Apply(context.Background(), r.nextSequence, nil, []byte(payload))
+	if out.Result != fold.ResultApplied {
 		t.Fatalf("event %d was not applied: %s %s", r.nextSequence, out.Result, out.Reason)
 	}
-	ch, obj := r.cells, store.ObjectOf(*ref)
-	if ref.Kind == store.FormationKind {
-		ch = r.formations
-	}
-	ch <- event.GenericEvent{Object: obj}
 	return r.nextSequence
 }
 

@@ -69,6 +69,17 @@ type CellStatus struct {
 	// status. On replay, events at or below it are skipped for this object.
 	// +optional
 	LastAppliedSequence int64 `json:"lastAppliedSequence,omitempty"`
+	// streamStamp ties lastAppliedSequence to the stream and the object it
+	// was projected from (a digest of the stream's name and creation time,
+	// the id and the sequence). The operator trusts a lastAppliedSequence
+	// ahead of its own projection only under a valid stamp: a status of a
+	// recreated stream, or one edited by hand, is overwritten, while one
+	// written by a replica further along the same stream is never moved back.
+	// +optional
+	StreamStamp string `json:"streamStamp,omitempty"`
+	// observedGeneration is the generation the conditions were computed for.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
 
 	// conditions follow kstatus: Ready, Reconciling and Stalled.
 	// +optional

@@ -52,12 +52,8 @@ func main() {
 func parseFlags(args []string) (options, error) {
 	var o options
 	fs := flag.NewFlagSet("cellos-sim", flag.ExitOnError)
-	natsURL := os.Getenv("NATS_URL")
-	if natsURL == "" {
-		natsURL = nats.DefaultURL
-	}
-	fs.StringVar(&o.natsURL, "nats-url", natsURL, "NATS server URL (env NATS_URL)")
-	fs.StringVar(&o.stream, "stream", "CELLOS_EVENTS", "JetStream stream to publish to; created when missing")
+	fs.StringVar(&o.natsURL, "nats-url", cellosjs.URLFromEnv(), "NATS server URL (env NATS_URL)")
+	fs.StringVar(&o.stream, "stream", cellosjs.DefaultStreamName, "JetStream stream to publish to; created when missing")
 	fs.Float64Var(&o.rate, "rate", 20, "events per second; 0 publishes as fast as the server acknowledges")
 	fs.IntVar(&o.formations, "formations", 5, "formations to play; with --continuous, how many run at once")
 	fs.IntVar(&o.cells, "cells", simulator.DefaultCellsPerFormation, "cells per formation")

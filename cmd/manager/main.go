@@ -21,7 +21,6 @@ import (
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
@@ -30,6 +29,7 @@ import (
 	"cellos.dev/cellos-operator/controllers"
 	"cellos.dev/cellos-operator/internal/cursor"
 	"cellos.dev/cellos-operator/internal/ingest"
+	"cellos.dev/cellos-operator/internal/jetstream"
 	"cellos.dev/cellos-operator/internal/store"
 )
 
@@ -59,8 +59,8 @@ type options struct {
 
 func run() error {
 	var opts options
-	flag.StringVar(&opts.natsURL, "nats-url", envOr("NATS_URL", nats.DefaultURL), "URL of the NATS server with JetStream (env NATS_URL).")
-	flag.StringVar(&opts.stream, "stream", "CELLOS_EVENTS", "Name of the JetStream stream that carries the cellos events.")
+	flag.StringVar(&opts.natsURL, "nats-url", jetstream.URLFromEnv(), "URL of the NATS server with JetStream (env NATS_URL).")
+	flag.StringVar(&opts.stream, "stream", jetstream.DefaultStreamName, "Name of the JetStream stream that carries the cellos events.")
 	flag.StringVar(&opts.namespace, "namespace", "", "Namespace for objects first seen in the stream (default: the operator's namespace).")
 	flag.StringVar(&opts.cursorConfigMap, "cursor-configmap", "cellos-projection-cursor", "Name of the ConfigMap, in the operator's namespace, that holds the resume cursor.")
 	flag.BoolVar(&opts.leaderElect, "leader-elect", false, "Elect a leader through a Lease, so that only one replica consumes and writes.")
@@ -121,36 +121,25 @@ func run() error {
 		return fmt.Errorf("opening JetStream: %w", err)
 	}
 	ctx := ctrl.SetupSignalHandler()
-	projected := store.NewStore(opts.namespace, store.DeclaredFormations(ctx, mgr.GetClient()))
-	lagging := map[store.Kind]chan event.GenericEvent{
-		store.FormationKind: make(chan event.GenericEvent, 1024),
-		store.CellKind:      make(chan event.GenericEvent, 1024),
-	}
-	proj := &ingest.Projector{
+	projection := store.New()
+	in := &ingest.Ingester{
 		Reader:         mgr.GetAPIReader(),
 		JetStream:      js,
 		Stream:         opts.stream,
 		Cursor:         &cursor.ConfigMap{Client: mgr.GetClient(), Key: types.NamespacedName{Namespace: ownNamespace, Name: opts.cursorConfigMap}},
-		Store:          projected,
-		Formations:     lagging[store.FormationKind],
-		Cells:          lagging[store.CellKind],
+		Store:          projection,
 		Recorder:       mgr.GetEventRecorder("cellos-operator"),
 		CommitInterval: opts.commitInterval,
 	}
-	if err := mgr.Add(proj); err != nil {
-		return fmt.Errorf("adding projector: %w", err)
+	if err := mgr.Add(in); err != nil {
+		return fmt.Errorf("adding the ingester: %w", err)
 	}
-	shared := controllers.Projection{
-		Client: mgr.GetClient(), Store: projected, FlushWindow: opts.flushWindow,
-		Clock: clock.RealClock{}, Workers: opts.writers, Recorder: mgr.GetEventRecorder("cellos-operator"),
-	}
-	formations, cells := shared, shared
-	formations.Lagging, cells.Lagging = lagging[store.FormationKind], lagging[store.CellKind]
-	if err := (&controllers.FormationReconciler{Projection: formations}).SetupWithManager(mgr); err != nil {
-		return fmt.Errorf("setting up Formation controller: %w", err)
-	}
-	if err := (&controllers.CellReconciler{Projection: cells}).SetupWithManager(mgr); err != nil {
-		return fmt.Errorf("setting up Cell controller: %w", err)
+	err = controllers.Setup(ctx, mgr, controllers.Config{
+		Store: projection, Namespace: opts.namespace, FlushWindow: opts.flushWindow, Workers: opts.writers,
+		Clock: clock.RealClock{}, Recorder: mgr.GetEventRecorder("cellos-operator"),
+	})
+	if err != nil {
+		return err
 	}
 
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
@@ -159,7 +148,7 @@ func run() error {
 	if err := mgr.AddReadyzCheck("nats", natsConnected(nc)); err != nil {
 		return fmt.Errorf("adding readiness check: %w", err)
 	}
-	if err := mgr.AddReadyzCheck("projection", func(*http.Request) error { return proj.Healthy() }); err != nil {
+	if err := mgr.AddReadyzCheck("projection", func(*http.Request) error { return in.Healthy() }); err != nil {
 		return fmt.Errorf("adding readiness check: %w", err)
 	}
 
@@ -193,11 +182,4 @@ func operatorNamespace() string {
 		}
 	}
 	return "default"
-}
-
-func envOr(key, fallback string) string {
-	if v := os.Getenv(key); v != "" {
-		return v
-	}
-	return fallback
 }

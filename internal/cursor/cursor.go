@@ -56,8 +56,11 @@ func (c *ConfigMap) Load(ctx context.Context) (Position, bool, error) {
 	return p, true, nil
 }
 
-// Commit stores p unless the stored sequence is already as high: the cursor
-// never decreases, even when two writers race. It writes with the
+// Commit stores p unless the stored position is of the same stream and
+// already as high: within one stream the cursor never decreases, even when
+// two writers race, while the cursor of a stream since recreated under the
+// same name is replaced, as its sequences numbered other events. It writes
+// with the
 // ConfigMap's resourceVersion and retries on a conflict. It returns the
 // position now stored.
 func (c *ConfigMap) Commit(ctx context.Context, p Position) (Position, error) {

@@ -1,11 +1,20 @@
-// Package projector runs the projection: it folds the JetStream stream into a
-// Store, tells the controllers which objects lag, and commits the cursor.
+// Package ingest runs the projection on the elected leader: it consumes the
+// stream from its first event, folds it into the store, which tells the
+// controllers what lags, and commits the cursor.
+//
+// Every start folds the whole stream again rather than trusting the objects'
+// status or the cursor: status is always the fold of the stream it came
+// from, whatever happened while the operator was down (a recreated stream, a
+// status edited by hand, a deleted object or cursor). The controllers write
+// only what differs, so replaying an applied stream costs reads, not writes.
 package ingest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -15,9 +24,7 @@ import (
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/event"
 
-	cellosv1 "cellos.dev/cellos-operator/api/v1"
 	"cellos.dev/cellos-operator/internal/cursor"
 	"cellos.dev/cellos-operator/internal/fold"
 	"cellos.dev/cellos-operator/internal/jetstream"
@@ -28,20 +35,18 @@ import (
 // ConfigMap for an event that could not be used.
 const RejectedEventReason = "RejectedEvent"
 
-// Projector consumes the stream on the elected leader. It is a manager
+// Ingester consumes the stream on the elected leader. It is a manager
 // Runnable.
-type Projector struct {
-	// Reader lists the objects once at start, straight from the API server.
+type Ingester struct {
+	// Reader reads the cursor ConfigMap, for the Warning Events about it.
 	Reader client.Reader
 	// JetStream and Stream name the stream to project.
 	JetStream natsjs.JetStream
 	Stream    string
-	// Cursor stores the resume point.
+	// Cursor stores the low watermark.
 	Cursor *cursor.ConfigMap
 	// Store receives the fold.
 	Store *store.Store
-	// Formations and Cells tell the controllers which objects lag.
-	Formations, Cells chan<- event.GenericEvent
 	// Recorder raises the Warning Events for rejected events.
 	Recorder events.EventRecorder
 	// CommitInterval is how often the cursor is committed.
@@ -50,6 +55,8 @@ type Projector struct {
 	// rejections limits Warning Events, so that a flood of bad events
 	// cannot flood the API server; every rejection is still logged and counted.
 	rejections *rate.Limiter
+	// streamLast is the stream's last sequence, as last seen.
+	streamLast atomic.Uint64
 
 	mu       sync.Mutex
 	consumer *jetstream.Consumer
@@ -59,110 +66,91 @@ type Projector struct {
 }
 
 // NeedLeaderElection makes only the leader consume: two writers would fight.
-func (p *Projector) NeedLeaderElection() bool { return true }
+func (in *Ingester) NeedLeaderElection() bool { return true }
 
-// Start loads the projection and consumes the stream until ctx ends.
-func (p *Projector) Start(ctx context.Context) error {
-	log := ctrl.LoggerFrom(ctx).WithName("projector")
+// Start folds the stream until ctx ends, from the first event again each time
+// the stream is recreated under its name.
+func (in *Ingester) Start(ctx context.Context) error {
+	log := ctrl.LoggerFrom(ctx).WithName("ingest")
 	ctx = logr.NewContext(ctx, log)
-	p.rejections = rate.NewLimiter(rate.Every(10*time.Second), 5)
+	in.rejections = rate.NewLimiter(rate.Every(10*time.Second), 5)
+	for {
+		err := in.foldStream(ctx)
+		if !errors.Is(err, jetstream.ErrStreamRecreated) {
+			return err
+		}
+		streamRecreationsTotal.Inc()
+		log.Info("The stream was recreated: folding the new one from its first event", "reason", err.Error())
+	}
+}
 
-	stream, err := p.ensureStream(ctx)
+// foldStream folds one incarnation of the stream until ctx ends or the
+// stream is recreated.
+func (in *Ingester) foldStream(ctx context.Context) error {
+	info, err := in.ensureStream(ctx)
 	if err != nil {
 		return err
 	}
-	info := stream.CachedInfo()
-	created := info.Created
-	p.Store.SetStreamLast(info.State.LastSeq)
-	streamLastSequence.Set(float64(info.State.LastSeq))
-	pos, found, err := p.resumePoint(ctx, created)
+	stream := store.Stream{Name: in.Stream, Created: info.Created}
+	in.Store.Reset(stream)
+	in.observeStreamLast(info.State.LastSeq)
+	pos, err := in.startCursor(ctx, stream)
 	if err != nil {
 		return err
 	}
-	if pos, err = p.Cursor.Commit(ctx, pos); err != nil {
-		return err
-	}
-	cursorSequence.Set(float64(pos.Sequence))
-	if err := p.loadCursorObject(ctx); err != nil {
-		return err
-	}
-	// Without a cursor the projection is rebuilt from the first event: the
-	// objects only say where they live, and their status is not trusted.
-	if err := p.seed(ctx, found); err != nil {
-		return err
-	}
-	p.Store.SetProcessed(pos.Sequence)
 
 	commitCtx, stopCommits := context.WithCancel(ctx)
 	var wg sync.WaitGroup
-	wg.Go(func() { p.commitLoop(commitCtx, pos) })
+	wg.Go(func() { in.commitLoop(commitCtx, pos) })
 	defer wg.Wait()
 	defer stopCommits()
 
-	consumer := jetstream.NewConsumer(p.JetStream, p.Stream)
+	consumer := jetstream.NewConsumer(in.JetStream, in.Stream)
+	consumer.StreamCreated = info.Created
 	consumer.OnError = func(reason string, _ error) { consumerErrorsTotal.WithLabelValues(reason).Inc() }
-	p.mu.Lock()
-	p.consumer = consumer
-	p.mu.Unlock()
-	log.Info("Consuming", "stream", p.Stream, "fromSequence", pos.Sequence+1)
-	if err := consumer.Run(ctx, pos.Sequence+1, p.handle); err != nil {
-		return fmt.Errorf("consuming stream %s: %w", p.Stream, err)
+	in.mu.Lock()
+	in.consumer = consumer
+	in.mu.Unlock()
+	logr.FromContextOrDiscard(ctx).Info("Folding the stream from its first event", "stream", in.Stream,
+		"created", info.Created, "lastSequence", info.State.LastSeq, "cursor", pos.Sequence)
+	if err := consumer.Run(ctx, info.State.FirstSeq, in.handle); err != nil {
+		return fmt.Errorf("consuming stream %s: %w", in.Stream, err)
 	}
 	return nil
 }
 
-// cursorRecheck is how often a cursor of another stream is read again, to
-// notice that a person deleted it.
-const cursorRecheck = 10 * time.Second
-
-// resumePoint is where to resume: the cursor, or the first sequence when there
-// is none. A cursor of another stream (one recreated under the same name)
-// would skip or misapply events, so the projector waits, unready, until a
-// person deletes it. found tells whether a cursor was found.
-func (p *Projector) resumePoint(ctx context.Context, created time.Time) (cursor.Position, bool, error) {
-	log := logr.FromContextOrDiscard(ctx)
-	for warned := false; ; warned = true {
-		pos, found, err := p.Cursor.Load(ctx)
-		if err != nil {
-			return pos, false, err
-		}
-		if !found {
-			log.Info("No cursor: replaying the stream from its first sequence", "configMap", p.Cursor.Key)
-			if warned {
-				// The objects' sequences count another stream's events: a
-				// status "ahead" of the projection is stale, not newer.
-				p.Store.DistrustStatus()
-			}
-			p.setProblem(nil)
-			return cursor.Position{Stream: p.Stream, StreamCreated: created}, false, nil
-		}
-		if pos.Stream == p.Stream && pos.StreamCreated.Equal(created) {
-			return pos, true, nil
-		}
-		if !warned {
-			p.setProblem(fmt.Errorf("cursor ConfigMap %s belongs to stream %s created %s, but stream %s was created %s: delete the ConfigMap to rebuild the projection from this stream",
-				p.Cursor.Key, pos.Stream, pos.StreamCreated.Format(time.RFC3339), p.Stream, created.Format(time.RFC3339)))
-			log.Error(p.Healthy(), "Not consuming")
-		}
-		select {
-		case <-ctx.Done():
-			return pos, false, ctx.Err()
-		case <-time.After(cursorRecheck):
-		}
+// startCursor makes the cursor ConfigMap belong to stream, keeping its
+// sequence when it already does: a cursor of an earlier stream of the same
+// name starts again from 0, as its sequences numbered other events. It
+// returns the position now stored.
+func (in *Ingester) startCursor(ctx context.Context, stream store.Stream) (cursor.Position, error) {
+	pos, err := in.Cursor.Commit(ctx, cursor.Position{Stream: stream.Name, StreamCreated: stream.Created})
+	if err != nil {
+		return pos, err
 	}
+	cursorSequence.Set(float64(pos.Sequence))
+	var cm corev1.ConfigMap
+	if err := in.Reader.Get(ctx, in.Cursor.Key, &cm); err != nil {
+		return pos, fmt.Errorf("reading cursor ConfigMap %s: %w", in.Cursor.Key, err)
+	}
+	in.mu.Lock()
+	in.cursorObject = &cm
+	in.mu.Unlock()
+	return pos, nil
 }
 
-// ensureStream waits for NATS: the operator may start before it.
-func (p *Projector) ensureStream(ctx context.Context) (natsjs.Stream, error) {
+// ensureStream waits for NATS, as the operator may start before it, and
+// returns the stream's state.
+func (in *Ingester) ensureStream(ctx context.Context) (*natsjs.StreamInfo, error) {
 	log := logr.FromContextOrDiscard(ctx)
 	for delay := time.Second; ; delay = min(2*delay, 30*time.Second) {
-		stream, err := jetstream.EnsureStream(ctx, p.JetStream, p.Stream)
+		stream, err := jetstream.EnsureStream(ctx, in.JetStream, in.Stream)
 		if err == nil {
-			p.setProblem(nil)
-			return stream, nil
+			in.setProblem(nil)
+			return stream.CachedInfo(), nil
 		}
-		p.setProblem(err)
-		log.Error(err, "Cannot reach the stream; retrying", "stream", p.Stream, "retryIn", delay)
+		in.setProblem(err)
+		log.Error(err, "Cannot reach the stream; retrying", "stream", in.Stream, "retryIn", delay)
 		select {
 		case <-ctx.Done():
 			return nil, ctx.Err()
@@ -171,74 +159,45 @@ func (p *Projector) ensureStream(ctx context.Context) (natsjs.Stream, error) {
 	}
 }
 
-// seed loads where the objects live, and with records their projection.
-func (p *Projector) seed(ctx context.Context, records bool) error {
-	var formations cellosv1.FormationList
-	if err := p.Reader.List(ctx, &formations); err != nil {
-		return fmt.Errorf("listing Formations: %w", err)
-	}
-	var cells cellosv1.CellList
-	if err := p.Reader.List(ctx, &cells); err != nil {
-		return fmt.Errorf("listing Cells: %w", err)
-	}
-	p.Store.Seed(formations.Items, cells.Items, records)
-	logr.FromContextOrDiscard(ctx).Info("Loaded the objects", "formations", len(formations.Items), "cells", len(cells.Items), "projectionFromStatus", records)
-	return nil
-}
-
-func (p *Projector) loadCursorObject(ctx context.Context) error {
-	var cm corev1.ConfigMap
-	if err := p.Reader.Get(ctx, p.Cursor.Key, &cm); err != nil {
-		return fmt.Errorf("reading cursor ConfigMap %s: %w", p.Cursor.Key, err)
-	}
-	p.cursorObject = &cm
-	return nil
-}
-
 // handle folds one message. It runs on the consumer's one goroutine, in
 // stream order.
-func (p *Projector) handle(ctx context.Context, msg jetstream.Message) error {
-	out, ref := p.Store.Apply(msg.Sequence, msg.Payload)
+func (in *Ingester) handle(ctx context.Context, msg jetstream.Message) error {
+	out := in.Store.Apply(ctx, msg.Sequence, msg.Header, msg.Payload)
 	eventsTotal.WithLabelValues(string(out.Family), string(out.Result)).Inc()
-	p.Store.SetStreamLast(msg.StreamLast)
-	streamLastSequence.Set(float64(msg.StreamLast))
+	in.observeStreamLast(msg.StreamLast)
 	if out.Result == fold.ResultRejected {
-		p.reject(ctx, out)
+		in.reject(ctx, out)
 	}
-	if ref == nil {
-		return nil
-	}
-	ch := p.Cells
-	if ref.Kind == store.FormationKind {
-		ch = p.Formations
-	}
-	select {
-	case ch <- event.GenericEvent{Object: store.ObjectOf(*ref)}:
-		return nil
-	case <-ctx.Done():
-		return nil
-	}
+	return nil
+}
+
+func (in *Ingester) observeStreamLast(seq uint64) {
+	in.streamLast.Store(seq)
+	streamLastSequence.Set(float64(seq))
 }
 
 // reject surfaces an event that cannot be used: in the log, in metrics, and
 // as a Warning Event on the cursor ConfigMap. The stream moves on.
-func (p *Projector) reject(ctx context.Context, out fold.Outcome) {
+func (in *Ingester) reject(ctx context.Context, out fold.Outcome) {
 	logr.FromContextOrDiscard(ctx).Info("Rejected an event", "sequence", out.Seq, "eventID", out.EventID, "reason", out.Reason)
-	if p.rejections.Allow() {
-		p.Recorder.Eventf(p.cursorObject, nil, corev1.EventTypeWarning, RejectedEventReason, "Project",
+	if in.rejections.Allow() {
+		in.mu.Lock()
+		about := in.cursorObject
+		in.mu.Unlock()
+		in.Recorder.Eventf(about, nil, corev1.EventTypeWarning, RejectedEventReason, "Project",
 			"Skipped the event at stream sequence %d (id %q): %s", out.Seq, out.EventID, out.Reason)
 	}
 }
 
 // commitLoop commits the watermark about once per interval, and once more
 // when ctx ends, so that a clean shutdown loses no progress.
-func (p *Projector) commitLoop(ctx context.Context, pos cursor.Position) {
+func (in *Ingester) commitLoop(ctx context.Context, pos cursor.Position) {
 	log := logr.FromContextOrDiscard(ctx)
-	tick := time.NewTicker(p.CommitInterval)
+	tick := time.NewTicker(in.CommitInterval)
 	defer tick.Stop()
 	commit := func(ctx context.Context) {
-		w := p.Store.Watermark()
-		if last := p.Store.StreamLast(); last >= w {
+		w := in.Store.Watermark()
+		if last := in.streamLast.Load(); last >= w {
 			lagEvents.Set(float64(last - w))
 		}
 		if w <= pos.Sequence {
@@ -246,7 +205,7 @@ func (p *Projector) commitLoop(ctx context.Context, pos cursor.Position) {
 		}
 		next := pos
 		next.Sequence = w
-		stored, err := p.Cursor.Commit(ctx, next)
+		stored, err := in.Cursor.Commit(ctx, next)
 		if err != nil {
 			log.Error(err, "Committing the cursor", "sequence", w)
 			return
@@ -268,22 +227,22 @@ func (p *Projector) commitLoop(ctx context.Context, pos cursor.Position) {
 	}
 }
 
-func (p *Projector) setProblem(err error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.problem = err
+func (in *Ingester) setProblem(err error) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	in.problem = err
 }
 
 // Healthy is the readiness of the projection: nil on a replica that does
 // not lead, or while the leader can reach the stream and consume it.
-func (p *Projector) Healthy() error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.problem != nil {
-		return p.problem
+func (in *Ingester) Healthy() error {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.problem != nil {
+		return in.problem
 	}
-	if p.consumer != nil {
-		return p.consumer.Healthy()
+	if in.consumer != nil {
+		return in.consumer.Healthy()
 	}
 	return nil
 }

@@ -5,7 +5,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 )
 
-// The projector's metrics, on the manager's /metrics endpoint.
+// The ingester's metrics, on the manager's /metrics endpoint.
 var (
 	eventsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "cellos_operator_events_total",
@@ -19,12 +19,17 @@ var (
 
 	streamLastSequence = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "cellos_operator_stream_last_sequence",
-		Help: "The stream's last sequence, as of the last message delivered.",
+		Help: "The stream's last sequence, as last seen: at start, then with each message delivered.",
 	})
 
 	lagEvents = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "cellos_operator_lag_events",
 		Help: "How many stream sequences are not yet reflected in status: stream last sequence minus watermark.",
+	})
+
+	streamRecreationsTotal = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "cellos_operator_stream_recreations_total",
+		Help: "Times the stream was found recreated under its name and folded again from its first event.",
 	})
 
 	consumerErrorsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -34,5 +39,5 @@ var (
 )
 
 func init() {
-	metrics.Registry.MustRegister(eventsTotal, cursorSequence, streamLastSequence, lagEvents, consumerErrorsTotal)
+	metrics.Registry.MustRegister(eventsTotal, cursorSequence, streamLastSequence, lagEvents, streamRecreationsTotal, consumerErrorsTotal)
 }

@@ -9,11 +9,25 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/nats-io/nats.go"
 	natsjs "github.com/nats-io/nats.go/jetstream"
 )
+
+// DefaultStreamName is the stream cellos publishes its events to.
+const DefaultStreamName = "CELLOS_EVENTS"
+
+// URLFromEnv is the NATS URL in the environment variable NATS_URL, else the
+// NATS default, so that the operator and the simulator find the same server.
+func URLFromEnv() string {
+	if url := os.Getenv("NATS_URL"); url != "" {
+		return url
+	}
+	return nats.DefaultURL
+}
 
 // Subjects is the subject filter of the cellos event stream; every cellos
 // event is published below it.

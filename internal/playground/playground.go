@@ -91,7 +91,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return fmt.Errorf("opening JetStream: %w", err)
 	}
-	if _, err := jetstream.EnsureStream(ctx, js, "CELLOS_EVENTS"); err != nil {
+	if _, err := jetstream.EnsureStream(ctx, js, jetstream.DefaultStreamName); err != nil {
 		return err
 	}
 	gen := simulator.NewGenerator(cfg.Simulation)

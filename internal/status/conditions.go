@@ -78,11 +78,6 @@ func setFormationConditions(s *cellosv1.FormationStatus, degraded bool, generati
 	}
 }
 
-// setCellConditions writes the kstatus summary of the cell's state.
-func setCellConditions(s *cellosv1.CellStatus, now metav1.Time) {
-	setSummary(&s.Conditions, cellSummary(s.State, s.Outcome), 0, now)
-}
-
 func setSummary(conds *[]metav1.Condition, k summary, generation int64, now metav1.Time) {
 	setCondition(conds, cellosv1.ReadyCondition, k.ready, k.reason, k.message, generation, now)
 	setCondition(conds, cellosv1.ReconcilingCondition, k.reconciling, k.reason, k.message, generation, now)

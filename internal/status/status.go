@@ -1,9 +1,9 @@
-// Package statuswriter turns the projection into Formation and Cell status and
-// back, and writes status to the API server.
+// Package status builds the status a Formation or Cell must have from its
+// projection.
 //
-// The builders here are pure: a status is a function of the projection, the
-// conditions already on the object and the time. The projection can be read
-// back from a status, so that a restarted operator resumes from the objects.
+// The builders are pure: a status is a function of the projection, the
+// conditions already on the object and the time, so they are table-tested
+// without an API server. Writing is the controllers' job.
 package status
 
 import (
@@ -12,7 +12,6 @@ import (
 	"reflect"
 	"time"
 
-	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 
@@ -20,10 +19,11 @@ import (
 	"cellos.dev/cellos-operator/internal/fold"
 )
 
-// FormationStatus is the status a Formation must have: the projection f, the
-// counts of its Cells, and kstatus conditions for the object's generation.
-// Conditions that do not change keep their lastTransitionTime from existing.
-func FormationStatus(f *fold.Formation, counts cellosv1.CellCounts, generation int64, existing []metav1.Condition, now time.Time) cellosv1.FormationStatus {
+// FormationStatus is the status a Formation must have: the projection f with
+// its stream stamp, the counts of its Cells, and kstatus conditions for the
+// object's generation. Conditions that do not change keep their
+// lastTransitionTime from existing.
+func FormationStatus(f *fold.Formation, stamp string, counts cellosv1.CellCounts, generation int64, existing []metav1.Condition, now time.Time) cellosv1.FormationStatus {
 	s := cellosv1.FormationStatus{
 		FormationID:         f.ID,
 		FormationName:       f.Name,
@@ -31,6 +31,7 @@ func FormationStatus(f *fold.Formation, counts cellosv1.CellCounts, generation i
 		Cells:               fmt.Sprintf("%d/%d", counts.Running, counts.Total),
 		CellCounts:          counts,
 		LastAppliedSequence: int64(f.LastAppliedSequence),
+		StreamStamp:         stamp,
 		ObservedGeneration:  generation,
 		Conditions:          append([]metav1.Condition(nil), existing...),
 	}
@@ -47,26 +48,6 @@ func FormationStatus(f *fold.Formation, counts cellosv1.CellCounts, generation i
 func storable(doc json.RawMessage) bool {
 	var v any
 	return json.Unmarshal(doc, &v) == nil && v != nil
-}
-
-// FormationRecord reads the projection back from a Formation's status. It
-// returns false when the status holds no projection yet.
-func FormationRecord(s cellosv1.FormationStatus) (*fold.Formation, bool) {
-	if s.FormationID == "" || s.LastAppliedSequence <= 0 {
-		return nil, false
-	}
-	f := &fold.Formation{
-		ID:                  s.FormationID,
-		Name:                s.FormationName,
-		Phase:               s.Phase,
-		Degraded:            meta.IsStatusConditionTrue(s.Conditions, cellosv1.DegradedCondition),
-		Document:            json.RawMessage("null"),
-		LastAppliedSequence: uint64(s.LastAppliedSequence),
-	}
-	if s.Document != nil && len(s.Document.Raw) > 0 {
-		f.Document = s.Document.Raw
-	}
-	return f, true
 }
 
 // CountCells counts Cells by state, for a Formation's status.
@@ -86,9 +67,10 @@ func CountCells(cells []cellosv1.Cell) cellosv1.CellCounts {
 	return n
 }
 
-// CellStatus is the status a Cell must have: the projection c and kstatus
-// conditions. Conditions that do not change keep their lastTransitionTime.
-func CellStatus(c *fold.Cell, existing []metav1.Condition, now time.Time) cellosv1.CellStatus {
+// CellStatus is the status a Cell must have: the projection c with its stream
+// stamp, and kstatus conditions for the object's generation. Conditions that
+// do not change keep their lastTransitionTime.
+func CellStatus(c *fold.Cell, stamp string, generation int64, existing []metav1.Condition, now time.Time) cellosv1.CellStatus {
 	s := cellosv1.CellStatus{
 		CellID:              c.ID,
 		SpecID:              c.SpecID,
@@ -100,30 +82,12 @@ func CellStatus(c *fold.Cell, existing []metav1.Condition, now time.Time) cellos
 		Outcome:             c.Outcome,
 		ExitCode:            c.ExitCode,
 		LastAppliedSequence: int64(c.LastAppliedSequence),
+		StreamStamp:         stamp,
+		ObservedGeneration:  generation,
 		Conditions:          append([]metav1.Condition(nil), existing...),
 	}
-	setCellConditions(&s, metav1.NewTime(now))
+	setSummary(&s.Conditions, cellSummary(s.State, s.Outcome), generation, metav1.NewTime(now))
 	return s
-}
-
-// CellRecord reads the projection back from a Cell's status. It returns
-// false when the status holds no projection yet.
-func CellRecord(s cellosv1.CellStatus) (*fold.Cell, bool) {
-	if s.CellID == "" || s.LastAppliedSequence <= 0 {
-		return nil, false
-	}
-	return &fold.Cell{
-		ID:                  s.CellID,
-		SpecID:              s.SpecID,
-		RunID:               s.RunID,
-		FormationID:         s.FormationID,
-		State:               s.State,
-		StartedAt:           goTime(s.StartedAt),
-		DestroyedAt:         goTime(s.DestroyedAt),
-		Outcome:             s.Outcome,
-		ExitCode:            s.ExitCode,
-		LastAppliedSequence: uint64(s.LastAppliedSequence),
-	}, true
 }
 
 func metaTime(t *time.Time) *metav1.Time {
@@ -131,17 +95,10 @@ func metaTime(t *time.Time) *metav1.Time {
 		return nil
 	}
 	// Status carries whole seconds, as metav1.Time serializes them; rounding
-	// here keeps a status read back equal to the one written.
+	// here keeps the status built equal to the one read back, so that an
+	// unchanged object costs no write.
 	mt := metav1.NewTime(t.UTC().Truncate(time.Second))
 	return &mt
-}
-
-func goTime(t *metav1.Time) *time.Time {
-	if t == nil {
-		return nil
-	}
-	v := t.UTC()
-	return &v
 }
 
 // SameDocument tells whether two documents hold the same JSON. The API server

@@ -12,9 +12,12 @@ import (
 const hashLen = 10
 
 // ObjectName derives an object's name from a stream id, deterministically. An
-// id that is a valid object name is used as it is; any other id is
-// sanitized and gets a suffix hashed from the exact id, so two ids never share
-// a name. The exact id is always in status.
+// id that is a valid object name is used as it is; any other id is sanitized
+// and gets a suffix hashed from the exact id, so ids that sanitize alike get
+// different names. Two ids share a name only if a valid id happens to spell
+// another id's sanitized name with its hash suffix, or by a collision of 40
+// bits of SHA-256; Store.IDsNamed keeps every id of a name for that case. The
+// exact id is always in status.
 func ObjectName(id string) string {
 	if len(validation.IsDNS1123Subdomain(id)) == 0 {
 		return id

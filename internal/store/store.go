@@ -1,19 +1,30 @@
+// Package store holds the projection between the one goroutine that folds the
+// stream into it and the controllers that write it into status: the folded
+// state, which objects' status lags it, and the low watermark that the cursor
+// commits.
+//
+// The store knows objects by their stream ids only. Where an object lives in
+// the cluster is the controllers' decision, made from their cache; the store
+// does no I/O beyond handing the controllers the ids that changed.
 package store
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"strconv"
 	"sync"
-	"sync/atomic"
+	"time"
 
-	"k8s.io/apimachinery/pkg/types"
-	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
-	cellosv1 "cellos.dev/cellos-operator/api/v1"
 	"cellos.dev/cellos-operator/internal/fold"
-	"cellos.dev/cellos-operator/internal/status"
 )
 
-// Kind tells which kind of object a key names.
+// Kind tells which kind of object a stream id names.
 type Kind string
 
 // The kinds the projection writes.
@@ -22,253 +33,166 @@ const (
 	CellKind      Kind = "Cell"
 )
 
-// Ref names one object of the projection.
+// Ref names one projected object by its kind and stream id.
 type Ref struct {
 	Kind Kind
-	Key  types.NamespacedName
+	ID   string
 }
 
-// ObjectOf is an empty object of ref's kind at ref's key, to name it in a
-// queue.
-func ObjectOf(ref Ref) client.Object {
-	var obj client.Object = &cellosv1.Cell{}
-	if ref.Kind == FormationKind {
-		obj = &cellosv1.Formation{}
-	}
-	obj.SetNamespace(ref.Key.Namespace)
-	obj.SetName(ref.Key.Name)
-	return obj
+// Stream identifies one incarnation of a stream: a stream deleted and
+// recreated under the same name numbers other events with the same
+// sequences, and only its creation time tells the two apart.
+type Stream struct {
+	Name    string
+	Created time.Time
 }
 
-// Store is the projection shared between the one goroutine that folds the
-// stream into it and the reconcilers that write it into status. It also keeps
-// the low watermark: which sequences are reflected in status.
+// laggingBuffer is how many changed ids wait for a controller before the
+// fold blocks, so that a slow API server slows the consumer down instead of
+// growing memory.
+const laggingBuffer = 1024
+
+// Store is the projection of one stream. Create it with New.
 type Store struct {
-	mu    sync.RWMutex
-	state *fold.State
-	// formations and cells map stream ids to object keys and back.
-	formations, cells keyIndex
+	mu     sync.RWMutex
+	stream Stream
+	state  *fold.State
+	// names maps each id to its object name, and byName the other way, so
+	// that a controller asked for an object that does not exist yet can tell
+	// which id it is for.
+	names  map[Ref]string
+	byName map[Kind]map[string][]string
 	// dirty holds, for each object whose status lags the projection, the
 	// lowest sequence not yet written. The watermark stays below all of them.
 	dirty map[Ref]uint64
 	// processed is the highest sequence folded, whatever its result.
 	processed uint64
-	// streamLast is the stream's last sequence, as last seen.
-	streamLast atomic.Uint64
-	// distrust is set once the objects' sequences are known to count
-	// another stream's events.
-	distrust atomic.Bool
 
-	// namespace receives objects first seen in the stream.
-	namespace string
-	// declared finds a declared Formation that already carries a formation id.
-	declared func(id string) (types.NamespacedName, bool)
+	// lagging carries the ids whose status lags, one channel per kind.
+	lagging map[Kind]chan event.TypedGenericEvent[string]
 }
 
-type keyIndex struct {
-	byID  map[string]types.NamespacedName
-	byKey map[types.NamespacedName]string
+// New returns an empty Store.
+func New() *Store {
+	s := &Store{lagging: map[Kind]chan event.TypedGenericEvent[string]{
+		FormationKind: make(chan event.TypedGenericEvent[string], laggingBuffer),
+		CellKind:      make(chan event.TypedGenericEvent[string], laggingBuffer),
+	}}
+	s.Reset(Stream{})
+	return s
 }
 
-func newKeyIndex() keyIndex {
-	return keyIndex{byID: map[string]types.NamespacedName{}, byKey: map[types.NamespacedName]string{}}
-}
-
-func (x keyIndex) put(id string, key types.NamespacedName) {
-	x.byID[id] = key
-	x.byKey[key] = id
-}
-
-// NewStore returns an empty Store that places new objects in namespace, or
-// where declared finds a declared Formation for the formation's id.
-func NewStore(namespace string, declared func(id string) (types.NamespacedName, bool)) *Store {
-	return &Store{
-		state:      fold.NewState(),
-		formations: newKeyIndex(),
-		cells:      newKeyIndex(),
-		dirty:      map[Ref]uint64{},
-		namespace:  namespace,
-		declared:   declared,
-	}
-}
-
-// Seed remembers where each object lives and, with records, loads the
-// projection from the objects' status, so that a restarted operator skips
-// what they already reflect. A status claiming a sequence the stream has not
-// reached belongs to another stream, or was edited by hand: it is not loaded.
-func (s *Store) Seed(formations []cellosv1.Formation, cells []cellosv1.Cell, records bool) {
+// Reset empties the projection, to fold stream from its first event: at start,
+// and again when the stream was recreated under the same name.
+func (s *Store) Reset(stream Stream) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	streamLast := s.streamLast.Load()
-	plausible := func(seq uint64) bool { return records && seq <= streamLast }
-	for i := range formations {
-		f := &formations[i]
-		id := f.Labels[cellosv1.FormationIDLabel]
-		if id == "" {
-			id = f.Status.FormationID
-		}
-		if id == "" {
-			continue
-		}
-		s.formations.put(id, types.NamespacedName{Namespace: f.Namespace, Name: f.Name})
-		if rec, ok := status.FormationRecord(f.Status); ok && rec.ID == id && plausible(rec.LastAppliedSequence) {
-			s.state.Formations[id] = rec
-		}
-	}
-	for i := range cells {
-		c := &cells[i]
-		rec, ok := status.CellRecord(c.Status)
-		if !ok {
-			continue
-		}
-		s.cells.put(rec.ID, types.NamespacedName{Namespace: c.Namespace, Name: c.Name})
-		if plausible(rec.LastAppliedSequence) {
-			s.state.Cells[rec.ID] = rec
-		}
-	}
+	s.stream = stream
+	s.state = fold.NewState()
+	s.names = map[Ref]string{}
+	s.byName = map[Kind]map[string][]string{FormationKind: {}, CellKind: {}}
+	s.dirty = map[Ref]uint64{}
+	s.processed = 0
 }
 
-// SetStreamLast records the stream's last sequence, as last seen.
-func (s *Store) SetStreamLast(seq uint64) { s.streamLast.Store(seq) }
-
-// StreamLast is the stream's last sequence, as last seen.
-func (s *Store) StreamLast() uint64 { return s.streamLast.Load() }
-
-// Ahead tells whether a status already reflects later events than the
-// projection: another writer got there first, and writing would move the
-// status backwards. A status ahead of the whole stream is not believed: it
-// belongs to another stream, or was edited by hand, and is overwritten; so is
-// every status once DistrustStatus was called.
-func (s *Store) Ahead(statusSequence int64, projected uint64) bool {
-	return !s.distrust.Load() && statusSequence > int64(projected) && uint64(statusSequence) <= s.streamLast.Load()
+// Stream is the stream the projection is of.
+func (s *Store) Stream() Stream {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.stream
 }
 
-// DistrustStatus makes Ahead false from now on: the stream was recreated, so
-// the sequences in status count the old stream's events.
-func (s *Store) DistrustStatus() { s.distrust.Store(true) }
+// Source is the channel of kind's lagging ids, for that kind's controller.
+// h turns an id into requests.
+func (s *Store) Source(kind Kind, h handler.TypedEventHandler[string, reconcile.Request]) source.Source {
+	return source.Channel(s.lagging[kind], h)
+}
 
-// Apply folds one event and returns what it did, and for an applied event
-// the object whose status now lags.
-func (s *Store) Apply(seq uint64, payload []byte) (fold.Outcome, *Ref) {
+// Apply folds one event and tells the controller of the object it changed.
+// It blocks while that controller is laggingBuffer ids behind, until ctx ends.
+func (s *Store) Apply(ctx context.Context, seq uint64, header map[string][]string, payload []byte) fold.Outcome {
+	out, ref, changed := s.apply(seq, header, payload)
+	if changed {
+		select {
+		case s.lagging[ref.Kind] <- event.TypedGenericEvent[string]{Object: ref.ID}:
+		case <-ctx.Done():
+		}
+	}
+	return out
+}
+
+func (s *Store) apply(seq uint64, header map[string][]string, payload []byte) (fold.Outcome, Ref, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := s.state.Apply(seq, payload)
-	if seq > s.processed {
-		s.processed = seq
+	out := s.state.Apply(seq, header, payload)
+	s.processed = max(s.processed, seq)
+	ref, ok := refOf(out)
+	if !ok {
+		return out, ref, false
 	}
-	if out.Result != fold.ResultApplied {
-		return out, nil
-	}
-	// The family, not the id, names the object: "" is a cell id like any other.
-	var ref Ref
-	switch out.Family {
-	case fold.FamilyCell:
-		ref = Ref{Kind: CellKind, Key: s.cellKey(s.state.Cells[out.CellID])}
-	case fold.FamilyFormation:
-		ref = Ref{Kind: FormationKind, Key: s.formationKey(out.FormationID)}
-	default:
-		return out, nil
+	if _, known := s.names[ref]; !known {
+		name := ObjectName(ref.ID)
+		s.names[ref] = name
+		s.byName[ref.Kind][name] = append(s.byName[ref.Kind][name], ref.ID)
 	}
 	if _, ok := s.dirty[ref]; !ok {
 		s.dirty[ref] = seq
 	}
-	return out, &ref
+	return out, ref, true
 }
 
-// formationKey places a formation: where it already is, else on the
-// declared Formation that carries its id, else in the default namespace.
-func (s *Store) formationKey(id string) types.NamespacedName {
-	if key, ok := s.formations.byID[id]; ok {
-		return key
+// refOf names the object an applied event changed. The family, not the id,
+// tells the kind: "" is a cell id like any other.
+func refOf(out fold.Outcome) (Ref, bool) {
+	if out.Result != fold.ResultApplied {
+		return Ref{}, false
 	}
-	key, ok := s.declared(id)
-	if !ok {
-		key = types.NamespacedName{Namespace: s.namespace, Name: ObjectName(id)}
+	switch out.Family {
+	case fold.FamilyCell:
+		return Ref{Kind: CellKind, ID: out.CellID}, true
+	case fold.FamilyFormation:
+		return Ref{Kind: FormationKind, ID: out.FormationID}, true
 	}
-	s.formations.put(id, key)
-	return key
+	return Ref{}, false
 }
 
-// cellKey places a cell: where it already is, else beside its formation
-// (even one the stream has not named yet), else in the default namespace.
-func (s *Store) cellKey(c *fold.Cell) types.NamespacedName {
-	if key, ok := s.cells.byID[c.ID]; ok {
-		return key
-	}
-	ns := s.namespace
-	if c.FormationID != "" {
-		ns = s.formationKey(c.FormationID).Namespace
-	}
-	key := types.NamespacedName{Namespace: ns, Name: ObjectName(c.ID)}
-	s.cells.put(c.ID, key)
-	return key
-}
-
-// Rebind moves a formation the stream already named to the declared
-// Formation at key. The Formation at key must now be written, so the
-// watermark waits for it.
-func (s *Store) Rebind(id string, key types.NamespacedName) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	old, ok := s.formations.byID[id]
-	if !ok || old == key {
-		return
-	}
-	delete(s.formations.byKey, old)
-	s.formations.put(id, key)
-	oldRef, newRef := Ref{Kind: FormationKind, Key: old}, Ref{Kind: FormationKind, Key: key}
-	first, dirty := s.dirty[oldRef]
-	delete(s.dirty, oldRef)
-	if f, projected := s.state.Formations[id]; projected {
-		if !dirty {
-			first = f.LastAppliedSequence
-		}
-		s.dirty[newRef] = first
-	}
-}
-
-// Formation returns a copy of the projection of the Formation at key.
-func (s *Store) Formation(key types.NamespacedName) (*fold.Formation, bool) {
+// Formation returns a copy of the projection of the formation with this id,
+// and the stream it is of: read together, so that a status is never stamped
+// with a stream its content did not come from.
+func (s *Store) Formation(id string) (fold.Formation, Stream, bool) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	id, ok := s.formations.byKey[key]
-	if !ok {
-		return nil, false
-	}
 	f, ok := s.state.Formations[id]
 	if !ok {
-		return nil, false
+		return fold.Formation{}, s.stream, false
 	}
-	c := *f
-	return &c, true
+	return *f, s.stream, true
 }
 
-// Cell returns a copy of the projection of the Cell at key.
-func (s *Store) Cell(key types.NamespacedName) (*fold.Cell, bool) {
+// Cell returns a copy of the projection of the cell with this id, and the
+// stream it is of.
+func (s *Store) Cell(id string) (fold.Cell, Stream, bool) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	id, ok := s.cells.byKey[key]
-	if !ok {
-		return nil, false
-	}
 	c, ok := s.state.Cells[id]
 	if !ok {
-		return nil, false
+		return fold.Cell{}, s.stream, false
 	}
-	cp := *c
-	return &cp, true
+	return *c, s.stream, true
 }
 
-// FormationKey returns where the formation with this id lives, if known.
-func (s *Store) FormationKey(id string) (types.NamespacedName, bool) {
+// IDsNamed returns the ids of kind whose object name is name: a controller
+// asked for an object that does not exist yet learns which id it is for.
+// Distinct ids share a name only by a hash collision, so there is almost
+// always one.
+func (s *Store) IDsNamed(kind Kind, name string) []string {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	key, ok := s.formations.byID[id]
-	return key, ok
+	return append([]string(nil), s.byName[kind][name]...)
 }
 
-// Flushed records that the object's status now reflects every event up to
-// seq. Events folded into it after that keep it dirty.
+// Flushed records that ref's status now reflects every event up to seq.
+// Events folded into it after that keep it dirty.
 func (s *Store) Flushed(ref Ref, seq uint64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -286,12 +210,12 @@ func (s *Store) Flushed(ref Ref, seq uint64) {
 func (s *Store) lastApplied(ref Ref) uint64 {
 	switch ref.Kind {
 	case FormationKind:
-		if f, ok := s.state.Formations[s.formations.byKey[ref.Key]]; ok {
+		if f, ok := s.state.Formations[ref.ID]; ok {
 			return f.LastAppliedSequence
 		}
 	case CellKind:
-		if id, ok := s.cells.byKey[ref.Key]; ok {
-			return s.state.Cells[id].LastAppliedSequence
+		if c, ok := s.state.Cells[ref.ID]; ok {
+			return c.LastAppliedSequence
 		}
 	}
 	return 0
@@ -304,31 +228,20 @@ func (s *Store) Watermark() uint64 {
 	defer s.mu.RUnlock()
 	w := s.processed
 	for _, first := range s.dirty {
-		if first-1 < w {
-			w = first - 1
-		}
+		w = min(w, first-1)
 	}
 	return w
 }
 
-// SetProcessed records that the stream is consumed up to seq without
-// folding, for a start from a cursor.
-func (s *Store) SetProcessed(seq uint64) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if seq > s.processed {
-		s.processed = seq
+// Stamp is the streamStamp of a status that reflects the object ref up to seq
+// of stream. Only a status written from this stream's projection carries it,
+// so a status whose stamp differs was written from another stream or edited
+// by hand.
+func Stamp(stream Stream, ref Ref, seq uint64) string {
+	h := sha256.New()
+	for _, part := range []string{stream.Name, stream.Created.UTC().Format(time.RFC3339Nano), string(ref.Kind), ref.ID, strconv.FormatUint(seq, 10)} {
+		// Length-prefixed, so that no two different tuples hash alike.
+		h.Write([]byte(strconv.Itoa(len(part)) + ":" + part))
 	}
-}
-
-// DeclaredFormations finds, through r, a Formation that already carries a
-// formation id: a declared Formation that the stream's events belong to.
-func DeclaredFormations(ctx context.Context, r client.Reader) func(id string) (types.NamespacedName, bool) {
-	return func(id string) (types.NamespacedName, bool) {
-		var list cellosv1.FormationList
-		if err := r.List(ctx, &list, client.MatchingLabels{cellosv1.FormationIDLabel: id}); err != nil || len(list.Items) == 0 {
-			return types.NamespacedName{}, false
-		}
-		return client.ObjectKeyFromObject(&list.Items[0]), true
-	}
+	return hex.EncodeToString(h.Sum(nil)[:12])
 }

@@ -1,10 +1,15 @@
 package store
 
 import (
+	"context"
 	"fmt"
 	"testing"
+	"time"
 
-	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/workqueue"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 )
 
 func started(cellID, formationID string) []byte {
@@ -15,117 +20,135 @@ func created(formationID string) []byte {
 	return fmt.Appendf(nil, `{"type":"dev.cellos.events.cell.formation.v1.created","data":{"formationId":%q}}`, formationID)
 }
 
-func noDeclared(string) (types.NamespacedName, bool) { return types.NamespacedName{}, false }
-
 const formationA = "02daa0b3-49a7-a4bf-8050-cbb812881d4e"
 
-func TestWatermarkWaitsForEveryWrite(t *testing.T) {
-	s := NewStore("cellos", noDeclared)
-	_, f := s.Apply(1, created(formationA))
-	_, c0 := s.Apply(2, started("cell-0", formationA))
-	s.Apply(3, []byte(`not json`))
-	_, c1 := s.Apply(4, started("cell-1", formationA))
-	if f == nil || c0 == nil || c1 == nil {
-		t.Fatal("applied events named no object")
+// apply folds payload at seq and returns the object it changed, draining the
+// store's channels as a controller would.
+func apply(t *testing.T, s *Store, seq uint64, payload []byte) Ref {
+	t.Helper()
+	out := s.Apply(context.Background(), seq, nil, payload)
+	ref, ok := refOf(out)
+	if ok {
+		<-s.lagging[ref.Kind]
 	}
+	return ref
+}
+
+func TestWatermarkWaitsForEveryWrite(t *testing.T) {
+	s := New()
+	f := apply(t, s, 1, created(formationA))
+	c0 := apply(t, s, 2, started("cell-0", formationA))
+	apply(t, s, 3, []byte(`not json`))
+	c1 := apply(t, s, 4, started("cell-1", formationA))
 	if w := s.Watermark(); w != 0 {
 		t.Fatalf("watermark %d before any write, want 0", w)
 	}
-	s.Flushed(*c0, 2)
+	s.Flushed(c0, 2)
 	if w := s.Watermark(); w != 0 {
 		t.Fatalf("watermark %d with the formation unwritten, want 0", w)
 	}
-	s.Flushed(*f, 1)
+	s.Flushed(f, 1)
 	if w := s.Watermark(); w != 3 {
 		t.Fatalf("watermark %d with only cell-1 unwritten, want 3", w)
 	}
-	s.Flushed(*c1, 4)
+	s.Flushed(c1, 4)
 	if w := s.Watermark(); w != 4 {
 		t.Fatalf("watermark %d with all written, want 4", w)
 	}
 }
 
 func TestEventsAfterASnapshotKeepTheObjectDirty(t *testing.T) {
-	s := NewStore("cellos", noDeclared)
-	_, c := s.Apply(1, started("cell-0", ""))
-	s.Apply(2, started("cell-0", ""))
+	s := New()
+	c := apply(t, s, 1, started("cell-0", ""))
+	apply(t, s, 2, started("cell-0", ""))
 	// A write of the projection as of sequence 1 leaves sequence 2 unwritten.
-	s.Flushed(*c, 1)
+	s.Flushed(c, 1)
 	if w := s.Watermark(); w != 1 {
 		t.Fatalf("watermark %d, want 1", w)
 	}
-	s.Flushed(*c, 2)
+	s.Flushed(c, 2)
 	if w := s.Watermark(); w != 2 {
 		t.Fatalf("watermark %d, want 2", w)
 	}
 }
 
-func TestPlacement(t *testing.T) {
-	declared := func(id string) (types.NamespacedName, bool) {
-		if id == formationA {
-			return types.NamespacedName{Namespace: "team-a", Name: "research"}, true
-		}
-		return types.NamespacedName{}, false
+func TestIDsNamed(t *testing.T) {
+	s := New()
+	apply(t, s, 1, created(formationA))
+	apply(t, s, 2, started("Cell 0", formationA))
+	if got := s.IDsNamed(FormationKind, formationA); len(got) != 1 || got[0] != formationA {
+		t.Errorf("IDsNamed(Formation, %s) = %q", formationA, got)
 	}
-	s := NewStore("cellos", declared)
-	_, f := s.Apply(1, created(formationA))
-	_, correlated := s.Apply(2, started("cell-0", formationA))
-	_, loose := s.Apply(3, started("cell-1", ""))
-	other := "9974d75b-3338-24fe-6179-0134676b1b69"
-	_, observed := s.Apply(4, created(other))
-	checks := []struct {
-		name string
-		got  types.NamespacedName
-		want types.NamespacedName
-	}{
-		{"declared formation", f.Key, types.NamespacedName{Namespace: "team-a", Name: "research"}},
-		{"cell beside its formation", correlated.Key, types.NamespacedName{Namespace: "team-a", Name: "cell-0"}},
-		{"uncorrelated cell", loose.Key, types.NamespacedName{Namespace: "cellos", Name: "cell-1"}},
-		{"observed formation", observed.Key, types.NamespacedName{Namespace: "cellos", Name: other}},
+	if got := s.IDsNamed(CellKind, ObjectName("Cell 0")); len(got) != 1 || got[0] != "Cell 0" {
+		t.Errorf("IDsNamed(Cell, %s) = %q", ObjectName("Cell 0"), got)
 	}
-	for _, c := range checks {
-		if c.got != c.want {
-			t.Errorf("%s placed at %s, want %s", c.name, c.got, c.want)
-		}
-	}
-	if got, ok := s.Cell(correlated.Key); !ok || got.ID != "cell-0" {
-		t.Errorf("Cell(%s) = %v, %v", correlated.Key, got, ok)
+	if got := s.IDsNamed(CellKind, formationA); len(got) != 0 {
+		t.Errorf("a formation's name names cells %q", got)
 	}
 }
 
-func TestSetProcessedStartsTheWatermarkAtTheCursor(t *testing.T) {
-	s := NewStore("cellos", noDeclared)
-	s.SetProcessed(40)
-	if w := s.Watermark(); w != 40 {
-		t.Fatalf("watermark %d, want 40", w)
-	}
-	_, c := s.Apply(41, started("cell-0", ""))
-	if w := s.Watermark(); w != 40 {
-		t.Fatalf("watermark %d, want 40", w)
-	}
-	s.Flushed(*c, 41)
-	if w := s.Watermark(); w != 41 {
-		t.Fatalf("watermark %d, want 41", w)
-	}
-}
-
-func TestRebindMovesTheFormationAndHoldsTheWatermark(t *testing.T) {
-	s := NewStore("cellos", noDeclared)
-	_, observed := s.Apply(1, created(formationA))
-	s.Flushed(*observed, 1)
-	declared := types.NamespacedName{Namespace: "team-a", Name: "research"}
-	s.Rebind(formationA, declared)
-	if key, _ := s.FormationKey(formationA); key != declared {
-		t.Fatalf("formation at %s after Rebind, want %s", key, declared)
-	}
-	if _, ok := s.Formation(observed.Key); ok {
-		t.Fatal("the observed key still maps to the formation")
+func TestResetStartsAnotherStream(t *testing.T) {
+	s := New()
+	first := Stream{Name: "CELLOS_EVENTS", Created: time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)}
+	s.Reset(first)
+	apply(t, s, 1, created(formationA))
+	second := Stream{Name: "CELLOS_EVENTS", Created: first.Created.Add(time.Hour)}
+	s.Reset(second)
+	if _, stream, ok := s.Formation(formationA); ok || stream != second {
+		t.Fatalf("after Reset: formation kept %v, stream %v", ok, stream)
 	}
 	if w := s.Watermark(); w != 0 {
-		t.Fatalf("watermark %d before the declared Formation is written, want 0", w)
+		t.Fatalf("watermark %d after Reset, want 0", w)
 	}
-	s.Flushed(Ref{Kind: FormationKind, Key: declared}, 1)
-	if w := s.Watermark(); w != 1 {
-		t.Fatalf("watermark %d after it is written, want 1", w)
+	if got := s.IDsNamed(FormationKind, formationA); len(got) != 0 {
+		t.Fatalf("names kept across Reset: %q", got)
+	}
+}
+
+func TestStampTellsStreamsAndSequencesApart(t *testing.T) {
+	stream := Stream{Name: "CELLOS_EVENTS", Created: time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)}
+	ref := Ref{Kind: CellKind, ID: "cell-0"}
+	base := Stamp(stream, ref, 7)
+	if Stamp(stream, ref, 7) != base {
+		t.Fatal("Stamp is not deterministic")
+	}
+	recreated := Stream{Name: stream.Name, Created: stream.Created.Add(time.Nanosecond)}
+	for name, other := range map[string]string{
+		"another stream":     Stamp(recreated, ref, 7),
+		"another sequence":   Stamp(stream, ref, 8),
+		"another object":     Stamp(stream, Ref{Kind: CellKind, ID: "cell-1"}, 7),
+		"another kind":       Stamp(stream, Ref{Kind: FormationKind, ID: "cell-0"}, 7),
+		"a shifted boundary": Stamp(Stream{Name: stream.Name + "C", Created: stream.Created}, Ref{Kind: "ell", ID: "cell-0"}, 7),
+	} {
+		if other == base {
+			t.Errorf("%s has the same stamp", name)
+		}
+	}
+}
+
+func TestSourceHandsTheControllerItsIDs(t *testing.T) {
+	s := New()
+	got := make(chan string, 1)
+	h := handler.TypedFuncs[string, reconcile.Request]{
+		GenericFunc: func(_ context.Context, e event.TypedGenericEvent[string], _ workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			got <- e.Object
+		},
+	}
+	src := s.Source(CellKind, h)
+	q := workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[reconcile.Request]())
+	defer q.ShutDown()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := src.Start(ctx, q); err != nil {
+		t.Fatal(err)
+	}
+	s.Apply(ctx, 1, nil, started("cell-0", ""))
+	select {
+	case id := <-got:
+		if id != "cell-0" {
+			t.Fatalf("the controller got %q, want cell-0", id)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("the controller got nothing")
 	}
 }

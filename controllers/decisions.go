@@ -1,0 +1,92 @@
+package controllers
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
+
+	"cellos.dev/cellos-operator/internal/store"
+)
+
+// The decisions every reconcile makes, each in one place: whether a status is
+// ahead of the projection, and how a reconcile ends.
+
+// ahead tells whether a status reflects later events of the same stream than
+// the projection, at sequence projected: a replica further along wrote it,
+// and writing would move it backwards. Only a valid stamp makes a status
+// ahead; one of another stream, or edited by hand, is overwritten.
+func ahead(stream store.Stream, ref store.Ref, projected uint64, statusSequence int64, stamp string) bool {
+	return statusSequence > int64(projected) && stamp == store.Stamp(stream, ref, uint64(statusSequence))
+}
+
+// RefusedReason is the reason of the Warning Event raised when the API server
+// refuses to store an object's projection.
+const RefusedReason = "ProjectionRefused"
+
+var objectsRefusedTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+	Name: "cellos_operator_objects_refused_total",
+	Help: "Objects whose projection the API server refused for good and the operator moved past, by kind.",
+}, []string{"kind"})
+
+func init() {
+	metrics.Registry.MustRegister(objectsRefusedTotal)
+}
+
+// conflictRetry is how soon a write that lost a race is tried again.
+const conflictRetry = 100 * time.Millisecond
+
+// settlement is how one reconcile of a projected object ends.
+type settlement struct {
+	ref store.Ref
+	// seq is the sequence the projection was read at.
+	seq uint64
+	// obj is what a Warning Event is about.
+	obj client.Object
+}
+
+// settle ends a reconcile with err. The object's events up to seq count as
+// written when err is nil, and when the API server refuses the object for
+// good: retrying cannot help, and the cursor must not wait forever. A
+// refusal is logged, counted, and raised as a Warning Event. A lost race
+// (conflict, already exists) is retried quietly on fresh data: it means the
+// cache was behind, not that anything failed. Any other error is returned,
+// to be retried with backoff.
+func (c Config) settle(ctx context.Context, s settlement, err error) (ctrl.Result, error) {
+	switch {
+	case apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err):
+		return ctrl.Result{RequeueAfter: conflictRetry}, nil
+	case err != nil && !refusedForGood(err):
+		return ctrl.Result{}, err
+	case err != nil:
+		ctrl.LoggerFrom(ctx).Error(err, "The API server refuses this object's projection; moving on", "sequence", s.seq)
+		objectsRefusedTotal.WithLabelValues(string(s.ref.Kind)).Inc()
+		// Lost when the object's namespace is gone; the log and the metric stay.
+		c.Recorder.Eventf(s.obj, nil, corev1.EventTypeWarning, RefusedReason, "Project",
+			"The API server refused the projection up to stream sequence %d: %v", s.seq, err)
+	}
+	c.Store.Flushed(s.ref, s.seq)
+	return ctrl.Result{}, nil
+}
+
+// refusedForGood tells whether the API server will refuse a write every time
+// it is tried: an invalid object, a document over the size limit, or a
+// namespace that is gone or terminating.
+func refusedForGood(err error) bool {
+	if apierrors.IsInvalid(err) || apierrors.IsBadRequest(err) || apierrors.IsRequestEntityTooLargeError(err) ||
+		apierrors.HasStatusCause(err, corev1.NamespaceTerminatingCause) {
+		return true
+	}
+	var apiStatus apierrors.APIStatus
+	if apierrors.IsNotFound(err) && errors.As(err, &apiStatus) {
+		details := apiStatus.Status().Details
+		return details != nil && details.Kind == "namespaces"
+	}
+	return false
+}

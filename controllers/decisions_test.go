@@ -1,0 +1,189 @@
+package controllers
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/tools/events"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	cellosv1 "cellos.dev/cellos-operator/api/v1"
+	"cellos.dev/cellos-operator/internal/store"
+)
+
+// Table tests of the decisions a reconcile makes, without an API server.
+
+const idX = "02daa0b3-49a7-a4bf-8050-cbb812881d4e"
+
+func formation(ns, name string, declared bool, age time.Duration) cellosv1.Formation {
+	f := cellosv1.Formation{ObjectMeta: metav1.ObjectMeta{
+		Namespace: ns, Name: name,
+		Labels:            map[string]string{cellosv1.FormationIDLabel: idX},
+		CreationTimestamp: metav1.NewTime(time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC).Add(-age)),
+	}}
+	if declared {
+		f.Spec = &cellosv1.FormationSpec{}
+	}
+	return f
+}
+
+func TestPlaceFormation(t *testing.T) {
+	deleting := formation("team-c", "going", true, time.Hour)
+	deleting.DeletionTimestamp = &metav1.Time{Time: time.Now()}
+	cases := map[string]struct {
+		labelled []cellosv1.Formation
+		want     client.ObjectKey
+	}{
+		"none: its own Formation in the default namespace": {
+			want: client.ObjectKey{Namespace: "cellos", Name: idX},
+		},
+		"the observed one": {
+			labelled: []cellosv1.Formation{formation("cellos", idX, false, 0)},
+			want:     client.ObjectKey{Namespace: "cellos", Name: idX},
+		},
+		"a declared one before an older observed one": {
+			labelled: []cellosv1.Formation{formation("cellos", idX, false, time.Hour), formation("team-a", "research", true, 0)},
+			want:     client.ObjectKey{Namespace: "team-a", Name: "research"},
+		},
+		"the oldest of two declared": {
+			labelled: []cellosv1.Formation{formation("team-a", "young", true, 0), formation("team-b", "old", true, time.Hour)},
+			want:     client.ObjectKey{Namespace: "team-b", Name: "old"},
+		},
+		"by key when as old": {
+			labelled: []cellosv1.Formation{formation("team-b", "x", true, 0), formation("team-a", "x", true, 0)},
+			want:     client.ObjectKey{Namespace: "team-a", Name: "x"},
+		},
+		"not one being deleted": {
+			labelled: []cellosv1.Formation{deleting, formation("cellos", idX, false, 0)},
+			want:     client.ObjectKey{Namespace: "cellos", Name: idX},
+		},
+	}
+	for name, c := range cases {
+		t.Run(name, func(t *testing.T) {
+			if got := placeFormation(idX, c.labelled, "cellos"); got != c.want {
+				t.Errorf("placed at %s, want %s", got, c.want)
+			}
+		})
+	}
+}
+
+func TestPlaceCell(t *testing.T) {
+	written := func(ns, name, id string) cellosv1.Cell {
+		return cellosv1.Cell{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+			Status:     cellosv1.CellStatus{CellID: id, LastAppliedSequence: 3},
+		}
+	}
+	cases := map[string]struct {
+		id    string
+		named []cellosv1.Cell
+		want  client.ObjectKey
+	}{
+		"new: beside its formation": {
+			id: "cell-0", want: client.ObjectKey{Namespace: "team-a", Name: "cell-0"},
+		},
+		"a Cell never moves": {
+			id: "cell-0", named: []cellosv1.Cell{written("cellos", "cell-0", "cell-0")},
+			want: client.ObjectKey{Namespace: "cellos", Name: "cell-0"},
+		},
+		"the empty id is an id": {
+			id: "", named: []cellosv1.Cell{written("cellos", "cell-e3b0c44298", "")},
+			want: client.ObjectKey{Namespace: "cellos", Name: "cell-e3b0c44298"},
+		},
+		"a Cell never written names no id": {
+			id: "", named: []cellosv1.Cell{{ObjectMeta: metav1.ObjectMeta{Namespace: "cellos", Name: "stray"}}},
+			want: client.ObjectKey{Namespace: "team-a", Name: store.ObjectName("")},
+		},
+	}
+	for name, c := range cases {
+		t.Run(name, func(t *testing.T) {
+			if got := placeCell(c.id, c.named, "team-a"); got != c.want {
+				t.Errorf("placed at %s, want %s", got, c.want)
+			}
+		})
+	}
+}
+
+func TestAhead(t *testing.T) {
+	stream := store.Stream{Name: "CELLOS_EVENTS", Created: time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)}
+	recreated := store.Stream{Name: stream.Name, Created: stream.Created.Add(time.Hour)}
+	ref := store.Ref{Kind: store.CellKind, ID: "cell-0"}
+	cases := map[string]struct {
+		statusSequence int64
+		stamp          string
+		want           bool
+	}{
+		"a replica further along the same stream wrote it": {4053, store.Stamp(stream, ref, 4053), true},
+		"behind the projection":                            {700, store.Stamp(stream, ref, 700), false},
+		"at the projection":                                {795, store.Stamp(stream, ref, 795), false},
+		"written from a recreated stream":                  {4053, store.Stamp(recreated, ref, 4053), false},
+		"a sequence raised by hand":                        {9999, store.Stamp(stream, ref, 4053), false},
+		"never stamped":                                    {4053, "", false},
+		"another object's stamp":                           {4053, store.Stamp(stream, store.Ref{Kind: store.CellKind, ID: "cell-1"}, 4053), false},
+	}
+	for name, c := range cases {
+		t.Run(name, func(t *testing.T) {
+			if got := ahead(stream, ref, 795, c.statusSequence, c.stamp); got != c.want {
+				t.Errorf("ahead = %v, want %v", got, c.want)
+			}
+		})
+	}
+}
+
+func TestSettle(t *testing.T) {
+	cellsGR := schema.GroupResource{Group: cellosv1.GroupVersion.Group, Resource: "cells"}
+	nsGone := apierrors.NewNotFound(schema.GroupResource{Resource: "namespaces"}, "gone")
+	terminating := apierrors.NewForbidden(cellsGR, "c", errors.New("namespace is terminating"))
+	terminating.ErrStatus.Details.Causes = []metav1.StatusCause{{Type: corev1.NamespaceTerminatingCause}}
+	tooLarge := apierrors.NewRequestEntityTooLargeError("limit is 3145728")
+	cases := map[string]struct {
+		err       error
+		flushed   bool
+		requeue   bool
+		returned  bool
+		refusedEv bool
+	}{
+		"written":                     {err: nil, flushed: true},
+		"a lost race retries quietly": {err: apierrors.NewConflict(cellsGR, "c", errors.New("changed")), requeue: true},
+		"created meanwhile":           {err: apierrors.NewAlreadyExists(cellsGR, "c"), requeue: true},
+		"invalid: refused for good":   {err: apierrors.NewInvalid(cellosv1.GroupVersion.WithKind("Cell").GroupKind(), "c", nil), flushed: true, refusedEv: true},
+		"too large: refused for good": {err: tooLarge, flushed: true, refusedEv: true},
+		"namespace gone":              {err: nsGone, flushed: true, refusedEv: true},
+		"namespace terminating":       {err: terminating, flushed: true, refusedEv: true},
+		"the Cell itself not found":   {err: apierrors.NewNotFound(cellsGR, "c"), returned: true},
+		"an outage is retried":        {err: apierrors.NewServiceUnavailable("etcd is down"), returned: true},
+		"a timeout is retried":        {err: apierrors.NewTimeoutError("slow", 1), returned: true},
+		"throttled is retried":        {err: apierrors.NewTooManyRequests("slow down", 1), returned: true},
+		"an unknown error is retried": {err: errors.New("connection refused"), returned: true},
+		"a generic 500 is retried":    {err: apierrors.NewGenericServerResponse(http.StatusInternalServerError, "update", cellsGR, "c", "boom", 0, true), returned: true},
+	}
+	for name, c := range cases {
+		t.Run(name, func(t *testing.T) {
+			s := store.New()
+			s.Apply(context.Background(), 1, nil, []byte(`{"type":"dev.cellos.events.cell.lifecycle.v1.started","data":{"cellId":"c"}}`))
+			recorder := events.NewFakeRecorder(1)
+			cfg := Config{Store: s, Recorder: recorder}
+			ref := store.Ref{Kind: store.CellKind, ID: "c"}
+			res, err := cfg.settle(context.Background(), settlement{ref: ref, seq: 1, obj: &cellosv1.Cell{}}, c.err)
+			if flushed := s.Watermark() == 1; flushed != c.flushed {
+				t.Errorf("flushed = %v, want %v", flushed, c.flushed)
+			}
+			if requeue := res.RequeueAfter > 0; requeue != c.requeue {
+				t.Errorf("requeue = %v, want %v", requeue, c.requeue)
+			}
+			if returned := err != nil; returned != c.returned {
+				t.Errorf("returned error = %v, want %v", err, c.returned)
+			}
+			if refused := len(recorder.Events) == 1; refused != c.refusedEv {
+				t.Errorf("Warning Event raised = %v, want %v", refused, c.refusedEv)
+			}
+		})
+	}
+}

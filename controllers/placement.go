@@ -1,0 +1,142 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	cellosv1 "cellos.dev/cellos-operator/api/v1"
+	"cellos.dev/cellos-operator/internal/store"
+)
+
+// Placement decides where each projected object lives, and nothing else
+// does: the store knows ids only, and both reconcilers and their event
+// handlers ask here. It reads the cache through the indexes below, so every
+// decision is made from the same view of the cluster.
+
+// The cache indexes placement reads.
+const (
+	// formationIDIndex indexes Formations and Cells by the label
+	// cellos.dev/formation-id.
+	formationIDIndex = "formationId"
+	// cellIDIndex indexes Cells by status.cellId, once a status names it.
+	cellIDIndex = "status.cellId"
+)
+
+func addIndexes(ctx context.Context, indexer client.FieldIndexer) error {
+	byLabel := func(obj client.Object) []string {
+		if id := obj.GetLabels()[cellosv1.FormationIDLabel]; id != "" {
+			return []string{id}
+		}
+		return nil
+	}
+	if err := indexer.IndexField(ctx, &cellosv1.Formation{}, formationIDIndex, byLabel); err != nil {
+		return fmt.Errorf("indexing Formations by formation id: %w", err)
+	}
+	if err := indexer.IndexField(ctx, &cellosv1.Cell{}, formationIDIndex, byLabel); err != nil {
+		return fmt.Errorf("indexing Cells by formation id: %w", err)
+	}
+	err := indexer.IndexField(ctx, &cellosv1.Cell{}, cellIDIndex, func(obj client.Object) []string {
+		if id, ok := cellIDOf(obj.(*cellosv1.Cell)); ok {
+			return []string{id}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("indexing Cells by cell id: %w", err)
+	}
+	return nil
+}
+
+// cellIDOf is the cell id a Cell's status names. A status that was never
+// written names none; "" is a cell id like any other once written.
+func cellIDOf(c *cellosv1.Cell) (string, bool) {
+	return c.Status.CellID, c.Status.LastAppliedSequence > 0
+}
+
+// placer answers placement questions from the cache.
+type placer struct {
+	client.Reader
+	namespace string
+}
+
+// formationKey is where the formation with this id lives.
+func (p placer) formationKey(ctx context.Context, id string) (client.ObjectKey, error) {
+	labelled, err := p.formationsOf(ctx, id)
+	if err != nil {
+		return client.ObjectKey{}, err
+	}
+	return placeFormation(id, labelled, p.namespace), nil
+}
+
+// formationsOf lists the Formations that carry the label of id.
+func (p placer) formationsOf(ctx context.Context, id string) ([]cellosv1.Formation, error) {
+	var list cellosv1.FormationList
+	if err := p.List(ctx, &list, client.MatchingFields{formationIDIndex: id}); err != nil {
+		return nil, fmt.Errorf("listing the Formations of formation %s: %w", id, err)
+	}
+	return list.Items, nil
+}
+
+// cellKey is where the cell with this id, of the formation with formationID
+// (empty when its events name none), lives.
+func (p placer) cellKey(ctx context.Context, id, formationID string) (client.ObjectKey, error) {
+	var list cellosv1.CellList
+	if err := p.List(ctx, &list, client.MatchingFields{cellIDIndex: id}); err != nil {
+		return client.ObjectKey{}, fmt.Errorf("listing the Cells of cell %q: %w", id, err)
+	}
+	namespace := p.namespace
+	if formationID != "" {
+		key, err := p.formationKey(ctx, formationID)
+		if err != nil {
+			return client.ObjectKey{}, err
+		}
+		namespace = key.Namespace
+	}
+	return placeCell(id, list.Items, namespace), nil
+}
+
+// placeFormation places the formation with this id on one of the Formations
+// labelled with it: a declared one (a user wrote it) before an observed one
+// (the operator created it), then the oldest, then by key so that every
+// replica chooses alike. Formations being deleted are passed over. With none,
+// the formation gets a Formation of its own in namespace.
+func placeFormation(id string, labelled []cellosv1.Formation, namespace string) client.ObjectKey {
+	var best *cellosv1.Formation
+	for i := range labelled {
+		f := &labelled[i]
+		if f.DeletionTimestamp == nil && (best == nil || placedBefore(f, best)) {
+			best = f
+		}
+	}
+	if best == nil {
+		return client.ObjectKey{Namespace: namespace, Name: store.ObjectName(id)}
+	}
+	return client.ObjectKeyFromObject(best)
+}
+
+func placedBefore(a, b *cellosv1.Formation) bool {
+	if declared := a.Spec != nil; declared != (b.Spec != nil) {
+		return declared
+	}
+	if !a.CreationTimestamp.Equal(&b.CreationTimestamp) {
+		return a.CreationTimestamp.Before(&b.CreationTimestamp)
+	}
+	return strings.Compare(a.Namespace+"/"+a.Name, b.Namespace+"/"+b.Name) < 0
+}
+
+// placeCell places a cell on the Cell whose status already names it, so a
+// Cell never moves; else beside its formation, in namespace.
+func placeCell(id string, named []cellosv1.Cell, namespace string) client.ObjectKey {
+	existing := slices.IndexFunc(named, func(c cellosv1.Cell) bool {
+		got, ok := cellIDOf(&c)
+		return ok && got == id && c.DeletionTimestamp == nil
+	})
+	if existing >= 0 {
+		return client.ObjectKeyFromObject(&named[existing])
+	}
+	return client.ObjectKey{Namespace: namespace, Name: store.ObjectName(id)}
+}

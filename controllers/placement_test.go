@@ -1,0 +1,70 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"testing"
+
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	cellosv1 "cellos.dev/cellos-operator/api/v1"
+)
+
+// A Cell names formation X before any event of X, then a user declares a
+// Formation labelled X. The Formation holds no projection yet and must wait
+// for the stream, not fail (this once dereferenced a missing projection);
+// once X's events come, it mirrors them, and no observed Formation appears.
+func TestDeclaredFormationOfACellSeenFirst(t *testing.T) {
+	ns, teamNS := newNamespace(t), newNamespace(t)
+	r := startReconcilers(t, ns)
+	const id = "7c9e6679-7425-40de-944b-e07fc1f90ae7"
+	ctx := context.Background()
+	c := controlPlane.Client
+
+	r.apply(t, `{"type":"dev.cellos.events.cell.lifecycle.v1.started","data":{"cellId":"early","formationId":"`+id+`"}}`)
+	eventually(t, "the Cell is created in the default namespace", func() error {
+		return c.Get(ctx, types.NamespacedName{Namespace: ns, Name: "early"}, &cellosv1.Cell{})
+	})
+
+	declared := &cellosv1.Formation{
+		ObjectMeta: metav1.ObjectMeta{Namespace: teamNS, Name: "research", Labels: map[string]string{cellosv1.FormationIDLabel: id}},
+		Spec:       &cellosv1.FormationSpec{Coordinator: "lead", Members: []cellosv1.FormationMember{{Name: "lead"}}},
+	}
+	if err := c.Create(ctx, declared); err != nil {
+		t.Fatal(err)
+	}
+	key := client.ObjectKeyFromObject(declared)
+	eventually(t, "the declared Formation awaits the stream", func() error {
+		var f cellosv1.Formation
+		if err := c.Get(ctx, key, &f); err != nil {
+			return err
+		}
+		cond := meta.FindStatusCondition(f.Status.Conditions, cellosv1.ReconcilingCondition)
+		if cond == nil || cond.Reason != cellosv1.AwaitingStreamReason {
+			return fmt.Errorf("status %+v", f.Status)
+		}
+		return nil
+	})
+
+	seq := r.apply(t, `{"type":"dev.cellos.events.cell.formation.v1.running","data":{"formationId":"`+id+`"}}`)
+	eventually(t, "the declared Formation mirrors the stream", func() error {
+		var f cellosv1.Formation
+		if err := c.Get(ctx, key, &f); err != nil {
+			return err
+		}
+		if f.Status.Phase != cellosv1.FormationRunning || f.Status.LastAppliedSequence != int64(seq) || f.Status.Cells != "1/1" {
+			return fmt.Errorf("phase %q at %d, cells %q", f.Status.Phase, f.Status.LastAppliedSequence, f.Status.Cells)
+		}
+		return nil
+	})
+	var observed cellosv1.FormationList
+	if err := c.List(ctx, &observed, client.InNamespace(ns)); err != nil {
+		t.Fatal(err)
+	}
+	if len(observed.Items) != 0 {
+		t.Errorf("an observed Formation %s appeared beside the declared one", observed.Items[0].Name)
+	}
+}

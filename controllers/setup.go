@@ -1,0 +1,79 @@
+// Package controllers holds one reconciler per kind. Each makes its objects'
+// status equal to the projection: level-triggered, so a deleted object or a
+// hand-edited status heals, and coalesced, so many events cost one write.
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"k8s.io/client-go/tools/events"
+	"k8s.io/client-go/util/workqueue"
+	"k8s.io/utils/clock"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	"cellos.dev/cellos-operator/internal/store"
+)
+
+// Config is what both reconcilers share.
+type Config struct {
+	// Store holds the projection and hands each controller its lagging ids.
+	Store *store.Store
+	// Namespace receives the objects first seen in the stream.
+	Namespace string
+	// FlushWindow is how long events on one object gather before a write.
+	FlushWindow time.Duration
+	// Workers bounds the concurrent status writes of each kind.
+	Workers int
+	// Clock stamps condition transitions.
+	Clock clock.PassiveClock
+	// Recorder raises a Normal Event for each phase a Formation reaches and a
+	// Warning Event when the API server refuses an object.
+	Recorder events.EventRecorder
+}
+
+// Setup registers the cache indexes and both reconcilers with mgr.
+func Setup(ctx context.Context, mgr ctrl.Manager, cfg Config) error {
+	if err := addIndexes(ctx, mgr.GetFieldIndexer()); err != nil {
+		return err
+	}
+	c := mgr.GetClient()
+	if err := (&FormationReconciler{Client: c, Config: cfg}).SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("setting up the Formation controller: %w", err)
+	}
+	if err := (&CellReconciler{Client: c, Config: cfg}).SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("setting up the Cell controller: %w", err)
+	}
+	return nil
+}
+
+// afterWindow queues the requests that toRequests finds for a change after
+// the flush window. The queue holds a key once, so every change inside the
+// window is written by one reconcile.
+func afterWindow[T any](window time.Duration, toRequests func(context.Context, T) []reconcile.Request) handler.TypedEventHandler[T, reconcile.Request] {
+	type queue = workqueue.TypedRateLimitingInterface[reconcile.Request]
+	add := func(ctx context.Context, obj T, q queue) {
+		for _, req := range toRequests(ctx, obj) {
+			q.AddAfter(req, window)
+		}
+	}
+	return handler.TypedFuncs[T, reconcile.Request]{
+		CreateFunc:  func(ctx context.Context, e event.TypedCreateEvent[T], q queue) { add(ctx, e.Object, q) },
+		UpdateFunc:  func(ctx context.Context, e event.TypedUpdateEvent[T], q queue) { add(ctx, e.ObjectNew, q) },
+		DeleteFunc:  func(ctx context.Context, e event.TypedDeleteEvent[T], q queue) { add(ctx, e.Object, q) },
+		GenericFunc: func(ctx context.Context, e event.TypedGenericEvent[T], q queue) { add(ctx, e.Object, q) },
+	}
+}
+
+// request is the one request for key, or none when it is empty.
+func request(key client.ObjectKey) []reconcile.Request {
+	if key.Name == "" {
+		return nil
+	}
+	return []reconcile.Request{{NamespacedName: key}}
+}
