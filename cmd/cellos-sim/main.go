@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go"
 	natsjs "github.com/nats-io/nats.go/jetstream"
 
+	"cellos.dev/cellos-operator/internal/fold"
 	cellosjs "cellos.dev/cellos-operator/internal/jetstream"
 	"cellos.dev/cellos-operator/internal/simulator"
 )
@@ -136,10 +137,10 @@ func logFormations(events iter.Seq[simulator.Event], log *slog.Logger, started, 
 	return func(yield func(simulator.Event) bool) {
 		for ev := range events {
 			switch phase := ev.FormationPhase(); phase {
-			case simulator.PhaseCreated:
+			case fold.PhaseCreated:
 				*started++
 				log.Info("Formation started", "name", ev.FormationName, "formationId", ev.FormationID)
-			case simulator.PhaseCompleted, simulator.PhaseFailed:
+			case fold.PhaseCompleted, fold.PhaseFailed:
 				*finished++
 				log.Info("Formation finished", "name", ev.FormationName, "formationId", ev.FormationID, "phase", phase)
 			}

@@ -23,17 +23,30 @@ import (
 	"cellos.dev/cellos-operator/internal/cloudevent"
 )
 
-// The event types the fold acts on. Cell types are exact; formation types are
-// a prefix followed by the phase.
+// The event types the fold acts on, declared once for the fold and for the
+// simulator that stands in for their producers. Cell types are exact;
+// formation types are a prefix followed by the phase.
 const (
-	typeCellStarted          = "dev.cellos.events.cell.lifecycle.v1.started"
-	typeCellCommandCompleted = "dev.cellos.events.cell.command.v1.completed"
-	typeCellDestroyed        = "dev.cellos.events.cell.lifecycle.v1.destroyed"
+	TypeCellStarted          = "dev.cellos.events.cell.lifecycle.v1.started"
+	TypeCellCommandCompleted = "dev.cellos.events.cell.command.v1.completed"
+	TypeCellDestroyed        = "dev.cellos.events.cell.lifecycle.v1.destroyed"
 
-	formationPrefix = "dev.cellos.events.cell.formation.v1."
+	// FormationTypePrefix is followed by the phase in a formation event type.
+	FormationTypePrefix = "dev.cellos.events.cell.formation.v1."
 	// legacyFormationPrefix is no longer emitted but still found in archived
 	// streams, which must replay to the same state.
 	legacyFormationPrefix = "io.cellos.formation.v1."
+)
+
+// The formation phases, as they end a formation event type.
+const (
+	PhaseCreated   = "created"
+	PhaseLaunching = "launching"
+	PhaseRunning   = "running"
+	PhaseDegraded  = "degraded"
+	PhaseCompleted = "completed"
+	PhaseFailed    = "failed"
+	PhaseCancelled = "cancelled"
 )
 
 // Formation is the projection of one formation's events. It holds only what
@@ -176,10 +189,10 @@ func (s *State) Apply(seq uint64, header map[string][]string, payload []byte) Ou
 	// Cell types are matched first, as in the reference, so that a change to
 	// the formation prefixes can never swallow a cell event.
 	switch ev.Type {
-	case typeCellStarted, typeCellCommandCompleted, typeCellDestroyed:
+	case TypeCellStarted, TypeCellCommandCompleted, TypeCellDestroyed:
 		return s.applyCell(seq, ev)
 	}
-	if phase, ok := strings.CutPrefix(ev.Type, formationPrefix); ok {
+	if phase, ok := strings.CutPrefix(ev.Type, FormationTypePrefix); ok {
 		return s.applyFormation(seq, ev, phase)
 	}
 	if phase, ok := strings.CutPrefix(ev.Type, legacyFormationPrefix); ok {
@@ -231,16 +244,16 @@ func (s *State) applyCell(seq uint64, ev cloudevent.Event) Outcome {
 	}
 
 	switch ev.Type {
-	case typeCellStarted:
+	case TypeCellStarted:
 		c.State = cellosv1.CellRunning
 		c.StartedAt = ev.Time
-	case typeCellCommandCompleted:
+	case TypeCellCommandCompleted:
 		// The command ending is not the cell ending: only destroyed moves
 		// the state on.
 		if code, ok := ev.DataInt32("exitCode"); ok {
 			c.ExitCode = &code
 		}
-	case typeCellDestroyed:
+	case TypeCellDestroyed:
 		c.State = cellosv1.CellDestroyed
 		c.DestroyedAt = ev.Time
 		if o, ok := ev.DataString("outcome"); ok {
@@ -280,15 +293,15 @@ func (s *State) applyFormation(seq uint64, ev cloudevent.Event, phase string) Ou
 
 	var newPhase cellosv1.FormationPhase
 	switch phase {
-	case "created":
+	case PhaseCreated:
 		newPhase = cellosv1.FormationPending
-	case "launching", "running", "degraded":
+	case PhaseLaunching, PhaseRunning, PhaseDegraded:
 		newPhase = cellosv1.FormationRunning
-	case "completed":
+	case PhaseCompleted:
 		newPhase = cellosv1.FormationSucceeded
-	case "failed":
+	case PhaseFailed:
 		newPhase = cellosv1.FormationFailed
-	case "cancelled":
+	case PhaseCancelled:
 		newPhase = cellosv1.FormationCancelled
 	default:
 		out.Result = ResultIgnored
@@ -314,7 +327,7 @@ func (s *State) applyFormation(seq uint64, ev cloudevent.Event, phase string) Ou
 		f.Name = name
 	}
 	f.Phase = newPhase
-	f.Degraded = phase == "degraded"
+	f.Degraded = phase == PhaseDegraded
 	f.LastAppliedSequence = seq
 	out.Result = ResultApplied
 	out.FormationID = id

@@ -13,35 +13,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
-)
 
-// The CloudEvent types cellos emits and the projection acts on. They are
-// exported so that callers can classify an Event without decoding it.
-const (
-	TypeCellStarted          = "dev.cellos.events.cell.lifecycle.v1.started"
-	TypeCellCommandCompleted = "dev.cellos.events.cell.command.v1.completed"
-	TypeCellDestroyed        = "dev.cellos.events.cell.lifecycle.v1.destroyed"
-	// FormationTypePrefix is followed by the phase in a formation event type.
-	FormationTypePrefix = "dev.cellos.events.cell.formation.v1."
-)
-
-// The formation phases the simulator emits, as they appear at the end of a
-// formation event type. A formation goes created → launching → running
-// (→ degraded → running) → completed or failed.
-const (
-	PhaseCreated   = "created"
-	PhaseLaunching = "launching"
-	PhaseRunning   = "running"
-	PhaseDegraded  = "degraded"
-	PhaseCompleted = "completed"
-	PhaseFailed    = "failed"
-)
-
-// The outcomes a destroyed cell reports; a cell succeeded exactly when its
-// command exited 0.
-const (
-	OutcomeSucceeded = "succeeded"
-	OutcomeFailed    = "failed"
+	"cellos.dev/cellos-operator/internal/fold"
 )
 
 // NATS subject prefixes cellos publishes on; both lie under the stream's
@@ -65,10 +38,10 @@ type Event struct {
 	FormationName string
 }
 
-// FormationPhase returns the phase of a formation event (PhaseCreated, ...)
+// FormationPhase returns the phase of a formation event (fold.PhaseCreated, ...)
 // and "" for a cell event, so callers can report a formation's start and end.
 func (e Event) FormationPhase() string {
-	if phase, ok := strings.CutPrefix(e.Type, FormationTypePrefix); ok {
+	if phase, ok := strings.CutPrefix(e.Type, fold.FormationTypePrefix); ok {
 		return phase
 	}
 	return ""

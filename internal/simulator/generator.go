@@ -10,6 +10,9 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+
+	cellosv1 "cellos.dev/cellos-operator/api/v1"
+	"cellos.dev/cellos-operator/internal/fold"
 )
 
 // Defaults applied to zero Config fields, chosen so that a zero Config still
@@ -251,12 +254,12 @@ func (f *formation) choices(buf []choice) []choice {
 	buf = buf[:0]
 	switch f.stage {
 	case stageNew:
-		return append(buf, choice{phase: PhaseCreated})
+		return append(buf, choice{phase: fold.PhaseCreated})
 	case stageCreated:
-		return append(buf, choice{phase: PhaseLaunching})
+		return append(buf, choice{phase: fold.PhaseLaunching})
 	case stageLaunched:
 		if f.started == len(f.cells) {
-			return append(buf, choice{phase: PhaseRunning})
+			return append(buf, choice{phase: fold.PhaseRunning})
 		}
 		for i, c := range f.cells {
 			if c.step == cellPending {
@@ -267,9 +270,9 @@ func (f *formation) choices(buf []choice) []choice {
 	case stageRunning:
 		if f.destroyed == len(f.cells) {
 			if f.failing {
-				return append(buf, choice{phase: PhaseFailed})
+				return append(buf, choice{phase: fold.PhaseFailed})
 			}
-			return append(buf, choice{phase: PhaseCompleted})
+			return append(buf, choice{phase: fold.PhaseCompleted})
 		}
 		// The last cell outlives a pending degradation.
 		holdLast := len(f.cells)-f.destroyed == 1 && f.degrade
@@ -280,9 +283,9 @@ func (f *formation) choices(buf []choice) []choice {
 		}
 		switch {
 		case f.degraded:
-			buf = append(buf, choice{phase: PhaseRunning})
+			buf = append(buf, choice{phase: fold.PhaseRunning})
 		case f.degrade:
-			buf = append(buf, choice{phase: PhaseDegraded})
+			buf = append(buf, choice{phase: fold.PhaseDegraded})
 		}
 		return buf
 	}
@@ -307,22 +310,22 @@ func (g *Generator) emit(f *formation) Event {
 func (g *Generator) formationEvent(f *formation, phase string) Event {
 	source := f.source
 	switch phase {
-	case PhaseCreated:
+	case fold.PhaseCreated:
 		f.stage = stageCreated
 		source = serverSource
-	case PhaseLaunching:
+	case fold.PhaseLaunching:
 		f.stage = stageLaunched
-	case PhaseRunning:
+	case fold.PhaseRunning:
 		if f.degraded {
 			f.degraded, f.degrade = false, false
 		}
 		f.stage = stageRunning
-	case PhaseDegraded:
+	case fold.PhaseDegraded:
 		f.degraded = true
-	case PhaseCompleted, PhaseFailed:
+	case fold.PhaseCompleted, fold.PhaseFailed:
 		f.stage = stageDone
 	}
-	typ := FormationTypePrefix + phase
+	typ := fold.FormationTypePrefix + phase
 	return Event{
 		Subject: formationSubjectPrefix + f.id,
 		Payload: encode(g.uuid(), source, typ, g.now, "urn:cellos:formation:"+f.id,
@@ -338,17 +341,17 @@ func (g *Generator) cellEvent(f *formation, c *cell) Event {
 	var data any
 	switch c.step {
 	case cellPending:
-		typ = TypeCellStarted
+		typ = fold.TypeCellStarted
 		data = cellStartedData{CellID: c.id, SpecID: c.specID, RunID: c.runID, FormationID: f.id}
 		f.started++
 	case cellStarted:
-		typ = TypeCellCommandCompleted
+		typ = fold.TypeCellCommandCompleted
 		data = cellCompletedData{CellID: c.id, ExitCode: c.exitCode, FormationID: f.id}
 	case cellCompleted:
-		typ = TypeCellDestroyed
-		outcome := OutcomeSucceeded
+		typ = fold.TypeCellDestroyed
+		outcome := cellosv1.OutcomeSucceeded
 		if c.exitCode != 0 {
-			outcome = OutcomeFailed
+			outcome = cellosv1.OutcomeFailed
 		}
 		data = cellDestroyedData{CellID: c.id, SpecID: c.specID, RunID: c.runID, Outcome: outcome, FormationID: f.id}
 		f.destroyed++

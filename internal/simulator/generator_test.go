@@ -122,13 +122,13 @@ func checkStream(t *testing.T, cfg simulator.Config, cells, inFlight int, events
 			checkPhaseOrder(t, seq, phases[fid], phase)
 			phases[fid] = append(phases[fid], phase)
 			switch phase {
-			case simulator.PhaseCreated:
+			case fold.PhaseCreated:
 				inFlightNow++
 				maxInFlight = max(maxInFlight, inFlightNow)
 				if d.Source != "/cellos/server" {
 					t.Errorf("event %d: created comes from %q, want the server", seq, d.Source)
 				}
-			case simulator.PhaseCompleted, simulator.PhaseFailed:
+			case fold.PhaseCompleted, fold.PhaseFailed:
 				inFlightNow--
 				failed := false
 				if len(cellsOf[fid]) != cells {
@@ -141,7 +141,7 @@ func checkStream(t *testing.T, cfg simulator.Config, cells, inFlight int, events
 					}
 					failed = failed || exit[c] != 0
 				}
-				if failed != (phase == simulator.PhaseFailed) {
+				if failed != (phase == fold.PhaseFailed) {
 					t.Fatalf("event %d: formation %s is %s, but a cell failed: %v", seq, fid, phase, failed)
 				}
 			}
@@ -157,15 +157,15 @@ func checkStream(t *testing.T, cfg simulator.Config, cells, inFlight int, events
 			}
 			c := state.Cells[d.Data.CellID]
 			switch ev.Type {
-			case simulator.TypeCellStarted:
+			case fold.TypeCellStarted:
 				if c != nil {
 					t.Fatalf("event %d: cell %s started twice", seq, d.Data.CellID)
 				}
-				if len(phases[fid]) != 2 || phases[fid][1] != simulator.PhaseLaunching {
+				if len(phases[fid]) != 2 || phases[fid][1] != fold.PhaseLaunching {
 					t.Fatalf("event %d: cell started after formation phases %v", seq, phases[fid])
 				}
 				cellsOf[fid] = append(cellsOf[fid], d.Data.CellID)
-			case simulator.TypeCellCommandCompleted:
+			case fold.TypeCellCommandCompleted:
 				if c == nil || c.State != cellosv1.CellRunning || c.ExitCode != nil {
 					t.Fatalf("event %d: command completed on cell %+v", seq, c)
 				}
@@ -173,7 +173,7 @@ func checkStream(t *testing.T, cfg simulator.Config, cells, inFlight int, events
 					t.Fatalf("event %d: command completed without exitCode", seq)
 				}
 				exit[d.Data.CellID] = *d.Data.ExitCode
-			case simulator.TypeCellDestroyed:
+			case fold.TypeCellDestroyed:
 				if c == nil || c.State != cellosv1.CellRunning || c.ExitCode == nil {
 					t.Fatalf("event %d: destroyed before command completed: %+v", seq, c)
 				}
@@ -225,7 +225,7 @@ func checkStream(t *testing.T, cfg simulator.Config, cells, inFlight int, events
 		if f.Phase != want || f.Degraded {
 			t.Errorf("formation %s ends %s (degraded %v), want %s", fid, f.Phase, f.Degraded, want)
 		}
-		if strings.Contains(strings.Join(phases[fid], " "), simulator.PhaseDegraded) {
+		if strings.Contains(strings.Join(phases[fid], " "), fold.PhaseDegraded) {
 			degradedFormations++
 		}
 	}
@@ -281,15 +281,15 @@ func checkPhaseOrder(t *testing.T, seq uint64, before []string, phase string) {
 		last = before[len(before)-1]
 	}
 	allowed := map[string][]string{
-		"":                       {simulator.PhaseCreated},
-		simulator.PhaseCreated:   {simulator.PhaseLaunching},
-		simulator.PhaseLaunching: {simulator.PhaseRunning},
-		simulator.PhaseRunning:   {simulator.PhaseDegraded, simulator.PhaseCompleted, simulator.PhaseFailed},
-		simulator.PhaseDegraded:  {simulator.PhaseRunning},
+		"":                  {fold.PhaseCreated},
+		fold.PhaseCreated:   {fold.PhaseLaunching},
+		fold.PhaseLaunching: {fold.PhaseRunning},
+		fold.PhaseRunning:   {fold.PhaseDegraded, fold.PhaseCompleted, fold.PhaseFailed},
+		fold.PhaseDegraded:  {fold.PhaseRunning},
 	}[last]
 	for _, a := range allowed {
 		if a == phase {
-			if phase == simulator.PhaseDegraded && strings.Contains(strings.Join(before, " "), simulator.PhaseDegraded) {
+			if phase == fold.PhaseDegraded && strings.Contains(strings.Join(before, " "), fold.PhaseDegraded) {
 				t.Fatalf("event %d: second degradation after %v", seq, before)
 			}
 			return
@@ -364,9 +364,9 @@ func TestGeneratorContinuous(t *testing.T) {
 			t.Fatalf("event %d: %s (%s)", i+1, out.Result, out.Reason)
 		}
 		switch ev.FormationPhase() {
-		case simulator.PhaseCreated:
+		case fold.PhaseCreated:
 			live[ev.FormationID] = true
-		case simulator.PhaseCompleted, simulator.PhaseFailed:
+		case fold.PhaseCompleted, fold.PhaseFailed:
 			delete(live, ev.FormationID)
 			finished++
 		}
@@ -417,7 +417,7 @@ func TestFormationPhase(t *testing.T) {
 	tests := map[string]string{
 		"dev.cellos.events.cell.formation.v1.created": "created",
 		"dev.cellos.events.cell.formation.v1.failed":  "failed",
-		simulator.TypeCellStarted:                     "",
+		fold.TypeCellStarted:                          "",
 		"":                                            "",
 	}
 	for typ, want := range tests {
