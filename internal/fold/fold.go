@@ -102,9 +102,9 @@ type Cell struct {
 }
 
 // State is the whole projection. Formations are keyed by Formation.ID and
-// cells by Cell.ID. It is not safe for concurrent use: the fold runs on the one
-// goroutine that consumes the stream, and readers take what they need from it
-// on that goroutine.
+// cells by Cell.ID. It is not safe for concurrent use: the store guards it
+// with a lock, under which the ingester folds into it and the controllers
+// copy from it.
 type State struct {
 	Formations map[string]*Formation
 	Cells      map[string]*Cell
