@@ -57,7 +57,8 @@ type options struct {
 	writers                                     int
 }
 
-func run() error {
+// parseFlags reads the command line, and sets up logging as it asks.
+func parseFlags() options {
 	var opts options
 	flag.StringVar(&opts.natsURL, "nats-url", jetstream.URLFromEnv(), "URL of the NATS server with JetStream (env NATS_URL).")
 	flag.StringVar(&opts.stream, "stream", jetstream.DefaultStreamName, "Name of the JetStream stream that carries the cellos events.")
@@ -73,6 +74,11 @@ func run() error {
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
+	return opts
+}
+
+func run() error {
+	opts := parseFlags()
 	setupLog := ctrl.Log.WithName("setup")
 
 	ownNamespace := operatorNamespace()

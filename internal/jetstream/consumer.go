@@ -326,6 +326,16 @@ func (c *Consumer) consume(ctx context.Context, log logr.Logger, next *uint64,
 		wg.Wait()
 	}()
 
+	return c.deliver(ctx, sctx, log, iter, sess, next, handle)
+}
+
+// deliver hands the messages of one ordered consumer to handle until it
+// fails, sctx ends (the watchdog or the caller stopped it) or handle fails.
+// handle runs with ctx, which the watchdog does not cancel, so that it never
+// sees a message half-abandoned.
+func (c *Consumer) deliver(ctx, sctx context.Context, log logr.Logger, iter natsjs.MessagesContext,
+	sess *session, next *uint64, handle func(context.Context, Message) error,
+) (progressed bool, _ error) {
 	seen := sess.name
 	first := true
 	for {
