@@ -1,6 +1,6 @@
-// Package testenv starts the real parts that integration tests run against: a
-// kube-apiserver with etcd (envtest) that has the cellos CRDs installed, and an
-// embedded NATS JetStream server.
+// Package localenv starts the real parts that the tests and the playground run
+// against: a kube-apiserver with etcd (envtest) that has the cellos CRDs
+// installed, and an embedded NATS JetStream server.
 package localenv
 
 import (
