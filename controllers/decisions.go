@@ -3,6 +3,8 @@ package controllers
 import (
 	"context"
 	"errors"
+	"net/http"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -76,10 +78,10 @@ func (c Config) settle(ctx context.Context, s settlement, err error) (ctrl.Resul
 }
 
 // refusedForGood tells whether the API server will refuse a write every time
-// it is tried: an invalid object, a document over the size limit, or a
-// namespace that is gone or terminating.
+// it is tried: an invalid object, one over a size limit, or a namespace that
+// is gone or terminating.
 func refusedForGood(err error) bool {
-	if apierrors.IsInvalid(err) || apierrors.IsBadRequest(err) || apierrors.IsRequestEntityTooLargeError(err) ||
+	if apierrors.IsInvalid(err) || apierrors.IsBadRequest(err) || tooLarge(err) ||
 		apierrors.HasStatusCause(err, corev1.NamespaceTerminatingCause) {
 		return true
 	}
@@ -89,4 +91,19 @@ func refusedForGood(err error) bool {
 		return details != nil && details.Kind == "namespaces"
 	}
 	return false
+}
+
+// tooLarge tells whether an object is over a size limit. The API server says
+// so with 413 above its request limit (3 MiB), but below that etcd's own
+// limits come back as an internal error that only its message tells apart.
+func tooLarge(err error) bool {
+	if apierrors.IsRequestEntityTooLargeError(err) {
+		return true
+	}
+	var apiStatus apierrors.APIStatus
+	if !errors.As(err, &apiStatus) || apiStatus.Status().Code != http.StatusInternalServerError {
+		return false
+	}
+	msg := apiStatus.Status().Message
+	return strings.Contains(msg, "request is too large") || strings.Contains(msg, "trying to send message larger than max")
 }

@@ -143,6 +143,10 @@ func TestSettle(t *testing.T) {
 	terminating := apierrors.NewForbidden(cellsGR, "c", errors.New("namespace is terminating"))
 	terminating.ErrStatus.Details.Causes = []metav1.StatusCause{{Type: corev1.NamespaceTerminatingCause}}
 	tooLarge := apierrors.NewRequestEntityTooLargeError("limit is 3145728")
+	// As the API server returns etcd's errors: code 500, no reason.
+	internal := func(msg string) error {
+		return &apierrors.StatusError{ErrStatus: metav1.Status{Status: metav1.StatusFailure, Code: http.StatusInternalServerError, Message: msg}}
+	}
 	cases := map[string]struct {
 		err       error
 		flushed   bool
@@ -155,6 +159,9 @@ func TestSettle(t *testing.T) {
 		"created meanwhile":           {err: apierrors.NewAlreadyExists(cellsGR, "c"), requeue: true},
 		"invalid: refused for good":   {err: apierrors.NewInvalid(cellosv1.GroupVersion.WithKind("Cell").GroupKind(), "c", nil), flushed: true, refusedEv: true},
 		"too large: refused for good": {err: tooLarge, flushed: true, refusedEv: true},
+		"etcd's size limit":           {err: internal("etcdserver: request is too large"), flushed: true, refusedEv: true},
+		"etcd's message limit":        {err: internal("rpc error: code = ResourceExhausted desc = trying to send message larger than max (2097602 vs. 2097152)"), flushed: true, refusedEv: true},
+		"another internal error":      {err: internal("etcdserver: leader changed"), returned: true},
 		"namespace gone":              {err: nsGone, flushed: true, refusedEv: true},
 		"namespace terminating":       {err: terminating, flushed: true, refusedEv: true},
 		"the Cell itself not found":   {err: apierrors.NewNotFound(cellsGR, "c"), returned: true},

@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -65,4 +66,27 @@ func TestUnstorableDocumentStillWritesStatus(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// A formation document too large for the API server (or etcd) to store is
+// refused for good, whatever status code says so: the watermark passes it
+// and the refusal is counted, instead of a write retried forever.
+func TestOversizedDocumentIsRefused(t *testing.T) {
+	ns := newNamespace(t)
+	r := startReconcilers(t, ns)
+	for _, size := range []int{2 << 20, 4 << 20} {
+		before := testutil.ToFloat64(objectsRefusedTotal.WithLabelValues("Formation"))
+		id := fmt.Sprintf("3f1e2d4c-5b6a-4978-8a9b-%012d", size)
+		seq := r.apply(t, `{"type":"dev.cellos.events.cell.formation.v1.created","data":{"formationId":"`+id+`","blob":"`+strings.Repeat("x", size)+`"}}`)
+		eventually(t, fmt.Sprintf("the watermark passes a %d MiB document", size>>20), func() error {
+			if w := r.store.Watermark(); w < seq {
+				return fmt.Errorf("watermark %d, want %d", w, seq)
+			}
+			return nil
+		})
+		// The Formation's own creation may queue it once more: each refusal counts.
+		if got := testutil.ToFloat64(objectsRefusedTotal.WithLabelValues("Formation")) - before; got < 1 {
+			t.Errorf("%d MiB document: refusals counted %v, want at least 1", size>>20, got)
+		}
+	}
 }
