@@ -14,6 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
+	cellosv1 "cellos.dev/cellos-operator/api/v1"
 	"cellos.dev/cellos-operator/internal/store"
 )
 
@@ -26,6 +27,44 @@ import (
 // ahead; one of another stream, or edited by hand, is overwritten.
 func ahead(stream store.Stream, ref store.Ref, projected uint64, statusSequence int64, stamp string) bool {
 	return statusSequence > int64(projected) && stamp == store.Stamp(stream, ref, uint64(statusSequence))
+}
+
+// formationAction is what a reconcile does with the Formation at a key.
+type formationAction int
+
+const (
+	// nothingHere: no Formation, and none of the stream belongs here.
+	nothingHere formationAction = iota
+	// awaitStream: a Formation that holds no projection, such as a declared
+	// one before any event of its id, is marked as waiting for the stream.
+	awaitStream
+	// giveWay: an observed Formation whose id a declared one holds is
+	// deleted.
+	giveWay
+	// mirror: the Formation holds its formation's projection; it is created
+	// when missing and its status written.
+	mirror
+)
+
+// decideFormation decides, for the Formation f at key (nil when there is
+// none), labelled with or placed for id (empty when neither), where
+// placement puts id, and whether the stream has named id yet. Adopt or wait:
+// a declared Formation takes an id over from an observed one, and a second
+// declared one of an id waits while the first keeps it.
+func decideFormation(f *cellosv1.Formation, id string, key, placed client.ObjectKey, projected bool) formationAction {
+	switch {
+	case f == nil && (id == "" || placed != key || !projected):
+		return nothingHere
+	case f == nil:
+		return mirror
+	case id == "":
+		return awaitStream
+	case placed != key && f.Spec == nil:
+		return giveWay
+	case placed != key || !projected:
+		return awaitStream
+	}
+	return mirror
 }
 
 // RefusedReason is the reason of the Warning Event raised when the API server

@@ -194,3 +194,34 @@ func TestSettle(t *testing.T) {
 		})
 	}
 }
+
+func TestDecideFormation(t *testing.T) {
+	here := client.ObjectKey{Namespace: "team-a", Name: "research"}
+	elsewhere := client.ObjectKey{Namespace: "team-b", Name: "older"}
+	declared, observed := formation("team-a", "research", true, 0), formation("team-a", "research", false, 0)
+	cases := map[string]struct {
+		f         *cellosv1.Formation
+		id        string
+		placed    client.ObjectKey
+		projected bool
+		want      formationAction
+	}{
+		"no Formation, and none of the stream here":    {f: nil, id: "", placed: here, want: nothingHere},
+		"no Formation: the stream's goes elsewhere":    {f: nil, id: idX, placed: elsewhere, projected: true, want: nothingHere},
+		"no Formation, its id not yet in the stream":   {f: nil, id: idX, placed: here, want: nothingHere},
+		"no Formation: the stream's is created here":   {f: nil, id: idX, placed: here, projected: true, want: mirror},
+		"an unlabelled declared Formation waits":       {f: &declared, id: "", placed: here, want: awaitStream},
+		"declared before its first event waits":        {f: &declared, id: idX, placed: here, want: awaitStream},
+		"declared, holding its projection, mirrors it": {f: &declared, id: idX, placed: here, projected: true, want: mirror},
+		"observed, holding its projection, mirrors it": {f: &observed, id: idX, placed: here, projected: true, want: mirror},
+		"observed gives way to a declared one":         {f: &observed, id: idX, placed: elsewhere, projected: true, want: giveWay},
+		"a second declared Formation of one id waits":  {f: &declared, id: idX, placed: elsewhere, projected: true, want: awaitStream},
+	}
+	for name, c := range cases {
+		t.Run(name, func(t *testing.T) {
+			if got := decideFormation(c.f, c.id, here, c.placed, c.projected); got != c.want {
+				t.Errorf("decided %d, want %d", got, c.want)
+			}
+		})
+	}
+}

@@ -32,23 +32,23 @@ type FormationReconciler struct {
 func (r *FormationReconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.Result, err error) {
 	key := req.NamespacedName
 	f, id, err := r.formationAt(ctx, key)
-	if err != nil || (f == nil && id == "") {
-		return ctrl.Result{}, err
-	}
-	if id == "" {
-		return ctrl.Result{}, r.awaitStream(ctx, f)
-	}
-	placed, err := r.placer().formationKey(ctx, id)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	if placed != key {
-		return ctrl.Result{}, r.yield(ctx, f, placed)
+	placed := key
+	if id != "" {
+		if placed, err = r.placer().formationKey(ctx, id); err != nil {
+			return ctrl.Result{}, err
+		}
 	}
-	want, stream, ok := r.Store.Formation(id)
-	if !ok {
-		// Declared, or labelled by hand, before any event of its id.
+	want, stream, projected := r.Store.Formation(id)
+	switch decideFormation(f, id, key, placed, projected) {
+	case nothingHere:
+		return ctrl.Result{}, nil
+	case awaitStream:
 		return ctrl.Result{}, r.awaitStream(ctx, f)
+	case giveWay:
+		return ctrl.Result{}, r.giveWay(ctx, f, placed)
 	}
 	ref := store.Ref{Kind: store.FormationKind, ID: id}
 	done := settlement{ref: ref, seq: want.LastAppliedSequence, obj: &cellosv1.Formation{ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name}}}
@@ -115,14 +115,9 @@ func (r *FormationReconciler) formationAt(ctx context.Context, key client.Object
 	return nil, "", nil
 }
 
-// yield handles a Formation labelled with an id that another Formation holds.
-// An observed one gives way to a declared one: it is deleted, leaving its
-// Cells where they are. A second declared Formation of one id waits, as the
-// first keeps it.
-func (r *FormationReconciler) yield(ctx context.Context, f *cellosv1.Formation, holder client.ObjectKey) error {
-	if f.Spec != nil {
-		return r.awaitStream(ctx, f)
-	}
+// giveWay deletes an observed Formation whose formation a declared one
+// holds, leaving its Cells where they are.
+func (r *FormationReconciler) giveWay(ctx context.Context, f *cellosv1.Formation, holder client.ObjectKey) error {
 	err := r.Delete(ctx, f, client.PropagationPolicy(metav1.DeletePropagationOrphan), client.Preconditions{UID: &f.UID})
 	if client.IgnoreNotFound(err) != nil {
 		return fmt.Errorf("deleting the observed Formation in favour of the declared %s: %w", holder, err)
