@@ -27,8 +27,18 @@ func BenchmarkStartUp(b *testing.B) {
 	if _, err := jetstream.EnsureStream(ctx, js, jetstream.DefaultStreamName); err != nil {
 		b.Fatal(err)
 	}
-	gen := simulator.NewGenerator(simulator.Config{Seed: 1, Formations: events / 27, FailureRate: 0.2, DegradedRate: 0.2})
-	published, err := simulator.Publish(ctx, js, gen.All(), 0)
+	// An endless simulation, cut at exactly events.
+	gen := simulator.NewGenerator(simulator.Config{Seed: 1, FailureRate: 0.2, DegradedRate: 0.2})
+	firstEvents := func(yield func(simulator.Event) bool) {
+		n := 0
+		for ev := range gen.All() {
+			if n == events || !yield(ev) {
+				return
+			}
+			n++
+		}
+	}
+	published, err := simulator.Publish(ctx, js, firstEvents, 0)
 	if err != nil {
 		b.Fatal(err)
 	}
