@@ -22,6 +22,11 @@ const (
 	// DegradedCondition is True while the last phase event of a Formation was
 	// degraded: it runs, short of full strength.
 	DegradedCondition = "Degraded"
+
+	// PublishedCondition is on declared Formations that the operator admitted:
+	// True once their created event is in the stream, False with the reason
+	// while publishing fails.
+	PublishedCondition = "Published"
 )
 
 // Condition reasons name the projected fact that set a condition.
@@ -44,7 +49,25 @@ const (
 	HealthyReason = "Healthy"
 	// AwaitingStreamReason: no event of the stream has named the Formation yet.
 	AwaitingStreamReason = "AwaitingStream"
+	// AwaitingAdmissionReason: a declared Formation the operator has not yet
+	// admitted (given its formation id) or published.
+	AwaitingAdmissionReason = "AwaitingAdmission"
+	// PublishedReason: the Formation's created event is in the stream.
+	PublishedReason = "Published"
+	// PublishFailedReason: publishing the Formation's created event failed;
+	// the operator retries with backoff.
+	PublishFailedReason = "PublishFailed"
+	// InvalidSpecReason: the spec breaks an admission rule; nothing is
+	// published. Create a corrected Formation.
+	InvalidSpecReason = "InvalidSpec"
+	// TakeoverRefusedReason: the Formation is labelled with a formation of
+	// another namespace, which it may not follow.
+	TakeoverRefusedReason = "TakeoverRefused"
 )
+
+// CancelFinalizer holds a declared Formation until deleting it has cancelled
+// its formation in the stream.
+const CancelFinalizer = "cellos.dev/cancel"
 
 // FormationIDLabel carries the formation's UUID on every Formation, and on
 // every Cell correlated to one, so that a label selector finds them.
