@@ -285,8 +285,8 @@ func TestProjectsSampleStream(t *testing.T) {
 	assertKstatus(t, ns)
 }
 
-// assertKstatus checks that the objects read correctly to kstatus, as
-// kubectl wait, Flux and Argo CD read them.
+// assertKstatus checks that the objects read correctly to kstatus, as Flux
+// reads them.
 func assertKstatus(t *testing.T, ns string) {
 	t.Helper()
 	cases := []struct {
