@@ -75,7 +75,7 @@ func (r *CellReconciler) cellAt(ctx context.Context, key client.ObjectKey) (cell
 	if id, ok := cellIDOf(cell); ok {
 		return cell, id, true, nil
 	}
-	p := placer{Reader: r.Client, namespace: r.Namespace}
+	p := r.placer(r.Client)
 	for _, id := range r.Store.IDsNamed(store.CellKind, key.Name) {
 		want, _, ok := r.Store.Cell(id)
 		if !ok {
@@ -121,7 +121,7 @@ func (r *CellReconciler) correlate(ctx context.Context, cell *cellosv1.Cell, for
 		return nil
 	}
 	metav1.SetMetaDataLabel(&cell.ObjectMeta, cellosv1.FormationIDLabel, formationID)
-	key, err := placer{Reader: r.Client, namespace: r.Namespace}.formationKey(ctx, formationID)
+	key, err := r.placer(r.Client).formationKey(ctx, formationID)
 	if err != nil || key.Namespace != cell.Namespace {
 		return err
 	}
@@ -142,7 +142,7 @@ func (r *CellReconciler) lagging(ctx context.Context, id string) []reconcile.Req
 	if !ok {
 		return nil
 	}
-	key, err := placer{Reader: r.Client, namespace: r.Namespace}.cellKey(ctx, id, want.FormationID)
+	key, err := r.placer(r.Client).cellKey(ctx, id, want.FormationID)
 	if err != nil {
 		ctrl.LoggerFrom(ctx).Error(err, "Placing a cell", "cellId", id)
 		return nil

@@ -41,6 +41,9 @@ const (
 	// giveWay: an observed Formation whose id a declared one holds is
 	// deleted.
 	giveWay
+	// refuseTakeover: a Formation labelled with a formation of another
+	// namespace is stalled, and the projection stays where it is.
+	refuseTakeover
 	// mirror: the Formation holds its formation's projection; it is created
 	// when missing and its status written.
 	mirror
@@ -48,10 +51,11 @@ const (
 
 // decideFormation decides, for the Formation f at key (nil when there is
 // none), labelled with or placed for id (empty when neither), where
-// placement puts id, and whether the stream has named id yet. Adopt or wait:
-// a declared Formation takes an id over from an observed one, and a second
-// declared one of an id waits while the first keeps it.
-func decideFormation(f *cellosv1.Formation, id string, key, placed client.ObjectKey, projected bool) formationAction {
+// placement puts id, whether the stream has named id yet, and whether f may
+// follow it. Adopt or wait: a declared Formation takes an id over from an
+// observed one, and a second declared one of an id waits while the first
+// keeps it; no Formation takes over another namespace's formation.
+func decideFormation(f *cellosv1.Formation, id string, key, placed client.ObjectKey, projected, mayFollow bool) formationAction {
 	switch {
 	case f == nil && (id == "" || placed != key || !projected):
 		return nothingHere
@@ -59,6 +63,8 @@ func decideFormation(f *cellosv1.Formation, id string, key, placed client.Object
 		return mirror
 	case id == "":
 		return awaitStream
+	case !mayFollow:
+		return refuseTakeover
 	case placed != key && f.Spec == nil:
 		return giveWay
 	case placed != key || !projected:

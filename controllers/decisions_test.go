@@ -60,14 +60,14 @@ func TestPlaceFormation(t *testing.T) {
 			labelled: []cellosv1.Formation{formation("team-b", "x", true, 0), formation("team-a", "x", true, 0)},
 			want:     client.ObjectKey{Namespace: "team-a", Name: "x"},
 		},
-		"not one being deleted": {
+		"one being deleted still holds it, until it lets go": {
 			labelled: []cellosv1.Formation{deleting, formation("cellos", idX, false, 0)},
-			want:     client.ObjectKey{Namespace: "cellos", Name: idX},
+			want:     client.ObjectKey{Namespace: "team-c", Name: "going"},
 		},
 	}
 	for name, c := range cases {
 		t.Run(name, func(t *testing.T) {
-			if got := placeFormation(idX, c.labelled, "cellos"); got != c.want {
+			if got := placeFormation(idX, c.labelled, formationRules{namespace: "cellos"}); got != c.want {
 				t.Errorf("placed at %s, want %s", got, c.want)
 			}
 		})
@@ -204,8 +204,10 @@ func TestDecideFormation(t *testing.T) {
 		id        string
 		placed    client.ObjectKey
 		projected bool
+		refused   bool
 		want      formationAction
 	}{
+		"a takeover of another namespace's formation":  {f: &declared, id: idX, placed: elsewhere, projected: true, refused: true, want: refuseTakeover},
 		"no Formation, and none of the stream here":    {f: nil, id: "", placed: here, want: nothingHere},
 		"no Formation: the stream's goes elsewhere":    {f: nil, id: idX, placed: elsewhere, projected: true, want: nothingHere},
 		"no Formation, its id not yet in the stream":   {f: nil, id: idX, placed: here, want: nothingHere},
@@ -219,8 +221,57 @@ func TestDecideFormation(t *testing.T) {
 	}
 	for name, c := range cases {
 		t.Run(name, func(t *testing.T) {
-			if got := decideFormation(c.f, c.id, here, c.placed, c.projected); got != c.want {
+			if got := decideFormation(c.f, c.id, here, c.placed, c.projected, !c.refused); got != c.want {
 				t.Errorf("decided %d, want %d", got, c.want)
+			}
+		})
+	}
+}
+
+func TestPlaceFormationAcrossNamespaces(t *testing.T) {
+	team := formation("team-a", "research", true, time.Hour)
+	other := formation("team-b", "mine-now", true, 2*time.Hour)
+	inOperator := formation("cellos", "adopted", true, 0)
+	nowhere := client.ObjectKey{}
+	cases := map[string]struct {
+		labelled []cellosv1.Formation
+		rules    formationRules
+		want     client.ObjectKey
+	}{
+		"before the stream names it, any namespace may declare it": {
+			labelled: []cellosv1.Formation{other},
+			rules:    formationRules{namespace: "cellos"},
+			want:     client.ObjectKeyFromObject(&other),
+		},
+		"the namespace of its created event": {
+			labelled: []cellosv1.Formation{other, team},
+			rules:    formationRules{namespace: "cellos", projected: true, declaredIn: "team-a"},
+			want:     client.ObjectKeyFromObject(&team),
+		},
+		"the operator's namespace": {
+			labelled: []cellosv1.Formation{other, inOperator},
+			rules:    formationRules{namespace: "cellos", projected: true},
+			want:     client.ObjectKeyFromObject(&inOperator),
+		},
+		"another namespace never takes it over": {
+			labelled: []cellosv1.Formation{other},
+			rules:    formationRules{namespace: "cellos", projected: true},
+			want:     client.ObjectKey{Namespace: "cellos", Name: idX},
+		},
+		"declared in a namespace and gone: nowhere": {
+			labelled: []cellosv1.Formation{other},
+			rules:    formationRules{namespace: "cellos", projected: true, declaredIn: "team-a"},
+			want:     nowhere,
+		},
+		"deleted: nowhere": {
+			rules: formationRules{namespace: "cellos", projected: true, deleted: true},
+			want:  nowhere,
+		},
+	}
+	for name, c := range cases {
+		t.Run(name, func(t *testing.T) {
+			if got := placeFormation(idX, c.labelled, c.rules); got != c.want {
+				t.Errorf("placed at %s, want %s", got, c.want)
 			}
 		})
 	}

@@ -6,6 +6,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -14,6 +15,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	cellosv1 "cellos.dev/cellos-operator/api/v1"
+	"cellos.dev/cellos-operator/internal/fold"
 	"cellos.dev/cellos-operator/internal/status"
 	"cellos.dev/cellos-operator/internal/store"
 )
@@ -27,6 +29,7 @@ type FormationReconciler struct {
 
 // +kubebuilder:rbac:groups=cellos.dev,resources=formations,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=cellos.dev,resources=formations/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=cellos.dev,resources=formations/finalizers,verbs=update
 
 // Reconcile writes one Formation.
 func (r *FormationReconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.Result, err error) {
@@ -35,20 +38,31 @@ func (r *FormationReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	if err != nil {
 		return ctrl.Result{}, err
 	}
+	want, stream, projected := r.Store.Formation(id)
+	p := r.placer(r.Client)
+	rules := p.rules(want, projected)
 	placed := key
 	if id != "" {
-		if placed, err = r.placer().formationKey(ctx, id); err != nil {
+		if placed, err = p.formationKey(ctx, id); err != nil {
 			return ctrl.Result{}, err
 		}
 	}
-	want, stream, projected := r.Store.Formation(id)
-	switch decideFormation(f, id, key, placed, projected) {
+	mayFollow := f == nil || rules.mayFollow(f)
+	if f != nil && f.Spec != nil {
+		d := declared{f: f, id: id, want: want, projected: projected, mayFollow: mayFollow}
+		if done, err := r.declare(ctx, d); done || err != nil {
+			return ctrl.Result{}, err
+		}
+	}
+	switch decideFormation(f, id, key, placed, projected, mayFollow) {
 	case nothingHere:
 		return ctrl.Result{}, nil
 	case awaitStream:
 		return ctrl.Result{}, r.awaitStream(ctx, f)
 	case giveWay:
 		return ctrl.Result{}, r.giveWay(ctx, f, placed)
+	case refuseTakeover:
+		return ctrl.Result{}, r.refuseTakeover(ctx, f, want)
 	}
 	ref := store.Ref{Kind: store.FormationKind, ID: id}
 	done := settlement{ref: ref, seq: want.LastAppliedSequence, obj: &cellosv1.Formation{ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name}}}
@@ -86,10 +100,6 @@ func (r *FormationReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	return ctrl.Result{}, nil
 }
 
-func (r *FormationReconciler) placer() placer {
-	return placer{Reader: r.Client, namespace: r.Namespace}
-}
-
 // formationAt reads the Formation at key (nil when there is none) and the
 // formation id it is for: its label, or for a missing Formation the id
 // placed at key. The id is empty when the Formation carries no label, or
@@ -104,7 +114,7 @@ func (r *FormationReconciler) formationAt(ctx context.Context, key client.Object
 		return nil, "", fmt.Errorf("reading Formation: %w", err)
 	}
 	for _, id := range r.Store.IDsNamed(store.FormationKind, key.Name) {
-		placed, err := r.placer().formationKey(ctx, id)
+		placed, err := r.placer(r.Client).formationKey(ctx, id)
 		if err != nil {
 			return nil, "", err
 		}
@@ -113,6 +123,17 @@ func (r *FormationReconciler) formationAt(ctx context.Context, key client.Object
 		}
 	}
 	return nil, "", nil
+}
+
+// refuseTakeover stalls a Formation labelled with a formation of another
+// namespace: the projection stays where it is.
+func (r *FormationReconciler) refuseTakeover(ctx context.Context, f *cellosv1.Formation, want fold.Formation) error {
+	msg := fmt.Sprintf("Formation %s belongs to namespace %q; only a Formation there or in the operator's namespace %q may follow it. Remove the label %s",
+		want.ID, want.Namespace, r.Namespace, cellosv1.FormationIDLabel)
+	if !meta.IsStatusConditionTrue(f.Status.Conditions, cellosv1.StalledCondition) {
+		r.Recorder.Eventf(f, nil, corev1.EventTypeWarning, cellosv1.TakeoverRefusedReason, "Follow", "%s", msg)
+	}
+	return r.hold(ctx, f, true, cellosv1.TakeoverRefusedReason, msg)
 }
 
 // giveWay deletes an observed Formation whose formation a declared one
@@ -133,12 +154,7 @@ func (r *FormationReconciler) awaitStream(ctx context.Context, f *cellosv1.Forma
 	if f.Status.LastAppliedSequence > 0 {
 		return nil
 	}
-	before := f.Status.DeepCopy()
-	status.SetAwaitingStream(&f.Status, f.Generation, r.Clock.Now())
-	if equality.Semantic.DeepEqual(*before, f.Status) {
-		return nil
-	}
-	return updateStatus(ctx, r.Client, store.FormationKind, f)
+	return r.hold(ctx, f, false, cellosv1.AwaitingStreamReason, "No event of the stream has named this formation yet")
 }
 
 // createIfMissing returns the Formation f at key, creating it labelled with
@@ -159,7 +175,7 @@ func (r *FormationReconciler) createIfMissing(ctx context.Context, key client.Ob
 
 // lagging maps a formation id whose projection changed to its Formation.
 func (r *FormationReconciler) lagging(ctx context.Context, id string) []reconcile.Request {
-	key, err := r.placer().formationKey(ctx, id)
+	key, err := r.placer(r.Client).formationKey(ctx, id)
 	if err != nil {
 		ctrl.LoggerFrom(ctx).Error(err, "Placing a formation", "formationId", id)
 		return nil
@@ -183,7 +199,7 @@ func (r *FormationReconciler) formationsOfID(ctx context.Context, f client.Objec
 	if id == "" {
 		return reqs
 	}
-	labelled, err := r.placer().formationsOf(ctx, id)
+	labelled, err := r.placer(r.Client).formationsOf(ctx, id)
 	if err != nil {
 		ctrl.LoggerFrom(ctx).Error(err, "Listing the Formations of an id", "formationId", id)
 		return reqs

@@ -9,6 +9,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	cellosv1 "cellos.dev/cellos-operator/api/v1"
+	"cellos.dev/cellos-operator/internal/fold"
 	"cellos.dev/cellos-operator/internal/store"
 )
 
@@ -57,19 +58,33 @@ func cellIDOf(c *cellosv1.Cell) (string, bool) {
 	return c.Status.CellID, c.Status.LastAppliedSequence > 0
 }
 
-// placer answers placement questions from the cache.
+// placer reads placement from reader, the cache.
+func (c Config) placer(reader client.Reader) placer {
+	return placer{Reader: reader, store: c.Store, namespace: c.Namespace}
+}
+
+// placer answers placement questions from the cache and the store.
 type placer struct {
 	client.Reader
+	store     *store.Store
 	namespace string
 }
 
-// formationKey is where the formation with this id lives.
+// formationKey is where the formation with this id lives; an empty key when
+// it lives nowhere.
 func (p placer) formationKey(ctx context.Context, id string) (client.ObjectKey, error) {
 	labelled, err := p.formationsOf(ctx, id)
 	if err != nil {
 		return client.ObjectKey{}, err
 	}
-	return placeFormation(id, labelled, p.namespace), nil
+	want, _, projected := p.store.Formation(id)
+	return placeFormation(id, labelled, p.rules(want, projected)), nil
+}
+
+// rules are the placement rules for a formation the stream has named
+// (projected) or not.
+func (p placer) rules(want fold.Formation, projected bool) formationRules {
+	return formationRules{namespace: p.namespace, projected: projected, declaredIn: want.Namespace, deleted: want.Deleted}
 }
 
 // formationsOf lists the Formations that carry the label of id.
@@ -82,7 +97,8 @@ func (p placer) formationsOf(ctx context.Context, id string) ([]cellosv1.Formati
 }
 
 // cellKey is where the cell with this id, of the formation with formationID
-// (empty when its events name none), lives.
+// (empty when its events name none), lives; an empty key when it lives
+// nowhere, as its formation does.
 func (p placer) cellKey(ctx context.Context, id, formationID string) (client.ObjectKey, error) {
 	var list cellosv1.CellList
 	if err := p.List(ctx, &list, client.MatchingFields{cellIDIndex: id}); err != nil {
@@ -99,23 +115,50 @@ func (p placer) cellKey(ctx context.Context, id, formationID string) (client.Obj
 	return placeCell(id, list.Items, namespace), nil
 }
 
+// formationRules is what placement knows of a formation besides the
+// Formations labelled with it.
+type formationRules struct {
+	// namespace is the operator's --namespace.
+	namespace string
+	// projected tells whether the stream has named the formation.
+	projected bool
+	// declaredIn is the namespace its created event names, if any.
+	declaredIn string
+	// deleted tells whether the operator cancelled it because its declared
+	// Formation was deleted.
+	deleted bool
+}
+
+// mayFollow tells whether the Formation f may follow the formation: no
+// namespace may take over another's. Once the stream has named the
+// formation, only a Formation in the namespace its created event names, or in
+// the operator's namespace, follows it.
+func (r formationRules) mayFollow(f *cellosv1.Formation) bool {
+	return !r.projected || f.Namespace == r.namespace || (r.declaredIn != "" && f.Namespace == r.declaredIn)
+}
+
 // placeFormation places the formation with this id on one of the Formations
-// labelled with it: a declared one (a user wrote it) before an observed one
-// (the operator created it), then the oldest, then by key so that every
-// replica chooses alike. Formations being deleted are passed over. With none,
-// the formation gets a Formation of its own in namespace.
-func placeFormation(id string, labelled []cellosv1.Formation, namespace string) client.ObjectKey {
+// labelled with it that may follow it: a declared one (a user wrote it)
+// before an observed one (the operator created it), then the oldest, then by
+// key so that every replica chooses alike. With none, the formation gets a
+// Formation of its own in the operator's namespace, unless it was declared in
+// a namespace or deleted: then it lives nowhere (an empty key), so that the
+// stream never brings back a Formation its user deleted.
+func placeFormation(id string, labelled []cellosv1.Formation, rules formationRules) client.ObjectKey {
 	var best *cellosv1.Formation
 	for i := range labelled {
 		f := &labelled[i]
-		if f.DeletionTimestamp == nil && (best == nil || placedBefore(f, best)) {
+		if rules.mayFollow(f) && (best == nil || placedBefore(f, best)) {
 			best = f
 		}
 	}
-	if best == nil {
-		return client.ObjectKey{Namespace: namespace, Name: store.ObjectName(id)}
+	switch {
+	case best != nil:
+		return client.ObjectKeyFromObject(best)
+	case rules.projected && (rules.declaredIn != "" || rules.deleted):
+		return client.ObjectKey{}
 	}
-	return client.ObjectKeyFromObject(best)
+	return client.ObjectKey{Namespace: rules.namespace, Name: store.ObjectName(id)}
 }
 
 func placedBefore(a, b *cellosv1.Formation) bool {
@@ -129,14 +172,18 @@ func placedBefore(a, b *cellosv1.Formation) bool {
 }
 
 // placeCell places a cell on the Cell whose status already names it, so a
-// Cell never moves; else beside its formation, in namespace.
+// Cell never moves; else beside its formation, in namespace; nowhere (an
+// empty key) when namespace is empty, as its formation lives nowhere.
 func placeCell(id string, named []cellosv1.Cell, namespace string) client.ObjectKey {
 	existing := slices.IndexFunc(named, func(c cellosv1.Cell) bool {
 		got, ok := cellIDOf(&c)
 		return ok && got == id && c.DeletionTimestamp == nil
 	})
-	if existing >= 0 {
+	switch {
+	case existing >= 0:
 		return client.ObjectKeyFromObject(&named[existing])
+	case namespace == "":
+		return client.ObjectKey{}
 	}
 	return client.ObjectKey{Namespace: namespace, Name: store.ObjectName(id)}
 }

@@ -49,6 +49,7 @@ func TestDeclaredFormationOfACellSeenFirst(t *testing.T) {
 		return nil
 	})
 
+	r.apply(t, `{"type":"dev.cellos.events.cell.formation.v1.created","data":{"formationId":"`+id+`","namespace":"`+teamNS+`"}}`)
 	seq := r.apply(t, `{"type":"dev.cellos.events.cell.formation.v1.running","data":{"formationId":"`+id+`"}}`)
 	eventually(t, "the declared Formation mirrors the stream", func() error {
 		var f cellosv1.Formation

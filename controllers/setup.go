@@ -32,9 +32,12 @@ type Config struct {
 	Workers int
 	// Clock stamps condition transitions.
 	Clock clock.PassiveClock
-	// Recorder raises a Normal Event for each phase a Formation reaches and a
-	// Warning Event when the API server refuses an object.
+	// Recorder raises a Normal Event for each phase a Formation reaches, and
+	// for each step of a declared one's lifecycle, and a Warning Event when
+	// the API server refuses an object.
 	Recorder events.EventRecorder
+	// Publisher publishes declared Formations' events.
+	Publisher Publisher
 }
 
 // Setup registers the cache indexes and both reconcilers with mgr.

@@ -137,9 +137,14 @@ type CellCounts struct {
 // Formation without a spec is observed: the operator created it when the
 // event stream first named its formation. Either way the status mirrors the
 // stream, and label cellos.dev/formation-id carries the formation's UUID.
+//
+// A declared Formation's spec is what the operator published: it cannot
+// change, nor be removed, once set.
 // +kubebuilder:object:root=true
+// +kubebuilder:validation:XValidation:rule="!has(oldSelf.spec) || (has(self.spec) && self.spec == oldSelf.spec)",message="spec is immutable once declared: create a new Formation to change it"
 // +kubebuilder:subresource:status
 // +kubebuilder:resource:scope=Namespaced,categories=cellos,shortName=fm;fms
+// +kubebuilder:printcolumn:name="Formation Name",type=string,JSONPath=`.status.formationName`,description="The name the stream gives the formation"
 // +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`
 // +kubebuilder:printcolumn:name="Cells",type=string,JSONPath=`.status.cells`,description="Running cells over all cells"
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`

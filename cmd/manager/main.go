@@ -30,6 +30,7 @@ import (
 	"cellos.dev/cellos-operator/internal/cursor"
 	"cellos.dev/cellos-operator/internal/ingest"
 	"cellos.dev/cellos-operator/internal/jetstream"
+	"cellos.dev/cellos-operator/internal/publish"
 	"cellos.dev/cellos-operator/internal/store"
 )
 
@@ -51,6 +52,7 @@ func main() {
 
 type options struct {
 	natsURL, stream, namespace, cursorConfigMap string
+	publishSubjectPrefix                        string
 	leaderElect                                 bool
 	metricsAddr, probeAddr                      string
 	flushWindow, commitInterval                 time.Duration
@@ -62,6 +64,7 @@ func parseFlags() options {
 	var opts options
 	flag.StringVar(&opts.natsURL, "nats-url", jetstream.URLFromEnv(), "URL of the NATS server with JetStream (env NATS_URL).")
 	flag.StringVar(&opts.stream, "stream", jetstream.DefaultStreamName, "Name of the JetStream stream that carries the cellos events.")
+	flag.StringVar(&opts.publishSubjectPrefix, "publish-subject-prefix", publish.DefaultSubjectPrefix, "Subject prefix of the events the operator publishes for declared Formations; they go to <prefix>.formation.<formationId>.")
 	flag.StringVar(&opts.namespace, "namespace", "", "Namespace for objects first seen in the stream (default: the operator's namespace).")
 	flag.StringVar(&opts.cursorConfigMap, "cursor-configmap", "cellos-projection-cursor", "Name of the ConfigMap, in the operator's namespace, that holds the resume cursor.")
 	flag.BoolVar(&opts.leaderElect, "leader-elect", false, "Elect a leader through a Lease, so that only one replica consumes and writes.")
@@ -143,6 +146,7 @@ func run() error {
 	err = controllers.Setup(ctx, mgr, controllers.Config{
 		Store: projection, Namespace: opts.namespace, FlushWindow: opts.flushWindow, Workers: opts.writers,
 		Clock: clock.RealClock{}, Recorder: mgr.GetEventRecorder("cellos-operator"),
+		Publisher: &publish.Publisher{JetStream: js, SubjectPrefix: opts.publishSubjectPrefix, Clock: clock.RealClock{}},
 	})
 	if err != nil {
 		return err

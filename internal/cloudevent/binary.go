@@ -61,7 +61,7 @@ func decodeBinary(header map[string][]string, payload []byte) (Event, error) {
 	if err != nil {
 		return Event{}, &DecodeError{Reason: "binary-mode " + err.Error()}
 	}
-	ev := Event{ID: attrs["id"], Type: attrs["type"], Subject: attrs["subject"]}
+	ev := Event{ID: attrs["id"], Type: attrs["type"], Source: attrs["source"], Subject: attrs["subject"]}
 	if t, ok := attrs["time"]; ok {
 		ev.Time = parseTime(t)
 	}

@@ -21,15 +21,16 @@ import (
 	"unicode/utf8"
 )
 
-// Event is the subset of a CloudEvent the projection reads; `specversion`,
-// `source` and `datacontenttype` are not decoded, because no rule depends on
-// them. Members that are absent or not JSON strings (attribute headers that
+// Event is the subset of a CloudEvent the projection reads; `specversion`
+// and `datacontenttype` are not decoded, because no rule depends on them. Members that are absent or not JSON strings (attribute headers that
 // are absent, in binary mode) are left empty instead of failing the decode,
 // so that, for example, `"type": 42` yields an event that is ignored
 // downstream rather than rejected.
 type Event struct {
-	ID      string
-	Type    string
+	ID   string
+	Type string
+	// Source tells the operator's own events from the producers'.
+	Source  string
 	Subject string
 	// Time is the `time` attribute parsed as RFC 3339 (see parseTime); nil
 	// when absent, not a string or not RFC 3339, because a wrong timestamp is
@@ -103,6 +104,8 @@ func decodeStructured(payload []byte) (Event, error) {
 			ev.ID, _ = stringValue(value)
 		case "type":
 			ev.Type, _ = stringValue(value)
+		case "source":
+			ev.Source, _ = stringValue(value)
 		case "subject":
 			ev.Subject, _ = stringValue(value)
 		case "time":

@@ -38,6 +38,10 @@ const (
 	legacyFormationPrefix = "io.cellos.formation.v1."
 )
 
+// OperatorSource is the source of the events the operator itself publishes
+// for declared Formations.
+const OperatorSource = "cellos-operator"
+
 // The formation phases, as they end a formation event type.
 const (
 	PhaseCreated   = "created"
@@ -64,6 +68,14 @@ type Formation struct {
 	// Degraded records that the last phase event applied was `degraded`,
 	// which the phase alone cannot tell apart from `running`.
 	Degraded bool
+	// Namespace is data.namespace of the created event: the namespace of the
+	// Formation that declared the formation, the only one besides the
+	// operator's own that may follow it.
+	Namespace string
+	// Deleted records that the operator cancelled the formation because its
+	// declared Formation was deleted; no later event brings the Formation
+	// back.
+	Deleted bool
 	// Document is the `data` of the first event seen for the formation (JSON
 	// null when that event had none), kept as the reference keeps the
 	// submitted document.
@@ -328,6 +340,12 @@ func (s *State) applyFormation(seq uint64, ev cloudevent.Event, phase string) Ou
 	}
 	f.Phase = newPhase
 	f.Degraded = phase == PhaseDegraded
+	if ns, ok := ev.DataString("namespace"); ok && phase == PhaseCreated && f.Namespace == "" {
+		f.Namespace = ns
+	}
+	if phase == PhaseCancelled && ev.Source == OperatorSource {
+		f.Deleted = true
+	}
 	f.LastAppliedSequence = seq
 	out.Result = ResultApplied
 	out.FormationID = id

@@ -1195,3 +1195,51 @@ func BenchmarkApply(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
 }
+
+// A formation declared in a namespace keeps that namespace from its created
+// event; only the operator's own cancelled event marks it deleted.
+func TestDeclaredFormationFacts(t *testing.T) {
+	const id = "5b0e8f4c-7d1a-4c2e-9f3b-2a6d8e1c4b7a"
+	event := func(phase, source, data string) []byte {
+		return []byte(`{"type":"` + FormationTypePrefix + phase + `","source":"` + source + `","data":{"formationId":"` + id + `"` + data + `}}`)
+	}
+	cases := map[string]struct {
+		events        [][]byte
+		wantNamespace string
+		wantDeleted   bool
+	}{
+		"the created event names the namespace": {
+			events:        [][]byte{event(PhaseCreated, OperatorSource, `,"namespace":"team-a"`)},
+			wantNamespace: "team-a",
+		},
+		"only the created event names it": {
+			events:        [][]byte{event(PhaseCreated, "/cellos/server", ""), event(PhaseRunning, "/s", `,"namespace":"team-b"`)},
+			wantNamespace: "",
+		},
+		"a later created event does not move it": {
+			events:        [][]byte{event(PhaseCreated, OperatorSource, `,"namespace":"team-a"`), event(PhaseCreated, OperatorSource, `,"namespace":"team-b"`)},
+			wantNamespace: "team-a",
+		},
+		"the operator's cancel deletes": {
+			events:      [][]byte{event(PhaseCreated, OperatorSource, ""), event(PhaseCancelled, OperatorSource, "")},
+			wantDeleted: true,
+		},
+		"a producer's cancel does not": {
+			events: [][]byte{event(PhaseCreated, OperatorSource, ""), event(PhaseCancelled, "/cellos/server", "")},
+		},
+	}
+	for name, c := range cases {
+		t.Run(name, func(t *testing.T) {
+			s := NewState()
+			for i, e := range c.events {
+				if out := s.Apply(uint64(i+1), nil, e); out.Result != ResultApplied {
+					t.Fatalf("event %d: %s %s", i+1, out.Result, out.Reason)
+				}
+			}
+			f := s.Formations[id]
+			if f.Namespace != c.wantNamespace || f.Deleted != c.wantDeleted {
+				t.Errorf("namespace %q, deleted %v; want %q, %v", f.Namespace, f.Deleted, c.wantNamespace, c.wantDeleted)
+			}
+		})
+	}
+}

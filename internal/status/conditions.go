@@ -55,11 +55,23 @@ func cellSummary(state cellosv1.CellState, outcome string) summary {
 // declared one just applied from Git: InProgress for kstatus, so that GitOps
 // tools do not call it healthy before the stream has spoken.
 func SetAwaitingStream(s *cellosv1.FormationStatus, generation int64, now time.Time) {
+	SetHeld(s, generation, false, cellosv1.AwaitingStreamReason, "No event of the stream has named this formation yet", now)
+}
+
+// SetHeld sets the kstatus summary of a Formation that holds no projection:
+// InProgress while it waits (for admission, its publish, or the stream), or
+// Failed when it is stalled (an invalid spec, a refused takeover), with the
+// reason and a message that says what to do.
+func SetHeld(s *cellosv1.FormationStatus, generation int64, stalled bool, reason, message string, now time.Time) {
 	s.ObservedGeneration = generation
-	setSummary(&s.Conditions, summary{
-		reconciling: true, reason: cellosv1.AwaitingStreamReason,
-		message: "No event of the stream has named this formation yet",
-	}, generation, metav1.NewTime(now))
+	setSummary(&s.Conditions, summary{reconciling: !stalled, stalled: stalled, reason: reason, message: message},
+		generation, metav1.NewTime(now))
+}
+
+// SetPublished records whether the operator's created event of a declared
+// Formation is in the stream.
+func SetPublished(s *cellosv1.FormationStatus, generation int64, published bool, reason, message string, now time.Time) {
+	setCondition(&s.Conditions, cellosv1.PublishedCondition, published, reason, message, generation, metav1.NewTime(now))
 }
 
 // setFormationConditions writes the kstatus summary of the phase, Complete

@@ -50,7 +50,7 @@ func TestDeclaredFormationFollowsTheStream(t *testing.T) {
 	})
 
 	publish(t, jsc, []sampleMessage{
-		{Subject: "cellos.events.formation." + id, Data: `{"specversion":"1.0","id":"a","type":"dev.cellos.events.cell.formation.v1.created","data":{"formationId":"` + id + `","formationName":"research"}}`},
+		{Subject: "cellos.events.formation." + id, Data: `{"specversion":"1.0","id":"a","type":"dev.cellos.events.cell.formation.v1.created","data":{"formationId":"` + id + `","formationName":"research","namespace":"` + teamNS + `"}}`},
 		{Subject: "cellos.events.formation." + id, Data: `{"specversion":"1.0","id":"b","type":"dev.cellos.events.cell.formation.v1.running","data":{"formationId":"` + id + `"}}`},
 		{Subject: "cellos.events.cell.5b0e8f4c", Data: `{"specversion":"1.0","id":"c","type":"dev.cellos.events.cell.lifecycle.v1.started","time":"2026-11-28T12:00:00Z","data":{"cellId":"research-lead","formationId":"` + id + `"}}`},
 	})
@@ -80,10 +80,11 @@ func TestDeclaredFormationFollowsTheStream(t *testing.T) {
 	}
 }
 
-// A Formation declared after the stream named its id takes the projection
-// over from the observed Formation the operator had made, which goes away.
+// A Formation declared in the operator's namespace after the stream named its
+// id takes the projection over from the observed Formation the operator had
+// made, which goes away.
 func TestDeclaredFormationTakesOverFromTheObservedOne(t *testing.T) {
-	operatorNS, teamNS := newNamespace(t), newNamespace(t)
+	operatorNS := newNamespace(t)
 	const id = "7c3e1a9b-2f4d-4e6a-8b1c-9d0e2f3a4b5c"
 	ctx := context.Background()
 	c := controlPlane.Client
@@ -107,7 +108,7 @@ func TestDeclaredFormationTakesOverFromTheObservedOne(t *testing.T) {
 	})
 
 	declared := &cellosv1.Formation{
-		ObjectMeta: metav1.ObjectMeta{Namespace: teamNS, Name: "research", Labels: map[string]string{cellosv1.FormationIDLabel: id}},
+		ObjectMeta: metav1.ObjectMeta{Namespace: operatorNS, Name: "research", Labels: map[string]string{cellosv1.FormationIDLabel: id}},
 		Spec:       &cellosv1.FormationSpec{Coordinator: "lead", Members: []cellosv1.FormationMember{{Name: "lead"}}},
 	}
 	if err := c.Create(ctx, declared); err != nil {

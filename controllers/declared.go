@@ -1,0 +1,164 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+
+	cellosv1 "cellos.dev/cellos-operator/api/v1"
+	"cellos.dev/cellos-operator/internal/fold"
+	"cellos.dev/cellos-operator/internal/status"
+	"cellos.dev/cellos-operator/internal/store"
+)
+
+// The lifecycle of a declared Formation, before and after the stream drives
+// its status: admission, one created event, and delete = cancel.
+
+// Publisher publishes the operator's own events for declared Formations.
+type Publisher interface {
+	Created(ctx context.Context, id string, f *cellosv1.Formation) error
+	Cancelled(ctx context.Context, id string) error
+}
+
+// declared is one reconcile of a declared Formation f with formation id id
+// (empty before admission), whose projection is want when projected, and
+// which may follow that formation or not. done tells whether the reconcile
+// ends here; otherwise the stream drives f like any other Formation.
+type declared struct {
+	f         *cellosv1.Formation
+	id        string
+	want      fold.Formation
+	projected bool
+	mayFollow bool
+}
+
+// declare runs the steps of a declared Formation's lifecycle that are due.
+func (r *FormationReconciler) declare(ctx context.Context, d declared) (done bool, err error) {
+	f := d.f
+	switch {
+	case f.DeletionTimestamp != nil:
+		return true, r.cancel(ctx, d)
+	case d.id == "":
+		return true, r.admit(ctx, f)
+	case !d.mayFollow:
+		return false, nil
+	case !controllerutil.ContainsFinalizer(f, cellosv1.CancelFinalizer):
+		before := f.DeepCopy()
+		controllerutil.AddFinalizer(f, cellosv1.CancelFinalizer)
+		return true, r.patchMeta(ctx, before, f, "holding the Formation until its formation is cancelled")
+	case admittedHere(f) && !d.projected && !meta.IsStatusConditionTrue(f.Status.Conditions, cellosv1.PublishedCondition):
+		return true, r.publishCreated(ctx, f, d.id)
+	}
+	return false, nil
+}
+
+// admittedHere tells whether the operator admitted f: its formation id is
+// its own uid, not an id of the stream it was labelled with.
+func admittedHere(f *cellosv1.Formation) bool {
+	return f.Status.FormationID == string(f.UID) && f.Labels[cellosv1.FormationIDLabel] == string(f.UID)
+}
+
+// admit gives a valid declared Formation its formation id, its uid, once: the
+// label and the finalizer first, then status. An invalid one is refused,
+// stalled with the reason, and nothing is published.
+func (r *FormationReconciler) admit(ctx context.Context, f *cellosv1.Formation) error {
+	if err := f.Spec.Validate(); err != nil {
+		r.Recorder.Eventf(f, nil, corev1.EventTypeWarning, cellosv1.InvalidSpecReason, "Admit", "Refused: %v", err)
+		return r.hold(ctx, f, true, cellosv1.InvalidSpecReason, fmt.Sprintf("The spec breaks an admission rule; create a corrected Formation: %v", err))
+	}
+	id := string(f.UID)
+	before := f.DeepCopy()
+	metav1.SetMetaDataLabel(&f.ObjectMeta, cellosv1.FormationIDLabel, id)
+	controllerutil.AddFinalizer(f, cellosv1.CancelFinalizer)
+	if err := r.patchMeta(ctx, before, f, "admitting the Formation"); err != nil {
+		return err
+	}
+	f.Status.FormationID = id
+	if err := r.hold(ctx, f, false, cellosv1.AwaitingAdmissionReason, "Admitted; publishing its created event"); err != nil {
+		return err
+	}
+	r.Recorder.Eventf(f, nil, corev1.EventTypeNormal, "Admitted", "Admit", "Admitted as formation %s", id)
+	return nil
+}
+
+// publishCreated publishes f's created event and records the outcome in the
+// Published condition; a failure is returned, to be retried with backoff.
+func (r *FormationReconciler) publishCreated(ctx context.Context, f *cellosv1.Formation, id string) error {
+	now := r.Clock.Now()
+	if err := r.Publisher.Created(ctx, id, f); err != nil {
+		r.Recorder.Eventf(f, nil, corev1.EventTypeWarning, cellosv1.PublishFailedReason, "Publish", "Publishing the created event failed; retrying: %v", err)
+		status.SetPublished(&f.Status, f.Generation, false, cellosv1.PublishFailedReason, err.Error(), now)
+		if werr := updateStatus(ctx, r.Client, store.FormationKind, f); werr != nil {
+			return fmt.Errorf("%w; and recording it: %w", err, werr)
+		}
+		return err
+	}
+	status.SetPublished(&f.Status, f.Generation, true, cellosv1.PublishedReason, "The created event is in the stream", now)
+	status.SetAwaitingStream(&f.Status, f.Generation, now)
+	if err := updateStatus(ctx, r.Client, store.FormationKind, f); err != nil {
+		return err
+	}
+	r.Recorder.Eventf(f, nil, corev1.EventTypeNormal, cellosv1.PublishedReason, "Publish", "Published the created event of formation %s", id)
+	return nil
+}
+
+// cancel lets a declared Formation go. Unless its formation already ended,
+// or it never reached the stream, or it is not this Formation's to cancel,
+// it publishes the cancelled event first, and waits until the stream shows
+// the formation deleted, so that no event brings the Formation back.
+func (r *FormationReconciler) cancel(ctx context.Context, d declared) error {
+	f := d.f
+	if !controllerutil.ContainsFinalizer(f, cellosv1.CancelFinalizer) {
+		return nil
+	}
+	phase := f.Status.Phase
+	if d.projected {
+		phase = d.want.Phase
+	}
+	reached := d.projected || meta.IsStatusConditionTrue(f.Status.Conditions, cellosv1.PublishedCondition)
+	if d.id != "" && d.mayFollow && reached && !terminal(phase) {
+		if err := r.Publisher.Cancelled(ctx, d.id); err != nil {
+			r.Recorder.Eventf(f, nil, corev1.EventTypeWarning, cellosv1.PublishFailedReason, "Cancel", "Publishing the cancelled event failed; retrying: %v", err)
+			return err
+		}
+		r.Recorder.Eventf(f, nil, corev1.EventTypeNormal, cellosv1.CancelledReason, "Cancel", "Published the cancelled event of formation %s", d.id)
+		// Folding it makes the phase Cancelled and queues this Formation
+		// again, which then lets it go.
+		return nil
+	}
+	before := f.DeepCopy()
+	controllerutil.RemoveFinalizer(f, cellosv1.CancelFinalizer)
+	return r.patchMeta(ctx, before, f, "releasing the deleted Formation")
+}
+
+func terminal(phase cellosv1.FormationPhase) bool {
+	return phase == cellosv1.FormationSucceeded || phase == cellosv1.FormationFailed || phase == cellosv1.FormationCancelled
+}
+
+// hold writes the kstatus summary of a declared Formation that holds no
+// projection, when it changes.
+func (r *FormationReconciler) hold(ctx context.Context, f *cellosv1.Formation, stalled bool, reason, message string) error {
+	before := f.Status.DeepCopy()
+	status.SetHeld(&f.Status, f.Generation, stalled, reason, message, r.Clock.Now())
+	if equality.Semantic.DeepEqual(*before, f.Status) {
+		return nil
+	}
+	return updateStatus(ctx, r.Client, store.FormationKind, f)
+}
+
+// patchMeta patches f's labels and finalizers from before, with optimistic
+// locking so that a concurrent change is retried on fresh data.
+func (r *FormationReconciler) patchMeta(ctx context.Context, before, f *cellosv1.Formation, what string) error {
+	if err := r.Patch(ctx, f, client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{})); err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	ctrl.LoggerFrom(ctx).V(1).Info("Patched the Formation", "what", what)
+	return nil
+}
