@@ -1,7 +1,8 @@
 package v1
 
-// Condition types follow kstatus, so that kubectl wait, Flux and Argo CD read
-// Formations and Cells without custom health checks.
+// Condition types follow kstatus, so that kubectl wait and Flux read
+// Formations and Cells without custom health checks; Argo CD reads them
+// through the health checks in config/argocd.
 const (
 	// ReadyCondition is True while the object is up: a Formation that runs or
 	// has succeeded, a Cell that runs or was destroyed after succeeding.

@@ -18,7 +18,7 @@ import (
 
 var now = time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
 
-// kstatusOf computes what kubectl wait, Flux and Argo CD see for obj.
+// kstatusOf computes what kubectl wait and Flux see for obj.
 func kstatusOf(t *testing.T, obj runtime.Object) status.Status {
 	t.Helper()
 	u, err := runtime.DefaultUnstructuredConverter.ToUnstructured(obj)
