@@ -45,7 +45,7 @@ type reconcilers struct {
 
 func startReconcilers(t *testing.T, namespace string) *reconcilers {
 	t.Helper()
-	r := &reconcilers{store: store.New()}
+	r := &reconcilers{store: store.New(0)}
 	r.store.Reset(store.Stream{Name: "CELLOS_EVENTS", Created: time.Now()})
 	mgr, err := ctrl.NewManager(controlPlane.Config, ctrl.Options{
 		Scheme:                 controlPlane.Scheme,

@@ -56,7 +56,7 @@ type options struct {
 	leaderElect                                 bool
 	metricsAddr, probeAddr                      string
 	flushWindow, commitInterval                 time.Duration
-	writers                                     int
+	writers, maxUnflushed                       int
 }
 
 // parseFlags reads the command line, and sets up logging as it asks.
@@ -73,6 +73,7 @@ func parseFlags() options {
 	flag.DurationVar(&opts.flushWindow, "flush-window", 250*time.Millisecond, "How long events on one object gather before its status is written.")
 	flag.DurationVar(&opts.commitInterval, "cursor-commit-interval", time.Second, "How often the cursor ConfigMap is committed.")
 	flag.IntVar(&opts.writers, "concurrent-writes", 4, "How many status writes of each kind may be in flight at once.")
+	flag.IntVar(&opts.maxUnflushed, "max-unflushed-objects", 10000, "How many objects may await their status write before the fold stops pulling the stream, which bounds memory while the API server is away; 0 for no bound.")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -130,7 +131,7 @@ func run() error {
 		return fmt.Errorf("opening JetStream: %w", err)
 	}
 	ctx := ctrl.SetupSignalHandler()
-	projection := store.New()
+	projection := store.New(opts.maxUnflushed)
 	in := &ingest.Ingester{
 		Reader:         mgr.GetAPIReader(),
 		JetStream:      js,

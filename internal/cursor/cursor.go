@@ -20,6 +20,7 @@ const (
 	SequenceKey      = "sequence"
 	StreamKey        = "stream"
 	StreamCreatedKey = "streamCreated"
+	LastGapKey       = "lastGap"
 )
 
 // Position is how far the projection has reached in one stream.
@@ -32,6 +33,9 @@ type Position struct {
 	// StreamCreated tells a stream apart from a later one of the same name,
 	// whose sequences would mean other events.
 	StreamCreated time.Time
+	// LastGap is the last run of sequences found missing from the stream
+	// (purged or deleted), as "first-last"; empty when none was.
+	LastGap string
 }
 
 // ConfigMap reads and writes a Position on one ConfigMap.
@@ -40,29 +44,12 @@ type ConfigMap struct {
 	Key    types.NamespacedName
 }
 
-// Load returns the stored position, and false when there is none yet.
-func (c *ConfigMap) Load(ctx context.Context) (Position, bool, error) {
-	var cm corev1.ConfigMap
-	if err := c.Client.Get(ctx, c.Key, &cm); err != nil {
-		if apierrors.IsNotFound(err) {
-			return Position{}, false, nil
-		}
-		return Position{}, false, fmt.Errorf("reading cursor ConfigMap %s: %w", c.Key, err)
-	}
-	p, err := decode(cm.Data)
-	if err != nil {
-		return Position{}, false, fmt.Errorf("cursor ConfigMap %s: %w", c.Key, err)
-	}
-	return p, true, nil
-}
-
-// Commit stores p unless the stored position is of the same stream and
-// already as high: within one stream the cursor never decreases, even when
-// two writers race, while the cursor of a stream since recreated under the
-// same name is replaced, as its sequences numbered other events. It writes
-// with the
-// ConfigMap's resourceVersion and retries on a conflict. It returns the
-// position now stored.
+// Commit stores p, keeping the stored sequence where it is higher: within
+// one stream the cursor never decreases, even when two writers race, while
+// the cursor of a stream since recreated under the same name (or one that
+// cannot be read) is replaced, as its sequences numbered other events. It
+// writes with the ConfigMap's resourceVersion and retries on a conflict. It
+// returns the position now stored.
 func (c *ConfigMap) Commit(ctx context.Context, p Position) (Position, error) {
 	for {
 		stored, err := c.commitOnce(ctx, p)
@@ -92,9 +79,11 @@ func (c *ConfigMap) commitOnce(ctx context.Context, p Position) (Position, error
 	if err != nil {
 		return Position{}, fmt.Errorf("reading cursor ConfigMap %s: %w", c.Key, err)
 	}
-	if stored, err := decode(cm.Data); err == nil && stored.Stream == p.Stream &&
-		stored.StreamCreated.Equal(p.StreamCreated) && stored.Sequence >= p.Sequence {
-		return stored, nil
+	if stored, err := decode(cm.Data); err == nil && stored.Stream == p.Stream && stored.StreamCreated.Equal(p.StreamCreated) {
+		p.Sequence = max(p.Sequence, stored.Sequence)
+		if p.Sequence == stored.Sequence && p.LastGap == stored.LastGap {
+			return stored, nil
+		}
 	}
 	cm.Data = encode(p)
 	if err := c.Client.Update(ctx, &cm); err != nil {
@@ -108,6 +97,7 @@ func encode(p Position) map[string]string {
 		SequenceKey:      strconv.FormatUint(p.Sequence, 10),
 		StreamKey:        p.Stream,
 		StreamCreatedKey: p.StreamCreated.UTC().Format(time.RFC3339Nano),
+		LastGapKey:       p.LastGap,
 	}
 }
 
@@ -116,7 +106,7 @@ func decode(data map[string]string) (Position, error) {
 	if err != nil {
 		return Position{}, fmt.Errorf("key %q is not a stream sequence: %w", SequenceKey, err)
 	}
-	p := Position{Sequence: seq, Stream: data[StreamKey]}
+	p := Position{Sequence: seq, Stream: data[StreamKey], LastGap: data[LastGapKey]}
 	if s := data[StreamCreatedKey]; s != "" {
 		if p.StreamCreated, err = time.Parse(time.RFC3339Nano, s); err != nil {
 			return Position{}, fmt.Errorf("key %q is not a time: %w", StreamCreatedKey, err)

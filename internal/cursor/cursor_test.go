@@ -23,9 +23,6 @@ func TestCommitNeverDecreases(t *testing.T) {
 	cm := &ConfigMap{Client: cp.Client, Key: types.NamespacedName{Namespace: ns.Name, Name: "cellos-projection-cursor"}}
 	created := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
 
-	if _, found, err := cm.Load(ctx); err != nil || found {
-		t.Fatalf("Load on no ConfigMap: found %v, err %v", found, err)
-	}
 	pos := Position{Sequence: 10, Stream: "CELLOS_EVENTS", StreamCreated: created}
 	if _, err := cm.Commit(ctx, pos); err != nil {
 		t.Fatal(err)
@@ -47,13 +44,38 @@ func TestCommitNeverDecreases(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	got, found, err := cm.Load(ctx)
-	if err != nil || !found || got.Sequence != 27 || got.Stream != "CELLOS_EVENTS" || !got.StreamCreated.Equal(created) {
-		t.Fatalf("after racing commits: %+v found %v err %v; want sequence 27 of CELLOS_EVENTS created %s", got, found, err, created)
+	got := load(t, cm)
+	if got.Sequence != 27 || got.Stream != "CELLOS_EVENTS" || !got.StreamCreated.Equal(created) {
+		t.Fatalf("after racing commits: %+v; want sequence 27 of CELLOS_EVENTS created %s", got, created)
+	}
+
+	// A gap is recorded without moving the sequence back.
+	pos = Position{Sequence: 3, Stream: "CELLOS_EVENTS", StreamCreated: created, LastGap: "12-14"}
+	if stored, err := cm.Commit(ctx, pos); err != nil || stored.Sequence != 27 || stored.LastGap != "12-14" {
+		t.Fatalf("commit of a gap stored %+v (err %v)", stored, err)
+	}
+	if got := load(t, cm); got.Sequence != 27 || got.LastGap != "12-14" {
+		t.Fatalf("stored %+v", got)
 	}
 }
 
-func TestLoadRefusesAGarbledCursor(t *testing.T) {
+// load reads the position stored on cm.
+func load(t *testing.T, cm *ConfigMap) Position {
+	t.Helper()
+	var obj corev1.ConfigMap
+	if err := cm.Client.Get(context.Background(), cm.Key, &obj); err != nil {
+		t.Fatal(err)
+	}
+	p, err := decode(obj.Data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// A cursor that cannot be read is replaced: the projection does not resume
+// from it, so nothing is lost.
+func TestCommitReplacesAGarbledCursor(t *testing.T) {
 	cp := localenv.StartControlPlane(t)
 	ctx := context.Background()
 	cmObj := &corev1.ConfigMap{
@@ -64,7 +86,11 @@ func TestLoadRefusesAGarbledCursor(t *testing.T) {
 		t.Fatal(err)
 	}
 	cm := &ConfigMap{Client: cp.Client, Key: types.NamespacedName{Namespace: "default", Name: "garbled"}}
-	if _, _, err := cm.Load(ctx); err == nil {
-		t.Fatal("a sequence that is not a number loaded without error")
+	pos := Position{Sequence: 4, Stream: "CELLOS_EVENTS", StreamCreated: time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)}
+	if _, err := cm.Commit(ctx, pos); err != nil {
+		t.Fatal(err)
+	}
+	if got := load(t, cm); got.Sequence != 4 {
+		t.Fatalf("stored %+v, want sequence 4", got)
 	}
 }

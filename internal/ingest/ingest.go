@@ -31,9 +31,13 @@ import (
 	"cellos.dev/cellos-operator/internal/store"
 )
 
-// RejectedEventReason is the reason of the Warning Event raised on the cursor
-// ConfigMap for an event that could not be used.
-const RejectedEventReason = "RejectedEvent"
+// The reasons of the Warning Events raised on the cursor ConfigMap.
+const (
+	// RejectedEventReason: an event could not be used.
+	RejectedEventReason = "RejectedEvent"
+	// StreamGapReason: sequences are missing from the stream.
+	StreamGapReason = "StreamGap"
+)
 
 // Ingester consumes the stream on the elected leader. It is a manager
 // Runnable.
@@ -57,12 +61,19 @@ type Ingester struct {
 	rejections *rate.Limiter
 	// streamLast is the stream's last sequence, as last seen.
 	streamLast atomic.Uint64
+	// lastSeq is the sequence of the message handled last, to notice gaps;
+	// only the consumer's goroutine uses it.
+	lastSeq uint64
 
 	mu       sync.Mutex
 	consumer *jetstream.Consumer
 	problem  error
 	// cursorObject is what the Warning Events are about.
 	cursorObject *corev1.ConfigMap
+	// lastGap is the last run of missing sequences, for the cursor.
+	lastGap string
+	// paused is set while the fold waits for status writes to catch up.
+	paused bool
 }
 
 // NeedLeaderElection makes only the leader consume: two writers would fight.
@@ -97,6 +108,10 @@ func (in *Ingester) foldStream(ctx context.Context) error {
 	pos, err := in.startCursor(ctx, stream)
 	if err != nil {
 		return err
+	}
+	in.lastSeq = 0
+	if info.State.FirstSeq > 1 {
+		in.gap(ctx, 1, info.State.FirstSeq-1)
 	}
 
 	commitCtx, stopCommits := context.WithCancel(ctx)
@@ -162,6 +177,12 @@ func (in *Ingester) ensureStream(ctx context.Context) (*natsjs.StreamInfo, error
 // handle folds one message. It runs on the consumer's one goroutine, in
 // stream order.
 func (in *Ingester) handle(ctx context.Context, msg jetstream.Message) error {
+	in.Store.AwaitRoom(ctx, func(unflushed int) { in.pause(ctx, unflushed) })
+	in.resume(ctx)
+	if in.lastSeq != 0 && msg.Sequence > in.lastSeq+1 {
+		in.gap(ctx, in.lastSeq+1, msg.Sequence-1)
+	}
+	in.lastSeq = msg.Sequence
 	out := in.Store.Apply(ctx, msg.Sequence, msg.Header, msg.Payload)
 	eventsTotal.WithLabelValues(string(out.Family), string(out.Result)).Inc()
 	in.observeStreamLast(msg.StreamLast)
@@ -169,6 +190,41 @@ func (in *Ingester) handle(ctx context.Context, msg jetstream.Message) error {
 		in.reject(ctx, out)
 	}
 	return nil
+}
+
+// pause reports that the fold stopped pulling the stream: too many objects
+// wait for their status write, as when the API server is away.
+func (in *Ingester) pause(ctx context.Context, unflushed int) {
+	logr.FromContextOrDiscard(ctx).Info("Paused the fold: too many objects await their status write", "unflushed", unflushed)
+	ingestPaused.Set(1)
+	in.mu.Lock()
+	in.paused = true
+	in.mu.Unlock()
+}
+
+func (in *Ingester) resume(ctx context.Context) {
+	in.mu.Lock()
+	was := in.paused
+	in.paused = false
+	in.mu.Unlock()
+	if was {
+		logr.FromContextOrDiscard(ctx).Info("Resumed the fold")
+		ingestPaused.Set(0)
+	}
+}
+
+// gap surfaces sequences missing from the stream, purged or deleted: the
+// projection cannot reflect their events. It goes on with what remains.
+func (in *Ingester) gap(ctx context.Context, first, last uint64) {
+	logr.FromContextOrDiscard(ctx).Info("The stream has a gap: its events were purged or deleted", "firstMissing", first, "lastMissing", last)
+	streamGapsTotal.Inc()
+	streamGapEventsTotal.Add(float64(last - first + 1))
+	in.mu.Lock()
+	in.lastGap = fmt.Sprintf("%d-%d", first, last)
+	about := in.cursorObject
+	in.mu.Unlock()
+	in.Recorder.Eventf(about, nil, corev1.EventTypeWarning, StreamGapReason, "Project",
+		"Stream sequences %d to %d are missing (purged or deleted): their events are not in the projection", first, last)
 }
 
 func (in *Ingester) observeStreamLast(seq uint64) {
@@ -200,11 +256,16 @@ func (in *Ingester) commitLoop(ctx context.Context, pos cursor.Position) {
 		if last := in.streamLast.Load(); last >= w {
 			lagEvents.Set(float64(last - w))
 		}
-		if w <= pos.Sequence {
+		unflushedObjects.Set(float64(in.Store.Unflushed()))
+		in.mu.Lock()
+		gap := in.lastGap
+		in.mu.Unlock()
+		if w <= pos.Sequence && gap == pos.LastGap {
 			return
 		}
 		next := pos
-		next.Sequence = w
+		next.Sequence = max(w, pos.Sequence)
+		next.LastGap = gap
 		stored, err := in.Cursor.Commit(ctx, next)
 		if err != nil {
 			log.Error(err, "Committing the cursor", "sequence", w)
@@ -234,12 +295,16 @@ func (in *Ingester) setProblem(err error) {
 }
 
 // Healthy is the readiness of the projection: nil on a replica that does
-// not lead, or while the leader can reach the stream and consume it.
+// not lead, or while the leader can reach the stream and consume it, and is
+// not held back by status writes that cannot keep up.
 func (in *Ingester) Healthy() error {
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	if in.problem != nil {
 		return in.problem
+	}
+	if in.paused {
+		return errors.New("the fold is paused: too many objects await their status write (is the API server reachable?)")
 	}
 	if in.consumer != nil {
 		return in.consumer.Healthy()

@@ -32,6 +32,26 @@ var (
 		Help: "Times the stream was found recreated under its name and folded again from its first event.",
 	})
 
+	unflushedObjects = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "cellos_operator_unflushed_objects",
+		Help: "Objects whose status lags the projection; at --max-unflushed-objects the fold pauses.",
+	})
+
+	ingestPaused = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "cellos_operator_ingest_paused",
+		Help: "1 while the fold stops pulling the stream because too many objects await their status write.",
+	})
+
+	streamGapsTotal = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "cellos_operator_stream_gaps_total",
+		Help: "Runs of sequences found missing from the stream (purged or deleted).",
+	})
+
+	streamGapEventsTotal = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "cellos_operator_stream_gap_events_total",
+		Help: "Sequences found missing from the stream, whose events the projection cannot reflect.",
+	})
+
 	consumerErrorsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "cellos_operator_consumer_errors_total",
 		Help: "Problems the JetStream consumer met (missed heartbeats, resets, lost connections), by reason.",
@@ -39,5 +59,5 @@ var (
 )
 
 func init() {
-	metrics.Registry.MustRegister(eventsTotal, cursorSequence, streamLastSequence, lagEvents, streamRecreationsTotal, consumerErrorsTotal)
+	metrics.Registry.MustRegister(eventsTotal, cursorSequence, streamLastSequence, lagEvents, streamRecreationsTotal, unflushedObjects, ingestPaused, streamGapsTotal, streamGapEventsTotal, consumerErrorsTotal)
 }

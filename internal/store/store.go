@@ -70,14 +70,24 @@ type Store struct {
 
 	// lagging carries the ids whose status lags, one channel per kind.
 	lagging map[Kind]chan event.TypedGenericEvent[string]
+
+	// maxUnflushed bounds the dirty objects; 0 leaves them unbounded.
+	maxUnflushed int
+	// room is signalled whenever an object is flushed, to wake AwaitRoom.
+	room chan struct{}
 }
 
-// New returns an empty Store.
-func New() *Store {
-	s := &Store{lagging: map[Kind]chan event.TypedGenericEvent[string]{
-		FormationKind: make(chan event.TypedGenericEvent[string], laggingBuffer),
-		CellKind:      make(chan event.TypedGenericEvent[string], laggingBuffer),
-	}}
+// New returns an empty Store that lets at most maxUnflushed objects lag
+// their status before AwaitRoom holds the fold back (0: no bound).
+func New(maxUnflushed int) *Store {
+	s := &Store{
+		lagging: map[Kind]chan event.TypedGenericEvent[string]{
+			FormationKind: make(chan event.TypedGenericEvent[string], laggingBuffer),
+			CellKind:      make(chan event.TypedGenericEvent[string], laggingBuffer),
+		},
+		maxUnflushed: maxUnflushed,
+		room:         make(chan struct{}, 1),
+	}
 	s.Reset(Stream{})
 	return s
 }
@@ -93,6 +103,43 @@ func (s *Store) Reset(stream Stream) {
 	s.byName = map[Kind]map[string][]string{FormationKind: {}, CellKind: {}}
 	s.dirty = map[Ref]uint64{}
 	s.processed = 0
+	s.signalRoom()
+}
+
+// Unflushed is how many objects' status lags the projection.
+func (s *Store) Unflushed() int {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return len(s.dirty)
+}
+
+// AwaitRoom blocks while the bound of unflushed objects is reached, so that
+// the fold stops pulling the stream while the API server cannot take the
+// writes (it is down, or slower than the stream), and memory stays bounded.
+// paused is called once if it has to wait. It returns when there is room or
+// ctx ends.
+func (s *Store) AwaitRoom(ctx context.Context, paused func(unflushed int)) {
+	for notified := false; ; notified = true {
+		n := s.Unflushed()
+		if s.maxUnflushed == 0 || n < s.maxUnflushed {
+			return
+		}
+		if !notified {
+			paused(n)
+		}
+		select {
+		case <-s.room:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+func (s *Store) signalRoom() {
+	select {
+	case s.room <- struct{}{}:
+	default:
+	}
 }
 
 // Stream is the stream the projection is of.
@@ -202,6 +249,7 @@ func (s *Store) Flushed(ref Ref, seq uint64) {
 	}
 	if s.lastApplied(ref) <= seq {
 		delete(s.dirty, ref)
+		s.signalRoom()
 		return
 	}
 	s.dirty[ref] = seq + 1

@@ -35,7 +35,7 @@ func apply(t *testing.T, s *Store, seq uint64, payload []byte) Ref {
 }
 
 func TestWatermarkWaitsForEveryWrite(t *testing.T) {
-	s := New()
+	s := New(0)
 	f := apply(t, s, 1, created(formationA))
 	c0 := apply(t, s, 2, started("cell-0", formationA))
 	apply(t, s, 3, []byte(`not json`))
@@ -58,7 +58,7 @@ func TestWatermarkWaitsForEveryWrite(t *testing.T) {
 }
 
 func TestEventsAfterASnapshotKeepTheObjectDirty(t *testing.T) {
-	s := New()
+	s := New(0)
 	c := apply(t, s, 1, started("cell-0", ""))
 	apply(t, s, 2, started("cell-0", ""))
 	// A write of the projection as of sequence 1 leaves sequence 2 unwritten.
@@ -73,7 +73,7 @@ func TestEventsAfterASnapshotKeepTheObjectDirty(t *testing.T) {
 }
 
 func TestIDsNamed(t *testing.T) {
-	s := New()
+	s := New(0)
 	apply(t, s, 1, created(formationA))
 	apply(t, s, 2, started("Cell 0", formationA))
 	if got := s.IDsNamed(FormationKind, formationA); len(got) != 1 || got[0] != formationA {
@@ -88,7 +88,7 @@ func TestIDsNamed(t *testing.T) {
 }
 
 func TestResetStartsAnotherStream(t *testing.T) {
-	s := New()
+	s := New(0)
 	first := Stream{Name: "CELLOS_EVENTS", Created: time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)}
 	s.Reset(first)
 	apply(t, s, 1, created(formationA))
@@ -127,7 +127,7 @@ func TestStampTellsStreamsAndSequencesApart(t *testing.T) {
 }
 
 func TestSourceHandsTheControllerItsIDs(t *testing.T) {
-	s := New()
+	s := New(0)
 	got := make(chan string, 1)
 	h := handler.TypedFuncs[string, reconcile.Request]{
 		GenericFunc: func(_ context.Context, e event.TypedGenericEvent[string], _ workqueue.TypedRateLimitingInterface[reconcile.Request]) {
@@ -151,4 +151,37 @@ func TestSourceHandsTheControllerItsIDs(t *testing.T) {
 	case <-time.After(time.Minute):
 		t.Fatal("the controller got nothing")
 	}
+}
+
+func TestAwaitRoomHoldsTheFoldAtTheBound(t *testing.T) {
+	s := New(2)
+	c0 := apply(t, s, 1, started("cell-0", ""))
+	apply(t, s, 2, started("cell-1", ""))
+	paused := make(chan int, 1)
+	returned := make(chan struct{})
+	go func() {
+		s.AwaitRoom(context.Background(), func(n int) { paused <- n })
+		close(returned)
+	}()
+	select {
+	case n := <-paused:
+		if n != 2 {
+			t.Fatalf("paused at %d unflushed, want 2", n)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("did not pause at the bound")
+	}
+	select {
+	case <-returned:
+		t.Fatal("returned before any object was flushed")
+	default:
+	}
+	s.Flushed(c0, 1)
+	select {
+	case <-returned:
+	case <-time.After(time.Minute):
+		t.Fatal("did not resume once an object was flushed")
+	}
+	// Below the bound it returns at once, without pausing.
+	s.AwaitRoom(context.Background(), func(int) { t.Error("paused below the bound") })
 }
