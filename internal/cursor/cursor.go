@@ -44,6 +44,24 @@ type ConfigMap struct {
 	Key    types.NamespacedName
 }
 
+// Load returns the stored position, and false when there is none yet. The
+// operator never resumes from it; it is for tools and tests that watch the
+// projection's progress.
+func (c *ConfigMap) Load(ctx context.Context) (Position, bool, error) {
+	var cm corev1.ConfigMap
+	if err := c.Client.Get(ctx, c.Key, &cm); err != nil {
+		if apierrors.IsNotFound(err) {
+			return Position{}, false, nil
+		}
+		return Position{}, false, fmt.Errorf("reading cursor ConfigMap %s: %w", c.Key, err)
+	}
+	p, err := decode(cm.Data)
+	if err != nil {
+		return Position{}, false, fmt.Errorf("cursor ConfigMap %s: %w", c.Key, err)
+	}
+	return p, true, nil
+}
+
 // Commit stores p, keeping the stored sequence where it is higher: within
 // one stream the cursor never decreases, even when two writers race, while
 // the cursor of a stream since recreated under the same name (or one that

@@ -62,13 +62,9 @@ func TestCommitNeverDecreases(t *testing.T) {
 // load reads the position stored on cm.
 func load(t *testing.T, cm *ConfigMap) Position {
 	t.Helper()
-	var obj corev1.ConfigMap
-	if err := cm.Client.Get(context.Background(), cm.Key, &obj); err != nil {
-		t.Fatal(err)
-	}
-	p, err := decode(obj.Data)
-	if err != nil {
-		t.Fatal(err)
+	p, found, err := cm.Load(context.Background())
+	if err != nil || !found {
+		t.Fatalf("Load: found %v, err %v", found, err)
 	}
 	return p
 }
