@@ -28,8 +28,8 @@ type CellReconciler struct {
 	Config
 }
 
-// +kubebuilder:rbac:groups=cellos.dev,resources=cells,verbs=get;list;watch;create;update;patch;delete
-// +kubebuilder:rbac:groups=cellos.dev,resources=cells/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=cellos.dev,resources=cells,verbs=list;watch;create;patch
+// +kubebuilder:rbac:groups=cellos.dev,resources=cells/status,verbs=update
 
 // Reconcile writes one Cell.
 func (r *CellReconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.Result, err error) {

@@ -27,9 +27,8 @@ type FormationReconciler struct {
 	Config
 }
 
-// +kubebuilder:rbac:groups=cellos.dev,resources=formations,verbs=get;list;watch;create;update;patch;delete
-// +kubebuilder:rbac:groups=cellos.dev,resources=formations/status,verbs=get;update;patch
-// +kubebuilder:rbac:groups=cellos.dev,resources=formations/finalizers,verbs=update
+// +kubebuilder:rbac:groups=cellos.dev,resources=formations,verbs=list;watch;create;patch;delete
+// +kubebuilder:rbac:groups=cellos.dev,resources=formations/status,verbs=update
 
 // Reconcile writes one Formation.
 func (r *FormationReconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.Result, err error) {
