@@ -12,12 +12,22 @@ GO ?= go
 # pins' hash, which a change of pins makes anew.
 CONTROLPLANE_PINS := $(BIN)/.controlplane-$(shell cat hack/tools/go.mod hack/tools/go.sum | sha256sum | cut -c1-12)
 DEVTOOLS_PINS := $(BIN)/.devtools-$(shell cat hack/devtools/go.mod hack/devtools/go.sum | sha256sum | cut -c1-12)
+HELM_PINS := $(BIN)/.helm-$(shell cat hack/helm/go.mod hack/helm/go.sum | sha256sum | cut -c1-12)
 
 CONTROLLER_GEN := $(BIN)/controller-gen
 GOLANGCI_LINT := $(BIN)/golangci-lint
 KUBECTL := $(BIN)/kubectl
 CONTROLPLANE := $(BIN)/kube-apiserver $(BIN)/etcd $(KUBECTL)
 DEVTOOLS := $(CONTROLLER_GEN) $(GOLANGCI_LINT)
+HELM := $(BIN)/helm
+
+# The chart and the values files CI renders it with.
+CHART := charts/cellos-operator
+CHART_VALUES := $(wildcard $(CHART)/ci/*-values.yaml)
+
+# kubectl for the targets that talk to a cluster: the one on PATH, else
+# kubectl alone built into bin/ (not the whole control plane).
+CLUSTER_KUBECTL ?= $(or $(shell command -v kubectl 2>/dev/null),$(KUBECTL))
 
 # envtest finds kube-apiserver, etcd and kubectl here.
 export KUBEBUILDER_ASSETS := $(BIN)
@@ -35,30 +45,38 @@ generate: $(DEVTOOLS) ## Generate deepcopy code for the API types.
 	$(CONTROLLER_GEN) object:headerFile=hack/boilerplate.go.txt paths=./api/...
 
 .PHONY: manifests
-manifests: $(DEVTOOLS) ## Generate the CRDs and RBAC from markers.
+manifests: $(DEVTOOLS) ## Generate the CRDs and RBAC from markers, and the chart's copies of them.
 	$(CONTROLLER_GEN) crd rbac:roleName=manager-role paths=./... output:crd:artifacts:config=config/crd/bases
+	$(GO) run ./hack/chartgen -config config -chart $(CHART)
 
 .PHONY: fmt
 fmt: ## Run gofmt on the code.
 	gofmt -l -w $$(git ls-files '*.go')
 
 .PHONY: verify
-verify: generate manifests $(CONTROLPLANE) ## Regenerate everything and fail if the tree is not clean.
+verify: generate manifests $(CONTROLPLANE) $(HELM) ## Regenerate everything and fail if the tree is not clean.
 	$(BIN)/kubectl kustomize config/default > /dev/null
+	$(HELM) lint --strict $(CHART) $(foreach f,$(CHART_VALUES),&& $(HELM) lint --strict --quiet $(CHART) -f $(f))
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt wants changes in:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
 	$(GO) mod tidy -diff
 	cd hack/tools && $(GO) mod tidy -diff
 	cd hack/devtools && $(GO) mod tidy -diff
+	cd hack/helm && $(GO) mod tidy -diff
 	@git diff --exit-code -- . || { echo "Generated files are stale: run 'make generate manifests' and commit."; exit 1; }
-	@test -z "$$(git status --porcelain --untracked-files=all -- api config)" || { echo "Untracked generated files:"; git status --porcelain -- api config; exit 1; }
+	@test -z "$$(git status --porcelain --untracked-files=all -- api config $(CHART))" || { echo "Untracked generated files:"; git status --porcelain --untracked-files=all -- api config $(CHART); exit 1; }
 
 .PHONY: lint
 lint: $(DEVTOOLS) ## Run golangci-lint.
 	$(GOLANGCI_LINT) run ./...
 
 .PHONY: test
-test: manifests generate $(CONTROLPLANE) ## Run all tests: unit, and integration against a real kube-apiserver, etcd and JetStream.
+test: manifests generate $(CONTROLPLANE) $(HELM) ## Run all tests: unit, and integration against a real kube-apiserver, etcd and JetStream.
 	$(GO) test ./... -count=1 -race -timeout 30m
+
+.PHONY: test-chart
+test-chart: manifests $(CONTROLPLANE) $(HELM) ## Run the chart's tests alone: lint, render each ci/ values file, apply it, and run the manager with its RBAC.
+	$(HELM) lint --strict $(CHART) $(foreach f,$(CHART_VALUES),&& $(HELM) lint --strict --quiet $(CHART) -f $(f))
+	$(GO) test ./test/e2e -run 'Chart|Kustomize' -count=1 -race -v -timeout 10m
 
 .PHONY: bench
 bench: ## Run the benchmarks and print their figures.
@@ -84,17 +102,56 @@ run: manifests ## Run the operator against the current kubeconfig and NATS_URL.
 	$(GO) run ./cmd/manager
 
 IMG ?= cellos-operator:latest
+# The platforms docker-buildx builds for.
+PLATFORMS ?= linux/amd64,linux/arm64
 
 .PHONY: docker-build
-docker-build: ## Build the operator's image (needs a Docker engine).
+docker-build: ## Build the operator's image for this machine's platform (needs a Docker engine).
 	docker build -t $(IMG) .
 
+.PHONY: docker-buildx
+docker-buildx: ## Build and push a multi-platform image of IMG for PLATFORMS (needs Docker with buildx).
+	docker buildx inspect cellos-operator-builder >/dev/null 2>&1 || docker buildx create --name cellos-operator-builder
+	docker buildx build --builder cellos-operator-builder --platform $(PLATFORMS) --tag $(IMG) --push .
+
+##@ Deployment
+
+# dist/overlay is config/default with the image set to IMG, through
+# kustomize's images:, so that nothing under config/ is edited.
+.PHONY: dist/overlay
+dist/overlay:
+	@mkdir -p $@
+	@img='$(IMG)'; name="$$img"; tag=latest; digest=; \
+	case "$$img" in *@*) name="$${img%@*}"; digest="$${img#*@}";; esac; \
+	case "$${name##*/}" in *:*) tag="$${name##*:}"; name="$${name%:*}";; esac; \
+	{ echo "# Written by make from IMG=$(IMG); not committed."; \
+	  echo "resources:"; echo "- ../../config/default"; \
+	  echo "images:"; echo "- name: cellos-operator"; echo "  newName: $$name"; \
+	  if [ -n "$$digest" ]; then echo "  digest: $$digest"; else echo "  newTag: $$tag"; fi; } > $@/kustomization.yaml
+
 .PHONY: install
-install: manifests $(CONTROLPLANE) ## Install the CRDs into the cluster of the current kubeconfig.
-	$(BIN)/kubectl apply --server-side -f config/crd/bases
+install: $(CLUSTER_KUBECTL) ## Install the CRDs into the cluster of the current kubeconfig (needs only kubectl).
+	$(CLUSTER_KUBECTL) apply --server-side -f config/crd/bases
+
+.PHONY: uninstall
+uninstall: $(CLUSTER_KUBECTL) ## Delete the CRDs, and with them every Formation and Cell.
+	$(CLUSTER_KUBECTL) delete --ignore-not-found -f config/crd/bases
+
+.PHONY: deploy
+deploy: dist/overlay $(CLUSTER_KUBECTL) ## Install the operator from config/default with image IMG into the current cluster.
+	$(CLUSTER_KUBECTL) apply --server-side -k dist/overlay
+
+.PHONY: undeploy
+undeploy: dist/overlay $(CLUSTER_KUBECTL) ## Remove what deploy installed, the CRDs (and so every Formation and Cell) included.
+	$(CLUSTER_KUBECTL) delete --ignore-not-found -k dist/overlay
+
+.PHONY: build-installer
+build-installer: dist/overlay $(CLUSTER_KUBECTL) ## Write dist/install.yaml: config/default with image IMG, one file to kubectl apply.
+	$(CLUSTER_KUBECTL) kustomize dist/overlay > dist/install.yaml
+	@echo "Wrote dist/install.yaml for image $(IMG)"
 
 .PHONY: tools
-tools: $(CONTROLPLANE) $(DEVTOOLS) ## Build the pinned tools into bin/.
+tools: $(CONTROLPLANE) $(DEVTOOLS) $(HELM) ## Build the pinned tools into bin/.
 
 $(CONTROLPLANE_PINS):
 	@mkdir -p $(BIN)
@@ -104,6 +161,11 @@ $(CONTROLPLANE_PINS):
 $(DEVTOOLS_PINS):
 	@mkdir -p $(BIN)
 	rm -f $(BIN)/.devtools-*
+	touch $@
+
+$(HELM_PINS):
+	@mkdir -p $(BIN)
+	rm -f $(BIN)/.helm-*
 	touch $@
 
 $(BIN)/kube-apiserver: $(CONTROLPLANE_PINS)
@@ -121,3 +183,7 @@ $(CONTROLLER_GEN): $(DEVTOOLS_PINS)
 
 $(GOLANGCI_LINT): $(DEVTOOLS_PINS)
 	cd hack/devtools && $(GO) build -o $@ github.com/golangci/golangci-lint/v2/cmd/golangci-lint
+
+$(HELM): $(HELM_PINS)
+	@echo "Building helm from hack/helm (the first time takes a few minutes)"
+	cd hack/helm && $(GO) build -o $@ helm.sh/helm/v4/cmd/helm
