@@ -1,0 +1,577 @@
+package e2e
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	authorizationv1 "k8s.io/api/authorization/v1"
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/client-go/tools/clientcmd"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	cellosv1 "cellos.dev/cellos-operator/api/v1"
+	"cellos.dev/cellos-operator/internal/localenv"
+)
+
+// The chart, rendered by the helm that `make test` builds into bin/.
+var chartDir = filepath.Join(localenv.RepoRoot(), "charts", "cellos-operator")
+
+func helm(t testing.TB, args ...string) string {
+	t.Helper()
+	out, err := runHelm(args...)
+	if err != nil {
+		t.Fatalf("helm %s: %v", strings.Join(args, " "), err)
+	}
+	return out
+}
+
+// runHelm runs bin/helm, with its stderr in the error.
+func runHelm(args ...string) (string, error) {
+	cmd := exec.Command(localenv.Binary("helm"), args...)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return "", fmt.Errorf("%w: %s", err, stderr.String())
+	}
+	return string(out), nil
+}
+
+// render is helm template of the chart as release in namespace ns.
+func render(t testing.TB, release, ns string, args ...string) string {
+	t.Helper()
+	return helm(t, append([]string{"template", release, chartDir, "--namespace", ns}, args...)...)
+}
+
+// applyServerSide applies manifests with server-side apply, first as a dry
+// run, in which the API server validates and defaults every object, then
+// for real.
+func applyServerSide(t testing.TB, manifests string) {
+	t.Helper()
+	file := filepath.Join(t.TempDir(), "manifests.yaml")
+	if err := os.WriteFile(file, []byte(manifests), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, dryRun := range []string{"--dry-run=server", "--dry-run=none"} {
+		kubectl(t, "apply", "--server-side", "--field-manager=chart-test", dryRun, "-f", file)
+	}
+}
+
+// prometheusOperatorCRDs stands in for the Prometheus Operator's CRDs, so
+// that the ServiceMonitor and PrometheusRule apply: same group, kinds and
+// names, any content.
+const prometheusOperatorCRDs = `
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: servicemonitors.monitoring.coreos.com
+spec:
+  group: monitoring.coreos.com
+  names: {kind: ServiceMonitor, listKind: ServiceMonitorList, plural: servicemonitors, singular: servicemonitor}
+  scope: Namespaced
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}
+---
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: prometheusrules.monitoring.coreos.com
+spec:
+  group: monitoring.coreos.com
+  names: {kind: PrometheusRule, listKind: PrometheusRuleList, plural: prometheusrules, singular: prometheusrule}
+  scope: Namespaced
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}
+`
+
+// TestChartAppliesWithEachCIValuesFile renders the chart with each values
+// file under ci/ and applies the whole of it, CRDs included, to the API
+// server.
+func TestChartAppliesWithEachCIValuesFile(t *testing.T) {
+	files, err := filepath.Glob(filepath.Join(chartDir, "ci", "*-values.yaml"))
+	if err != nil || len(files) < 3 {
+		t.Fatalf("want at least 3 values files in ci/, got %v (%v)", files, err)
+	}
+	applyServerSide(t, prometheusOperatorCRDs)
+	kubectl(t, "wait", "--for=condition=Established", "--timeout=60s",
+		"crd/servicemonitors.monitoring.coreos.com", "crd/prometheusrules.monitoring.coreos.com")
+	for _, file := range files {
+		name := strings.TrimSuffix(filepath.Base(file), "-values.yaml")
+		t.Run(name, func(t *testing.T) {
+			helm(t, "lint", "--strict", "--quiet", chartDir, "-f", file)
+			ns := newNamespace(t)
+			out := render(t, name, ns, "--include-crds", "-f", file)
+			applyServerSide(t, out)
+			kinds := map[string]int{}
+			for _, obj := range decodeAll(t, out) {
+				kinds[obj.GetKind()]++
+			}
+			for _, kind := range []string{"CustomResourceDefinition", "Deployment", "ClusterRole", "Role", "Service"} {
+				if kinds[kind] == 0 {
+					t.Errorf("no %s rendered; rendered %v", kind, kinds)
+				}
+			}
+		})
+	}
+}
+
+// TestChartRejectsBadValues: the schema refuses a misspelt or wrongly typed
+// value, and the templates a contradictory one, each with a message that
+// names it.
+func TestChartRejectsBadValues(t *testing.T) {
+	cases := []struct {
+		name, want string
+		args       []string
+	}{
+		{"misspelt key", "'ulr' not allowed", []string{"--set", "nats.ulr=nats://x:4222"}},
+		{"misspelt top-level key", "'replicas' not allowed", []string{"--set", "replicas=3"}},
+		{"misspelt secret field", "'nmae' not allowed", []string{"--set", "nats.token.secret.nmae=t"}},
+		{"string for an integer", "/replicaCount", []string{"--set-string", "replicaCount=2"}},
+		{"string for a boolean", "/nats/tls/enabled", []string{"--set-string", "nats.tls.enabled=yes"}},
+		{"not a NATS URL", "/nats/url", []string{"--set", "nats.url=http://nats:4222"}},
+		{"two ways to authenticate", "only one way to authenticate",
+			[]string{"--set", "nats.token.secret.name=t", "--set", "nats.credentials.secret.name=c"}},
+		{"user without password", "needs nats.user.password.secret.name", []string{"--set", "nats.user.name=u"}},
+		{"credentials in the URL", "carries credentials", []string{"--set", "nats.url=nats://u:p@nats:4222"}},
+		{"TLS files without TLS", "nats.tls.enabled is false", []string{"--set", "nats.tls.ca.secret.name=ca"}},
+		{"replicas without leader election", "needs leaderElection.enabled", []string{"--set", "leaderElection.enabled=false"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := runHelm(append([]string{"template", "bad", chartDir}, c.args...)...)
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Errorf("helm template %v: got %v, want an error with %q", c.args, err, c.want)
+			}
+		})
+	}
+}
+
+// TestChartRBACIsEnoughAndNoMore runs the manager as the chart's
+// ServiceAccount, impersonated, with only the RBAC the chart renders: it
+// leads, projects a stream, admits, publishes and cancels a declared
+// Formation, and may read no Secret, nor any ConfigMap but its cursor.
+func TestChartRBACIsEnoughAndNoMore(t *testing.T) {
+	ns := newNamespace(t)
+	const release = "rbac"
+	sa := release + "-cellos-operator-controller-manager"
+	user := "system:serviceaccount:" + ns + ":" + sa
+	groups := []string{"system:serviceaccounts", "system:serviceaccounts:" + ns, "system:authenticated"}
+	applyServerSide(t, render(t, release, ns, "--show-only", "templates/serviceaccount.yaml", "--show-only", "templates/rbac.yaml"))
+	kubeconfig := impersonatingKubeconfig(t, user, groups)
+
+	js := localenv.StartJetStream(t)
+	_, jsc := js.Connect(t)
+	m := startManagerAs(t, kubeconfig, js.URL(), ns, "--leader-elect", "--flush-window=50ms")
+	eventually(t, time.Minute, "manager ready", m.ready)
+
+	// It leads, through its Lease in its namespace.
+	eventually(t, time.Minute, "the Lease names a holder", func() error {
+		var l coordinationv1.Lease
+		if err := controlPlane.Client.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: "cellos-operator.cellos.dev"}, &l); err != nil {
+			return err
+		}
+		if l.Spec.HolderIdentity == nil || *l.Spec.HolderIdentity == "" {
+			return errors.New("no holder")
+		}
+		return nil
+	})
+
+	// It projects a stream, and commits its cursor.
+	want := readExpected(t)
+	publish(t, jsc, readSample(t))
+	eventually(t, time.Minute, "objects match the expected projection", func() error { return matchesExpected(ns, want) })
+	waitForCursor(t, ns, want.LastSequence)
+
+	// It admits a declared Formation, publishes its created event, and
+	// cancels it when it is deleted.
+	ctx := context.Background()
+	f := &cellosv1.Formation{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "declared"},
+		Spec:       &cellosv1.FormationSpec{Coordinator: "lead", Members: []cellosv1.FormationMember{member("lead", "")}},
+	}
+	if err := controlPlane.Client.Create(ctx, f); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, time.Minute, "the declared Formation is published", func() error {
+		if err := controlPlane.Client.Get(ctx, client.ObjectKeyFromObject(f), f); err != nil {
+			return err
+		}
+		if !meta.IsStatusConditionTrue(f.Status.Conditions, cellosv1.PublishedCondition) {
+			return fmt.Errorf("conditions %v", f.Status.Conditions)
+		}
+		return nil
+	})
+	if err := controlPlane.Client.Delete(ctx, f); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, time.Minute, "the deleted Formation is cancelled and gone", func() error {
+		err := controlPlane.Client.Get(ctx, client.ObjectKeyFromObject(f), f)
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		return fmt.Errorf("still there (%v): phase %q, finalizers %v", err, f.Status.Phase, f.Finalizers)
+	})
+
+	// Its Events: events.k8s.io on Formations, core ones from leader election.
+	eventually(t, 30*time.Second, "Events on Formations and on the Lease", func() error {
+		var evs eventsv1.EventList
+		if err := controlPlane.Client.List(ctx, &evs, client.InNamespace(ns)); err != nil {
+			return err
+		}
+		var onFormation, onLease bool
+		for _, e := range evs.Items {
+			onFormation = onFormation || e.Regarding.Kind == "Formation"
+			onLease = onLease || (e.Regarding.Kind == "Lease" && e.Reason == "LeaderElection")
+		}
+		if !onFormation || !onLease {
+			return fmt.Errorf("on a Formation: %v, on the Lease: %v, among %d", onFormation, onLease, len(evs.Items))
+		}
+		return nil
+	})
+	m.stop(t)
+	if logs := m.logs.String(); strings.Contains(strings.ToLower(logs), "forbidden") {
+		t.Errorf("the manager was refused something:\n%s", grepLines(logs, "forbidden"))
+	}
+
+	// And nothing more.
+	other := newNamespace(t)
+	type access struct {
+		verb, group, resource, subresource, name, namespace string
+	}
+	allowed := []access{
+		{"get", "", "configmaps", "", "cellos-projection-cursor", ns},
+		{"update", "", "configmaps", "", "cellos-projection-cursor", ns},
+		{"create", "", "configmaps", "", "", ns},
+		{"get", "coordination.k8s.io", "leases", "", "cellos-operator.cellos.dev", ns},
+		{"update", "coordination.k8s.io", "leases", "", "cellos-operator.cellos.dev", ns},
+		{"create", "", "events", "", "", ns},
+		{"create", "events.k8s.io", "events", "", "", other},
+		{"watch", "cellos.dev", "formations", "", "", ""},
+		{"patch", "cellos.dev", "cells", "", "", other},
+		{"update", "cellos.dev", "formations", "status", "", other},
+	}
+	denied := []access{
+		{"get", "", "secrets", "", "", ns},
+		{"list", "", "secrets", "", "", ""},
+		{"get", "", "configmaps", "", "kube-root-ca.crt", ns},
+		{"get", "", "configmaps", "", "cellos-projection-cursor", other},
+		{"list", "", "configmaps", "", "", ns},
+		{"patch", "", "configmaps", "", "cellos-projection-cursor", ns},
+		{"delete", "", "configmaps", "", "cellos-projection-cursor", ns},
+		{"get", "coordination.k8s.io", "leases", "", "someone-elses", ns},
+		{"create", "coordination.k8s.io", "leases", "", "", other},
+		{"create", "", "events", "", "", other},
+		{"update", "cellos.dev", "cells", "", "", other},
+		{"delete", "cellos.dev", "cells", "", "", other},
+		{"update", "cellos.dev", "formations", "", "", other},
+		{"patch", "cellos.dev", "formations", "status", "", other},
+		{"create", "", "pods", "", "", ns},
+	}
+	for _, c := range []struct {
+		want bool
+		list []access
+	}{{true, allowed}, {false, denied}} {
+		for _, a := range c.list {
+			sar := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
+				User: user, Groups: groups,
+				ResourceAttributes: &authorizationv1.ResourceAttributes{
+					Verb: a.verb, Group: a.group, Resource: a.resource, Subresource: a.subresource, Name: a.name, Namespace: a.namespace,
+				},
+			}}
+			if err := controlPlane.Client.Create(ctx, sar); err != nil {
+				t.Fatal(err)
+			}
+			if sar.Status.Allowed != c.want {
+				t.Errorf("%+v: allowed %v, want %v", a, sar.Status.Allowed, c.want)
+			}
+		}
+	}
+
+	// The same, as the API server answers the ServiceAccount itself.
+	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	as, err := client.New(cfg, client.Options{Scheme: controlPlane.Scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: other, Name: "not-yours"}, StringData: map[string]string{"k": "v"}}
+	if err := controlPlane.Client.Create(ctx, secret); err != nil {
+		t.Fatal(err)
+	}
+	for _, obj := range []client.Object{&corev1.Secret{}, &corev1.ConfigMap{}} {
+		err := as.Get(ctx, types.NamespacedName{Namespace: other, Name: "not-yours"}, obj)
+		if !apierrors.IsForbidden(err) {
+			t.Errorf("reading a %T in another namespace as the ServiceAccount: %v, want forbidden", obj, err)
+		}
+	}
+	if err := as.List(ctx, &corev1.ConfigMapList{}, client.InNamespace(ns)); !apierrors.IsForbidden(err) {
+		t.Errorf("listing ConfigMaps in its own namespace: %v, want forbidden", err)
+	}
+}
+
+// impersonatingKubeconfig is the test control plane's kubeconfig, acting as
+// user with groups.
+func impersonatingKubeconfig(t testing.TB, user string, groups []string) string {
+	t.Helper()
+	cfg, err := clientcmd.LoadFromFile(controlPlane.KubeconfigPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, auth := range cfg.AuthInfos {
+		auth.Impersonate = user
+		auth.ImpersonateGroups = groups
+	}
+	path := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := clientcmd.WriteToFile(*cfg, path); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// chartManager is the manager binary run with a kubeconfig of the test's
+// choosing, its output kept for the test to read.
+type chartManager struct {
+	*manager
+	logs *lockedBuffer
+}
+
+func startManagerAs(t testing.TB, kubeconfig, natsURL, namespace string, extra ...string) *chartManager {
+	t.Helper()
+	m := &chartManager{manager: &manager{probeAddr: freePort(t), metrics: freePort(t), done: make(chan error, 1)}, logs: &lockedBuffer{}}
+	args := append([]string{
+		"--kubeconfig", kubeconfig,
+		"--nats-url", natsURL,
+		"--health-probe-bind-address", m.probeAddr,
+		"--metrics-bind-address", m.metrics,
+	}, extra...)
+	m.cmd = exec.Command(managerBin, args...)
+	m.cmd.Env = append(os.Environ(), "POD_NAMESPACE="+namespace)
+	var out io.Writer = m.logs
+	if testing.Verbose() {
+		out = io.MultiWriter(m.logs, os.Stdout)
+	}
+	m.cmd.Stdout, m.cmd.Stderr = out, out
+	if err := m.cmd.Start(); err != nil {
+		t.Fatalf("starting manager: %v", err)
+	}
+	go func() { m.done <- m.cmd.Wait() }()
+	t.Cleanup(func() { m.stop(t) })
+	return m
+}
+
+func grepLines(s, substr string) string {
+	var b strings.Builder
+	for _, line := range strings.Split(s, "\n") {
+		if strings.Contains(strings.ToLower(line), substr) {
+			b.WriteString(line + "\n")
+		}
+	}
+	return b.String()
+}
+
+// decodeAll decodes every object of a multi-document YAML stream.
+func decodeAll(t testing.TB, manifests string) []*unstructured.Unstructured {
+	t.Helper()
+	d := yaml.NewYAMLOrJSONDecoder(strings.NewReader(manifests), 4096)
+	var objs []*unstructured.Unstructured
+	for {
+		var obj map[string]any
+		if err := d.Decode(&obj); errors.Is(err, io.EOF) {
+			return objs
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		if obj != nil {
+			objs = append(objs, &unstructured.Unstructured{Object: obj})
+		}
+	}
+}
+
+// TestKustomizeInstallsWhatTheChartDoes compares config/default with the
+// chart's defaults, rendered as kustomize names objects: the same objects,
+// the same RBAC, CRDs, Service and PodDisruptionBudget, and a Deployment
+// that differs only in how it is told the NATS settings.
+func TestKustomizeInstallsWhatTheChartDoes(t *testing.T) {
+	out, err := exec.Command(localenv.Binary("kubectl"), "kustomize", filepath.Join(localenv.RepoRoot(), "config", "default")).Output()
+	if err != nil {
+		t.Fatalf("kubectl kustomize config/default: %v", err)
+	}
+	kustomize := index(decodeAll(t, string(out)))
+	chart := index(decodeAll(t, render(t, "cellos-operator", "cellos-system", "--include-crds", "--set", "fullnameOverride=cellos")))
+
+	// Only kustomize makes the namespace, and the ConfigMap it reads NATS
+	// settings from; the chart passes them as flags.
+	for key, obj := range kustomize {
+		if obj.GetKind() == "Namespace" || obj.GetKind() == "ConfigMap" {
+			delete(kustomize, key)
+		}
+	}
+	if got, want := slices.Sorted(mapKeys(kustomize)), slices.Sorted(mapKeys(chart)); !slices.Equal(got, want) {
+		t.Fatalf("objects differ:\nkustomize %v\nchart     %v", got, want)
+	}
+	for key, k := range kustomize {
+		c := chart[key]
+		var paths [][]string
+		switch k.GetKind() {
+		case "CustomResourceDefinition":
+			paths = [][]string{{"spec"}}
+			if c.GetAnnotations()["helm.sh/resource-policy"] != "keep" {
+				t.Errorf("%s: not kept on uninstall", key)
+			}
+		case "ClusterRole", "Role":
+			paths = [][]string{{"rules"}}
+			if !reflect.DeepEqual(rbacLabels(k), rbacLabels(c)) {
+				t.Errorf("%s: aggregation labels differ: kustomize %v, chart %v", key, rbacLabels(k), rbacLabels(c))
+			}
+		case "ClusterRoleBinding", "RoleBinding":
+			paths = [][]string{{"roleRef"}, {"subjects"}}
+		case "ServiceAccount":
+		case "Service":
+			paths = [][]string{{"spec", "ports"}, {"spec", "type"}}
+		case "PodDisruptionBudget":
+			paths = [][]string{{"spec", "maxUnavailable"}}
+		case "Deployment":
+			paths = [][]string{{"spec", "replicas"}, {"spec", "template", "spec", "securityContext"},
+				{"spec", "template", "spec", "serviceAccountName"}, {"spec", "template", "spec", "terminationGracePeriodSeconds"}}
+			kc, cc := container(t, k), container(t, c)
+			for _, field := range []string{"ports", "livenessProbe", "readinessProbe", "resources", "securityContext"} {
+				if !reflect.DeepEqual(kc[field], cc[field]) {
+					t.Errorf("%s: container %s differs:\nkustomize %v\nchart     %v", key, field, kc[field], cc[field])
+				}
+			}
+			if kf, cf := flagNames(kc), flagNames(cc); !slices.Equal(kf, cf) {
+				t.Errorf("%s: flags differ:\nkustomize %v\nchart     %v", key, kf, cf)
+			}
+			if kt, ct := spread(t, k), spread(t, c); !slices.Equal(kt, ct) {
+				t.Errorf("%s: topology spread differs: kustomize %v, chart %v", key, kt, ct)
+			}
+		default:
+			t.Errorf("%s: the test does not compare a %s", key, k.GetKind())
+		}
+		for _, path := range paths {
+			kv, _, _ := unstructured.NestedFieldNoCopy(k.Object, path...)
+			cv, _, _ := unstructured.NestedFieldNoCopy(c.Object, path...)
+			if !reflect.DeepEqual(kv, cv) {
+				t.Errorf("%s: %s differs:\nkustomize %v\nchart     %v", key, strings.Join(path, "."), kv, cv)
+			}
+		}
+	}
+}
+
+func index(objs []*unstructured.Unstructured) map[string]*unstructured.Unstructured {
+	m := map[string]*unstructured.Unstructured{}
+	for _, obj := range objs {
+		m[obj.GetKind()+" "+obj.GetNamespace()+"/"+obj.GetName()] = obj
+	}
+	return m
+}
+
+func mapKeys[V any](m map[string]V) func(func(string) bool) {
+	return func(yield func(string) bool) {
+		for k := range m {
+			if !yield(k) {
+				return
+			}
+		}
+	}
+}
+
+func rbacLabels(obj *unstructured.Unstructured) map[string]string {
+	out := map[string]string{}
+	for k, v := range obj.GetLabels() {
+		if strings.HasPrefix(k, "rbac.authorization.k8s.io/") {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+func container(t testing.TB, deploy *unstructured.Unstructured) map[string]any {
+	t.Helper()
+	cs, _, _ := unstructured.NestedSlice(deploy.Object, "spec", "template", "spec", "containers")
+	if len(cs) != 1 {
+		t.Fatalf("%s: %d containers, want 1", deploy.GetName(), len(cs))
+	}
+	return cs[0].(map[string]any)
+}
+
+// flagNames are the container's flags other than those for NATS
+// authentication and TLS, which each install passes in its own way, with
+// their values where these are not NATS settings.
+func flagNames(c map[string]any) []string {
+	var out []string
+	args, _ := c["args"].([]any)
+	for _, a := range args {
+		s, _ := a.(string)
+		name, value, _ := strings.Cut(s, "=")
+		switch {
+		case strings.HasPrefix(name, "--nats-"), name == "--zap-log-level":
+			continue
+		case name == "--stream", name == "--create-stream":
+			out = append(out, name)
+		default:
+			out = append(out, name+"="+value)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+func spread(t testing.TB, deploy *unstructured.Unstructured) []string {
+	t.Helper()
+	cs, _, _ := unstructured.NestedSlice(deploy.Object, "spec", "template", "spec", "topologySpreadConstraints")
+	var out []string
+	for _, c := range cs {
+		m := c.(map[string]any)
+		out = append(out, fmt.Sprint(m["topologyKey"], m["maxSkew"], m["whenUnsatisfiable"], m["matchLabelKeys"]))
+	}
+	return out
+}
+
+// lockedBuffer is a strings.Builder that a process's output and a test may
+// use at once.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf strings.Builder
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
