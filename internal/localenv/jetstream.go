@@ -20,10 +20,16 @@ const readyTimeout = 30 * time.Second
 // waits until it accepts clients. Port 0 picks a free port; the store lives
 // in storeDir. A nil logger keeps the server quiet.
 func RunJetStream(storeDir string, port int, logger server.Logger) (*server.Server, error) {
+	return runJetStream(storeDir, port, logger, nil)
+}
+
+// runJetStream is RunJetStream with configure, when not nil, changing the
+// options before the server starts.
+func runJetStream(storeDir string, port int, logger server.Logger, configure func(*server.Options)) (*server.Server, error) {
 	if port == 0 {
 		port = server.RANDOM_PORT
 	}
-	srv, err := server.NewServer(&server.Options{
+	opts := &server.Options{
 		ServerName:         "cellos",
 		Host:               "127.0.0.1",
 		Port:               port,
@@ -33,7 +39,11 @@ func RunJetStream(storeDir string, port int, logger server.Logger) (*server.Serv
 		JetStreamMaxStore:  1 << 30,
 		NoLog:              logger == nil,
 		NoSigs:             true,
-	})
+	}
+	if configure != nil {
+		configure(opts)
+	}
+	srv, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("configuring nats-server: %w", err)
 	}
@@ -55,6 +65,7 @@ type JetStreamServer struct {
 	t        testing.TB
 	storeDir string
 	port     int
+	config   ServerConfig
 
 	mu  sync.Mutex
 	srv *server.Server // nil while stopped
@@ -64,7 +75,23 @@ type JetStreamServer struct {
 // and a store in t.TempDir(). It is shut down when the test ends.
 func StartJetStream(t testing.TB) *JetStreamServer {
 	t.Helper()
-	s := &JetStreamServer{t: t, storeDir: t.TempDir()}
+	return StartJetStreamWith(t, ServerConfig{})
+}
+
+// ServerConfig changes what StartJetStreamWith starts.
+type ServerConfig struct {
+	// Configure changes the server's options before each start: to require
+	// authentication or TLS, say.
+	Configure func(*server.Options)
+	// Logger receives the server's log; nil forwards its warnings and errors
+	// to the test log in verbose runs, and drops it otherwise.
+	Logger server.Logger
+}
+
+// StartJetStreamWith is StartJetStream with the server changed by cfg.
+func StartJetStreamWith(t testing.TB, cfg ServerConfig) *JetStreamServer {
+	t.Helper()
+	s := &JetStreamServer{t: t, storeDir: t.TempDir(), config: cfg}
 	s.start()
 	// The first start picked a free port; pin it so Restart reuses it.
 	s.port = s.srv.Addr().(*net.TCPAddr).Port
@@ -101,11 +128,11 @@ func (s *JetStreamServer) Restart() {
 
 func (s *JetStreamServer) start() {
 	s.t.Helper()
-	var logger server.Logger
-	if testing.Verbose() {
+	logger := s.config.Logger
+	if logger == nil && testing.Verbose() {
 		logger = &tbLogger{t: s.t}
 	}
-	srv, err := RunJetStream(s.storeDir, s.port, logger)
+	srv, err := runJetStream(s.storeDir, s.port, logger, s.config.Configure)
 	if err != nil {
 		s.t.Fatal(err)
 	}
