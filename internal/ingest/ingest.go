@@ -55,6 +55,9 @@ type Ingester struct {
 	Recorder events.EventRecorder
 	// CommitInterval is how often the cursor is committed.
 	CommitInterval time.Duration
+	// NoCreateStream leaves a missing stream to whoever operates NATS: the
+	// ingester waits for it, unready, and never creates it.
+	NoCreateStream bool
 
 	// rejections limits Warning Events, so that a flood of bad events
 	// cannot flood the API server; every rejection is still logged and counted.
@@ -158,11 +161,18 @@ func (in *Ingester) startCursor(ctx context.Context, stream store.Stream) (curso
 // returns the stream's state.
 func (in *Ingester) ensureStream(ctx context.Context) (*natsjs.StreamInfo, error) {
 	log := logr.FromContextOrDiscard(ctx)
+	get := jetstream.EnsureStream
+	if in.NoCreateStream {
+		get = jetstream.LookupStream
+	}
 	for delay := time.Second; ; delay = min(2*delay, 30*time.Second) {
-		stream, err := jetstream.EnsureStream(ctx, in.JetStream, in.Stream)
+		stream, err := get(ctx, in.JetStream, in.Stream)
 		if err == nil {
 			in.setProblem(nil)
 			return stream.CachedInfo(), nil
+		}
+		if in.NoCreateStream && errors.Is(err, natsjs.ErrStreamNotFound) {
+			err = fmt.Errorf("%w; the operator does not create it (--create-stream=false): waiting for it to be created", err)
 		}
 		in.setProblem(err)
 		log.Error(err, "Cannot reach the stream; retrying", "stream", in.Stream, "retryIn", delay)

@@ -52,6 +52,20 @@ func DefaultStreamConfig(name string) natsjs.StreamConfig {
 	}
 }
 
+// LookupStream returns the stream called name, and never creates it: for
+// deployments where the stream belongs to whoever operates NATS. A missing
+// stream is an error wrapping natsjs.ErrStreamNotFound.
+func LookupStream(ctx context.Context, js natsjs.JetStream, name string) (natsjs.Stream, error) {
+	stream, err := js.Stream(ctx, name)
+	if errors.Is(err, natsjs.ErrStreamNotFound) {
+		return nil, fmt.Errorf("stream %q does not exist: %w", name, err)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("look up stream %q: %w", name, err)
+	}
+	return stream, nil
+}
+
 // EnsureStream returns the stream called name, creating it with
 // DefaultStreamConfig when it does not exist. An existing stream is returned
 // as it is and never updated: its configuration belongs to whoever operates

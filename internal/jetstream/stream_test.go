@@ -1,6 +1,7 @@
 package jetstream
 
 import (
+	"errors"
 	"slices"
 	"testing"
 	"time"
@@ -62,5 +63,29 @@ func TestEnsureStreamLeavesExistingStreamUntouched(t *testing.T) {
 	if !slices.Equal(cfg.Subjects, custom.Subjects) || cfg.Storage != custom.Storage || cfg.MaxAge != custom.MaxAge {
 		t.Fatalf("existing stream was changed: subjects %v, storage %v, maxAge %v; want %v, %v, %v",
 			cfg.Subjects, cfg.Storage, cfg.MaxAge, custom.Subjects, custom.Storage, custom.MaxAge)
+	}
+}
+
+func TestLookupStreamNeverCreates(t *testing.T) {
+	srv := localenv.StartJetStream(t)
+	_, js := srv.Connect(t)
+	ctx := testContext(t)
+
+	if _, err := LookupStream(ctx, js, testStream); !errors.Is(err, natsjs.ErrStreamNotFound) {
+		t.Fatalf("LookupStream of a missing stream: %v, want ErrStreamNotFound", err)
+	}
+	if _, err := js.Stream(ctx, testStream); !errors.Is(err, natsjs.ErrStreamNotFound) {
+		t.Fatalf("LookupStream created the stream: %v", err)
+	}
+	created, err := js.CreateStream(ctx, natsjs.StreamConfig{Name: testStream, Subjects: []string{"elsewhere.>"}, Storage: natsjs.MemoryStorage})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream, err := LookupStream(ctx, js, testStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := stream.CachedInfo().Created, created.CachedInfo().Created; !got.Equal(want) {
+		t.Fatalf("LookupStream returned a stream created at %v, want %v", got, want)
 	}
 }
