@@ -212,13 +212,13 @@ func (r *FormationReconciler) formationsOfID(ctx context.Context, f client.Objec
 }
 
 // SetupWithManager watches Formations, to heal them and settle who holds an
-// id; Cells, for the counts, gathered over the flush window like events; and
-// the store's lagging formations.
+// id; Cells, for the counts, gathered over the count window; and the store's
+// lagging formations.
 func (r *FormationReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("formation").
 		Watches(&cellosv1.Formation{}, handler.EnqueueRequestsFromMapFunc(r.formationsOfID)).
-		Watches(&cellosv1.Cell{}, afterWindow(r.FlushWindow, r.formationOfCell)).
+		Watches(&cellosv1.Cell{}, afterWindow(max(r.CountWindow, r.FlushWindow), r.formationOfCell)).
 		WatchesRawSource(r.Store.Source(store.FormationKind, afterWindow(r.FlushWindow, r.lagging))).
 		WithOptions(controller.Options{MaxConcurrentReconciles: r.Workers}).
 		Complete(r)

@@ -28,6 +28,11 @@ type Config struct {
 	Namespace string
 	// FlushWindow is how long events on one object gather before a write.
 	FlushWindow time.Duration
+	// CountWindow is how long changes to a Formation's Cells gather before
+	// its counts are written: longer than FlushWindow, as a burst of Cells
+	// would otherwise rewrite their Formation for each, while its own events
+	// still come after FlushWindow.
+	CountWindow time.Duration
 	// Workers bounds the concurrent status writes of each kind.
 	Workers int
 	// Clock stamps condition transitions.
