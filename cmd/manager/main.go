@@ -3,7 +3,6 @@
 package main
 
 import (
-	"errors"
 	"flag"
 	"fmt"
 	"net/http"
@@ -11,7 +10,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	natsjs "github.com/nats-io/nats.go/jetstream"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -24,13 +22,13 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	cellosv1 "cellos.dev/cellos-operator/api/v1"
 	"cellos.dev/cellos-operator/controllers"
 	"cellos.dev/cellos-operator/internal/cursor"
 	"cellos.dev/cellos-operator/internal/ingest"
 	"cellos.dev/cellos-operator/internal/jetstream"
+	"cellos.dev/cellos-operator/internal/natsconn"
 	"cellos.dev/cellos-operator/internal/publish"
 	"cellos.dev/cellos-operator/internal/store"
 )
@@ -54,24 +52,30 @@ func main() {
 }
 
 type options struct {
-	natsURL, stream, namespace, cursorConfigMap string
-	publishSubjectPrefix                        string
-	leaderElect                                 bool
-	metricsAddr, probeAddr                      string
-	flushWindow, countWindow, commitInterval    time.Duration
-	writers, maxUnflushed                       int
+	stream, namespace, cursorConfigMap       string
+	publishSubjectPrefix                     string
+	nats                                     natsconn.Options
+	createStream, leaderElect                bool
+	metricsAddr, probeAddr                   string
+	metricsSecure                            bool
+	metricsCertDir                           string
+	flushWindow, countWindow, commitInterval time.Duration
+	writers, maxUnflushed                    int
 }
 
 // parseFlags reads the command line, and sets up logging as it asks.
 func parseFlags() options {
 	var opts options
-	flag.StringVar(&opts.natsURL, "nats-url", jetstream.URLFromEnv(), "URL of the NATS server with JetStream (env NATS_URL).")
+	opts.nats.BindFlags(flag.CommandLine)
 	flag.StringVar(&opts.stream, "stream", jetstream.DefaultStreamName, "Name of the JetStream stream that carries the cellos events.")
+	flag.BoolVar(&opts.createStream, "create-stream", true, "Create the stream when it is missing. With false the operator never creates it, and waits, unready, until it exists.")
 	flag.StringVar(&opts.publishSubjectPrefix, "publish-subject-prefix", publish.DefaultSubjectPrefix, "Subject prefix of the events the operator publishes for declared Formations; they go to <prefix>.formation.<formationId>.")
 	flag.StringVar(&opts.namespace, "namespace", "", "Namespace for objects first seen in the stream (default: the operator's namespace).")
 	flag.StringVar(&opts.cursorConfigMap, "cursor-configmap", "cellos-projection-cursor", "Name of the ConfigMap, in the operator's namespace, that holds the resume cursor.")
 	flag.BoolVar(&opts.leaderElect, "leader-elect", false, "Elect a leader through a Lease, so that only one replica consumes and writes.")
-	flag.StringVar(&opts.metricsAddr, "metrics-bind-address", ":8080", "Address of the Prometheus metrics endpoint; 0 disables it.")
+	flag.StringVar(&opts.metricsAddr, "metrics-bind-address", "", "Address of the Prometheus metrics endpoint (default :8443, or :8080 with --metrics-secure=false); 0 disables it.")
+	flag.BoolVar(&opts.metricsSecure, "metrics-secure", true, "Serve metrics over HTTPS to clients the API server authenticates and authorizes (get on the non-resource URL /metrics); false serves plain HTTP to anyone, for local use.")
+	flag.StringVar(&opts.metricsCertDir, "metrics-cert-dir", "", "Folder with tls.crt and tls.key for the metrics endpoint (default: a self-signed certificate generated at start).")
 	flag.StringVar(&opts.probeAddr, "health-probe-bind-address", ":8081", "Address of the /healthz and /readyz probes; 0 disables them.")
 	flag.DurationVar(&opts.flushWindow, "flush-window", 250*time.Millisecond, "How long events on one object gather before its status is written.")
 	flag.DurationVar(&opts.countWindow, "count-window", time.Second, "How long changes to a Formation's Cells gather before its cell counts are written; its phase still follows --flush-window.")
@@ -104,7 +108,7 @@ func run() error {
 	}
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                        scheme,
-		Metrics:                       metricsserver.Options{BindAddress: opts.metricsAddr},
+		Metrics:                       metricsOptions(opts.metricsAddr, opts.metricsSecure, opts.metricsCertDir),
 		HealthProbeBindAddress:        opts.probeAddr,
 		LeaderElection:                opts.leaderElect,
 		LeaderElectionID:              "cellos-operator.cellos.dev",
@@ -121,19 +125,23 @@ func run() error {
 		return fmt.Errorf("creating manager: %w", err)
 	}
 
-	// The connection retries forever in the background: the operator starts,
-	// reports not ready, and catches up once NATS is reachable.
-	nc, err := nats.Connect(opts.natsURL,
-		nats.Name("cellos-operator"),
-		nats.RetryOnFailedConnect(true),
-		nats.MaxReconnects(-1),
-	)
+	// The connection retries forever in the background, whatever stops it:
+	// the operator starts, reports not ready and why, and catches up once
+	// NATS lets it in.
+	conn, err := natsconn.Connect(&opts.nats, "cellos-operator", ctrl.Log.WithName("nats"))
 	if err != nil {
-		return fmt.Errorf("connecting to NATS at %s: %w", opts.natsURL, err)
+		return err
 	}
-	defer nc.Close()
+	defer conn.Close()
+	if err := mgr.Add(conn); err != nil {
+		return fmt.Errorf("adding the NATS connection: %w", err)
+	}
+	natsAuth, _ := opts.nats.AuthMode()
+	if natsAuth == natsconn.AuthURL {
+		setupLog.Info("The NATS URL carries credentials, which anyone who can read the pod's spec sees: pass them in files instead (--nats-password-file, --nats-token-file, --nats-creds)")
+	}
 
-	js, err := natsjs.New(nc)
+	js, err := natsjs.New(conn.NC)
 	if err != nil {
 		return fmt.Errorf("opening JetStream: %w", err)
 	}
@@ -147,6 +155,7 @@ func run() error {
 		Store:          projection,
 		Recorder:       mgr.GetEventRecorder("cellos-operator"),
 		CommitInterval: opts.commitInterval,
+		NoCreateStream: !opts.createStream,
 	}
 	if err := mgr.Add(in); err != nil {
 		return fmt.Errorf("adding the ingester: %w", err)
@@ -163,14 +172,15 @@ func run() error {
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
 		return fmt.Errorf("adding health check: %w", err)
 	}
-	if err := mgr.AddReadyzCheck("nats", natsConnected(nc)); err != nil {
+	if err := mgr.AddReadyzCheck("nats", func(*http.Request) error { return conn.Healthy() }); err != nil {
 		return fmt.Errorf("adding readiness check: %w", err)
 	}
 	if err := mgr.AddReadyzCheck("projection", func(*http.Request) error { return in.Healthy() }); err != nil {
 		return fmt.Errorf("adding readiness check: %w", err)
 	}
 
-	setupLog.Info("Starting manager", "namespace", opts.namespace, "stream", opts.stream, "natsURL", opts.natsURL)
+	setupLog.Info("Starting manager", "namespace", opts.namespace, "stream", opts.stream, "createStream", opts.createStream,
+		"natsURL", conn.URL(), "natsAuth", natsAuth, "natsTLS", opts.nats.TLS())
 	if err := mgr.Start(ctx); err != nil {
 		return fmt.Errorf("running manager: %w", err)
 	}
@@ -187,17 +197,6 @@ func slimObjects(obj any) (any, error) {
 		}
 	}
 	return obj, nil
-}
-
-// natsConnected makes readiness follow the NATS connection: without it the
-// operator can neither consume the stream nor publish to it.
-func natsConnected(nc *nats.Conn) healthz.Checker {
-	return func(_ *http.Request) error {
-		if !nc.IsConnected() {
-			return errors.New("not connected to NATS: " + nc.Status().String())
-		}
-		return nil
-	}
 }
 
 // operatorNamespace is the namespace the operator runs in: POD_NAMESPACE, else

@@ -393,6 +393,17 @@ func TestTLSHandshakeFirst(t *testing.T) {
 	c := connect(t, &Options{URL: srv.URL(), TLSCAFile: files.CA}, &logs)
 	err = waitRefused(t, c, "set --nats-tls-first")
 	t.Log(err)
+
+	// The other way round: the client shakes hands first, the server sends
+	// its INFO first.
+	plain := startServer(t, func(o *server.Options) {
+		if err := files.RequireTLS(o, false); err != nil {
+			t.Error(err)
+		}
+	})
+	c = connect(t, &Options{URL: plain.URL(), TLSCAFile: files.CA, TLSFirst: true}, &logs)
+	err = waitRefused(t, c, "first record does not look like a TLS handshake")
+	t.Log(err)
 }
 
 func TestCredentialsAndTLSTogether(t *testing.T) {
@@ -425,4 +436,30 @@ func TestServerDownSaysWhy(t *testing.T) {
 	t.Log(err)
 	srv.Restart()
 	waitConnected(t, c)
+}
+
+// A permission the user lacks is logged: the request it refused times out,
+// and the log says why.
+func TestPermissionViolationIsLogged(t *testing.T) {
+	srv := startServer(t, func(o *server.Options) {
+		o.Users = []*server.User{{Username: "operator", Password: password, Permissions: &server.Permissions{
+			Publish:   &server.SubjectPermission{Allow: []string{"allowed.>"}},
+			Subscribe: &server.SubjectPermission{Allow: []string{"_INBOX.>"}},
+		}}}
+	})
+	var logs logBuffer
+	c := connect(t, &Options{URL: srv.URL(), User: "operator", PasswordFile: writeFile(t, "password", password)}, &logs)
+	deadline := time.Now().Add(10 * time.Second)
+	for c.Healthy() != nil && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := c.NC.Publish("forbidden.x", nil); err != nil {
+		t.Fatal(err)
+	}
+	for !strings.Contains(logs.String(), `permissions violation: Permissions Violation for Publish to \"forbidden.x\"`) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the violation is not logged:\n%s", logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }

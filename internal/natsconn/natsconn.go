@@ -78,7 +78,7 @@ type Options struct {
 
 // BindFlags registers the connection's flags on fs.
 func (o *Options) BindFlags(fs *flag.FlagSet) {
-	fs.StringVar(&o.URL, "nats-url", "", "URL of the NATS server with JetStream, or a comma-separated list (default $"+EnvURL+", else "+nats.DefaultURL+"). Put no password in it: use the flags below.")
+	fs.StringVar(&o.URL, "nats-url", "", "URL of the NATS server with JetStream, or a comma-separated list (default $"+EnvURL+", else "+nats.DefaultURL+"). Put no credentials in it: see --nats-creds, --nats-nkey-seed, --nats-user and --nats-token-file.")
 	fs.StringVar(&o.CredsFile, "nats-creds", "", "File with the NATS user's credentials: a user JWT and its nkey seed, as nsc writes them.")
 	fs.StringVar(&o.NkeySeedFile, "nats-nkey-seed", "", "File with a NATS user nkey seed (SU...).")
 	fs.StringVar(&o.User, "nats-user", "", "NATS user name; its password comes from --nats-password-file, else $"+EnvPassword+".")

@@ -149,6 +149,8 @@ func startOperator(ctx context.Context, cfg Config, kubeconfig, natsURL string) 
 		"--namespace", "default",
 		"--health-probe-bind-address", probes,
 		"--metrics-bind-address", metrics,
+		// Plain HTTP: the playground's metrics are for whoever runs it.
+		"--metrics-secure=false",
 		"--zap-encoder=console",
 		"--zap-time-encoding=rfc3339",
 	)

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -9,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -35,10 +37,32 @@ type manager struct {
 	cmd                *exec.Cmd
 	probeAddr, metrics string
 	done               chan error
+	// logs is what the manager wrote to stdout and stderr.
+	logs *syncBuffer
+}
+
+// syncBuffer is a bytes.Buffer that a process's output and a test may use
+// at once.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 // startManager runs the manager built for the tests with the given extra
-// flags; the test stops it with SIGTERM when it ends.
+// flags; the test stops it with SIGTERM when it ends. Its metrics are plain
+// HTTP (--metrics-secure=false), unless extra says otherwise.
 func startManager(t testing.TB, natsURL, namespace string, extra ...string) *manager {
 	t.Helper()
 	return startManagerBinary(t, managerBin, natsURL, namespace, extra...)
@@ -46,18 +70,21 @@ func startManager(t testing.TB, natsURL, namespace string, extra ...string) *man
 
 func startManagerBinary(t testing.TB, bin, natsURL, namespace string, extra ...string) *manager {
 	t.Helper()
-	m := &manager{probeAddr: freePort(t), metrics: freePort(t), done: make(chan error, 1)}
+	m := &manager{probeAddr: freePort(t), metrics: freePort(t), done: make(chan error, 1), logs: &syncBuffer{}}
 	args := append([]string{
 		"--kubeconfig", controlPlane.KubeconfigPath,
 		"--nats-url", natsURL,
 		"--namespace", namespace,
 		"--health-probe-bind-address", m.probeAddr,
 		"--metrics-bind-address", m.metrics,
+		"--metrics-secure=false",
 	}, extra...)
 	m.cmd = exec.Command(bin, args...)
 	m.cmd.Env = append(os.Environ(), "POD_NAMESPACE="+namespace)
+	m.cmd.Stdout, m.cmd.Stderr = m.logs, m.logs
 	if testing.Verbose() {
-		m.cmd.Stdout, m.cmd.Stderr = os.Stdout, os.Stderr
+		out := io.MultiWriter(m.logs, os.Stdout)
+		m.cmd.Stdout, m.cmd.Stderr = out, out
 	}
 	if err := m.cmd.Start(); err != nil {
 		t.Fatalf("starting manager: %v", err)
