@@ -159,7 +159,8 @@ func decodeFile(path string, decode func(*yaml.YAMLOrJSONDecoder) error) error {
 // template: names prefixed with the release's full name (as kustomize's
 // namePrefix does), namespace "system" replaced by the release's, and the
 // ServiceAccount by the chart's. ClusterRoles aggregated into the built-in
-// view and edit roles are switched by rbac.aggregatedRoles.
+// view and edit roles are switched by rbac.aggregatedRoles, and the secure
+// metrics endpoint's (metrics-auth-*) by metrics.secure.
 func rbacTemplate(objs []map[string]any) ([]byte, error) {
 	var b bytes.Buffer
 	b.WriteString("{{- /*\nGenerated from config/rbac by hack/chartgen (make manifests): edit the\n" +
@@ -238,10 +239,26 @@ func writeMeta(b *bytes.Buffer, kind, name, namespace string, labels map[string]
 	return nil
 }
 
+// metricsAuth tells whether a role or binding is for the secure metrics
+// endpoint's authentication and authorization, needed only with it.
+func metricsAuth(name string) bool { return strings.HasPrefix(name, "metrics-auth-") }
+
+// condition is the template condition a role or binding is rendered under,
+// or "" for always.
+func condition(name string, labels map[string]string) string {
+	switch {
+	case aggregated(labels):
+		return ".Values.rbac.aggregatedRoles"
+	case metricsAuth(name):
+		return ".Values.metrics.secure"
+	}
+	return ""
+}
+
 func writeRole(b *bytes.Buffer, kind, name, namespace string, labels map[string]string, rules []rbacv1.PolicyRule) error {
-	agg := aggregated(labels)
-	if agg {
-		b.WriteString("{{- if .Values.rbac.aggregatedRoles }}\n")
+	cond := condition(name, labels)
+	if cond != "" {
+		b.WriteString("{{- if " + cond + " }}\n")
 	}
 	if err := writeMeta(b, kind, name, namespace, labels); err != nil {
 		return err
@@ -263,13 +280,17 @@ func writeRole(b *bytes.Buffer, kind, name, namespace string, labels map[string]
 			sep = "  "
 		}
 	}
-	if agg {
+	if cond != "" {
 		b.WriteString("{{- end }}\n")
 	}
 	return nil
 }
 
 func writeBinding(b *bytes.Buffer, kind, name, namespace string, ref rbacv1.RoleRef, subjects []rbacv1.Subject) error {
+	cond := condition(ref.Name, nil)
+	if cond != "" {
+		b.WriteString("{{- if " + cond + " }}\n")
+	}
 	if err := writeMeta(b, kind, name, namespace, nil); err != nil {
 		return err
 	}
@@ -279,6 +300,9 @@ func writeBinding(b *bytes.Buffer, kind, name, namespace string, ref rbacv1.Role
 			return fmt.Errorf("%s %s binds %s %s/%s; the chart binds only the operator's ServiceAccount", kind, name, s.Kind, s.Namespace, s.Name)
 		}
 		b.WriteString("- kind: ServiceAccount\n  name: {{ include \"cellos-operator.serviceAccountName\" . }}\n  namespace: {{ .Release.Namespace }}\n")
+	}
+	if cond != "" {
+		b.WriteString("{{- end }}\n")
 	}
 	return nil
 }
