@@ -366,13 +366,20 @@ type chartManager struct {
 
 func startManagerAs(t testing.TB, kubeconfig, natsURL, namespace string, extra ...string) *chartManager {
 	t.Helper()
-	m := &chartManager{manager: &manager{probeAddr: freePort(t), metrics: freePort(t), done: make(chan error, 1)}, logs: &lockedBuffer{}}
-	args := append([]string{
+	probe, metrics := freePort(t), freePort(t)
+	return runManager(t, namespace, probe, metrics, append([]string{
 		"--kubeconfig", kubeconfig,
 		"--nats-url", natsURL,
-		"--health-probe-bind-address", m.probeAddr,
-		"--metrics-bind-address", m.metrics,
-	}, extra...)
+		"--health-probe-bind-address", probe,
+		"--metrics-bind-address", metrics,
+	}, extra...))
+}
+
+// runManager runs the manager with exactly args, in namespace, and says
+// where it serves its probes and metrics.
+func runManager(t testing.TB, namespace, probeAddr, metricsAddr string, args []string) *chartManager {
+	t.Helper()
+	m := &chartManager{manager: &manager{probeAddr: probeAddr, metrics: metricsAddr, done: make(chan error, 1)}, logs: &lockedBuffer{}}
 	m.cmd = exec.Command(managerBin, args...)
 	m.cmd.Env = append(os.Environ(), "POD_NAMESPACE="+namespace)
 	var out io.Writer = m.logs
