@@ -53,8 +53,10 @@ func (r *FormationReconciler) declare(ctx context.Context, d declared) (done boo
 		before := f.DeepCopy()
 		controllerutil.AddFinalizer(f, cellosv1.CancelFinalizer)
 		return true, r.patchMeta(ctx, before, f, "holding the Formation until its formation is cancelled")
-	case admittedHere(f) && !d.projected && !meta.IsStatusConditionTrue(f.Status.Conditions, cellosv1.PublishedCondition):
-		return true, r.publishCreated(ctx, f, d.id)
+	case admittedHere(f) && !meta.IsStatusConditionTrue(f.Status.Conditions, cellosv1.PublishedCondition):
+		// Projected, the created event is in the stream already: the
+		// operator stopped between its ack and this status.
+		return true, r.publishCreated(ctx, f, d.id, !d.projected)
 	}
 	return false, nil
 }
@@ -88,10 +90,15 @@ func (r *FormationReconciler) admit(ctx context.Context, f *cellosv1.Formation) 
 	return nil
 }
 
-// publishCreated publishes f's created event and records the outcome in the
-// Published condition; a failure is returned, to be retried with backoff.
-func (r *FormationReconciler) publishCreated(ctx context.Context, f *cellosv1.Formation, id string) error {
+// publishCreated publishes f's created event, unless it is known to be in
+// the stream, and records the outcome in the Published condition; a failure
+// is returned, to be retried with backoff.
+func (r *FormationReconciler) publishCreated(ctx context.Context, f *cellosv1.Formation, id string, publish bool) error {
 	now := r.Clock.Now()
+	if !publish {
+		status.SetPublished(&f.Status, f.Generation, true, cellosv1.PublishedReason, "The created event is in the stream", now)
+		return updateStatus(ctx, r.Client, store.FormationKind, f)
+	}
 	if err := r.Publisher.Created(ctx, id, f); err != nil {
 		r.Recorder.Eventf(f, nil, corev1.EventTypeWarning, cellosv1.PublishFailedReason, "Publish", "Publishing the created event failed; retrying: %v", err)
 		status.SetPublished(&f.Status, f.Generation, false, cellosv1.PublishFailedReason, err.Error(), now)
