@@ -132,7 +132,8 @@ func (c *Conn) Healthy() error {
 func (c *Conn) NeedLeaderElection() bool { return false }
 
 // Start logs each change of the connection's state, until ctx ends: once
-// when it connects, and once for each new reason it cannot.
+// when it connects, and once for each new reason it cannot (a state without
+// a reason yet is not logged).
 func (c *Conn) Start(ctx context.Context) error {
 	interval := c.ReportInterval
 	if interval <= 0 {
@@ -147,7 +148,10 @@ func (c *Conn) Start(ctx context.Context) error {
 		if err != nil {
 			state = err.Error()
 		}
-		if state != last {
+		// Not connected, and no reason known yet: the first attempt is
+		// under way, and its error is worth the log line.
+		unknown := err != nil && errors.Unwrap(err) == nil
+		if state != last && !unknown {
 			last = state
 			if err == nil {
 				server := c.NC.ConnectedUrl()
