@@ -423,8 +423,8 @@ func decodeAll(t testing.TB, manifests string) []*unstructured.Unstructured {
 	}
 }
 
-// TestKustomizeInstallsWhatTheChartDoes compares config/default with the
-// chart's defaults, rendered as kustomize names objects: the same objects,
+// TestKustomizeInstallsWhatTheChartDoes applies config/default, and compares
+// it with the chart's defaults, rendered as kustomize names objects: the same objects,
 // the same RBAC, CRDs, Service and PodDisruptionBudget, and a Deployment
 // that differs only in how it is told the NATS settings.
 func TestKustomizeInstallsWhatTheChartDoes(t *testing.T) {
@@ -432,6 +432,12 @@ func TestKustomizeInstallsWhatTheChartDoes(t *testing.T) {
 	if err != nil {
 		t.Fatalf("kubectl kustomize config/default: %v", err)
 	}
+	// It applies, as make deploy applies it; a dry run needs its namespace.
+	err = controlPlane.Client.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "cellos-system"}})
+	if err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	applyServerSide(t, string(out))
 	kustomize := index(decodeAll(t, string(out)))
 	chart := index(decodeAll(t, render(t, "cellos-operator", "cellos-system", "--include-crds", "--set", "fullnameOverride=cellos")))
 
