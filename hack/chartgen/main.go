@@ -175,7 +175,7 @@ func rbacTemplate(objs []map[string]any) ([]byte, error) {
 		case "ClusterRole":
 			var r rbacv1.ClusterRole
 			if err = fromUnstructured(obj, &r); err == nil {
-				err = writeRole(&b, kind, r.ObjectMeta.Name, "", r.Labels, r.Rules)
+				err = writeRole(&b, kind, r.Name, "", r.Labels, r.Rules)
 			}
 		case "Role":
 			var r rbacv1.Role
