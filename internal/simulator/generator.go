@@ -60,6 +60,11 @@ type Config struct {
 	// InFlight bounds how many formations run at once (zero or less:
 	// DefaultInFlight). Their events interleave.
 	InFlight int
+	// CommandsPerCell is how many command.completed events each cell emits
+	// between started and destroyed (zero or less: one). The earlier ones
+	// exit 0; the last carries the cell's exit code. Many commands make a
+	// chatty stream: few objects, many events each.
+	CommandsPerCell int
 	// Start is the simulated time of the first event; the zero time means
 	// now. Times are whole seconds, as cellos writes them.
 	Start time.Time
@@ -88,6 +93,9 @@ func NewGenerator(cfg Config) *Generator {
 	}
 	if cfg.InFlight <= 0 {
 		cfg.InFlight = DefaultInFlight
+	}
+	if cfg.CommandsPerCell <= 0 {
+		cfg.CommandsPerCell = 1
 	}
 	if cfg.Start.IsZero() {
 		cfg.Start = time.Now()
@@ -192,6 +200,7 @@ type cell struct {
 	source            string
 	exitCode          int
 	step              cellStep
+	commands          int // command.completed events emitted
 }
 
 // choice is one event a formation could emit next: a formation phase, or
@@ -346,7 +355,14 @@ func (g *Generator) cellEvent(f *formation, c *cell) Event {
 		f.started++
 	case cellStarted:
 		typ = fold.TypeCellCommandCompleted
-		data = cellCompletedData{CellID: c.id, ExitCode: c.exitCode, FormationID: f.id}
+		c.commands++
+		code := c.exitCode
+		if c.commands < g.cfg.CommandsPerCell {
+			// Not the last command: it succeeds, and the cell stays started.
+			code = 0
+			c.step--
+		}
+		data = cellCompletedData{CellID: c.id, ExitCode: code, FormationID: f.id}
 	case cellCompleted:
 		typ = fold.TypeCellDestroyed
 		outcome := cellosv1.OutcomeSucceeded

@@ -60,6 +60,7 @@ func TestGenerateFoldsIntoExpectedStates(t *testing.T) {
 		"single cell":       {Seed: 6, Formations: 40, CellsPerFormation: 1, InFlight: 8, FailureRate: 0.5, DegradedRate: 0.5},
 		"many cells":        {Seed: 7, Formations: 10, CellsPerFormation: 12, InFlight: 3, FailureRate: 0.5, DegradedRate: 0.5},
 		"many in flight":    {Seed: 8, Formations: 200, InFlight: 50, FailureRate: 0.2, DegradedRate: 0.2},
+		"chatty cells":      {Seed: 11, Formations: 10, CellsPerFormation: 4, CommandsPerCell: 20, FailureRate: 0.5, DegradedRate: 0.5},
 		"sub-second start":  {Seed: 9, Formations: 3, Start: testStart.Add(700 * time.Millisecond)},
 		"non-UTC start":     {Seed: 10, Formations: 3, Start: testStart.In(time.FixedZone("CET", 3600))},
 		"seed zero allowed": {Seed: 0, Formations: 5},
@@ -87,7 +88,9 @@ func checkStream(t *testing.T, cfg simulator.Config, cells, inFlight int, events
 	t.Helper()
 	state := fold.NewState()
 	ids := map[string]bool{}
-	exit := map[string]int{}         // cell id → exit code
+	exit := map[string]int{}     // cell id → exit code
+	commands := map[string]int{} // cell id → command.completed events
+	perCell := max(cfg.CommandsPerCell, 1)
 	cellsOf := map[string][]string{} // formation id → cell ids
 	phases := map[string][]string{}  // formation id → phases in order
 	inFlightNow, maxInFlight := 0, 0
@@ -166,16 +169,19 @@ func checkStream(t *testing.T, cfg simulator.Config, cells, inFlight int, events
 				}
 				cellsOf[fid] = append(cellsOf[fid], d.Data.CellID)
 			case fold.TypeCellCommandCompleted:
-				if c == nil || c.State != cellosv1.CellRunning || c.ExitCode != nil {
-					t.Fatalf("event %d: command completed on cell %+v", seq, c)
+				if c == nil || c.State != cellosv1.CellRunning || commands[d.Data.CellID] >= perCell {
+					t.Fatalf("event %d: command %d completed on cell %+v", seq, commands[d.Data.CellID]+1, c)
 				}
 				if d.Data.ExitCode == nil {
 					t.Fatalf("event %d: command completed without exitCode", seq)
 				}
+				if commands[d.Data.CellID]++; commands[d.Data.CellID] < perCell && *d.Data.ExitCode != 0 {
+					t.Fatalf("event %d: command %d of %d exits %d; only the last may fail", seq, commands[d.Data.CellID], perCell, *d.Data.ExitCode)
+				}
 				exit[d.Data.CellID] = *d.Data.ExitCode
 			case fold.TypeCellDestroyed:
-				if c == nil || c.State != cellosv1.CellRunning || c.ExitCode == nil {
-					t.Fatalf("event %d: destroyed before command completed: %+v", seq, c)
+				if c == nil || c.State != cellosv1.CellRunning || commands[d.Data.CellID] != perCell {
+					t.Fatalf("event %d: destroyed after %d of %d commands completed: %+v", seq, commands[d.Data.CellID], perCell, c)
 				}
 			default:
 				t.Fatalf("event %d: unexpected type %q", seq, ev.Type)
