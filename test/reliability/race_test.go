@@ -1,0 +1,6 @@
+//go:build race
+
+package reliability
+
+// raceEnabled tells whether the tests run with the race detector.
+const raceEnabled = true

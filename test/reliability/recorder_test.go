@@ -1,0 +1,332 @@
+package reliability
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/watch"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	cellosv1 "cellos.dev/cellos-operator/api/v1"
+	"cellos.dev/cellos-operator/internal/cursor"
+	"cellos.dev/cellos-operator/internal/store"
+)
+
+// recorder watches the Formations, Cells and cursor ConfigMap of one
+// namespace for the whole run and keeps every status and cursor value it
+// sees, in order. check then tells, once every stream of the run is known,
+// whether any lastAppliedSequence or cursor went backwards within one stream,
+// whether an object ever changed the id it holds, and whether any status
+// carries a stamp of no stream of the run.
+//
+// A watch that breaks (the API server stopped) resumes from the last
+// resourceVersion it saw, or lists again when that is too old: a value
+// written and overwritten while no watch was open is not seen, but nothing
+// is written while the API server is away.
+type recorder struct {
+	ns     string
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu      sync.Mutex
+	streams []store.Stream
+	objects map[types.UID]*objectLog
+	cursors []cursor.Position
+	// restarts counts the watches that broke and were opened again.
+	restarts int
+
+	// statusChanges counts the status values seen that differ from the
+	// object's previous one; lastSeq and cursorSeq are the highest seen.
+	statusChanges atomic.Int64
+	lastSeq       atomic.Int64
+	cursorSeq     atomic.Int64
+	cursorCommits atomic.Int64
+}
+
+// objectLog is what the recorder saw of one object.
+type objectLog struct {
+	kind store.Kind
+	name string
+	obs  []observation
+}
+
+type observation struct {
+	id    string
+	seq   int64
+	stamp string
+	at    time.Time
+}
+
+// record starts a recorder for ns; the test stops it with check.
+func record(t testing.TB, ns string) *recorder {
+	t.Helper()
+	c, err := client.NewWithWatch(cp.Config, client.Options{Scheme: cp.Scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &recorder{ns: ns, cancel: cancel, objects: map[types.UID]*objectLog{}}
+	lists := []struct {
+		list client.ObjectList
+		opts []client.ListOption
+	}{
+		{&cellosv1.FormationList{}, []client.ListOption{client.InNamespace(ns)}},
+		{&cellosv1.CellList{}, []client.ListOption{client.InNamespace(ns)}},
+		{&corev1.ConfigMapList{}, []client.ListOption{client.InNamespace(ns), client.MatchingFieldsSelector{Selector: fields.OneTermEqualSelector("metadata.name", cursorName)}}},
+	}
+	for _, l := range lists {
+		r.wg.Go(func() { r.watch(ctx, c, l.list, l.opts) })
+	}
+	t.Cleanup(r.stop)
+	return r
+}
+
+func (r *recorder) stop() {
+	r.cancel()
+	r.wg.Wait()
+}
+
+// addStream makes a stream of the run known, for check to attribute stamps.
+func (r *recorder) addStream(s store.Stream) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, known := range r.streams {
+		if known.Name == s.Name && known.Created.Equal(s.Created) {
+			return
+		}
+	}
+	r.streams = append(r.streams, s)
+}
+
+// watch lists and watches one kind until ctx ends.
+func (r *recorder) watch(ctx context.Context, c client.WithWatch, list client.ObjectList, opts []client.ListOption) {
+	rv := ""
+	for ctx.Err() == nil {
+		if rv == "" {
+			l := list.DeepCopyObject().(client.ObjectList)
+			if err := c.List(ctx, l, opts...); err != nil {
+				sleep(ctx, 200*time.Millisecond)
+				continue
+			}
+			items, _ := extractItems(l)
+			for _, obj := range items {
+				r.observe(obj)
+			}
+			rv = l.GetResourceVersion()
+		}
+		raw := &client.ListOptions{Raw: &metav1.ListOptions{ResourceVersion: rv, AllowWatchBookmarks: true}}
+		w, err := c.Watch(ctx, list.DeepCopyObject().(client.ObjectList), append(append([]client.ListOption(nil), opts...), raw)...)
+		if err != nil {
+			if apierrors.IsResourceExpired(err) || apierrors.IsGone(err) {
+				rv = ""
+			}
+			sleep(ctx, 200*time.Millisecond)
+			continue
+		}
+		rv = r.drain(w, rv)
+		w.Stop()
+		r.mu.Lock()
+		r.restarts++
+		r.mu.Unlock()
+	}
+}
+
+// drain records a watch's events until it ends, and returns the
+// resourceVersion to resume from ("" to list again).
+func (r *recorder) drain(w watch.Interface, rv string) string {
+	for ev := range w.ResultChan() {
+		switch ev.Type {
+		case watch.Added, watch.Modified:
+			obj := ev.Object.(client.Object)
+			r.observe(obj)
+			rv = obj.GetResourceVersion()
+		case watch.Bookmark:
+			if obj, ok := ev.Object.(client.Object); ok {
+				rv = obj.GetResourceVersion()
+			}
+		case watch.Deleted:
+			if obj, ok := ev.Object.(client.Object); ok {
+				rv = obj.GetResourceVersion()
+			}
+		case watch.Error:
+			if s, ok := ev.Object.(*metav1.Status); ok && s.Code == http.StatusGone {
+				return ""
+			}
+			return rv
+		}
+	}
+	return rv
+}
+
+func extractItems(l client.ObjectList) ([]client.Object, error) {
+	var out []client.Object
+	switch l := l.(type) {
+	case *cellosv1.FormationList:
+		for i := range l.Items {
+			out = append(out, &l.Items[i])
+		}
+	case *cellosv1.CellList:
+		for i := range l.Items {
+			out = append(out, &l.Items[i])
+		}
+	case *corev1.ConfigMapList:
+		for i := range l.Items {
+			out = append(out, &l.Items[i])
+		}
+	default:
+		return nil, fmt.Errorf("unexpected list %T", l)
+	}
+	return out, nil
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	select {
+	case <-ctx.Done():
+	case <-time.After(d):
+	}
+}
+
+// observe records one value of an object.
+func (r *recorder) observe(obj runtime.Object) {
+	now := time.Now()
+	switch o := obj.(type) {
+	case *cellosv1.Formation:
+		r.observeStatus(o.UID, store.FormationKind, o.Name, observation{id: o.Status.FormationID, seq: o.Status.LastAppliedSequence, stamp: o.Status.StreamStamp, at: now})
+	case *cellosv1.Cell:
+		r.observeStatus(o.UID, store.CellKind, o.Name, observation{id: o.Status.CellID, seq: o.Status.LastAppliedSequence, stamp: o.Status.StreamStamp, at: now})
+	case *corev1.ConfigMap:
+		seq, err := strconv.ParseUint(o.Data[cursor.SequenceKey], 10, 64)
+		if err != nil {
+			return
+		}
+		created, _ := time.Parse(time.RFC3339Nano, o.Data[cursor.StreamCreatedKey])
+		r.mu.Lock()
+		r.cursors = append(r.cursors, cursor.Position{Sequence: seq, Stream: o.Data[cursor.StreamKey], StreamCreated: created, LastGap: o.Data[cursor.LastGapKey]})
+		r.mu.Unlock()
+		r.cursorSeq.Store(int64(seq))
+		r.cursorCommits.Add(1)
+	}
+}
+
+func (r *recorder) observeStatus(uid types.UID, kind store.Kind, name string, o observation) {
+	if o.seq == 0 {
+		return // created, no status yet
+	}
+	r.mu.Lock()
+	l := r.objects[uid]
+	if l == nil {
+		l = &objectLog{kind: kind, name: name}
+		r.objects[uid] = l
+	}
+	changed := true
+	if n := len(l.obs); n > 0 {
+		last := l.obs[n-1]
+		changed = last.id != o.id || last.seq != o.seq || last.stamp != o.stamp
+	}
+	if changed {
+		l.obs = append(l.obs, o)
+	}
+	r.mu.Unlock()
+	if changed {
+		r.statusChanges.Add(1)
+		for {
+			cur := r.lastSeq.Load()
+			if o.seq <= cur || r.lastSeq.CompareAndSwap(cur, o.seq) {
+				break
+			}
+		}
+	}
+}
+
+// verdict is what check found.
+type verdict struct {
+	// regressions are values that went backwards within one stream.
+	regressions []string
+	// other are the remaining violations: an object that changed its id, a
+	// stamp of no stream of the run.
+	other []string
+	// changes is how many status values were seen.
+	changes int
+}
+
+// check analyses everything recorded so far.
+func (r *recorder) check() verdict {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var v verdict
+	streamOf := func(kind store.Kind, o observation) int {
+		for i, s := range r.streams {
+			if store.Stamp(s, store.Ref{Kind: kind, ID: o.id}, uint64(o.seq)) == o.stamp {
+				return i
+			}
+		}
+		return -1
+	}
+	for _, l := range r.objects {
+		high := map[int]observation{}
+		for i, o := range l.obs {
+			v.changes++
+			if i > 0 && l.obs[0].id != o.id {
+				v.other = append(v.other, fmt.Sprintf("%s %s held id %.60q, then %.60q", l.kind, l.name, l.obs[0].id, o.id))
+			}
+			s := streamOf(l.kind, o)
+			if s < 0 {
+				v.other = append(v.other, fmt.Sprintf("%s %s at sequence %d has a stamp of no stream of the run", l.kind, l.name, o.seq))
+				continue
+			}
+			if h, ok := high[s]; ok && o.seq < h.seq {
+				v.regressions = append(v.regressions, fmt.Sprintf("%s %s went back from sequence %d (seen %s) to %d (seen %s)",
+					l.kind, l.name, h.seq, h.at.Format("15:04:05.000"), o.seq, o.at.Format("15:04:05.000")))
+			}
+			if o.seq > high[s].seq {
+				high[s] = o
+			}
+		}
+	}
+	high := map[string]uint64{}
+	for _, p := range r.cursors {
+		key := p.Stream + "@" + p.StreamCreated.Format(time.RFC3339Nano)
+		if h, ok := high[key]; ok && p.Sequence < h {
+			v.regressions = append(v.regressions, fmt.Sprintf("the cursor of stream %s went back from %d to %d", key, h, p.Sequence))
+		}
+		high[key] = max(high[key], p.Sequence)
+	}
+	return v
+}
+
+// lastCursor is the last cursor value seen.
+func (r *recorder) lastCursor() (cursor.Position, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.cursors) == 0 {
+		return cursor.Position{}, false
+	}
+	return r.cursors[len(r.cursors)-1], true
+}
+
+// mustHold fails the test on any violation, and returns the count of
+// regressions for the report.
+func (r *recorder) mustHold(t testing.TB) int {
+	t.Helper()
+	v := r.check()
+	for _, s := range first(v.regressions, 20) {
+		t.Errorf("regressed: %s", s)
+	}
+	for _, s := range first(v.other, 20) {
+		t.Errorf("violation: %s", s)
+	}
+	t.Logf("watch: %d status values seen, %d cursor values, %d regressions", v.changes, r.cursorCommits.Load(), len(v.regressions))
+	return len(v.regressions)
+}
