@@ -49,13 +49,13 @@ func (b *syncBuffer) String() string {
 
 // manager is one bin/manager process.
 type manager struct {
-	name               string
-	cmd                *exec.Cmd
+	name                   string
+	cmd                    *exec.Cmd
 	probeAddr, metricsAddr string
-	started            time.Time
-	done               chan struct{}
-	err                error // set before done closes
-	logs               *syncBuffer
+	started                time.Time
+	done                   chan struct{}
+	err                    error // set before done closes
+	logs                   *syncBuffer
 	// hwmKiB is the highest VmHWM sampled while it ran.
 	hwmKiB atomic.Int64
 	// signalled tells that the test ended it on purpose (SIGKILL, SIGTERM).
