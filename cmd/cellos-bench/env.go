@@ -1,0 +1,253 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	natsjs "github.com/nats-io/nats.go/jetstream"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/discovery"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"cellos.dev/cellos-operator/internal/jetstream"
+	"cellos.dev/cellos-operator/internal/localenv"
+	"cellos.dev/cellos-operator/internal/store"
+)
+
+// benchNamespace is where every run's objects and the cursor live.
+const benchNamespace = "cellos-bench"
+
+// cluster is one fresh control plane, kube-apiserver and etcd from bin/ with
+// the CRDs installed, and the namespace the run writes to.
+type cluster struct {
+	cp   *localenv.ControlPlane
+	stop func()
+	// cfg and c reach the API server as its administrator, without a
+	// client-side rate limit: API Priority and Fairness is the only limit,
+	// as for the operator, whose client has none either.
+	cfg  *rest.Config
+	c    client.Client
+	disc *discovery.DiscoveryClient
+	ns   string
+}
+
+func newCluster(ctx context.Context) (*cluster, error) {
+	cp, stop, err := localenv.NewControlPlane("")
+	if err != nil {
+		return nil, err
+	}
+	cfg := rest.CopyConfig(cp.Config)
+	cfg.QPS, cfg.Burst = -1, -1
+	c, err := client.New(cfg, client.Options{Scheme: cp.Scheme})
+	if err != nil {
+		stop()
+		return nil, err
+	}
+	disc, err := discovery.NewDiscoveryClientForConfig(cfg)
+	if err != nil {
+		stop()
+		return nil, err
+	}
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: benchNamespace}}
+	if err := c.Create(ctx, ns); err != nil {
+		stop()
+		return nil, fmt.Errorf("creating namespace: %w", err)
+	}
+	return &cluster{cp: cp, stop: stop, cfg: cfg, c: c, disc: disc, ns: benchNamespace}, nil
+}
+
+// requestKey is one series of apiserver_request_total, less the labels that
+// do not tell writes apart.
+type requestKey struct {
+	Resource, Subresource, Verb, Code string
+}
+
+// writeVerbs are the verbs of apiserver_request_total that change state.
+var writeVerbs = map[string]bool{"POST": true, "PUT": true, "PATCH": true, "DELETE": true, "DELETECOLLECTION": true, "APPLY": true}
+
+// requests scrapes the API server's own count of the requests it served,
+// apiserver_request_total, from its /metrics with the administrator's
+// credentials, summed by resource, subresource, verb and code.
+func (cl *cluster) requests(ctx context.Context) (map[requestKey]float64, error) {
+	body, err := cl.disc.RESTClient().Get().AbsPath("/metrics").DoRaw(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("scraping the API server's /metrics: %w", err)
+	}
+	out := map[requestKey]float64{}
+	for line := range strings.SplitSeq(string(body), "\n") {
+		rest, ok := strings.CutPrefix(line, "apiserver_request_total{")
+		if !ok {
+			continue
+		}
+		end := strings.LastIndexByte(rest, '}')
+		if end < 0 {
+			continue
+		}
+		labels := parseLabels(rest[:end])
+		v, err := strconv.ParseFloat(strings.TrimSpace(rest[end+1:]), 64)
+		if err != nil {
+			continue
+		}
+		out[requestKey{labels["resource"], labels["subresource"], labels["verb"], labels["code"]}] += v
+	}
+	return out, nil
+}
+
+// parseLabels reads a Prometheus text-format label set, `a="x",b="y"`.
+func parseLabels(s string) map[string]string {
+	labels := map[string]string{}
+	for s != "" {
+		eq := strings.IndexByte(s, '=')
+		if eq < 0 || eq+1 >= len(s) || s[eq+1] != '"' {
+			break
+		}
+		name := strings.TrimLeft(s[:eq], ", ")
+		var b strings.Builder
+		i := eq + 2
+		for ; i < len(s) && s[i] != '"'; i++ {
+			if s[i] == '\\' && i+1 < len(s) {
+				i++
+			}
+			b.WriteByte(s[i])
+		}
+		labels[name] = b.String()
+		if i+1 > len(s) {
+			break
+		}
+		s = s[i+1:]
+	}
+	return labels
+}
+
+// writeCounts is what a run wrote, from two scrapes of apiserver_request_total.
+type writeCounts struct {
+	// ByKind counts writes by "resource[/subresource] VERB", all codes.
+	ByKind map[string]float64
+	// Total is every write but the API server's own lease renewals.
+	Total float64
+	// Objects is the writes to Formations and Cells, status included.
+	Objects float64
+	// Failed is writes answered with a 4xx or 5xx code, conflicts included.
+	Failed float64
+}
+
+func diffWrites(before, after map[requestKey]float64) writeCounts {
+	w := writeCounts{ByKind: map[string]float64{}}
+	for k, v := range after {
+		d := v - before[k]
+		if d <= 0 || !writeVerbs[k.Verb] || k.Resource == "leases" {
+			continue
+		}
+		name := k.Resource
+		if k.Subresource != "" {
+			name += "/" + k.Subresource
+		}
+		w.ByKind[name+" "+k.Verb] += d
+		w.Total += d
+		if k.Resource == "formations" || k.Resource == "cells" {
+			w.Objects += d
+		}
+		if strings.HasPrefix(k.Code, "4") || strings.HasPrefix(k.Code, "5") {
+			w.Failed += d
+		}
+	}
+	return w
+}
+
+// natsEnv is an embedded JetStream server with the stream, in a folder of
+// its own.
+type natsEnv struct {
+	srv    *server.Server
+	dir    string
+	url    string
+	nc     *nats.Conn
+	js     natsjs.JetStream
+	stream store.Stream
+}
+
+func newNATS(ctx context.Context) (*natsEnv, error) {
+	dir, err := os.MkdirTemp("", "cellos-bench-nats-")
+	if err != nil {
+		return nil, err
+	}
+	srv, err := localenv.RunJetStream(dir, 0, nil)
+	if err != nil {
+		_ = os.RemoveAll(dir)
+		return nil, err
+	}
+	n := &natsEnv{srv: srv, dir: dir, url: srv.ClientURL()}
+	if n.nc, err = nats.Connect(n.url, nats.MaxReconnects(-1)); err != nil {
+		n.close()
+		return nil, err
+	}
+	if n.js, err = natsjs.New(n.nc); err != nil {
+		n.close()
+		return nil, err
+	}
+	s, err := jetstream.EnsureStream(ctx, n.js, jetstream.DefaultStreamName)
+	if err != nil {
+		n.close()
+		return nil, err
+	}
+	n.stream = store.Stream{Name: jetstream.DefaultStreamName, Created: s.CachedInfo().Created}
+	return n, nil
+}
+
+func (n *natsEnv) close() {
+	if n.nc != nil {
+		n.nc.Close()
+	}
+	n.srv.Shutdown()
+	n.srv.WaitForShutdown()
+	_ = os.RemoveAll(n.dir)
+}
+
+// lastSeq is the stream's last sequence.
+func (n *natsEnv) lastSeq(ctx context.Context) (uint64, error) {
+	s, err := n.js.Stream(ctx, jetstream.DefaultStreamName)
+	if err != nil {
+		return 0, err
+	}
+	return s.CachedInfo().State.LastSeq, nil
+}
+
+// procStat reads a process's CPU time (user and system) and peak resident
+// memory from /proc.
+func procStat(pid int) (cpu time.Duration, peakRSS int64, err error) {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, 0, err
+	}
+	// The fields after the command name, which is in parentheses.
+	s := string(stat)
+	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	utime, err1 := strconv.ParseInt(fields[11], 10, 64)
+	stime, err2 := strconv.ParseInt(fields[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, 0, fmt.Errorf("parsing /proc/%d/stat: %v %v", pid, err1, err2)
+	}
+	const clockTicks = 100 // USER_HZ on Linux
+	cpu = time.Duration(utime+stime) * time.Second / clockTicks
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, 0, err
+	}
+	for line := range strings.SplitSeq(string(status), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			if err != nil {
+				return 0, 0, err
+			}
+			return cpu, kb << 10, nil
+		}
+	}
+	return 0, 0, fmt.Errorf("no VmHWM in /proc/%d/status", pid)
+}

@@ -1,0 +1,242 @@
+// Command cellos-bench measures the operator end to end, side by side with a
+// naive projector and with the ceiling of what the API server absorbs, and
+// prints one table from one run.
+//
+// Every run starts a fresh control plane (kube-apiserver and etcd from bin/,
+// as envtest runs them) and a fresh embedded JetStream server, publishes a
+// simulated cellos stream, and measures until every Formation and Cell
+// matches the fold of that stream (internal/fold, run by the harness as an
+// oracle) and, for the operator, its cursor ConfigMap reaches the stream's
+// last sequence. API writes are the API server's own count,
+// apiserver_request_total, scraped from its /metrics before and after.
+// The operator is bin/manager as a process of its own, with its default
+// flags; the naive projector and the ceiling run inside this program.
+//
+// `make bench` runs it after the Go benchmarks; docs/performance.md explains
+// the workloads, the columns and the figures of the last run.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"log"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+	"time"
+
+	"cellos.dev/cellos-operator/internal/localenv"
+	"cellos.dev/cellos-operator/internal/simulator"
+)
+
+func main() {
+	var (
+		manager  = flag.String("manager", filepath.Join(localenv.RepoRoot(), "bin", "manager"), "The operator binary to measure (make build writes bin/manager).")
+		jsonOut  = flag.String("json", "", "Also write every result as JSON to this file, for hack/plot.")
+		goBench  = flag.String("gobench", "", "Output of `go test -bench` to read the fold and start-up figures from, for the targets.")
+		quick    = flag.Bool("quick", false, "Small workloads, for trying the harness out: the figures mean little.")
+		budget   = flag.Duration("budget", 12*time.Minute, "Time for the whole run; the largest memory point is scaled down to fit what is left of it.")
+		steady   = flag.Duration("steady", 20*time.Second, "How long the steady workload offers events.")
+		rate     = flag.Float64("rate", 500, "The steady workload's offered rate, events a second.")
+		maxCells = flag.Int("max-cells", 100_000, "Cells of the largest memory point, if the budget allows.")
+		keepLogs = flag.Bool("keep-logs", false, "Keep the operator's logs (their folder is printed).")
+	)
+	flag.Parse()
+	log.SetFlags(log.Ltime)
+	if _, err := os.Stat(*manager); err != nil {
+		log.Fatalf("no operator binary: %v (run make build)", err)
+	}
+	logDir, err := os.MkdirTemp("", "cellos-bench-logs-")
+	if err != nil {
+		log.Fatal(err)
+	}
+	if *keepLogs {
+		log.Printf("the operator's logs go to %s", logDir)
+	} else {
+		defer os.RemoveAll(logDir)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	b := &bench{manager: *manager, logDir: logDir}
+	p := plan(*quick, *rate, *steady, *maxCells)
+	began := time.Now()
+	loadAtStart := loadAverage()
+	var results []Result
+	record := func(r Result, err error) {
+		if err != nil {
+			log.Printf("%s/%s: %v", r.Workload, r.System, err)
+			if r.Incomplete == "" {
+				r.Incomplete = err.Error()
+			}
+		}
+		log.Printf("%-22s %-8s %7d events %6d objects  %8.0f events/s  %.3f writes/event%s", r.Workload, r.System, r.Events, r.Objects, r.EventsPerSec, r.WritesPerEvent, incomplete(r))
+		results = append(results, r)
+	}
+	for _, wl := range p.live {
+		for _, sys := range []System{Operator, Naive, Ceiling} {
+			if ctx.Err() != nil {
+				log.Fatal(ctx.Err())
+			}
+			r, err := b.runLive(ctx, wl, sys)
+			record(r, err)
+		}
+	}
+
+	// Rebuild from sequence 1 into an empty cluster, and a restart over it.
+	rebuild, replay, err := b.runRebuild(ctx, p.rebuild)
+	record(rebuild, err)
+	if replay.Seconds > 0 || err == nil {
+		record(replay, nil)
+	}
+	ceil, _, err := b.runCeilingAt(ctx, p.rebuild, true, false)
+	record(ceil, err)
+
+	// The largest point: the ceiling writes it, the operator replays it.
+	large := p.large
+	if left := *budget - time.Since(began); !*quick {
+		large = fit(large, ceil, left)
+	}
+	if large.cfg.Formations > 0 {
+		ceil, replay, err := b.runCeilingAt(ctx, large, false, true)
+		record(ceil, err)
+		if err == nil {
+			record(replay, nil)
+		}
+	} else {
+		log.Printf("no time left for a memory point beyond %d cells", p.rebuild.cfg.Formations*p.rebuild.cfg.CellsPerFormation)
+	}
+
+	var gb goBenchFigures
+	if *goBench != "" {
+		if gb, err = readGoBench(*goBench); err != nil {
+			log.Printf("reading %s: %v", *goBench, err)
+		}
+	}
+	rep := report{results: results, gobench: gb, steadyRate: *rate, requestedCells: *maxCells, elapsed: time.Since(began),
+		load: fmt.Sprintf("load average %s at the start, %s at the end", loadAtStart, loadAverage())}
+	rep.print(os.Stdout)
+	if *jsonOut != "" {
+		out, _ := json.MarshalIndent(struct {
+			Machine string   `json:"machine"`
+			Load    string   `json:"load"`
+			Results []Result `json:"results"`
+		}{machine(), rep.load, results}, "", "  ")
+		if err := os.WriteFile(*jsonOut, append(out, '\n'), 0o644); err != nil {
+			log.Fatal(err)
+		}
+	}
+}
+
+func incomplete(r Result) string {
+	if r.Incomplete != "" {
+		return "  INCOMPLETE: " + r.Incomplete
+	}
+	return ""
+}
+
+// benchPlan is every workload of one run.
+type benchPlan struct {
+	live    []workload
+	rebuild workload
+	large   workload
+}
+
+func plan(quick bool, rate float64, steady time.Duration, maxCells int) benchPlan {
+	const cells = 25
+	p := benchPlan{
+		live: []workload{
+			// Every object new, lifecycles of 16 formations interleaved.
+			{name: "burst", cfg: simulator.Config{Seed: 1, Formations: 60, CellsPerFormation: cells, InFlight: 16, FailureRate: 0.2, DegradedRate: 0.2}},
+			// Few objects, 20 command.completed events on each cell.
+			{name: "chatty", cfg: simulator.Config{Seed: 2, Formations: 10, CellsPerFormation: 4, CommandsPerCell: 20, InFlight: 10, FailureRate: 0.2, DegradedRate: 0.2}},
+			// New formations of 5 cells at a fixed rate, for latency.
+			{name: "steady", cfg: simulator.Config{Seed: 3, Formations: formationsFor(rate*steady.Seconds(), 5), CellsPerFormation: 5, InFlight: 16, FailureRate: 0.2, DegradedRate: 0.2}, rate: rate},
+		},
+		rebuild: workload{name: "10k cells", cfg: simulator.Config{Seed: 4, Formations: 10_000 / cells, CellsPerFormation: cells, InFlight: 32, FailureRate: 0.2, DegradedRate: 0.2}},
+		large:   workload{name: "large", cfg: simulator.Config{Seed: 5, Formations: maxCells / cells, CellsPerFormation: cells, InFlight: 64, FailureRate: 0.2, DegradedRate: 0.2}},
+	}
+	if quick {
+		p.live[0].cfg.Formations = 10
+		p.live[1].cfg.Formations = 3
+		p.live[2].cfg.Formations = formationsFor(rate*3, 5)
+		p.rebuild.cfg.Formations = 20
+		p.rebuild.name = "500 cells"
+		p.large.cfg.Formations = 40
+	}
+	if p.large.cfg.Formations > 0 {
+		p.large.name = fmt.Sprintf("%dk cells", p.large.cfg.Formations*cells/1000)
+	}
+	return p
+}
+
+// formationsFor is how many formations of cells cells make about events
+// events.
+func formationsFor(events float64, cells int) int {
+	sample := simulator.Generate(simulator.Config{Seed: 99, Formations: 200, CellsPerFormation: cells, InFlight: 16, FailureRate: 0.2, DegradedRate: 0.2})
+	return max(1, int(events*200/float64(len(sample))+0.5))
+}
+
+// fit scales the large point down to what the time left allows: the
+// ceiling's write rate at the rebuild point, plus time for the API server
+// to list it all to the operator and for the operator to compare it.
+func fit(large workload, rebuildCeiling Result, left time.Duration) workload {
+	if rebuildCeiling.Seconds <= 0 || rebuildCeiling.WritesTotal <= 0 {
+		return large
+	}
+	writesPerSec := rebuildCeiling.WritesTotal / rebuildCeiling.Seconds
+	cells := large.cfg.CellsPerFormation
+	for large.cfg.Formations > 0 {
+		objects := float64(large.cfg.Formations * (cells + 1))
+		// Twice the writing time: populating, then listing and replaying,
+		// which the last run measured at about as long again.
+		need := time.Duration(2*2*objects/writesPerSec*float64(time.Second)) + 30*time.Second
+		if need <= left {
+			break
+		}
+		large.cfg.Formations = large.cfg.Formations * 3 / 4
+		if large.cfg.Formations*cells < 20_000 {
+			large.cfg.Formations = 0
+		}
+	}
+	if large.cfg.Formations > 0 {
+		large.name = fmt.Sprintf("%dk cells", large.cfg.Formations*cells/1000)
+	}
+	return large
+}
+
+// machine describes where the run happened.
+func machine() string {
+	model := "unknown CPU"
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for line := range strings.SplitSeq(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "model name"); ok {
+				model = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(v), ":"))
+				break
+			}
+		}
+	}
+	mem := ""
+	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
+		var kb int64
+		if _, err := fmt.Sscanf(string(b), "MemTotal: %d kB", &kb); err == nil {
+			mem = fmt.Sprintf(", %.0f GiB", float64(kb)/(1<<20))
+		}
+	}
+	return fmt.Sprintf("%d CPUs (%s)%s, %s %s/%s", runtime.NumCPU(), model, mem, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+}
+
+// loadAverage is the 1-minute load average: other work on the machine
+// takes cores from the API server, and so from every figure.
+func loadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	return strings.Fields(string(b))[0]
+}

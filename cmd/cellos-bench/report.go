@@ -1,0 +1,292 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// report prints the run's table, the writes by kind, memory at scale, and
+// each target of the performance issue as met or not.
+type report struct {
+	results        []Result
+	gobench        goBenchFigures
+	steadyRate     float64
+	requestedCells int
+	elapsed        time.Duration
+	load           string
+}
+
+func (rep report) find(workload string, system System) *Result {
+	for i := range rep.results {
+		r := &rep.results[i]
+		if r.Workload == workload && r.System == system && r.Incomplete == "" {
+			return r
+		}
+	}
+	return nil
+}
+
+func (rep report) print(out io.Writer) {
+	fmt.Fprintf(out, "\ncellos-bench on %s, %s in all; %s\n\n", machine(), rep.elapsed.Round(time.Second), rep.load)
+	fmt.Fprintln(out, "| workload | system | events | objects | events/s | writes/event (minimum) | of ceiling | × naive | latency p50 / p99 | operator CPU per 1k events | operator peak RSS |")
+	fmt.Fprintln(out, "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
+	for _, r := range rep.results {
+		ratio, naive, lat, cpu, rss := "", "", "", "", ""
+		if r.System == Operator {
+			base := strings.TrimSuffix(r.Workload, " replay")
+			if c := rep.find(base, Ceiling); c != nil && r.EventsPerSec > 0 {
+				ratio = fmt.Sprintf("%.0f%%", 100*r.EventsPerSec/c.EventsPerSec)
+			}
+			if n := rep.find(base, Naive); n != nil && r.EventsPerSec > 0 {
+				naive = fmt.Sprintf("%.1f×", r.EventsPerSec/n.EventsPerSec)
+			}
+			cpu = fmt.Sprintf("%.2f s", r.CPUSecPer1k)
+			rss = fmt.Sprintf("%.0f MiB", r.PeakRSSMiB)
+		}
+		if r.Latencies > 0 {
+			lat = fmt.Sprintf("%s / %s", ms(r.P50ms), ms(r.P99ms))
+		}
+		rate := fmt.Sprintf("%.0f", r.EventsPerSec)
+		if r.Incomplete != "" {
+			rate = "incomplete"
+		}
+		fmt.Fprintf(out, "| %s | %s | %d | %d | %s | %.3f (%.3f) | %s | %s | %s | %s | %s |\n",
+			r.Workload, r.System, r.Events, r.Objects, rate, r.WritesPerEvent, r.MinPerEvent, ratio, naive, lat, cpu, rss)
+	}
+
+	fmt.Fprintln(out, "\nAPI writes by kind, per event (apiserver_request_total; leases excluded; failed writes in parentheses):")
+	for _, r := range rep.results {
+		if r.Events == 0 || r.Writes == nil {
+			continue
+		}
+		kinds := make([]string, 0, len(r.Writes))
+		for k := range r.Writes {
+			kinds = append(kinds, k)
+		}
+		slices.SortFunc(kinds, func(a, b string) int { return int(r.Writes[b] - r.Writes[a]) })
+		parts := make([]string, 0, len(kinds))
+		for _, k := range kinds {
+			parts = append(parts, fmt.Sprintf("%s %.3f", k, r.Writes[k]/float64(r.Events)))
+		}
+		if len(parts) == 0 {
+			parts = append(parts, "none")
+		}
+		failed := ""
+		if r.WritesFailed > 0 {
+			failed = fmt.Sprintf(" (%.0f failed)", r.WritesFailed)
+		}
+		fmt.Fprintf(out, "- %s, %s: %.0f writes%s: %s\n", r.Workload, r.System, r.WritesTotal, failed, strings.Join(parts, ", "))
+	}
+
+	fmt.Fprintln(out, "\nMemory at scale (the operator's peak RSS, VmHWM):")
+	var mems []memPoint
+	for _, r := range rep.results {
+		if r.System == Operator && r.PeakRSSMiB > 0 && r.Cells >= 1000 && r.Incomplete == "" {
+			mems = append(mems, memPoint{r.Workload, r.Objects, r.Cells, r.PeakRSSMiB})
+			fmt.Fprintf(out, "- %s: %d objects (%d Cells), %.0f MiB, %.0f bytes per object\n",
+				r.Workload, r.Objects, r.Cells, r.PeakRSSMiB, r.PeakRSSMiB*(1<<20)/float64(r.Objects))
+		}
+	}
+	if a, b := memReplays(mems); a != nil && b != nil && b.objects > a.objects {
+		fmt.Fprintf(out, "- marginal, replay %s to %s: %.0f bytes per object\n", a.name, b.name,
+			(b.rssMiB-a.rssMiB)*(1<<20)/float64(b.objects-a.objects))
+	}
+	if largest := maxCells(rep.results); largest < rep.requestedCells {
+		fmt.Fprintf(out, "- %d Cells did not fit the time budget; the largest point measured has %d\n", rep.requestedCells, largest)
+	}
+
+	fmt.Fprintln(out, "\nTargets:")
+	for _, t := range rep.targets() {
+		fmt.Fprintf(out, "- %s: %s (%s)\n", t.name, t.verdict, t.figure)
+	}
+}
+
+type memPoint struct {
+	name    string
+	objects int
+	cells   int
+	rssMiB  float64
+}
+
+// memReplays returns the smallest and largest replay memory points.
+func memReplays(points []memPoint) (small, large *memPoint) {
+	for i := range points {
+		p := &points[i]
+		if !strings.HasSuffix(p.name, "replay") {
+			continue
+		}
+		if small == nil || p.objects < small.objects {
+			small = p
+		}
+		if large == nil || p.objects > large.objects {
+			large = p
+		}
+	}
+	return small, large
+}
+
+func maxCells(results []Result) int {
+	n := 0
+	for _, r := range results {
+		if r.Incomplete == "" {
+			n = max(n, r.Cells)
+		}
+	}
+	return n
+}
+
+func ms(v float64) string {
+	if v >= 1000 {
+		return fmt.Sprintf("%.1f s", v/1000)
+	}
+	return fmt.Sprintf("%.0f ms", v)
+}
+
+type target struct{ name, verdict, figure string }
+
+func verdict(ok bool) string {
+	if ok {
+		return "met"
+	}
+	return "NOT met"
+}
+
+func (rep report) targets() []target {
+	var ts []target
+	unmeasured := func(name string) { ts = append(ts, target{name, "not measured", "its run is missing or incomplete"}) }
+
+	name := "burst: at least 80% of the ceiling's events/s (floor 60%)"
+	if op, c := rep.find("burst", Operator), rep.find("burst", Ceiling); op != nil && c != nil {
+		share := op.EventsPerSec / c.EventsPerSec
+		v := verdict(share >= 0.8)
+		if share < 0.8 && share >= 0.6 {
+			v = "floor met, target NOT met"
+		}
+		ts = append(ts, target{name, v, fmt.Sprintf("%.0f%%: %.0f of %.0f events/s", 100*share, op.EventsPerSec, c.EventsPerSec)})
+	} else {
+		unmeasured(name)
+	}
+	for _, wl := range []string{"burst", "chatty"} {
+		name := wl + ": writes per event at most 1.05 × the minimum"
+		if op := rep.find(wl, Operator); op != nil {
+			ts = append(ts, target{name, verdict(op.WritesPerEvent <= 1.05*op.MinPerEvent),
+				fmt.Sprintf("%.3f against %.3f, %.2f×; Formations and Cells alone %.3f", op.WritesPerEvent, op.MinPerEvent,
+					op.WritesPerEvent/op.MinPerEvent, op.WritesObjects/float64(op.Events))})
+		} else {
+			unmeasured(name)
+		}
+	}
+	name = "chatty: at least 10× the naive projector"
+	if op, n := rep.find("chatty", Operator), rep.find("chatty", Naive); op != nil && n != nil {
+		ts = append(ts, target{name, verdict(op.EventsPerSec >= 10*n.EventsPerSec),
+			fmt.Sprintf("%.1f×: %.0f against %.0f events/s", op.EventsPerSec/n.EventsPerSec, op.EventsPerSec, n.EventsPerSec)})
+	} else {
+		unmeasured(name)
+	}
+	name = "restart replay: at least 100,000 events/s with 0 writes"
+	var replays []string
+	ok := true
+	for _, r := range rep.results {
+		if r.System == Operator && strings.HasSuffix(r.Workload, "replay") {
+			if r.Incomplete != "" {
+				ok = false
+				replays = append(replays, r.Workload+" incomplete")
+				continue
+			}
+			ok = ok && r.EventsPerSec >= 100_000 && r.WritesTotal == 0
+			replays = append(replays, fmt.Sprintf("%s: %s events/s from start to every object compared, %.0f writes", r.Workload, count(r.EventsPerSec), r.WritesTotal))
+		}
+	}
+	if len(replays) > 0 {
+		ts = append(ts, target{name, verdict(ok), strings.Join(replays, "; ")})
+	} else {
+		unmeasured(name)
+	}
+	name = "decode and fold: at least 500,000 events/s on one core"
+	if rep.gobench.applyEventsPerSec > 0 {
+		fig := fmt.Sprintf("BenchmarkApply %s events/s", count(rep.gobench.applyEventsPerSec))
+		if rep.gobench.startUpEventsPerSec > 0 {
+			fig += fmt.Sprintf("; BenchmarkStartUp, 1M events from JetStream into the store, %s events/s, %.1f s", count(rep.gobench.startUpEventsPerSec), rep.gobench.startUpSeconds)
+		}
+		ts = append(ts, target{name, verdict(rep.gobench.applyEventsPerSec >= 500_000), fig})
+	} else {
+		ts = append(ts, target{name, "not measured", "pass -gobench with the output of go test -bench"})
+	}
+	name = fmt.Sprintf("p99 event-to-status latency at most 300 ms at %.0f events/s", rep.steadyRate)
+	if op := rep.find("steady", Operator); op != nil {
+		fig := fmt.Sprintf("p99 %s, p50 %s", ms(op.P99ms), ms(op.P50ms))
+		if op.BehindAtPublishEnd > 0 {
+			fig += fmt.Sprintf("; the cursor %d events behind when publishing ended", op.BehindAtPublishEnd)
+		}
+		ts = append(ts, target{name, verdict(op.P99ms <= 300), fig})
+	} else {
+		unmeasured(name)
+	}
+	name = "at most 2 KiB RSS per projected object at 100,000 Cells"
+	var largest *Result
+	for i := range rep.results {
+		r := &rep.results[i]
+		if r.System == Operator && r.Incomplete == "" && r.PeakRSSMiB > 0 && (largest == nil || r.Cells > largest.Cells) {
+			largest = r
+		}
+	}
+	if largest != nil {
+		per := largest.PeakRSSMiB * (1 << 20) / float64(largest.Objects)
+		v := verdict(per <= 2048)
+		if largest.Cells < 100_000 {
+			v = "not measured at 100,000 Cells; at " + strconv.Itoa(largest.Cells) + " Cells " + strings.ToLower(verdict(per <= 2048))
+		}
+		ts = append(ts, target{name, v, fmt.Sprintf("%.0f bytes per object, %.0f MiB for %d objects (%s)", per, largest.PeakRSSMiB, largest.Objects, largest.Workload)})
+	} else {
+		unmeasured(name)
+	}
+	return ts
+}
+
+// goBenchFigures are the figures of `go test -bench` the targets need.
+type goBenchFigures struct {
+	applyEventsPerSec   float64
+	startUpEventsPerSec float64
+	startUpSeconds      float64
+}
+
+// readGoBench reads the fold's and the start-up's figures from the output
+// of go test -bench.
+func readGoBench(path string) (goBenchFigures, error) {
+	var g goBenchFigures
+	f, err := os.Open(path)
+	if err != nil {
+		return g, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 3 {
+			continue
+		}
+		unit := func(u string) float64 {
+			for i := 1; i < len(fields); i++ {
+				if fields[i] == u {
+					v, _ := strconv.ParseFloat(fields[i-1], 64)
+					return v
+				}
+			}
+			return 0
+		}
+		switch {
+		case strings.HasPrefix(fields[0], "BenchmarkApply-"), fields[0] == "BenchmarkApply":
+			g.applyEventsPerSec = unit("events/s")
+		case strings.HasPrefix(fields[0], "BenchmarkStartUp-"), fields[0] == "BenchmarkStartUp":
+			g.startUpEventsPerSec = unit("events/s")
+			g.startUpSeconds = unit("s/start")
+		}
+	}
+	return g, sc.Err()
+}

@@ -1,0 +1,170 @@
+// Command plot draws docs/performance.png from the JSON that cellos-bench
+// writes: events per second against the number of objects projected, for
+// the operator, the naive projector and the ceiling, on the burst-shaped
+// streams (every object new, 25 cells per formation): the burst workloads
+// and the rebuilds from sequence 1.
+//
+//	go run . -in results.json -out ../../docs/performance.png
+//
+// It is a module of its own so that the operator's module does not depend
+// on a plotting library.
+package main
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"image/color"
+	"log"
+	"math"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+
+	"gonum.org/v1/plot"
+	"gonum.org/v1/plot/plotter"
+	"gonum.org/v1/plot/vg"
+	"gonum.org/v1/plot/vg/draw"
+)
+
+type result struct {
+	Workload     string  `json:"workload"`
+	System       string  `json:"system"`
+	Events       int     `json:"events"`
+	Objects      int     `json:"objects"`
+	EventsPerSec float64 `json:"eventsPerSec"`
+	Incomplete   string  `json:"incomplete"`
+}
+
+type results struct {
+	Machine string   `json:"machine"`
+	Results []result `json:"results"`
+}
+
+// series are drawn in this order, each in its colour and marker.
+var series = []struct {
+	system string
+	label  string
+	color  color.RGBA
+	shape  draw.GlyphDrawer
+}{
+	{"ceiling", "ceiling (oracle: create + 1 status write, 16 in flight)", color.RGBA{R: 0x2c, G: 0xa0, B: 0x2c, A: 0xff}, draw.SquareGlyph{}},
+	{"operator", "operator (bin/manager, default flags)", color.RGBA{R: 0x1f, G: 0x77, B: 0xb4, A: 0xff}, draw.CircleGlyph{}},
+	{"naive", "naive (Get, create, Status().Update per event)", color.RGBA{R: 0xd6, G: 0x27, B: 0x28, A: 0xff}, draw.TriangleGlyph{}},
+}
+
+func main() {
+	in := flag.String("in", "", "cellos-bench -json output")
+	out := flag.String("out", "performance.png", "PNG to write")
+	flag.Parse()
+	raw, err := os.ReadFile(*in)
+	if err != nil {
+		log.Fatal(err)
+	}
+	var rs results
+	if err := json.Unmarshal(raw, &rs); err != nil {
+		log.Fatal(err)
+	}
+
+	p := plot.New()
+	p.Title.Text = "Events/s end to end against objects projected (burst-shaped streams)"
+	p.X.Label.Text = "objects (Formations + Cells), log scale"
+	p.Y.Label.Text = "events/s, log scale"
+	p.X.Scale, p.Y.Scale = plot.LogScale{}, plot.LogScale{}
+	p.X.Tick.Marker, p.Y.Tick.Marker = ticks125{}, ticks125{}
+	p.Legend.Top, p.Legend.Left = false, false
+	p.Legend.XOffs, p.Legend.YOffs = -vg.Points(10), vg.Points(10)
+	p.Add(plotter.NewGrid())
+	drawn := 0
+	lo, hi := plotter.XY{X: math.Inf(1), Y: math.Inf(1)}, plotter.XY{X: math.Inf(-1), Y: math.Inf(-1)}
+	for _, s := range series {
+		var pts plotter.XYs
+		for _, r := range rs.Results {
+			if r.System != s.system || r.Incomplete != "" || r.EventsPerSec <= 0 || !burstShaped(r.Workload) {
+				continue
+			}
+			pts = append(pts, plotter.XY{X: float64(r.Objects), Y: r.EventsPerSec})
+		}
+		if len(pts) == 0 {
+			continue
+		}
+		slices.SortFunc(pts, func(a, b plotter.XY) int { return int(a.X - b.X) })
+		for _, pt := range pts {
+			lo.X, lo.Y = min(lo.X, pt.X), min(lo.Y, pt.Y)
+			hi.X, hi.Y = max(hi.X, pt.X), max(hi.Y, pt.Y)
+		}
+		line, points, err := plotter.NewLinePoints(pts)
+		if err != nil {
+			log.Fatal(err)
+		}
+		line.Color, line.Width = s.color, vg.Points(1.5)
+		points.Color, points.Shape, points.Radius = s.color, s.shape, vg.Points(3.5)
+		p.Add(line, points)
+		p.Legend.Add(s.label, line, points)
+		labels, err := plotter.NewLabels(plotter.XYLabels{XYs: pts, Labels: rateLabels(pts)})
+		if err != nil {
+			log.Fatal(err)
+		}
+		for i := range labels.TextStyle {
+			labels.TextStyle[i].Color = s.color
+			labels.TextStyle[i].XAlign = draw.XLeft
+		}
+		labels.Offset = vg.Point{X: vg.Points(5), Y: vg.Points(2)}
+		p.Add(labels)
+		drawn++
+	}
+	if drawn == 0 {
+		log.Fatalf("%s has no burst or rebuild result to plot", *in)
+	}
+	// Room around the points for their labels.
+	p.X.Min, p.X.Max = lo.X/1.3, hi.X*1.6
+	p.Y.Min, p.Y.Max = lo.Y/1.5, hi.Y*1.5
+	if rs.Machine != "" {
+		p.X.Label.Text += "\n" + rs.Machine
+	}
+	if err := p.Save(9*vg.Inch, 5.5*vg.Inch, *out); err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("wrote", *out)
+}
+
+// burstShaped tells the workloads whose streams have one shape (every
+// object new, 25 cells per formation), so that only size differs along the
+// x axis: the bursts, and the rebuilds from sequence 1.
+func burstShaped(workload string) bool {
+	return strings.HasPrefix(workload, "burst") || strings.HasSuffix(workload, " rebuild")
+}
+
+func rateLabels(pts plotter.XYs) []string {
+	out := make([]string, len(pts))
+	for i, p := range pts {
+		out[i] = fmt.Sprintf("%.0f", p.Y)
+	}
+	return out
+}
+
+// ticks125 labels 1, 2 and 5 times each power of ten, which a log axis
+// spanning less than a decade or two needs to be readable.
+type ticks125 struct{}
+
+func (ticks125) Ticks(lo, hi float64) []plot.Tick {
+	var ts []plot.Tick
+	for decade := math.Pow(10, math.Floor(math.Log10(lo))); decade <= hi; decade *= 10 {
+		for m := 1; m < 10; m++ {
+			v := float64(m) * decade
+			if v < lo || v > hi {
+				continue
+			}
+			t := plot.Tick{Value: v}
+			if m == 1 || m == 2 || m == 5 {
+				t.Label = strconv.FormatFloat(v, 'f', -1, 64)
+				if v >= 1000 {
+					t.Label = strconv.FormatFloat(v/1000, 'f', -1, 64) + "k"
+				}
+			}
+			ts = append(ts, t)
+		}
+	}
+	return ts
+}
