@@ -97,9 +97,9 @@ func TestCrashAnywhere(t *testing.T) {
 
 	final := startManager(t, managerConfig{name: "manager-final", natsURL: js.URL(), namespace: ns})
 	all = append(all, final)
-	want, _ := expect(t, jsc)
+	want, snap := expect(t, jsc)
 	recovered, lost := converge(t, ns, want, 10*time.Minute)
-	regressed := rec.mustHold(t)
+	regressed := rec.mustHold(t, want, snap)
 	results.add(row{
 		Scenario: "Crash anywhere (SIGKILL)", Runs: kills, Events: int(want.last), Lost: lost, Regressed: regressed,
 		Recover: durations([]time.Duration{recovered}), PeakMiB: all.peakMiB(),

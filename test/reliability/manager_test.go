@@ -255,14 +255,21 @@ func httpGet(url string) (int, string, error) {
 
 // ready is nil when the manager's /readyz says it is ready, else why not.
 func (m *manager) ready() error {
-	code, body, err := httpGet("http://" + m.probeAddr + "/readyz?verbose")
+	code, _, err := httpGet("http://" + m.probeAddr + "/readyz")
 	if err != nil {
 		return err
 	}
-	if code != http.StatusOK {
-		return fmt.Errorf("readyz %d: %s", code, strings.TrimSpace(body))
+	if code == http.StatusOK {
+		return nil
 	}
-	return nil
+	// /readyz withholds the reasons; each check tells its own.
+	var why []string
+	for _, check := range []string{"nats", "projection"} {
+		if code, body, err := httpGet("http://" + m.probeAddr + "/readyz/" + check); err == nil && code != http.StatusOK {
+			why = append(why, check+": "+strings.TrimSpace(body))
+		}
+	}
+	return fmt.Errorf("not ready (%d): %s", code, strings.Join(why, "; "))
 }
 
 // metrics reads every sample of the manager's metrics, by series.

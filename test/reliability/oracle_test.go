@@ -48,7 +48,15 @@ func readStream(t testing.TB, jsc natsjs.JetStream) snapshot {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	s, err := jsc.Stream(ctx, streamName)
+	// The client may still be reconnecting to a server just restarted.
+	var s natsjs.Stream
+	var err error
+	for range 300 {
+		if s, err = jsc.Stream(ctx, streamName); err == nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -21,6 +22,7 @@ import (
 
 	cellosv1 "cellos.dev/cellos-operator/api/v1"
 	"cellos.dev/cellos-operator/internal/cursor"
+	"cellos.dev/cellos-operator/internal/fold"
 	"cellos.dev/cellos-operator/internal/store"
 )
 
@@ -43,7 +45,7 @@ type recorder struct {
 	mu      sync.Mutex
 	streams []store.Stream
 	objects map[types.UID]*objectLog
-	cursors []cursor.Position
+	cursors []cursorValue
 	// restarts counts the watches that broke and were opened again.
 	restarts int
 
@@ -67,6 +69,15 @@ type observation struct {
 	seq   int64
 	stamp string
 	at    time.Time
+	// rv is the object's resourceVersion: etcd's revision, which orders
+	// writes across objects.
+	rv int64
+}
+
+// cursorValue is one value of the cursor ConfigMap, and its revision.
+type cursorValue struct {
+	cursor.Position
+	rv int64
 }
 
 // record starts a recorder for ns; the test stops it with check.
@@ -201,11 +212,15 @@ func sleep(ctx context.Context, d time.Duration) {
 // observe records one value of an object.
 func (r *recorder) observe(obj runtime.Object) {
 	now := time.Now()
+	rv := func(o client.Object) int64 {
+		n, _ := strconv.ParseInt(o.GetResourceVersion(), 10, 64)
+		return n
+	}
 	switch o := obj.(type) {
 	case *cellosv1.Formation:
-		r.observeStatus(o.UID, store.FormationKind, o.Name, observation{id: o.Status.FormationID, seq: o.Status.LastAppliedSequence, stamp: o.Status.StreamStamp, at: now})
+		r.observeStatus(o.UID, store.FormationKind, o.Name, observation{id: o.Status.FormationID, seq: o.Status.LastAppliedSequence, stamp: o.Status.StreamStamp, at: now, rv: rv(o)})
 	case *cellosv1.Cell:
-		r.observeStatus(o.UID, store.CellKind, o.Name, observation{id: o.Status.CellID, seq: o.Status.LastAppliedSequence, stamp: o.Status.StreamStamp, at: now})
+		r.observeStatus(o.UID, store.CellKind, o.Name, observation{id: o.Status.CellID, seq: o.Status.LastAppliedSequence, stamp: o.Status.StreamStamp, at: now, rv: rv(o)})
 	case *corev1.ConfigMap:
 		seq, err := strconv.ParseUint(o.Data[cursor.SequenceKey], 10, 64)
 		if err != nil {
@@ -213,7 +228,7 @@ func (r *recorder) observe(obj runtime.Object) {
 		}
 		created, _ := time.Parse(time.RFC3339Nano, o.Data[cursor.StreamCreatedKey])
 		r.mu.Lock()
-		r.cursors = append(r.cursors, cursor.Position{Sequence: seq, Stream: o.Data[cursor.StreamKey], StreamCreated: created, LastGap: o.Data[cursor.LastGapKey]})
+		r.cursors = append(r.cursors, cursorValue{Position: cursor.Position{Sequence: seq, Stream: o.Data[cursor.StreamKey], StreamCreated: created, LastGap: o.Data[cursor.LastGapKey]}, rv: rv(o)})
 		r.mu.Unlock()
 		r.cursorSeq.Store(int64(seq))
 		r.cursorCommits.Add(1)
@@ -313,14 +328,16 @@ func (r *recorder) lastCursor() (cursor.Position, bool) {
 	if len(r.cursors) == 0 {
 		return cursor.Position{}, false
 	}
-	return r.cursors[len(r.cursors)-1], true
+	return r.cursors[len(r.cursors)-1].Position, true
 }
 
-// mustHold fails the test on any violation, and returns the count of
-// regressions for the report.
-func (r *recorder) mustHold(t testing.TB) int {
+// mustHold fails the test on any violation, the cursor's promise against
+// the stream snap of want included, and returns the count of regressions
+// for the report.
+func (r *recorder) mustHold(t testing.TB, want expectation, snap snapshot) int {
 	t.Helper()
 	v := r.check()
+	v.other = append(v.other, r.cursorSound(want, snap)...)
 	for _, s := range first(v.regressions, 20) {
 		t.Errorf("regressed: %s", s)
 	}
@@ -329,4 +346,80 @@ func (r *recorder) mustHold(t testing.TB) int {
 	}
 	t.Logf("watch: %d status values seen, %d cursor values, %d regressions", v.changes, r.cursorCommits.Load(), len(v.regressions))
 	return len(v.regressions)
+}
+
+// cursorSound checks the cursor's promise against the watch: when the
+// cursor of want's stream was committed at sequence c, every object's
+// status, as it stood just before that commit (by etcd revision), already
+// reflected every event at or below c. It checks at most 300 of the cursor
+// values, spread over the run.
+func (r *recorder) cursorSound(want expectation, snap snapshot) []string {
+	applied := map[store.Ref][]int64{}
+	s := fold.NewState()
+	for _, m := range snap.msgs {
+		out := s.Apply(m.seq, m.header, m.data)
+		if out.Result != fold.ResultApplied {
+			continue
+		}
+		ref := store.Ref{Kind: store.CellKind, ID: out.CellID}
+		if out.Family == fold.FamilyFormation {
+			ref = store.Ref{Kind: store.FormationKind, ID: out.FormationID}
+		}
+		applied[ref] = append(applied[ref], int64(m.seq))
+	}
+
+	r.mu.Lock()
+	// Each ref's status values of want's stream, by revision.
+	type point struct{ rv, seq int64 }
+	seen := map[store.Ref][]point{}
+	for _, l := range r.objects {
+		for _, o := range l.obs {
+			ref := store.Ref{Kind: l.kind, ID: o.id}
+			if store.Stamp(want.stream, ref, uint64(o.seq)) == o.stamp {
+				seen[ref] = append(seen[ref], point{o.rv, o.seq})
+			}
+		}
+	}
+	var cursors []cursorValue
+	for _, c := range r.cursors {
+		if c.Stream == want.stream.Name && c.StreamCreated.Equal(want.stream.Created) && c.Sequence > 0 {
+			cursors = append(cursors, c)
+		}
+	}
+	r.mu.Unlock()
+	for ref, ps := range seen {
+		slices.SortFunc(ps, func(a, b point) int { return int(a.rv - b.rv) })
+		seen[ref] = ps
+	}
+	if step := len(cursors) / 300; step > 1 {
+		var sampled []cursorValue
+		for i := 0; i < len(cursors); i += step {
+			sampled = append(sampled, cursors[i])
+		}
+		cursors = append(sampled, cursors[len(cursors)-1])
+	}
+
+	var bad []string
+	for _, c := range cursors {
+		for ref, seqs := range applied {
+			// The last event of ref at or below the cursor.
+			i, _ := slices.BinarySearch(seqs, int64(c.Sequence)+1)
+			if i == 0 {
+				continue
+			}
+			need := seqs[i-1]
+			ps := seen[ref]
+			j, _ := slices.BinarySearchFunc(ps, c.rv, func(p point, rv int64) int { return int(p.rv - rv) })
+			var have int64
+			if j > 0 {
+				have = ps[j-1].seq
+			}
+			if have < need {
+				bad = append(bad, fmt.Sprintf("cursor committed at %d (revision %d) while %s %.60q had status at %d, not %d",
+					c.Sequence, c.rv, ref.Kind, ref.ID, have, need))
+			}
+		}
+	}
+	slices.Sort(bad)
+	return bad
 }

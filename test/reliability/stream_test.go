@@ -329,3 +329,41 @@ func kinds(msgs []msg) map[string]int {
 	}
 	return n
 }
+
+// publishThrough publishes msgs in order at about rate a second, and keeps
+// trying each one while the server is away, so that events arrive the
+// moment it is back. Each message carries a Nats-Msg-Id, so that a retry
+// of one the server stored but did not acknowledge is dropped as a
+// duplicate. It returns how many it published.
+func publishThrough(ctx context.Context, jsc natsjs.JetStream, msgs []msg, rate float64, run string) (int, error) {
+	begin := time.Now()
+	for i, m := range msgs {
+		if rate > 0 {
+			if d := time.Until(begin.Add(time.Duration(float64(i) / rate * float64(time.Second)))); d > 0 {
+				select {
+				case <-ctx.Done():
+					return i, ctx.Err()
+				case <-time.After(d):
+				}
+			}
+		}
+		h := nats.Header{}
+		for k, v := range m.header {
+			h[k] = v
+		}
+		h.Set(natsjs.MsgIDHeader, fmt.Sprintf("%s-%d", run, i))
+		for {
+			pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			_, err := jsc.PublishMsg(pctx, &nats.Msg{Subject: m.subject, Header: h, Data: m.data})
+			cancel()
+			if err == nil {
+				break
+			}
+			if ctx.Err() != nil {
+				return i, ctx.Err()
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	return len(msgs), nil
+}
