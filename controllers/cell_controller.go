@@ -136,7 +136,8 @@ func (r *CellReconciler) correlate(ctx context.Context, cell *cellosv1.Cell, for
 	return nil
 }
 
-// lagging maps a cell id whose projection changed to its Cell.
+// lagging maps a cell id whose projection changed to its Cell. A cell that
+// lives nowhere has no status to write: its events count as reflected.
 func (r *CellReconciler) lagging(ctx context.Context, id string) []reconcile.Request {
 	want, _, ok := r.Store.Cell(id)
 	if !ok {
@@ -146,6 +147,10 @@ func (r *CellReconciler) lagging(ctx context.Context, id string) []reconcile.Req
 	if err != nil {
 		ctrl.LoggerFrom(ctx).Error(err, "Placing a cell", "cellId", id)
 		return nil
+	}
+	if key.Name == "" {
+		// The cell's formation lives nowhere, so the cell does too.
+		r.Store.Flushed(store.Ref{Kind: store.CellKind, ID: id}, want.LastAppliedSequence)
 	}
 	return request(key)
 }

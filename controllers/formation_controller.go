@@ -172,12 +172,19 @@ func (r *FormationReconciler) createIfMissing(ctx context.Context, key client.Ob
 	return f, nil
 }
 
-// lagging maps a formation id whose projection changed to its Formation.
+// lagging maps a formation id whose projection changed to its Formation. A
+// formation that lives nowhere (deleted, or declared in a namespace that no
+// longer holds it) has no status to write: its events count as reflected.
 func (r *FormationReconciler) lagging(ctx context.Context, id string) []reconcile.Request {
 	key, err := r.placer(r.Client).formationKey(ctx, id)
 	if err != nil {
 		ctrl.LoggerFrom(ctx).Error(err, "Placing a formation", "formationId", id)
 		return nil
+	}
+	if key.Name == "" {
+		if want, _, ok := r.Store.Formation(id); ok {
+			r.Store.Flushed(store.Ref{Kind: store.FormationKind, ID: id}, want.LastAppliedSequence)
+		}
 	}
 	return request(key)
 }
