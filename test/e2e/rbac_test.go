@@ -35,8 +35,8 @@ import (
 
 // The aggregated roles, by the names an install gives them.
 const (
-	formationViewerRole = "cellos-operator-formation-viewer"
-	formationEditorRole = "cellos-operator-formation-editor"
+	formationViewerRole = "cellos-formation-viewer"
+	formationEditorRole = "cellos-formation-editor"
 )
 
 // shippedClusterRoles renders config/default, the install, with kubectl's
