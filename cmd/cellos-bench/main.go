@@ -30,6 +30,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/go-logr/logr"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
+
 	"cellos.dev/cellos-operator/internal/localenv"
 	"cellos.dev/cellos-operator/internal/simulator"
 )
@@ -40,7 +43,7 @@ func main() {
 		jsonOut  = flag.String("json", "", "Also write every result as JSON to this file, for hack/plot.")
 		goBench  = flag.String("gobench", "", "Output of `go test -bench` to read the fold and start-up figures from, for the targets.")
 		quick    = flag.Bool("quick", false, "Small workloads, for trying the harness out: the figures mean little.")
-		budget   = flag.Duration("budget", 12*time.Minute, "Time for the whole run; the largest memory point is scaled down to fit what is left of it.")
+		budget   = flag.Duration("budget", 11*time.Minute, "Time for the whole run; the largest memory point is scaled down to fit what is left of it.")
 		steady   = flag.Duration("steady", 20*time.Second, "How long the steady workload offers events.")
 		rate     = flag.Float64("rate", 500, "The steady workload's offered rate, events a second.")
 		maxCells = flag.Int("max-cells", 100_000, "Cells of the largest memory point, if the budget allows.")
@@ -48,6 +51,7 @@ func main() {
 	)
 	flag.Parse()
 	log.SetFlags(log.Ltime)
+	ctrllog.SetLogger(logr.Discard()) // the harness's watch logs nothing worth reading
 	if _, err := os.Stat(*manager); err != nil {
 		log.Fatalf("no operator binary: %v (run make build)", err)
 	}
@@ -151,6 +155,8 @@ func plan(quick bool, rate float64, steady time.Duration, maxCells int) benchPla
 	const cells = 25
 	p := benchPlan{
 		live: []workload{
+			// A smaller burst, for the plot of events/s against objects.
+			{name: "burst-small", cfg: simulator.Config{Seed: 6, Formations: 15, CellsPerFormation: cells, InFlight: 16, FailureRate: 0.2, DegradedRate: 0.2}},
 			// Every object new, lifecycles of 16 formations interleaved.
 			{name: "burst", cfg: simulator.Config{Seed: 1, Formations: 60, CellsPerFormation: cells, InFlight: 16, FailureRate: 0.2, DegradedRate: 0.2}},
 			// Few objects, 20 command.completed events on each cell.
@@ -162,9 +168,10 @@ func plan(quick bool, rate float64, steady time.Duration, maxCells int) benchPla
 		large:   workload{name: "large", cfg: simulator.Config{Seed: 5, Formations: maxCells / cells, CellsPerFormation: cells, InFlight: 64, FailureRate: 0.2, DegradedRate: 0.2}},
 	}
 	if quick {
-		p.live[0].cfg.Formations = 10
-		p.live[1].cfg.Formations = 3
-		p.live[2].cfg.Formations = formationsFor(rate*3, 5)
+		p.live[0].cfg.Formations = 4
+		p.live[1].cfg.Formations = 10
+		p.live[2].cfg.Formations = 3
+		p.live[3].cfg.Formations = formationsFor(rate*3, 5)
 		p.rebuild.cfg.Formations = 20
 		p.rebuild.name = "500 cells"
 		p.large.cfg.Formations = 40
@@ -183,8 +190,9 @@ func formationsFor(events float64, cells int) int {
 }
 
 // fit scales the large point down to what the time left allows: the
-// ceiling's write rate at the rebuild point, plus time for the API server
-// to list it all to the operator and for the operator to compare it.
+// ceiling's write rate at the rebuild point for its two writes an object,
+// about a millisecond an object for the operator to list and compare it
+// all, and time to start and stop a control plane.
 func fit(large workload, rebuildCeiling Result, left time.Duration) workload {
 	if rebuildCeiling.Seconds <= 0 || rebuildCeiling.WritesTotal <= 0 {
 		return large
@@ -193,13 +201,11 @@ func fit(large workload, rebuildCeiling Result, left time.Duration) workload {
 	cells := large.cfg.CellsPerFormation
 	for large.cfg.Formations > 0 {
 		objects := float64(large.cfg.Formations * (cells + 1))
-		// Twice the writing time: populating, then listing and replaying,
-		// which the last run measured at about as long again.
-		need := time.Duration(2*2*objects/writesPerSec*float64(time.Second)) + 30*time.Second
+		need := time.Duration((1.2*2*objects/writesPerSec + objects/1000 + 30) * float64(time.Second))
 		if need <= left {
 			break
 		}
-		large.cfg.Formations = large.cfg.Formations * 3 / 4
+		large.cfg.Formations = large.cfg.Formations * 4 / 5
 		if large.cfg.Formations*cells < 20_000 {
 			large.cfg.Formations = 0
 		}
