@@ -1,0 +1,490 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	natsjs "github.com/nats-io/nats.go/jetstream"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	cellosv1 "cellos.dev/cellos-operator/api/v1"
+	"cellos.dev/cellos-operator/internal/cursor"
+	"cellos.dev/cellos-operator/internal/fold"
+	"cellos.dev/cellos-operator/internal/jetstream"
+	"cellos.dev/cellos-operator/internal/localenv"
+	"cellos.dev/cellos-operator/internal/simulator"
+	"cellos.dev/cellos-operator/internal/status"
+	"cellos.dev/cellos-operator/internal/store"
+)
+
+// After any restart, whatever happened while the operator was down, every
+// object the stream names equals the fold of the stream as it is now. The
+// oracle reads the stream itself, folds it with internal/fold, and compares.
+
+// streamFold is the fold of every message the stream holds, and the stream
+// it is of.
+type streamFold struct {
+	stream store.Stream
+	last   uint64
+	state  *fold.State
+}
+
+// foldStream reads every message of the stream, one direct get per
+// sequence, and folds them.
+func foldStream(t *testing.T, jsc natsjs.JetStream) streamFold {
+	t.Helper()
+	ctx := context.Background()
+	s, err := jsc.Stream(ctx, "CELLOS_EVENTS")
+	if err != nil {
+		t.Fatal(err)
+	}
+	info := s.CachedInfo()
+	want := streamFold{
+		stream: store.Stream{Name: info.Config.Name, Created: info.Created},
+		last:   info.State.LastSeq,
+		state:  fold.NewState(),
+	}
+	for seq := info.State.FirstSeq; seq >= 1 && seq <= info.State.LastSeq; seq++ {
+		msg, err := s.GetMsg(ctx, seq)
+		if err != nil {
+			t.Fatalf("reading stream sequence %d: %v", seq, err)
+		}
+		want.state.Apply(seq, msg.Header, msg.Data)
+	}
+	after, err := s.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !after.Created.Equal(info.Created) || after.State.LastSeq != info.State.LastSeq {
+		t.Fatalf("the stream changed while the oracle read it")
+	}
+	return want
+}
+
+// matchesFold compares every Formation and Cell of ns that want names with
+// its projection. A Formation is found by its label cellos.dev/formation-id,
+// a Cell by status.cellId; each must be found once. Objects of ids the
+// stream does not name (left from an earlier stream) are not compared.
+func matchesFold(ns string, want streamFold) error {
+	ctx := context.Background()
+	c := controlPlane.Client
+
+	var formations cellosv1.FormationList
+	if err := c.List(ctx, &formations, client.InNamespace(ns)); err != nil {
+		return err
+	}
+	byFormation := map[string][]cellosv1.Formation{}
+	for _, f := range formations.Items {
+		id := f.Labels[cellosv1.FormationIDLabel]
+		byFormation[id] = append(byFormation[id], f)
+	}
+	for id, wf := range want.state.Formations {
+		found := byFormation[id]
+		if len(found) != 1 {
+			return fmt.Errorf("formation %s: %d Formations labelled with it, want 1", id, len(found))
+		}
+		s := found[0].Status
+		got := fmt.Sprint(s.FormationID, "|", s.FormationName, "|", s.Phase, "|", s.LastAppliedSequence, "|", s.StreamStamp)
+		exp := fmt.Sprint(wf.ID, "|", wf.Name, "|", wf.Phase, "|", wf.LastAppliedSequence, "|",
+			store.Stamp(want.stream, store.Ref{Kind: store.FormationKind, ID: id}, wf.LastAppliedSequence))
+		if got != exp {
+			return fmt.Errorf("formation %s:\n got %s\nwant %s", id, got, exp)
+		}
+		if !sameDocument(wf.Document, s.Document) {
+			return fmt.Errorf("formation %s: document %s, want %s", id, s.Document, wf.Document)
+		}
+	}
+
+	var cells cellosv1.CellList
+	if err := c.List(ctx, &cells, client.InNamespace(ns)); err != nil {
+		return err
+	}
+	byCell := map[string][]cellosv1.Cell{}
+	for _, cell := range cells.Items {
+		if cell.Status.LastAppliedSequence == 0 {
+			return fmt.Errorf("cell %s has no status", cell.Name)
+		}
+		byCell[cell.Status.CellID] = append(byCell[cell.Status.CellID], cell)
+	}
+	for id, wc := range want.state.Cells {
+		found := byCell[id]
+		if len(found) != 1 {
+			return fmt.Errorf("cell %q: %d Cells whose status names it, want 1", id, len(found))
+		}
+		s := found[0].Status
+		got := strings.Join([]string{s.CellID, s.SpecID, s.RunID, s.FormationID, string(s.State),
+			metaTimeString(s.StartedAt), metaTimeString(s.DestroyedAt), s.Outcome, exitCodeString(s.ExitCode),
+			fmt.Sprint(s.LastAppliedSequence), s.StreamStamp}, "|")
+		exp := strings.Join([]string{wc.ID, wc.SpecID, wc.RunID, wc.FormationID, string(wc.State),
+			foldTimeString(wc.StartedAt), foldTimeString(wc.DestroyedAt), wc.Outcome, exitCodeString(wc.ExitCode),
+			fmt.Sprint(wc.LastAppliedSequence), store.Stamp(want.stream, store.Ref{Kind: store.CellKind, ID: id}, wc.LastAppliedSequence)}, "|")
+		if got != exp {
+			return fmt.Errorf("cell %.60q:\n got %s\nwant %s", id, got, exp)
+		}
+	}
+	return nil
+}
+
+// leftovers lists the objects of ns whose id the stream does not name:
+// objects of an earlier stream of the same name, which matchesFold leaves
+// out.
+func leftovers(t *testing.T, ns string, want streamFold) []string {
+	t.Helper()
+	ctx := context.Background()
+	var formations cellosv1.FormationList
+	var cells cellosv1.CellList
+	if err := controlPlane.Client.List(ctx, &formations, client.InNamespace(ns)); err != nil {
+		t.Fatal(err)
+	}
+	if err := controlPlane.Client.List(ctx, &cells, client.InNamespace(ns)); err != nil {
+		t.Fatal(err)
+	}
+	var left []string
+	for _, f := range formations.Items {
+		if _, ok := want.state.Formations[f.Labels[cellosv1.FormationIDLabel]]; !ok {
+			left = append(left, fmt.Sprintf("Formation %s (%s at %d)", f.Name, f.Status.Phase, f.Status.LastAppliedSequence))
+		}
+	}
+	for _, c := range cells.Items {
+		if _, ok := want.state.Cells[c.Status.CellID]; !ok {
+			left = append(left, fmt.Sprintf("Cell %.40s (%s at %d)", c.Name, c.Status.State, c.Status.LastAppliedSequence))
+		}
+	}
+	return left
+}
+
+// sameDocument tells whether status holds the document the fold kept: the
+// same JSON, or none when the API server could not store it.
+func sameDocument(doc json.RawMessage, got *runtime.RawExtension) bool {
+	var v any
+	if json.Unmarshal(doc, &v) != nil || v == nil {
+		return got == nil
+	}
+	return status.SameDocument(&runtime.RawExtension{Raw: doc}, got)
+}
+
+func metaTimeString(t *metav1.Time) string {
+	if t == nil {
+		return ""
+	}
+	return timeString(t)
+}
+
+func foldTimeString(t *time.Time) string {
+	if t == nil {
+		return ""
+	}
+	return timeString(t.Truncate(time.Second))
+}
+
+func exitCodeString(p *int32) string {
+	if p == nil {
+		return "nil"
+	}
+	return fmt.Sprint(*p)
+}
+
+// restart starts the manager again on the stream as it is now, and waits
+// until every object equals its fold and the cursor reaches the stream's end.
+func restart(t *testing.T, r sampleRun) {
+	t.Helper()
+	want := foldStream(t, r.jsc)
+	startManager(t, r.js.URL(), r.ns, "--flush-window=50ms", "--cursor-commit-interval=200ms")
+	eventually(t, 2*time.Minute, "every object equals the fold of the stream", func() error { return matchesFold(r.ns, want) })
+	waitForCursorOf(t, r.ns, want)
+}
+
+// waitForCursorOf waits until the cursor names want's stream and reaches its
+// last sequence: a cursor of an earlier stream of the same name, however
+// high, does not count.
+func waitForCursorOf(t *testing.T, ns string, want streamFold) {
+	t.Helper()
+	cm := &cursor.ConfigMap{Client: controlPlane.Client, Key: types.NamespacedName{Namespace: ns, Name: "cellos-projection-cursor"}}
+	eventually(t, 2*time.Minute, fmt.Sprintf("the cursor reaches sequence %d of the stream", want.last), func() error {
+		p, ok, err := cm.Load(context.Background())
+		switch {
+		case err != nil:
+			return err
+		case !ok:
+			return fmt.Errorf("no cursor")
+		case p.Stream != want.stream.Name || !p.StreamCreated.Equal(want.stream.Created) || p.Sequence < want.last:
+			return fmt.Errorf("cursor at %d of stream %s created %s", p.Sequence, p.Stream, p.StreamCreated)
+		}
+		return nil
+	})
+}
+
+// kill ends the manager with SIGKILL, as the kernel's OOM killer or a lost
+// node would: no shutdown, no last commit.
+func (m *manager) kill(t *testing.T) {
+	t.Helper()
+	if err := m.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("manager: %v", <-m.done)
+}
+
+// The sample's ids, which the recreated streams below reuse.
+const (
+	formation02 = "02daa0b3-49a7-a4bf-8050-cbb812881d4e" // Succeeded at 16 in the sample
+	formation99 = "9974d75b-3338-24fe-6179-0134676b1b69" // Succeeded at 19
+	formationD4 = "d49db22d-a1b6-c6c0-c492-90279eab75cd" // Running at 29
+)
+
+// recreatedEvents is another stream of the same name: 12 events where the
+// sample has 33, reusing the sample's ids at lower sequences. Formation
+// 02daa0b3 (Succeeded at 16) ends Pending at 1; cell-02daa0b3-1 (Destroyed
+// at 20) ends Running at 4; cell-02daa0b3-0 (Destroyed, succeeded, at 12)
+// ends Destroyed, failed, at 12 too; formation 9974d75b (Succeeded at 19)
+// ends Failed at 9. Every old status claims a sequence at or beyond the new
+// stream's; some beyond its end.
+func recreatedEvents() []sampleMessage {
+	ev := func(typ, at, data string) sampleMessage {
+		return sampleMessage{Subject: "cellos.events.x", Data: `{"specversion":"1.0","id":"` + typ + at + `","type":"` + typ + `","time":"` + at + `","data":` + data + `}`}
+	}
+	const (
+		created   = "dev.cellos.events.cell.formation.v1.created"
+		failed    = "dev.cellos.events.cell.formation.v1.failed"
+		started   = "dev.cellos.events.cell.lifecycle.v1.started"
+		completed = "dev.cellos.events.cell.command.v1.completed"
+		destroyed = "dev.cellos.events.cell.lifecycle.v1.destroyed"
+	)
+	return []sampleMessage{
+		ev(created, "2027-01-02T10:00:00Z", `{"formationId":"`+formation02+`","formationName":"second-life"}`),                                      // 1
+		ev(started, "2027-01-02T10:00:01Z", `{"cellId":"cell-02daa0b3-0","specId":"spec-new","runId":"run-new-0","formationId":"`+formation02+`"}`), // 2
+		ev(started, "2027-01-02T10:00:02Z", `{"cellId":"cell-02daa0b3-1","specId":"spec-new","runId":"run-new-1","formationId":"`+formation02+`"}`), // 3
+		ev(completed, "2027-01-02T10:00:03Z", `{"cellId":"cell-02daa0b3-1","exitCode":9}`),                                                          // 4
+		{Subject: "cellos.events.x", Data: "not json at all"},                                                                                       // 5
+		ev(created, "2027-01-02T10:00:05Z", `{"formationId":"`+formation99+`","formationName":"again"}`),                                            // 6
+		ev(started, "2027-01-02T10:00:06Z", `{"cellId":"fresh","specId":"spec-x"}`),                                                                 // 7
+		ev(completed, "2027-01-02T10:00:07Z", `{"cellId":"cell-02daa0b3-0","exitCode":2}`),                                                          // 8
+		ev(failed, "2027-01-02T10:00:08Z", `{"formationId":"`+formation99+`"}`),                                                                     // 9
+		ev(completed, "2027-01-02T10:00:09Z", `{"cellId":"only-completed","exitCode":0}`),                                                           // 10
+		ev(destroyed, "2027-01-02T10:00:10Z", `{"cellId":"fresh","outcome":"succeeded"}`),                                                           // 11
+		ev(destroyed, "2027-01-02T10:00:11Z", `{"cellId":"cell-02daa0b3-0","outcome":"failed"}`),                                                    // 12
+	}
+}
+
+// recreateStream deletes the stream and creates it again under its name with
+// msgs, and checks the case it makes: objects whose status claims a
+// sequence beyond the new stream's end.
+func recreateStream(t *testing.T, r sampleRun, msgs []sampleMessage) {
+	t.Helper()
+	ctx := context.Background()
+	before, err := r.jsc.Stream(ctx, "CELLOS_EVENTS")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.jsc.DeleteStream(ctx, "CELLOS_EVENTS"); err != nil {
+		t.Fatal(err)
+	}
+	publish(t, r.jsc, msgs)
+	after := foldStream(t, r.jsc)
+	if after.stream.Created.Equal(before.CachedInfo().Created) {
+		t.Fatal("the recreated stream has the old one's creation time")
+	}
+	var f cellosv1.Formation
+	if err := controlPlane.Client.Get(ctx, types.NamespacedName{Namespace: r.ns, Name: formation02}, &f); err != nil {
+		t.Fatal(err)
+	}
+	if f.Status.LastAppliedSequence <= int64(after.last) {
+		t.Fatalf("formation %s at %d, not beyond the new stream's end %d", formation02, f.Status.LastAppliedSequence, after.last)
+	}
+}
+
+// (a) The stream deleted and created again with other, fewer events while
+// the operator was down: the old statuses claim sequences the new stream
+// does not reach, under the old stream's stamp, and are overwritten.
+func TestRestartAfterStreamRecreated(t *testing.T) {
+	r := projectSample(t)
+	r.m.stop(t)
+	recreateStream(t, r, recreatedEvents())
+	restart(t, r)
+	t.Logf("left from the old stream, as it left them: %s", strings.Join(leftovers(t, r.ns, foldStream(t, r.jsc)), ", "))
+}
+
+// (b) Statuses edited by hand while the operator was down: a Destroyed cell
+// set back to Running at its own sequence; a cell and a formation whose
+// lastAppliedSequence is raised far beyond the stream's end, their stamps
+// left as they were or replaced; a formation put back to an earlier sequence.
+// Trusting status in any of these would leave it as edited.
+func TestRestartAfterStatusEditedByHand(t *testing.T) {
+	r := projectSample(t)
+	r.m.stop(t)
+	ctx := context.Background()
+	c := controlPlane.Client
+	cell := func(name string, edit func(*cellosv1.CellStatus)) {
+		var obj cellosv1.Cell
+		if err := c.Get(ctx, types.NamespacedName{Namespace: r.ns, Name: name}, &obj); err != nil {
+			t.Fatal(err)
+		}
+		edit(&obj.Status)
+		if err := c.Status().Update(ctx, &obj); err != nil {
+			t.Fatal(err)
+		}
+	}
+	formation := func(name string, edit func(*cellosv1.FormationStatus)) {
+		var obj cellosv1.Formation
+		if err := c.Get(ctx, types.NamespacedName{Namespace: r.ns, Name: name}, &obj); err != nil {
+			t.Fatal(err)
+		}
+		edit(&obj.Status)
+		if err := c.Status().Update(ctx, &obj); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cell("cell-02daa0b3-0", func(s *cellosv1.CellStatus) {
+		s.State, s.DestroyedAt, s.Outcome = cellosv1.CellRunning, nil, ""
+	})
+	cell("cell-02daa0b3-1", func(s *cellosv1.CellStatus) {
+		s.LastAppliedSequence = 1_000_000
+		s.State, s.Outcome = cellosv1.CellRunning, ""
+	})
+	formation(formation99, func(s *cellosv1.FormationStatus) {
+		s.LastAppliedSequence = 5_000
+		s.Phase = cellosv1.FormationCancelled
+		s.StreamStamp = "edited"
+	})
+	formation(formationD4, func(s *cellosv1.FormationStatus) {
+		s.LastAppliedSequence = 3
+		s.Phase = cellosv1.FormationPending
+	})
+	if err := matchesFold(r.ns, foldStream(t, r.jsc)); err == nil {
+		t.Fatal("the edits left every status equal to the fold")
+	}
+	restart(t, r)
+}
+
+// (c) Objects deleted while the operator was down come back: a Formation
+// that owns Cells, one that owns none, and Cells, one of them with an id
+// too long to be its name.
+func TestRestartAfterObjectDeleted(t *testing.T) {
+	r := projectSample(t)
+	r.m.stop(t)
+	ctx := context.Background()
+	for _, obj := range []client.Object{
+		&cellosv1.Formation{ObjectMeta: metav1.ObjectMeta{Namespace: r.ns, Name: formation02}},
+		&cellosv1.Formation{ObjectMeta: metav1.ObjectMeta{Namespace: r.ns, Name: formationD4}},
+		&cellosv1.Cell{ObjectMeta: metav1.ObjectMeta{Namespace: r.ns, Name: "cell-02daa0b3-1"}},
+		&cellosv1.Cell{ObjectMeta: metav1.ObjectMeta{Namespace: r.ns, Name: store.ObjectName(longCellID(t))}},
+	} {
+		if err := controlPlane.Client.Delete(ctx, obj); err != nil {
+			t.Fatal(err)
+		}
+	}
+	restart(t, r)
+}
+
+// (d) The cursor ConfigMap deleted while the operator was down comes back
+// and reaches the stream's last sequence.
+func TestRestartAfterCursorDeleted(t *testing.T) {
+	r := projectSample(t)
+	r.m.stop(t)
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: r.ns, Name: "cellos-projection-cursor"}}
+	if err := controlPlane.Client.Delete(context.Background(), cm); err != nil {
+		t.Fatal(err)
+	}
+	if got := cursorAt(t, r.ns); got != 0 {
+		t.Fatalf("cursor still at %d", got)
+	}
+	restart(t, r)
+}
+
+// (e) The operator killed with SIGKILL while it writes a larger simulated
+// stream: some objects written, some created without a status, some not
+// created, the cursor behind. The next start finishes the job.
+func TestRestartAfterKillMidFold(t *testing.T) {
+	const formations, cellsPerFormation = 200, 3
+	r := sampleRun{ns: newNamespace(t), js: localenv.StartJetStream(t)}
+	_, r.jsc = r.js.Connect(t)
+	ctx := context.Background()
+	if _, err := jetstream.EnsureStream(ctx, r.jsc, "CELLOS_EVENTS"); err != nil {
+		t.Fatal(err)
+	}
+	gen := simulator.NewGenerator(simulator.Config{
+		Seed: 7, Formations: formations, CellsPerFormation: cellsPerFormation, FailureRate: 0.2, DegradedRate: 0.2,
+		Start: time.Date(2027, 3, 1, 8, 0, 0, 0, time.UTC),
+	})
+	if _, err := simulator.Publish(ctx, r.jsc, gen.All(), 0); err != nil {
+		t.Fatal(err)
+	}
+	want := foldStream(t, r.jsc)
+
+	first := startManager(t, r.js.URL(), r.ns, "--flush-window=50ms", "--cursor-commit-interval=200ms")
+	// Kill once a fifth of the Cells exist: well inside the writing.
+	eventually(t, 2*time.Minute, "the first manager writes some objects", func() error {
+		var cells cellosv1.CellList
+		if err := controlPlane.Client.List(ctx, &cells, client.InNamespace(r.ns)); err != nil {
+			return err
+		}
+		if n := len(cells.Items); n < formations*cellsPerFormation/5 {
+			return fmt.Errorf("%d Cells", n)
+		}
+		return nil
+	})
+	first.kill(t)
+	if matchesFold(r.ns, want) == nil {
+		t.Fatal("the manager had written everything before it was killed: nothing is left to test")
+	}
+	var cells cellosv1.CellList
+	if err := controlPlane.Client.List(ctx, &cells, client.InNamespace(r.ns)); err != nil {
+		t.Fatal(err)
+	}
+	var unwritten int
+	for _, c := range cells.Items {
+		if c.Status.LastAppliedSequence == 0 {
+			unwritten++
+		}
+	}
+	t.Logf("killed with %d of %d Cells created, %d of them without a status, and the cursor at %d of %d",
+		len(cells.Items), len(want.state.Cells), unwritten, cursorAt(t, r.ns), want.last)
+	restart(t, r)
+}
+
+// (f) The stream deleted and created again while the operator runs: it
+// notices, folds the new stream from its first event, and projects it onto
+// the existing objects, over statuses that claim later sequences.
+func TestRestartNotNeededForStreamRecreatedWhileRunning(t *testing.T) {
+	r := projectSample(t)
+	recreateStream(t, r, recreatedEvents())
+	want := foldStream(t, r.jsc)
+	eventually(t, 2*time.Minute, "every object equals the fold of the new stream", func() error { return matchesFold(r.ns, want) })
+	waitForCursorOf(t, r.ns, want)
+	t.Logf("left from the old stream, as it left them: %s", strings.Join(leftovers(t, r.ns, want), ", "))
+}
+
+// (b') A status whose cellId was edited by hand while the operator was down:
+// to an id the stream never names, or to another cell's. Placement trusts
+// status.cellId, so the operator today leaves the first as edited and writes
+// the other cell's projection onto it, and cell-02daa0b3-0's projection is
+// on no object: remove the skip once placement stops trusting an edited id.
+func TestRestartAfterCellIDEditedByHand(t *testing.T) {
+	t.Skip("known defect: a hand-edited status.cellId is trusted by placement and never healed")
+	for _, tc := range []struct{ name, cellID string }{
+		{"to an id the stream never names", "ghost"},
+		{"to another cell's id", "cell-9974d75b-1"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := projectSample(t)
+			r.m.stop(t)
+			ctx := context.Background()
+			var obj cellosv1.Cell
+			if err := controlPlane.Client.Get(ctx, types.NamespacedName{Namespace: r.ns, Name: "cell-02daa0b3-0"}, &obj); err != nil {
+				t.Fatal(err)
+			}
+			obj.Status.CellID = tc.cellID
+			if err := controlPlane.Client.Status().Update(ctx, &obj); err != nil {
+				t.Fatal(err)
+			}
+			restart(t, r)
+		})
+	}
+}
