@@ -4,8 +4,10 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -36,8 +38,7 @@ type controlPlane struct {
 	AuditLog string
 	dir      string
 
-	mu      sync.Mutex
-	stopped bool
+	mu sync.Mutex
 }
 
 // replicaGroup is the group of the users the failover scenario gives each
@@ -130,12 +131,29 @@ func startControlPlane(dir string) (*controlPlane, func(), error) {
 	return cp, stop, nil
 }
 
-// StopAPIServer stops kube-apiserver (SIGTERM, then waits), leaving etcd up.
+// StopAPIServer stops kube-apiserver, leaving etcd up: SIGTERM, and
+// SIGKILL when it has not exited 5 seconds later. It stops listening at
+// once, but with clients connected its graceful shutdown can outlast that.
 func (cp *controlPlane) StopAPIServer() error {
 	cp.mu.Lock()
 	defer cp.mu.Unlock()
-	cp.stopped = true
-	return cp.env.ControlPlane.APIServer.Stop()
+	api := cp.env.ControlPlane.APIServer
+	api.StopTimeout = 5 * time.Second
+	err := api.Stop()
+	if err != nil && !strings.Contains(err.Error(), "timeout waiting for process") {
+		return err
+	}
+	// Killed: wait until its port is free for the restart.
+	addr := net.JoinHostPort(api.SecureServing.Address, api.SecureServing.Port)
+	for range 100 {
+		c, err := net.DialTimeout("tcp", addr, 100*time.Millisecond)
+		if err != nil {
+			return nil
+		}
+		c.Close()
+		time.Sleep(100 * time.Millisecond)
+	}
+	return fmt.Errorf("kube-apiserver still listens on %s", addr)
 }
 
 // StartAPIServer starts kube-apiserver again on the same port, with the
@@ -143,11 +161,7 @@ func (cp *controlPlane) StopAPIServer() error {
 func (cp *controlPlane) StartAPIServer() error {
 	cp.mu.Lock()
 	defer cp.mu.Unlock()
-	if err := cp.env.ControlPlane.APIServer.Start(); err != nil {
-		return err
-	}
-	cp.stopped = false
-	return nil
+	return cp.env.ControlPlane.APIServer.Start()
 }
 
 // userKubeconfig provisions a user in groups system:masters and

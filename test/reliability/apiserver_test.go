@@ -1,0 +1,117 @@
+package reliability
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"cellos.dev/cellos-operator/internal/localenv"
+)
+
+// API server outage: kube-apiserver stops mid-stream and comes back on the
+// same port and certificates (etcd stays up), while a backlog of events
+// naming many new objects arrives. The operator (one process, no restart)
+// backs off, stops pulling the stream once --max-unflushed-objects objects
+// await their write (cellos_operator_ingest_paused, a log line, /readyz),
+// so that its memory stays bounded; holds the cursor; and catches up.
+//
+// internal/localenv cannot stop its API server (it keeps its
+// envtest.Environment to itself), so this suite starts its own control
+// plane, and stops and starts envtest's APIServer on the same port.
+func TestAPIServerOutage(t *testing.T) {
+	maxUnflushed := knob("APISERVER_MAX_UNFLUSHED", 100, 1000)
+	length := seconds("APISERVER_OUTAGE_SECONDS", 10, 30)
+	before := knob("APISERVER_EVENTS_BEFORE", 300, 3000)
+	during := knob("APISERVER_EVENTS_DURING", 1500, 30000)
+	ns := newNamespace(t)
+	js := localenv.StartJetStream(t)
+	_, jsc := js.Connect(t)
+	rec := record(t, ns)
+	rec.addStream(ensureStream(t, jsc))
+	msgs := generate(31, before+during, adversarial)
+
+	m := startManager(t, managerConfig{natsURL: js.URL(), namespace: ns, args: []string{fmt.Sprintf("--max-unflushed-objects=%d", maxUnflushed)}})
+	publish(t, jsc, msgs[:before], 0)
+	want, _ := expect(t, jsc)
+	converge(t, ns, want, 5*time.Minute)
+	rssBefore := m.peakMiB()
+
+	// It stops listening at once; its graceful shutdown may take longer.
+	down := time.Now()
+	if err := cp.StopAPIServer(); err != nil {
+		t.Fatal(err)
+	}
+	restarted := false
+	defer func() {
+		if !restarted {
+			if err := cp.StartAPIServer(); err != nil {
+				t.Errorf("starting the API server again: %v", err)
+			}
+		}
+	}()
+	publish(t, jsc, msgs[before:], 0)
+	publishedAt := time.Now()
+	published := len(msgs)
+	var paused, pausedReady bool
+	var maxSeen, folded float64
+	// Watch for the length of the outage, and at least a few seconds after
+	// the backlog arrived.
+	for time.Since(down) < length || time.Since(publishedAt) < 5*time.Second {
+		if !m.running() {
+			t.Fatalf("the manager exited while the API server was away: %v\n%s", m.err, tail(m.logs.String(), 40))
+		}
+		all, err := m.metrics()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if all["cellos_operator_ingest_paused"] == 1 {
+			paused = true
+		}
+		maxSeen = max(maxSeen, all["cellos_operator_unflushed_objects"])
+		folded = sum(all, "cellos_operator_events_total")
+		if err := m.ready(); err != nil && strings.Contains(err.Error(), "paused") {
+			pausedReady = true
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	rssDown := m.peakMiB()
+	if !paused {
+		t.Errorf("cellos_operator_ingest_paused never reached 1 while the API server was away")
+	}
+	if !pausedReady {
+		t.Errorf("/readyz never said the fold is paused while the API server was away")
+	}
+	if !strings.Contains(m.logs.String(), "Paused the fold") {
+		t.Errorf("no log line says the fold paused")
+	}
+	if maxSeen > float64(maxUnflushed) {
+		t.Errorf("cellos_operator_unflushed_objects reached %v, above --max-unflushed-objects=%d", maxSeen, maxUnflushed)
+	}
+	if folded >= float64(published) {
+		t.Errorf("the fold pulled all %d events while the API server was away: nothing held it back", published)
+	}
+	t.Logf("API server away %s: fold paused at %v unflushed objects, %v of %d events folded; peak RSS %.0f MiB before, %.0f MiB at the end of the outage",
+		length, maxSeen, folded, published, rssBefore, rssDown)
+
+	if err := cp.StartAPIServer(); err != nil {
+		t.Fatal(err)
+	}
+	restarted = true
+	want, snap := expect(t, jsc)
+	recovered, lost := converge(t, ns, want, 10*time.Minute)
+	eventually(t, time.Minute, "the manager is ready again", m.ready)
+	if m.metric(t, "cellos_operator_ingest_paused") != 0 {
+		t.Errorf("still paused after catching up")
+	}
+	if !m.running() {
+		t.Errorf("the manager exited: %v", m.err)
+	}
+	regressed := rec.mustHold(t, want, snap)
+	results.add(row{
+		Scenario: "API server outage", Runs: 1, Events: int(want.last), Lost: lost, Regressed: regressed,
+		Recover: durations([]time.Duration{recovered}), PeakMiB: m.peakMiB(),
+		Notes: fmt.Sprintf("kube-apiserver stopped %s while %d events arrived; fold paused at %v unflushed objects (--max-unflushed-objects=%d) with %v of %d events folded; RSS %.0f MiB before, %.0f MiB at the end of the outage; one manager process throughout",
+			length, during, maxSeen, maxUnflushed, folded, published, rssBefore, rssDown),
+	})
+}
