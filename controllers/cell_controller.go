@@ -43,7 +43,7 @@ func (r *CellReconciler) Reconcile(ctx context.Context, req ctrl.Request) (res c
 		return ctrl.Result{}, nil
 	}
 	ref := store.Ref{Kind: store.CellKind, ID: id}
-	done := settlement{ref: ref, seq: want.LastAppliedSequence, obj: cell}
+	done := settlement{stream: stream, ref: ref, seq: want.LastAppliedSequence, obj: cell}
 	defer func() { res, err = r.settle(ctx, done, err) }()
 
 	if cell, err = r.fetchOrCreate(ctx, cell, want.FormationID); err != nil {
@@ -139,7 +139,7 @@ func (r *CellReconciler) correlate(ctx context.Context, cell *cellosv1.Cell, for
 // lagging maps a cell id whose projection changed to its Cell. A cell that
 // lives nowhere has no status to write: its events count as reflected.
 func (r *CellReconciler) lagging(ctx context.Context, id string) []reconcile.Request {
-	want, _, ok := r.Store.Cell(id)
+	want, stream, ok := r.Store.Cell(id)
 	if !ok {
 		return nil
 	}
@@ -150,7 +150,7 @@ func (r *CellReconciler) lagging(ctx context.Context, id string) []reconcile.Req
 	}
 	if key.Name == "" {
 		// The cell's formation lives nowhere, so the cell does too.
-		r.Store.Flushed(store.Ref{Kind: store.CellKind, ID: id}, want.LastAppliedSequence)
+		r.Store.Flushed(stream, store.Ref{Kind: store.CellKind, ID: id}, want.LastAppliedSequence)
 	}
 	return request(key)
 }

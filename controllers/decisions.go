@@ -91,7 +91,9 @@ const conflictRetry = 100 * time.Millisecond
 
 // settlement is how one reconcile of a projected object ends.
 type settlement struct {
-	ref store.Ref
+	// stream is the stream the projection was read from.
+	stream store.Stream
+	ref    store.Ref
 	// seq is the sequence the projection was read at.
 	seq uint64
 	// obj is what a Warning Event is about.
@@ -118,7 +120,7 @@ func (c Config) settle(ctx context.Context, s settlement, err error) (ctrl.Resul
 		c.Recorder.Eventf(s.obj, nil, corev1.EventTypeWarning, RefusedReason, "Project",
 			"The API server refused the projection up to stream sequence %d: %v", s.seq, err)
 	}
-	c.Store.Flushed(s.ref, s.seq)
+	c.Store.Flushed(s.stream, s.ref, s.seq)
 	return ctrl.Result{}, nil
 }
 

@@ -178,7 +178,7 @@ func TestSettle(t *testing.T) {
 			recorder := events.NewFakeRecorder(1)
 			cfg := Config{Store: s, Recorder: recorder}
 			ref := store.Ref{Kind: store.CellKind, ID: "c"}
-			res, err := cfg.settle(context.Background(), settlement{ref: ref, seq: 1, obj: &cellosv1.Cell{}}, c.err)
+			res, err := cfg.settle(context.Background(), settlement{stream: s.Stream(), ref: ref, seq: 1, obj: &cellosv1.Cell{}}, c.err)
 			if flushed := s.Watermark() == 1; flushed != c.flushed {
 				t.Errorf("flushed = %v, want %v", flushed, c.flushed)
 			}

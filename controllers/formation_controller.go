@@ -64,7 +64,7 @@ func (r *FormationReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 		return ctrl.Result{}, r.refuseTakeover(ctx, f, want)
 	}
 	ref := store.Ref{Kind: store.FormationKind, ID: id}
-	done := settlement{ref: ref, seq: want.LastAppliedSequence, obj: &cellosv1.Formation{ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name}}}
+	done := settlement{stream: stream, ref: ref, seq: want.LastAppliedSequence, obj: &cellosv1.Formation{ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name}}}
 	defer func() { res, err = r.settle(ctx, done, err) }()
 
 	if f, err = r.createIfMissing(ctx, key, f, id); err != nil {
@@ -182,8 +182,8 @@ func (r *FormationReconciler) lagging(ctx context.Context, id string) []reconcil
 		return nil
 	}
 	if key.Name == "" {
-		if want, _, ok := r.Store.Formation(id); ok {
-			r.Store.Flushed(store.Ref{Kind: store.FormationKind, ID: id}, want.LastAppliedSequence)
+		if want, stream, ok := r.Store.Formation(id); ok {
+			r.Store.Flushed(stream, store.Ref{Kind: store.FormationKind, ID: id}, want.LastAppliedSequence)
 		}
 	}
 	return request(key)

@@ -53,9 +53,12 @@ func addIndexes(ctx context.Context, indexer client.FieldIndexer) error {
 }
 
 // cellIDOf is the cell id a Cell's status names. A status that was never
-// written names none; "" is a cell id like any other once written.
+// written names none; "" is a cell id like any other once written. The
+// operator names every Cell after its id, so a status naming another id was
+// edited by hand, names none, and is healed.
 func cellIDOf(c *cellosv1.Cell) (string, bool) {
-	return c.Status.CellID, c.Status.LastAppliedSequence > 0
+	id := c.Status.CellID
+	return id, c.Status.LastAppliedSequence > 0 && c.Name == store.ObjectName(id)
 }
 
 // placer reads placement from reader, the cache.

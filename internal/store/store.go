@@ -238,11 +238,15 @@ func (s *Store) IDsNamed(kind Kind, name string) []string {
 	return append([]string(nil), s.byName[kind][name]...)
 }
 
-// Flushed records that ref's status now reflects every event up to seq.
-// Events folded into it after that keep it dirty.
-func (s *Store) Flushed(ref Ref, seq uint64) {
+// Flushed records that ref's status now reflects every event up to seq of
+// stream. Events folded into it after that keep it dirty, and so does a
+// write from the projection of a stream since replaced.
+func (s *Store) Flushed(stream Stream, ref Ref, seq uint64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if stream != s.stream {
+		return
+	}
 	first, ok := s.dirty[ref]
 	if !ok || first > seq {
 		return

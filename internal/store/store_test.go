@@ -43,15 +43,15 @@ func TestWatermarkWaitsForEveryWrite(t *testing.T) {
 	if w := s.Watermark(); w != 0 {
 		t.Fatalf("watermark %d before any write, want 0", w)
 	}
-	s.Flushed(c0, 2)
+	s.Flushed(s.Stream(), c0, 2)
 	if w := s.Watermark(); w != 0 {
 		t.Fatalf("watermark %d with the formation unwritten, want 0", w)
 	}
-	s.Flushed(f, 1)
+	s.Flushed(s.Stream(), f, 1)
 	if w := s.Watermark(); w != 3 {
 		t.Fatalf("watermark %d with only cell-1 unwritten, want 3", w)
 	}
-	s.Flushed(c1, 4)
+	s.Flushed(s.Stream(), c1, 4)
 	if w := s.Watermark(); w != 4 {
 		t.Fatalf("watermark %d with all written, want 4", w)
 	}
@@ -62,11 +62,11 @@ func TestEventsAfterASnapshotKeepTheObjectDirty(t *testing.T) {
 	c := apply(t, s, 1, started("cell-0", ""))
 	apply(t, s, 2, started("cell-0", ""))
 	// A write of the projection as of sequence 1 leaves sequence 2 unwritten.
-	s.Flushed(c, 1)
+	s.Flushed(s.Stream(), c, 1)
 	if w := s.Watermark(); w != 1 {
 		t.Fatalf("watermark %d, want 1", w)
 	}
-	s.Flushed(c, 2)
+	s.Flushed(s.Stream(), c, 2)
 	if w := s.Watermark(); w != 2 {
 		t.Fatalf("watermark %d, want 2", w)
 	}
@@ -102,6 +102,13 @@ func TestResetStartsAnotherStream(t *testing.T) {
 	}
 	if got := s.IDsNamed(FormationKind, formationA); len(got) != 0 {
 		t.Fatalf("names kept across Reset: %q", got)
+	}
+	// A write from the first stream's projection, settled late, does not
+	// count for the second.
+	f := apply(t, s, 1, created(formationA))
+	s.Flushed(first, f, 1)
+	if w := s.Watermark(); w != 0 {
+		t.Fatalf("watermark %d after a late write of the old stream, want 0", w)
 	}
 }
 
@@ -176,7 +183,7 @@ func TestAwaitRoomHoldsTheFoldAtTheBound(t *testing.T) {
 		t.Fatal("returned before any object was flushed")
 	default:
 	}
-	s.Flushed(c0, 1)
+	s.Flushed(s.Stream(), c0, 1)
 	select {
 	case <-returned:
 	case <-time.After(time.Minute):

@@ -462,12 +462,10 @@ func TestRestartNotNeededForStreamRecreatedWhileRunning(t *testing.T) {
 }
 
 // (b') A status whose cellId was edited by hand while the operator was down:
-// to an id the stream never names, or to another cell's. Placement trusts
-// status.cellId, so the operator today leaves the first as edited and writes
-// the other cell's projection onto it, and cell-02daa0b3-0's projection is
-// on no object: remove the skip once placement stops trusting an edited id.
+// to an id the stream never names, or to another cell's. Placement trusts a
+// Cell's status only under the name the operator gives that id, so both are
+// healed.
 func TestRestartAfterCellIDEditedByHand(t *testing.T) {
-	t.Skip("known defect: a hand-edited status.cellId is trusted by placement and never healed")
 	for _, tc := range []struct{ name, cellID string }{
 		{"to an id the stream never names", "ghost"},
 		{"to another cell's id", "cell-9974d75b-1"},
