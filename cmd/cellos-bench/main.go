@@ -26,6 +26,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -48,6 +49,8 @@ func main() {
 		rate     = flag.Float64("rate", 500, "The steady workload's offered rate, events a second.")
 		maxCells = flag.Int("max-cells", 100_000, "Cells of the largest memory point, if the budget allows.")
 		keepLogs = flag.Bool("keep-logs", false, "Keep the operator's logs (their folder is printed).")
+		opArgs   = flag.String("operator-args", "", "Extra flags for the operator, space-separated, to try its knobs (make bench passes none: the defaults are measured).")
+		only     = flag.String("only", "", "Run only these live workloads (comma-separated: burst-small, burst, chatty, steady) and systems (operator, naive, ceiling), and no rebuild or memory point; for experiments.")
 	)
 	flag.Parse()
 	log.SetFlags(log.Ltime)
@@ -67,7 +70,10 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	b := &bench{manager: *manager, logDir: logDir}
+	b := &bench{manager: *manager, logDir: logDir, operatorArgs: strings.Fields(*opArgs)}
+	selected := func(name string) bool {
+		return *only == "" || slices.Contains(strings.Split(*only, ","), name)
+	}
 	p := plan(*quick, *rate, *steady, *maxCells)
 	began := time.Now()
 	loadAtStart := loadAverage()
@@ -84,6 +90,9 @@ func main() {
 	}
 	for _, wl := range p.live {
 		for _, sys := range []System{Operator, Naive, Ceiling} {
+			if !selected(wl.name) || !selected(string(sys)) {
+				continue
+			}
 			if ctx.Err() != nil {
 				log.Fatal(ctx.Err())
 			}
@@ -92,14 +101,20 @@ func main() {
 		}
 	}
 
-	// Rebuild from sequence 1 into an empty cluster, and a restart over it.
-	rebuild, replay, err := b.runRebuild(ctx, p.rebuild)
-	record(rebuild, err)
-	if replay.Seconds > 0 || err == nil {
-		record(replay, nil)
+	if *only != "" {
+		p.rebuild.cfg.Formations, p.large.cfg.Formations = 0, 0
 	}
-	ceil, _, err := b.runCeilingAt(ctx, p.rebuild, true, false)
-	record(ceil, err)
+	// Rebuild from sequence 1 into an empty cluster, and a restart over it.
+	var ceil Result
+	if p.rebuild.cfg.Formations > 0 {
+		rebuild, replay, err := b.runRebuild(ctx, p.rebuild)
+		record(rebuild, err)
+		if replay.Seconds > 0 || err == nil {
+			record(replay, nil)
+		}
+		ceil, _, err = b.runCeilingAt(ctx, p.rebuild, true, false)
+		record(ceil, err)
+	}
 
 	// The largest point: the ceiling writes it, the operator replays it.
 	large := p.large
@@ -112,12 +127,13 @@ func main() {
 		if err == nil {
 			record(replay, nil)
 		}
-	} else {
+	} else if *only == "" {
 		log.Printf("no time left for a memory point beyond %d cells", p.rebuild.cfg.Formations*p.rebuild.cfg.CellsPerFormation)
 	}
 
 	var gb goBenchFigures
 	if *goBench != "" {
+		var err error
 		if gb, err = readGoBench(*goBench); err != nil {
 			log.Printf("reading %s: %v", *goBench, err)
 		}
@@ -195,6 +211,7 @@ func formationsFor(events float64, cells int) int {
 // all, and time to start and stop a control plane.
 func fit(large workload, rebuildCeiling Result, left time.Duration) workload {
 	if rebuildCeiling.Seconds <= 0 || rebuildCeiling.WritesTotal <= 0 {
+		large.cfg.Formations = 0 // no rate to estimate with
 		return large
 	}
 	writesPerSec := rebuildCeiling.WritesTotal / rebuildCeiling.Seconds

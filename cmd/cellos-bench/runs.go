@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log"
 	"math"
+	"slices"
 	"time"
 
 	"k8s.io/apimachinery/pkg/types"
@@ -86,8 +87,9 @@ const runTimeout = 4 * time.Minute
 
 // bench holds what every run needs.
 type bench struct {
-	manager string
-	logDir  string
+	manager      string
+	logDir       string
+	operatorArgs []string
 }
 
 // env is a fresh control plane and JetStream server, with the oracle of the
@@ -190,7 +192,7 @@ func (b *bench) runLive(ctx context.Context, wl workload, system System) (res Re
 	stopSystem := func() {}
 	switch system {
 	case Operator:
-		if op, err = startOperator(b.manager, e.cl, e.nt.url, b.logDir); err != nil {
+		if op, err = startOperator(b.manager, e.cl, e.nt.url, b.logDir, b.operatorArgs...); err != nil {
 			return res, err
 		}
 		defer func() {
@@ -311,7 +313,7 @@ func (b *bench) runRebuild(ctx context.Context, wl workload) (rebuild, replay Re
 	if err != nil {
 		return rebuild, replay, err
 	}
-	op, err := startOperator(b.manager, e.cl, e.nt.url, b.logDir)
+	op, err := startOperator(b.manager, e.cl, e.nt.url, b.logDir, b.operatorArgs...)
 	if err != nil {
 		return rebuild, replay, err
 	}
@@ -375,7 +377,7 @@ func (b *bench) replay(ctx context.Context, e *env, res Result) (Result, error) 
 	if err != nil {
 		return res, err
 	}
-	op, err := startOperator(b.manager, e.cl, e.nt.url, b.logDir, "--cursor-commit-interval=100ms")
+	op, err := startOperator(b.manager, e.cl, e.nt.url, b.logDir, append(slices.Clone(b.operatorArgs), "--cursor-commit-interval=100ms")...)
 	if err != nil {
 		return res, err
 	}
