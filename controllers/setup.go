@@ -45,7 +45,7 @@ type Config struct {
 	Publisher Publisher
 }
 
-// Setup registers the cache indexes and both reconcilers with mgr.
+// Setup registers the cache indexes, both reconcilers and the pruner with mgr.
 func Setup(ctx context.Context, mgr ctrl.Manager, cfg Config) error {
 	if err := addIndexes(ctx, mgr.GetFieldIndexer()); err != nil {
 		return err
@@ -56,6 +56,9 @@ func Setup(ctx context.Context, mgr ctrl.Manager, cfg Config) error {
 	}
 	if err := (&CellReconciler{Client: c, Config: cfg}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the Cell controller: %w", err)
+	}
+	if err := mgr.Add(&pruner{Client: c, Config: cfg}); err != nil {
+		return fmt.Errorf("adding the pruner: %w", err)
 	}
 	return nil
 }

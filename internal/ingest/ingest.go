@@ -67,6 +67,10 @@ type Ingester struct {
 	// lastSeq is the sequence of the message handled last, to notice gaps;
 	// only the consumer's goroutine uses it.
 	lastSeq uint64
+	// replayTo is the stream's last sequence when its fold began; reaching
+	// it tells the store that every object of the stream is known.
+	replayTo uint64
+	stream   store.Stream
 
 	mu       sync.Mutex
 	consumer *jetstream.Consumer
@@ -112,7 +116,10 @@ func (in *Ingester) foldStream(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	in.lastSeq = 0
+	in.lastSeq, in.replayTo, in.stream = 0, info.State.LastSeq, stream
+	if info.State.Msgs == 0 {
+		in.Store.MarkReplayed(stream)
+	}
 	if info.State.FirstSeq > 1 {
 		in.gap(ctx, 1, info.State.FirstSeq-1)
 	}
@@ -194,6 +201,9 @@ func (in *Ingester) handle(ctx context.Context, msg jetstream.Message) error {
 	}
 	in.lastSeq = msg.Sequence
 	out := in.Store.Apply(ctx, msg.Sequence, msg.Header, msg.Payload)
+	if msg.Sequence == in.replayTo {
+		in.Store.MarkReplayed(in.stream)
+	}
 	eventsTotal.WithLabelValues(string(out.Family), string(out.Result)).Inc()
 	in.observeStreamLast(msg.StreamLast)
 	if out.Result == fold.ResultRejected {

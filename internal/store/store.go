@@ -75,6 +75,9 @@ type Store struct {
 	maxUnflushed int
 	// room is signalled whenever an object is flushed, to wake AwaitRoom.
 	room chan struct{}
+	// replayed is closed once the fold has reached the end the stream had
+	// when its fold began.
+	replayed chan struct{}
 }
 
 // New returns an empty Store that lets at most maxUnflushed objects lag
@@ -103,7 +106,31 @@ func (s *Store) Reset(stream Stream) {
 	s.byName = map[Kind]map[string][]string{FormationKind: {}, CellKind: {}}
 	s.dirty = map[Ref]uint64{}
 	s.processed = 0
+	s.replayed = make(chan struct{})
 	s.signalRoom()
+}
+
+// MarkReplayed records that the fold of stream has reached the end the
+// stream had when its fold began: every object the stream names is known.
+func (s *Store) MarkReplayed(stream Stream) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if stream != s.stream {
+		return
+	}
+	select {
+	case <-s.replayed:
+	default:
+		close(s.replayed)
+	}
+}
+
+// Replayed is closed once the fold of the stream returned with it has
+// reached the end that stream had when its fold began.
+func (s *Store) Replayed() (<-chan struct{}, Stream) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.replayed, s.stream
 }
 
 // Unflushed is how many objects' status lags the projection.

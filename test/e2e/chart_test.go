@@ -276,6 +276,8 @@ func TestChartRBACIsEnoughAndNoMore(t *testing.T) {
 		{"watch", "cellos.dev", "formations", "", "", ""},
 		{"patch", "cellos.dev", "cells", "", "", other},
 		{"update", "cellos.dev", "formations", "status", "", other},
+		// The pruner deletes the Cells of a stream since recreated.
+		{"delete", "cellos.dev", "cells", "", "", other},
 	}
 	denied := []access{
 		{"get", "", "secrets", "", "", ns},
@@ -289,7 +291,6 @@ func TestChartRBACIsEnoughAndNoMore(t *testing.T) {
 		{"create", "coordination.k8s.io", "leases", "", "", other},
 		{"create", "", "events", "", "", other},
 		{"update", "cellos.dev", "cells", "", "", other},
-		{"delete", "cellos.dev", "cells", "", "", other},
 		{"update", "cellos.dev", "formations", "", "", other},
 		{"patch", "cellos.dev", "formations", "status", "", other},
 		{"create", "", "pods", "", "", ns},

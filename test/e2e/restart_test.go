@@ -134,8 +134,8 @@ func matchesFold(ns string, want streamFold) error {
 }
 
 // leftovers lists the objects of ns whose id the stream does not name:
-// objects of an earlier stream of the same name, which matchesFold leaves
-// out.
+// objects of an earlier stream of the same name, which the operator prunes
+// once the new stream's fold catches up.
 func leftovers(t *testing.T, ns string, want streamFold) []string {
 	t.Helper()
 	ctx := context.Background()
@@ -308,7 +308,18 @@ func TestRestartAfterStreamRecreated(t *testing.T) {
 	r.m.stop(t)
 	recreateStream(t, r, recreatedEvents())
 	restart(t, r)
-	t.Logf("left from the old stream, as it left them: %s", strings.Join(leftovers(t, r.ns, foldStream(t, r.jsc)), ", "))
+	noLeftovers(t, r.ns, foldStream(t, r.jsc))
+}
+
+// noLeftovers waits until no object of ns is left from an earlier stream.
+func noLeftovers(t *testing.T, ns string, want streamFold) {
+	t.Helper()
+	eventually(t, time.Minute, "no object is left from the old stream", func() error {
+		if left := leftovers(t, ns, want); len(left) > 0 {
+			return fmt.Errorf("left: %s", strings.Join(left, ", "))
+		}
+		return nil
+	})
 }
 
 // (b) Statuses edited by hand while the operator was down: a Destroyed cell
@@ -458,7 +469,7 @@ func TestRestartNotNeededForStreamRecreatedWhileRunning(t *testing.T) {
 	want := foldStream(t, r.jsc)
 	eventually(t, 2*time.Minute, "every object equals the fold of the new stream", func() error { return matchesFold(r.ns, want) })
 	waitForCursorOf(t, r.ns, want)
-	t.Logf("left from the old stream, as it left them: %s", strings.Join(leftovers(t, r.ns, want), ", "))
+	noLeftovers(t, r.ns, want)
 }
 
 // (b') A status whose cellId was edited by hand while the operator was down:
