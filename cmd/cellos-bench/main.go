@@ -44,7 +44,8 @@ func main() {
 		jsonOut  = flag.String("json", "", "Also write every result as JSON to this file, for hack/plot.")
 		goBench  = flag.String("gobench", "", "Output of `go test -bench` to read the fold and start-up figures from, for the targets.")
 		quick    = flag.Bool("quick", false, "Small workloads, for trying the harness out: the figures mean little.")
-		budget   = flag.Duration("budget", 11*time.Minute, "Time for the whole run; the largest memory point is scaled down to fit what is left of it.")
+		budget   = flag.Duration("budget", 11*time.Minute, "Time for the whole run; the rebuild and memory points are scaled down, or skipped, to fit what is left of it.")
+		deadline = flag.Int64("deadline", 0, "A Unix time the run must end by, as well as -budget: make bench passes its own start plus 14 minutes, so that a first build of the tools leaves less time to the largest points rather than overrunning.")
 		steady   = flag.Duration("steady", 20*time.Second, "How long the steady workload offers events.")
 		rate     = flag.Float64("rate", 500, "The steady workload's offered rate, events a second.")
 		maxCells = flag.Int("max-cells", 100_000, "Cells of the largest memory point, if the budget allows.")
@@ -77,6 +78,14 @@ func main() {
 	p := plan(*quick, *rate, *steady, *maxCells)
 	began := time.Now()
 	loadAtStart := loadAverage()
+	left := func() time.Duration {
+		l := *budget - time.Since(began)
+		if *deadline > 0 {
+			l = min(l, time.Until(time.Unix(*deadline, 0)))
+		}
+		return l
+	}
+	var skipped []string
 	var results []Result
 	record := func(r Result, err error) {
 		if err != nil {
@@ -104,22 +113,38 @@ func main() {
 	if *only != "" {
 		p.rebuild.cfg.Formations, p.large.cfg.Formations = 0, 0
 	}
-	// Rebuild from sequence 1 into an empty cluster, and a restart over it.
+	// Rebuild from sequence 1 into an empty cluster, and a restart over it;
+	// then the ceiling on the same stream. Each is skipped when the burst's
+	// rates say it would not fit the time left.
 	var ceil Result
 	if p.rebuild.cfg.Formations > 0 {
-		rebuild, replay, err := b.runRebuild(ctx, p.rebuild)
-		record(rebuild, err)
-		if replay.Seconds > 0 || err == nil {
-			record(replay, nil)
+		events := len(p.rebuild.events())
+		objects := p.rebuild.cfg.Formations * (p.rebuild.cfg.CellsPerFormation + 1)
+		if need := estimate(results, "burst", Operator, events, 0) + 30*time.Second; need > left() {
+			skipped = append(skipped, fmt.Sprintf("%s rebuild and replay (about %s needed, %s left)", p.rebuild.name, need.Round(time.Second), left().Round(time.Second)))
+		} else {
+			rebuild, replay, err := b.runRebuild(ctx, p.rebuild)
+			record(rebuild, err)
+			if replay.Seconds > 0 || err == nil {
+				record(replay, nil)
+			}
 		}
-		ceil, _, err = b.runCeilingAt(ctx, p.rebuild, true, false)
-		record(ceil, err)
+		if need := estimate(results, "burst", Ceiling, 0, 2*objects) + 15*time.Second; need > left() {
+			skipped = append(skipped, fmt.Sprintf("%s ceiling (about %s needed, %s left)", p.rebuild.name, need.Round(time.Second), left().Round(time.Second)))
+		} else {
+			var err error
+			ceil, _, err = b.runCeilingAt(ctx, p.rebuild, true, false)
+			record(ceil, err)
+		}
 	}
 
 	// The largest point: the ceiling writes it, the operator replays it.
 	large := p.large
-	if left := *budget - time.Since(began); !*quick {
-		large = fit(large, ceil, left)
+	if !*quick {
+		large = fit(large, ceil, left())
+	}
+	if *only == "" && large.cfg.Formations*large.cfg.CellsPerFormation < *maxCells {
+		skipped = append(skipped, fmt.Sprintf("the memory point at %d Cells (time left: %s)", *maxCells, left().Round(time.Second)))
 	}
 	if large.cfg.Formations > 0 {
 		ceil, replay, err := b.runCeilingAt(ctx, large, false, true)
@@ -127,8 +152,9 @@ func main() {
 		if err == nil {
 			record(replay, nil)
 		}
-	} else if *only == "" {
-		log.Printf("no time left for a memory point beyond %d cells", p.rebuild.cfg.Formations*p.rebuild.cfg.CellsPerFormation)
+	}
+	for _, s := range skipped {
+		log.Printf("skipped for time: %s", s)
 	}
 
 	var gb goBenchFigures
@@ -138,7 +164,7 @@ func main() {
 			log.Printf("reading %s: %v", *goBench, err)
 		}
 	}
-	rep := report{results: results, gobench: gb, steadyRate: *rate, requestedCells: *maxCells, elapsed: time.Since(began),
+	rep := report{results: results, gobench: gb, steadyRate: *rate, requestedCells: *maxCells, elapsed: time.Since(began), skipped: skipped,
 		load: fmt.Sprintf("load average %s at the start, %s at the end", loadAtStart, loadAverage())}
 	rep.print(os.Stdout)
 	if *jsonOut != "" {
@@ -231,6 +257,25 @@ func fit(large workload, rebuildCeiling Result, left time.Duration) workload {
 		large.name = fmt.Sprintf("%dk cells", large.cfg.Formations*cells/1000)
 	}
 	return large
+}
+
+// estimate is how long a run of events events or writes writes would take
+// at the rates the named run measured; a long time when it did not run.
+func estimate(results []Result, workload string, system System, events, writes int) time.Duration {
+	for _, r := range results {
+		if r.Workload != workload || r.System != system || r.Incomplete != "" || r.Seconds <= 0 {
+			continue
+		}
+		secs := 0.0
+		if events > 0 {
+			secs += float64(events) / r.EventsPerSec
+		}
+		if writes > 0 && r.WritesTotal > 0 {
+			secs += float64(writes) / (r.WritesTotal / r.Seconds)
+		}
+		return time.Duration(1.2 * secs * float64(time.Second))
+	}
+	return time.Hour
 }
 
 // machine describes where the run happened.

@@ -20,6 +20,7 @@ type report struct {
 	requestedCells int
 	elapsed        time.Duration
 	load           string
+	skipped        []string
 }
 
 func (rep report) find(workload string, system System) *Result {
@@ -34,8 +35,8 @@ func (rep report) find(workload string, system System) *Result {
 
 func (rep report) print(out io.Writer) {
 	fmt.Fprintf(out, "\ncellos-bench on %s, %s in all; %s\n\n", machine(), rep.elapsed.Round(time.Second), rep.load)
-	fmt.Fprintln(out, "| workload | system | events | objects | events/s | writes/event (minimum) | of ceiling | × naive | latency p50 / p99 | operator CPU per 1k events | operator peak RSS |")
-	fmt.Fprintln(out, "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
+	fmt.Fprintln(out, "| workload | system | events | objects | events/s | writes/event (minimum) | of ceiling | × naive | latency p50 / p99 | operator CPU per 1k events | operator peak RSS | other load (cores) |")
+	fmt.Fprintln(out, "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
 	for _, r := range rep.results {
 		ratio, naive, lat, cpu, rss := "", "", "", "", ""
 		if r.System == Operator {
@@ -56,8 +57,8 @@ func (rep report) print(out io.Writer) {
 		if r.Incomplete != "" {
 			rate = "incomplete"
 		}
-		fmt.Fprintf(out, "| %s | %s | %d | %d | %s | %.3f (%.3f) | %s | %s | %s | %s | %s |\n",
-			r.Workload, r.System, r.Events, r.Objects, rate, r.WritesPerEvent, r.MinPerEvent, ratio, naive, lat, cpu, rss)
+		fmt.Fprintf(out, "| %s | %s | %d | %d | %s | %.3f (%.3f) | %s | %s | %s | %s | %s | %.1f |\n",
+			r.Workload, r.System, r.Events, r.Objects, rate, r.WritesPerEvent, r.MinPerEvent, ratio, naive, lat, cpu, rss, r.OtherCores)
 	}
 
 	fmt.Fprintln(out, "\nAPI writes by kind, per event (apiserver_request_total; leases excluded; failed writes in parentheses):")
@@ -97,8 +98,9 @@ func (rep report) print(out io.Writer) {
 		fmt.Fprintf(out, "- marginal, replay %s to %s: %.0f bytes per object\n", a.name, b.name,
 			(b.rssMiB-a.rssMiB)*(1<<20)/float64(b.objects-a.objects))
 	}
-	if largest := maxCells(rep.results); largest < rep.requestedCells {
-		fmt.Fprintf(out, "- %d Cells did not fit the time budget; the largest point measured has %d\n", rep.requestedCells, largest)
+
+	for _, s := range rep.skipped {
+		fmt.Fprintf(out, "- skipped to end in time: %s\n", s)
 	}
 
 	fmt.Fprintln(out, "\nTargets:")
@@ -129,16 +131,6 @@ func memReplays(points []memPoint) (small, large *memPoint) {
 		}
 	}
 	return small, large
-}
-
-func maxCells(results []Result) int {
-	n := 0
-	for _, r := range results {
-		if r.Incomplete == "" {
-			n = max(n, r.Cells)
-		}
-	}
-	return n
 }
 
 func ms(v float64) string {

@@ -64,10 +64,13 @@ type Result struct {
 	FoldEventsPerSec float64 `json:"foldEventsPerSec,omitempty"`
 	// BehindAtPublishEnd is how far the cursor was behind when the last
 	// event was published (steady).
-	BehindAtPublishEnd int64  `json:"behindAtPublishEnd,omitempty"`
-	Failed             int64  `json:"failedWrites,omitempty"`
-	Incomplete         string `json:"incomplete,omitempty"`
-	Note               string `json:"note,omitempty"`
+	BehindAtPublishEnd int64 `json:"behindAtPublishEnd,omitempty"`
+	// OtherCores is how many of the machine's cores, on average, processes
+	// other than this run's kept busy meanwhile.
+	OtherCores float64 `json:"otherCores"`
+	Failed     int64   `json:"failedWrites,omitempty"`
+	Incomplete string  `json:"incomplete,omitempty"`
+	Note       string  `json:"note,omitempty"`
 }
 
 // workload is a stream to project and how to offer it.
@@ -228,6 +231,11 @@ func (b *bench) runLive(ctx context.Context, wl workload, system System) (res Re
 	if err != nil {
 		return res, err
 	}
+	var opPIDs []int
+	if op != nil {
+		opPIDs = append(opPIDs, op.cmd.Process.Pid)
+	}
+	meter := startCPUMeter(e.cl.ourPIDs(opPIDs...))
 	start := time.Now()
 	published := make(chan error, 1)
 	go func() {
@@ -260,6 +268,7 @@ func (b *bench) runLive(ctx context.Context, wl workload, system System) (res Re
 	if err != nil {
 		return res, err
 	}
+	res.OtherCores = meter.others()
 	res.Seconds = end.Sub(start).Seconds()
 	res.EventsPerSec = float64(len(events)) / res.Seconds
 	res.setWrites(diffWrites(before, after))
@@ -317,6 +326,7 @@ func (b *bench) runRebuild(ctx context.Context, wl workload) (rebuild, replay Re
 	if err != nil {
 		return rebuild, replay, err
 	}
+	meter := startCPUMeter(e.cl.ourPIDs(op.cmd.Process.Pid))
 	start := op.started
 	end, err := waitAll(ctx, w, e.o)
 	if err != nil {
@@ -347,6 +357,7 @@ func (b *bench) runRebuild(ctx context.Context, wl workload) (rebuild, replay Re
 	rebuild.CPUSecPer1k = cpu.Seconds() * 1000 / float64(len(events))
 	rebuild.PeakRSSMiB = float64(rss) / (1 << 20)
 	rebuild.Note = "from the operator's start"
+	rebuild.OtherCores = meter.others()
 	if err := op.stop(); err != nil {
 		return rebuild, replay, err
 	}
@@ -382,6 +393,7 @@ func (b *bench) replay(ctx context.Context, e *env, res Result) (Result, error) 
 		return res, err
 	}
 	defer func() { _ = op.stop() }()
+	meter := startCPUMeter(e.cl.ourPIDs(op.cmd.Process.Pid))
 	start := op.started
 	var first, folded, settled time.Time
 	for settled.IsZero() {
@@ -420,6 +432,7 @@ func (b *bench) replay(ctx context.Context, e *env, res Result) (Result, error) 
 	if err != nil {
 		return res, err
 	}
+	res.OtherCores = meter.others()
 	res.Seconds = settled.Sub(start).Seconds()
 	res.EventsPerSec = n / res.Seconds
 	res.StartupSeconds = first.Sub(start).Seconds()
@@ -471,6 +484,7 @@ func (b *bench) runCeilingAt(ctx context.Context, wl workload, watchObjects, wit
 	if err != nil {
 		return ceil, replay, err
 	}
+	meter := startCPUMeter(e.cl.ourPIDs())
 	start := time.Now()
 	writer := newCeiling(ctx, e.cl.c, e.cl.ns, e.o)
 	for seq := range uint64(len(events)) {
@@ -490,6 +504,7 @@ func (b *bench) runCeilingAt(ctx context.Context, wl workload, watchObjects, wit
 	if err != nil {
 		return ceil, replay, err
 	}
+	ceil.OtherCores = meter.others()
 	ceil.Seconds = end.Sub(start).Seconds()
 	ceil.EventsPerSec = float64(len(events)) / ceil.Seconds
 	ceil.setWrites(diffWrites(before, after))
