@@ -59,6 +59,10 @@ type recorder struct {
 	lastSeq       atomic.Int64
 	cursorSeq     atomic.Int64
 	cursorCommits atomic.Int64
+
+	// allowCounts leaves cell counts that went backwards to the test: a
+	// resync after a purge may turn a Destroyed Cell back to Pending.
+	allowCounts bool
 }
 
 // objectLog is what the recorder saw of one object.
@@ -76,6 +80,8 @@ type observation struct {
 	// rv is the object's resourceVersion: etcd's revision, which orders
 	// writes across objects.
 	rv int64
+	// counts are a Formation's cell counts.
+	counts cellosv1.CellCounts
 }
 
 // cursorValue is one value of the cursor ConfigMap, and its revision.
@@ -223,7 +229,7 @@ func (r *recorder) observe(obj runtime.Object) {
 	}
 	switch o := obj.(type) {
 	case *cellosv1.Formation:
-		r.observeStatus(o.UID, store.FormationKind, o.Name, observation{id: o.Status.FormationID, seq: o.Status.LastAppliedSequence, stamp: o.Status.StreamStamp, at: now, rv: rv(o)})
+		r.observeStatus(o.UID, store.FormationKind, o.Name, observation{id: o.Status.FormationID, seq: o.Status.LastAppliedSequence, stamp: o.Status.StreamStamp, at: now, rv: rv(o), counts: o.Status.CellCounts})
 	case *cellosv1.Cell:
 		r.observeStatus(o.UID, store.CellKind, o.Name, observation{id: o.Status.CellID, seq: o.Status.LastAppliedSequence, stamp: o.Status.StreamStamp, at: now, rv: rv(o)})
 	case *corev1.ConfigMap:
@@ -253,7 +259,7 @@ func (r *recorder) observeStatus(uid types.UID, kind store.Kind, name string, o 
 	changed := true
 	if n := len(l.obs); n > 0 {
 		last := l.obs[n-1]
-		changed = last.id != o.id || last.seq != o.seq || last.stamp != o.stamp
+		changed = last.id != o.id || last.seq != o.seq || last.stamp != o.stamp || last.counts != o.counts
 	}
 	if changed {
 		l.obs = append(l.obs, o)
@@ -274,6 +280,10 @@ func (r *recorder) observeStatus(uid types.UID, kind store.Kind, name string, o 
 type verdict struct {
 	// regressions are values that went backwards within one stream.
 	regressions []string
+	// counts are a Formation's cell counts gone backwards: fewer Cells, or
+	// more Pending ones than new ones (a Cell is Pending only until its
+	// first started event, and the operator deletes none).
+	counts []string
 	// other are the remaining violations: an object that changed its id, a
 	// stamp of no stream of the run.
 	other []string
@@ -298,6 +308,11 @@ func (r *recorder) check() verdict {
 		high := map[int]observation{}
 		for i, o := range l.obs {
 			v.changes++
+			if p := l.obs[max(i-1, 0)].counts; l.kind == store.FormationKind && i > 0 && p != o.counts &&
+				(o.counts.Total < p.Total || o.counts.Pending-p.Pending > o.counts.Total-p.Total) {
+				v.counts = append(v.counts, fmt.Sprintf("Formation %s cell counts went back from %+v to %+v (seen %s)",
+					l.name, p, o.counts, o.at.Format("15:04:05.000")))
+			}
 			if i > 0 && l.obs[0].id != o.id {
 				v.other = append(v.other, fmt.Sprintf("%s %s held id %.60q, then %.60q", l.kind, l.name, l.obs[0].id, o.id))
 			}
@@ -343,6 +358,9 @@ func (r *recorder) mustHold(t testing.TB, want expectation, snap snapshot) int {
 	t.Helper()
 	v := r.check()
 	v.other = append(v.other, r.cursorSound(want, snap)...)
+	if !r.allowCounts {
+		v.other = append(v.other, v.counts...)
+	}
 	for _, s := range first(v.regressions, 20) {
 		t.Errorf("regressed: %s", s)
 	}
