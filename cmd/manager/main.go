@@ -5,8 +5,10 @@ package main
 import (
 	"flag"
 	"fmt"
+	"maps"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -15,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	"k8s.io/apimachinery/pkg/util/validation"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -38,6 +41,9 @@ import (
 // +kubebuilder:rbac:groups=coordination.k8s.io,namespace=system,resources=leases,verbs=create
 // +kubebuilder:rbac:groups=coordination.k8s.io,namespace=system,resources=leases,resourceNames=cellos-operator.cellos.dev,verbs=get;update
 // +kubebuilder:rbac:groups="",namespace=system,resources=events,verbs=create;patch
+// The Warning Events on the cursor ConfigMap, in the operator's namespace
+// even when --watch-namespaces leaves it out.
+// +kubebuilder:rbac:groups=events.k8s.io,namespace=system,resources=events,verbs=create;patch
 // +kubebuilder:rbac:groups="",namespace=system,resources=configmaps,verbs=create
 // +kubebuilder:rbac:groups="",namespace=system,resources=configmaps,resourceNames=cellos-projection-cursor,verbs=get;update
 
@@ -53,6 +59,7 @@ func main() {
 
 type options struct {
 	stream, namespace, cursorConfigMap       string
+	watchNamespaces                          string
 	publishSubjectPrefix                     string
 	nats                                     natsconn.Options
 	createStream, leaderElect                bool
@@ -71,6 +78,7 @@ func parseFlags() options {
 	flag.BoolVar(&opts.createStream, "create-stream", true, "Create the stream when it is missing. With false the operator never creates it, and waits, unready, until it exists.")
 	flag.StringVar(&opts.publishSubjectPrefix, "publish-subject-prefix", publish.DefaultSubjectPrefix, "Subject prefix of the events the operator publishes for declared Formations; they go to <prefix>.formation.<formationId>.")
 	flag.StringVar(&opts.namespace, "namespace", "", "Namespace for objects first seen in the stream (default: the operator's namespace).")
+	flag.StringVar(&opts.watchNamespaces, "watch-namespaces", "", "Comma-separated namespaces the operator watches and writes Formations and Cells in (default: all); --namespace must be one of them.")
 	flag.StringVar(&opts.cursorConfigMap, "cursor-configmap", "cellos-projection-cursor", "Name of the ConfigMap, in the operator's namespace, that holds the resume cursor.")
 	flag.BoolVar(&opts.leaderElect, "leader-elect", false, "Elect a leader through a Lease, so that only one replica consumes and writes.")
 	flag.StringVar(&opts.metricsAddr, "metrics-bind-address", "", "Address of the Prometheus metrics endpoint (default :8443, or :8080 with --metrics-secure=false); 0 disables it.")
@@ -94,8 +102,13 @@ func run() error {
 	setupLog := ctrl.Log.WithName("setup")
 
 	ownNamespace := operatorNamespace()
-	if opts.namespace == "" {
+	namespaceDefaulted := opts.namespace == ""
+	if namespaceDefaulted {
 		opts.namespace = ownNamespace
+	}
+	watched, err := watchedNamespaces(opts.watchNamespaces, opts.namespace, namespaceDefaulted)
+	if err != nil {
+		return err
 	}
 
 	scheme := runtime.NewScheme()
@@ -119,7 +132,9 @@ func run() error {
 		Client: client.Options{Cache: &client.CacheOptions{DisableFor: []client.Object{&corev1.ConfigMap{}}}},
 		// The operator never reads managed fields or the last applied
 		// configuration that kubectl and GitOps tools leave on Formations.
-		Cache: cache.Options{DefaultTransform: slimObjects},
+		// With --watch-namespaces, it caches, and so reconciles, those
+		// namespaces' Formations and Cells only.
+		Cache: cache.Options{DefaultTransform: slimObjects, DefaultNamespaces: watched},
 	})
 	if err != nil {
 		return fmt.Errorf("creating manager: %w", err)
@@ -179,12 +194,47 @@ func run() error {
 		return fmt.Errorf("adding readiness check: %w", err)
 	}
 
-	setupLog.Info("Starting manager", "namespace", opts.namespace, "stream", opts.stream, "createStream", opts.createStream,
+	setupLog.Info("Starting manager", "namespace", opts.namespace, "watchNamespaces", slices.Sorted(maps.Keys(watched)), "stream", opts.stream, "createStream", opts.createStream,
 		"natsURL", conn.URL(), "natsAuth", natsAuth, "natsTLS", opts.nats.TLS())
 	if err := mgr.Start(ctx); err != nil {
 		return fmt.Errorf("running manager: %w", err)
 	}
 	return nil
+}
+
+// watchedNamespaces parses --watch-namespaces into the cache's namespaces:
+// nil, for all, when it names none. namespace, where objects first seen in
+// the stream are created, must be one of them, or the operator could not
+// see what it creates there; defaulted says it was not given but is the
+// operator's own.
+func watchedNamespaces(list, namespace string, defaulted bool) (map[string]cache.Config, error) {
+	if strings.TrimSpace(list) == "" {
+		return nil, nil
+	}
+	watched := map[string]cache.Config{}
+	for _, ns := range strings.Split(list, ",") {
+		ns = strings.TrimSpace(ns)
+		if ns == "" {
+			continue
+		}
+		if errs := validation.IsDNS1123Label(ns); len(errs) > 0 {
+			return nil, fmt.Errorf("--watch-namespaces: %q is not a namespace name: %s", ns, strings.Join(errs, "; "))
+		}
+		watched[ns] = cache.Config{}
+	}
+	if len(watched) == 0 {
+		return nil, fmt.Errorf("--watch-namespaces %q names no namespace; leave it empty to watch all", list)
+	}
+	if _, ok := watched[namespace]; !ok {
+		given := "--namespace"
+		if defaulted {
+			given = "--namespace (by default the operator's own namespace)"
+		}
+		return nil, fmt.Errorf("%s %q is not among --watch-namespaces (%s): objects first seen in the stream are created there, "+
+			"so the operator must watch it; add it to --watch-namespaces, or set --namespace to one of them",
+			given, namespace, strings.Join(slices.Sorted(maps.Keys(watched)), ","))
+	}
+	return watched, nil
 }
 
 // slimObjects drops from cached objects what the operator never reads.

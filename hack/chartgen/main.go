@@ -33,6 +33,12 @@ const (
 	kustomizeServiceAccount = "controller-manager"
 )
 
+// managerRole is the ClusterRole controller-gen writes from the
+// +kubebuilder:rbac markers (rbac:roleName in the Makefile): the operator's
+// access to Formations, Cells and their Events. With watchNamespaces the
+// chart binds it in each watched namespace rather than cluster-wide.
+const managerRole = "manager-role"
+
 func main() {
 	config := flag.String("config", "config", "The kustomize tree to read.")
 	chart := flag.String("chart", "charts/cellos-operator", "The chart to write into.")
@@ -160,7 +166,9 @@ func decodeFile(path string, decode func(*yaml.YAMLOrJSONDecoder) error) error {
 // namePrefix does), namespace "system" replaced by the release's, and the
 // ServiceAccount by the chart's. ClusterRoles aggregated into the built-in
 // view and edit roles are switched by rbac.aggregatedRoles, and the secure
-// metrics endpoint's (metrics-auth-*) by metrics.secure.
+// metrics endpoint's (metrics-auth-*) by metrics.secure. The ClusterRoleBinding
+// of manager-role becomes, with watchNamespaces, one RoleBinding of the same
+// ClusterRole in each watched namespace.
 func rbacTemplate(objs []map[string]any) ([]byte, error) {
 	var b bytes.Buffer
 	b.WriteString("{{- /*\nGenerated from config/rbac by hack/chartgen (make manifests): edit the\n" +
@@ -207,7 +215,15 @@ func fromUnstructured(obj map[string]any, into any) error {
 	return runtime.DefaultUnstructuredConverter.FromUnstructuredWithValidation(obj, into, true)
 }
 
-const fullname = `{{ include "cellos-operator.fullname" . }}`
+// The template's root context: "." at its top, "$" inside a range.
+const (
+	top     = "."
+	inRange = "$"
+)
+
+func fullname(root string) string {
+	return `{{ include "cellos-operator.fullname" ` + root + ` }}`
+}
 
 func aggregated(labels map[string]string) bool {
 	for k := range labels {
@@ -218,16 +234,20 @@ func aggregated(labels map[string]string) bool {
 	return false
 }
 
-func writeMeta(b *bytes.Buffer, kind, name, namespace string, labels map[string]string) error {
-	fmt.Fprintf(b, "---\napiVersion: rbac.authorization.k8s.io/v1\nkind: %s\nmetadata:\n  name: %s-%s\n", kind, fullname, name)
-	switch namespace {
-	case "":
-	case kustomizeNamespace:
-		b.WriteString("  namespace: {{ .Release.Namespace }}\n")
+// writeMeta writes an object's header. namespace is config/'s: none, or the
+// operator's; or a template expression, when it starts with "{{".
+func writeMeta(b *bytes.Buffer, root, kind, name, namespace string, labels map[string]string) error {
+	fmt.Fprintf(b, "---\napiVersion: rbac.authorization.k8s.io/v1\nkind: %s\nmetadata:\n  name: %s-%s\n", kind, fullname(root), name)
+	switch {
+	case namespace == "":
+	case namespace == kustomizeNamespace:
+		fmt.Fprintf(b, "  namespace: {{ %s.Release.Namespace }}\n", strings.TrimSuffix(root, "."))
+	case strings.HasPrefix(namespace, "{{"):
+		fmt.Fprintf(b, "  namespace: %s\n", namespace)
 	default:
 		return fmt.Errorf("%s %s is in namespace %q, not the operator's (%q)", kind, name, namespace, kustomizeNamespace)
 	}
-	b.WriteString("  labels:\n    {{- include \"cellos-operator.labels\" . | nindent 4 }}\n")
+	fmt.Fprintf(b, "  labels:\n    {{- include \"cellos-operator.labels\" %s | nindent 4 }}\n", root)
 	keys := make([]string, 0, len(labels))
 	for k := range labels {
 		keys = append(keys, k)
@@ -260,7 +280,7 @@ func writeRole(b *bytes.Buffer, kind, name, namespace string, labels map[string]
 	if cond != "" {
 		b.WriteString("{{- if " + cond + " }}\n")
 	}
-	if err := writeMeta(b, kind, name, namespace, labels); err != nil {
+	if err := writeMeta(b, top, kind, name, namespace, labels); err != nil {
 		return err
 	}
 	b.WriteString("rules:\n")
@@ -287,22 +307,48 @@ func writeRole(b *bytes.Buffer, kind, name, namespace string, labels map[string]
 }
 
 func writeBinding(b *bytes.Buffer, kind, name, namespace string, ref rbacv1.RoleRef, subjects []rbacv1.Subject) error {
-	cond := condition(ref.Name, nil)
-	if cond != "" {
-		b.WriteString("{{- if " + cond + " }}\n")
-	}
-	if err := writeMeta(b, kind, name, namespace, nil); err != nil {
-		return err
-	}
-	fmt.Fprintf(b, "roleRef:\n  apiGroup: rbac.authorization.k8s.io\n  kind: %s\n  name: %s-%s\nsubjects:\n", ref.Kind, fullname, ref.Name)
 	for _, s := range subjects {
 		if s.Kind != rbacv1.ServiceAccountKind || s.Name != kustomizeServiceAccount || s.Namespace != kustomizeNamespace {
 			return fmt.Errorf("%s %s binds %s %s/%s; the chart binds only the operator's ServiceAccount", kind, name, s.Kind, s.Namespace, s.Name)
 		}
-		b.WriteString("- kind: ServiceAccount\n  name: {{ include \"cellos-operator.serviceAccountName\" . }}\n  namespace: {{ .Release.Namespace }}\n")
+	}
+	if kind == "ClusterRoleBinding" && ref.Kind == "ClusterRole" && ref.Name == managerRole {
+		// A namespaced install: the same ClusterRole, bound in each
+		// watched namespace only.
+		b.WriteString("{{- if .Values.watchNamespaces }}\n{{- range $namespace := .Values.watchNamespaces }}\n")
+		if err := writeBindingObject(b, inRange, "RoleBinding", name+"-watched", "{{ $namespace }}", ref, len(subjects)); err != nil {
+			return err
+		}
+		b.WriteString("{{- end }}\n{{- else }}\n")
+		if err := writeBindingObject(b, top, kind, name, namespace, ref, len(subjects)); err != nil {
+			return err
+		}
+		b.WriteString("{{- end }}\n")
+		return nil
+	}
+	cond := condition(ref.Name, nil)
+	if cond != "" {
+		b.WriteString("{{- if " + cond + " }}\n")
+	}
+	if err := writeBindingObject(b, top, kind, name, namespace, ref, len(subjects)); err != nil {
+		return err
 	}
 	if cond != "" {
 		b.WriteString("{{- end }}\n")
+	}
+	return nil
+}
+
+// writeBindingObject writes a binding of ref to the chart's ServiceAccount,
+// once for each of config/'s subjects (all of them the operator's).
+func writeBindingObject(b *bytes.Buffer, root, kind, name, namespace string, ref rbacv1.RoleRef, subjects int) error {
+	if err := writeMeta(b, root, kind, name, namespace, nil); err != nil {
+		return err
+	}
+	fmt.Fprintf(b, "roleRef:\n  apiGroup: rbac.authorization.k8s.io\n  kind: %s\n  name: %s-%s\nsubjects:\n", ref.Kind, fullname(root), ref.Name)
+	release := strings.TrimSuffix(root, ".") + ".Release.Namespace"
+	for range subjects {
+		fmt.Fprintf(b, "- kind: ServiceAccount\n  name: {{ include \"cellos-operator.serviceAccountName\" %s }}\n  namespace: {{ %s }}\n", root, release)
 	}
 	return nil
 }

@@ -113,12 +113,15 @@ spec:
 
 // TestChartAppliesWithEachCIValuesFile renders the chart with each values
 // file under ci/ and applies the whole of it, CRDs included, to the API
-// server.
+// server, after making the namespaces a namespaced install watches. The
+// operator's ClusterRole is bound cluster-wide, or, with watchNamespaces, in
+// each watched namespace and nowhere else.
 func TestChartAppliesWithEachCIValuesFile(t *testing.T) {
 	files, err := filepath.Glob(filepath.Join(chartDir, "ci", "*-values.yaml"))
-	if err != nil || len(files) < 3 {
-		t.Fatalf("want at least 3 values files in ci/, got %v (%v)", files, err)
+	if err != nil || len(files) < 4 {
+		t.Fatalf("want at least 4 values files in ci/, got %v (%v)", files, err)
 	}
+	var namespaced bool
 	applyServerSide(t, prometheusOperatorCRDs)
 	kubectl(t, "wait", "--for=condition=Established", "--timeout=60s",
 		"crd/servicemonitors.monitoring.coreos.com", "crd/prometheusrules.monitoring.coreos.com")
@@ -126,11 +129,17 @@ func TestChartAppliesWithEachCIValuesFile(t *testing.T) {
 		name := strings.TrimSuffix(filepath.Base(file), "-values.yaml")
 		t.Run(name, func(t *testing.T) {
 			helm(t, "lint", "--strict", "--quiet", chartDir, "-f", file)
+			watched := valuesWatchNamespaces(t, file)
+			namespaced = namespaced || len(watched) > 0
+			for _, w := range watched {
+				ensureNamespace(t, w)
+			}
 			ns := newNamespace(t)
 			out := render(t, name, ns, "--include-crds", "-f", file)
 			applyServerSide(t, out)
+			objs := decodeAll(t, out)
 			kinds := map[string]int{}
-			for _, obj := range decodeAll(t, out) {
+			for _, obj := range objs {
 				kinds[obj.GetKind()]++
 			}
 			for _, kind := range []string{"CustomResourceDefinition", "Deployment", "ClusterRole", "Role", "Service"} {
@@ -138,8 +147,86 @@ func TestChartAppliesWithEachCIValuesFile(t *testing.T) {
 					t.Errorf("no %s rendered; rendered %v", kind, kinds)
 				}
 			}
+			clusterWide, inNamespaces := managerRoleBindings(objs)
+			if len(watched) == 0 {
+				if !clusterWide || len(inNamespaces) > 0 {
+					t.Errorf("the manager's ClusterRole: bound cluster-wide %v, in namespaces %v; want cluster-wide only", clusterWide, inNamespaces)
+				}
+				return
+			}
+			if clusterWide || !slices.Equal(slices.Sorted(slices.Values(inNamespaces)), slices.Sorted(slices.Values(watched))) {
+				t.Errorf("the manager's ClusterRole: bound cluster-wide %v, in namespaces %v; want in %v only", clusterWide, inNamespaces, watched)
+			}
+			args, _ := container(t, deployment(t, objs))["args"].([]any)
+			if want := "--watch-namespaces=" + strings.Join(watched, ","); !slices.Contains(args, any(want)) {
+				t.Errorf("the Deployment's args %v lack %s", args, want)
+			}
 		})
 	}
+	if !namespaced {
+		t.Error("no values file in ci/ sets watchNamespaces")
+	}
+}
+
+// valuesWatchNamespaces is watchNamespaces in a values file.
+func valuesWatchNamespaces(t testing.TB, file string) []string {
+	t.Helper()
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var values struct {
+		WatchNamespaces []string `json:"watchNamespaces"`
+	}
+	if err := yaml.Unmarshal(b, &values); err != nil {
+		t.Fatalf("%s: %v", file, err)
+	}
+	return values.WatchNamespaces
+}
+
+// ensureNamespace makes the namespace name unless it exists: one that a
+// values file names, the same in every run.
+func ensureNamespace(t testing.TB, name string) {
+	t.Helper()
+	err := controlPlane.Client.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}})
+	if err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+}
+
+// managerRoleBindings tells where rendered objects bind the operator's
+// ClusterRole, <fullname>-manager-role: by a ClusterRoleBinding, and by
+// RoleBindings in which namespaces.
+func managerRoleBindings(objs []*unstructured.Unstructured) (clusterWide bool, namespaces []string) {
+	for _, obj := range objs {
+		kind, _, _ := unstructured.NestedString(obj.Object, "roleRef", "kind")
+		name, _, _ := unstructured.NestedString(obj.Object, "roleRef", "name")
+		if kind != "ClusterRole" || !strings.HasSuffix(name, "-manager-role") {
+			continue
+		}
+		switch obj.GetKind() {
+		case "ClusterRoleBinding":
+			clusterWide = true
+		case "RoleBinding":
+			namespaces = append(namespaces, obj.GetNamespace())
+		}
+	}
+	return clusterWide, namespaces
+}
+
+// deployment is the one Deployment among objs.
+func deployment(t testing.TB, objs []*unstructured.Unstructured) *unstructured.Unstructured {
+	t.Helper()
+	var found []*unstructured.Unstructured
+	for _, obj := range objs {
+		if obj.GetKind() == "Deployment" {
+			found = append(found, obj)
+		}
+	}
+	if len(found) != 1 {
+		t.Fatalf("%d Deployments rendered, want 1", len(found))
+	}
+	return found[0]
 }
 
 // TestChartRejectsBadValues: the schema refuses a misspelt or wrongly typed
@@ -162,6 +249,11 @@ func TestChartRejectsBadValues(t *testing.T) {
 		{"credentials in the URL", "carries credentials", []string{"--set", "nats.url=nats://u:p@nats:4222"}},
 		{"TLS files without TLS", "nats.tls.enabled is false", []string{"--set", "nats.tls.ca.secret.name=ca"}},
 		{"replicas without leader election", "needs leaderElection.enabled", []string{"--set", "leaderElection.enabled=false"}},
+		{"not a namespace name to watch", "/watchNamespaces/1", []string{"--set", "watchNamespaces={team-a,Team_B}"}},
+		{"a watched namespace twice", "/watchNamespaces", []string{"--set", "watchNamespaces={team-a,team-a}", "--set", "projectionNamespace=team-a"}},
+		{"projection namespace not watched", "does not hold team-c",
+			[]string{"--set", "watchNamespaces={team-a,team-b}", "--set", "projectionNamespace=team-c"}},
+		{"release namespace not watched", "does not hold default", []string{"--set", "watchNamespaces={team-a}"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -262,9 +354,6 @@ func TestChartRBACIsEnoughAndNoMore(t *testing.T) {
 
 	// And nothing more.
 	other := newNamespace(t)
-	type access struct {
-		verb, group, resource, subresource, name, namespace string
-	}
 	allowed := []access{
 		{"get", "", "configmaps", "", "cellos-projection-cursor", ns},
 		{"update", "", "configmaps", "", "cellos-projection-cursor", ns},
@@ -295,25 +384,7 @@ func TestChartRBACIsEnoughAndNoMore(t *testing.T) {
 		{"patch", "cellos.dev", "formations", "status", "", other},
 		{"create", "", "pods", "", "", ns},
 	}
-	for _, c := range []struct {
-		want bool
-		list []access
-	}{{true, allowed}, {false, denied}} {
-		for _, a := range c.list {
-			sar := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
-				User: user, Groups: groups,
-				ResourceAttributes: &authorizationv1.ResourceAttributes{
-					Verb: a.verb, Group: a.group, Resource: a.resource, Subresource: a.subresource, Name: a.name, Namespace: a.namespace,
-				},
-			}}
-			if err := controlPlane.Client.Create(ctx, sar); err != nil {
-				t.Fatal(err)
-			}
-			if sar.Status.Allowed != c.want {
-				t.Errorf("%+v: allowed %v, want %v", a, sar.Status.Allowed, c.want)
-			}
-		}
-	}
+	assertAccess(t, user, groups, allowed, denied)
 
 	// The same, as the API server answers the ServiceAccount itself.
 	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
@@ -336,6 +407,262 @@ func TestChartRBACIsEnoughAndNoMore(t *testing.T) {
 	}
 	if err := as.List(ctx, &corev1.ConfigMapList{}, client.InNamespace(ns)); !apierrors.IsForbidden(err) {
 		t.Errorf("listing ConfigMaps in its own namespace: %v, want forbidden", err)
+	}
+}
+
+// access is one request, which a SubjectAccessReview asks about.
+type access struct {
+	verb, group, resource, subresource, name, namespace string
+}
+
+// assertAccess asks the API server, with a SubjectAccessReview each, whether
+// user in groups may make each request: every one of allowed, and none of
+// denied.
+func assertAccess(t testing.TB, user string, groups []string, allowed, denied []access) {
+	t.Helper()
+	for _, c := range []struct {
+		want bool
+		list []access
+	}{{true, allowed}, {false, denied}} {
+		for _, a := range c.list {
+			sar := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
+				User: user, Groups: groups,
+				ResourceAttributes: &authorizationv1.ResourceAttributes{
+					Verb: a.verb, Group: a.group, Resource: a.resource, Subresource: a.subresource, Name: a.name, Namespace: a.namespace,
+				},
+			}}
+			if err := controlPlane.Client.Create(context.Background(), sar); err != nil {
+				t.Fatal(err)
+			}
+			if sar.Status.Allowed != c.want {
+				t.Errorf("%+v: allowed %v, want %v", a, sar.Status.Allowed, c.want)
+			}
+		}
+	}
+}
+
+// TestChartNamespacedInstall installs the chart with ci/namespaced-values.yaml,
+// its two watched namespaces replaced by two of the test's, in a release
+// namespace it does not watch, and runs the manager with the Deployment's
+// --namespace and --watch-namespaces as the chart's ServiceAccount,
+// impersonated, with only the chart's RBAC: it leads and keeps its cursor
+// in the release's namespace, projects the stream into the first watched
+// namespace, and admits, publishes and cancels a Formation declared in the
+// second. It never touches a Formation declared in a namespace it does not
+// watch, and may not even list Formations there.
+func TestChartNamespacedInstall(t *testing.T) {
+	ns := newNamespace(t)
+	watchedA, watchedB, other := newNamespace(t), newNamespace(t), newNamespace(t)
+	const release = "scoped"
+	sa := release + "-cellos-operator-controller-manager"
+	user := "system:serviceaccount:" + ns + ":" + sa
+	groups := []string{"system:serviceaccounts", "system:serviceaccounts:" + ns, "system:authenticated"}
+	out := render(t, release, ns, "-f", filepath.Join(chartDir, "ci", "namespaced-values.yaml"),
+		"--set", "watchNamespaces={"+watchedA+","+watchedB+"}", "--set", "projectionNamespace="+watchedA)
+	applyServerSide(t, out)
+	objs := decodeAll(t, out)
+	clusterWide, bound := managerRoleBindings(objs)
+	if clusterWide || !slices.Equal(slices.Sorted(slices.Values(bound)), slices.Sorted(slices.Values([]string{watchedA, watchedB}))) {
+		t.Fatalf("the manager's ClusterRole: bound cluster-wide %v, in namespaces %v; want in %s and %s only", clusterWide, bound, watchedA, watchedB)
+	}
+	var flags []string
+	args, _ := container(t, deployment(t, objs))["args"].([]any)
+	for _, a := range args {
+		if s, _ := a.(string); strings.HasPrefix(s, "--namespace=") || strings.HasPrefix(s, "--watch-namespaces=") {
+			flags = append(flags, s)
+		}
+	}
+	if want := []string{"--namespace=" + watchedA, "--watch-namespaces=" + watchedA + "," + watchedB}; !slices.Equal(flags, want) {
+		t.Fatalf("the Deployment passes %v, want %v", flags, want)
+	}
+	kubeconfig := impersonatingKubeconfig(t, user, groups)
+
+	// A Formation declared where the operator does not look.
+	ctx := context.Background()
+	c := controlPlane.Client
+	elsewhere := &cellosv1.Formation{
+		ObjectMeta: metav1.ObjectMeta{Namespace: other, Name: "unwatched"},
+		Spec:       &cellosv1.FormationSpec{Coordinator: "lead", Members: []cellosv1.FormationMember{member("lead", "")}},
+	}
+	if err := c.Create(ctx, elsewhere); err != nil {
+		t.Fatal(err)
+	}
+
+	js := localenv.StartJetStream(t)
+	_, jsc := js.Connect(t)
+	m := startManagerAs(t, kubeconfig, js.URL(), ns, append([]string{"--leader-elect", "--flush-window=50ms"}, flags...)...)
+	eventually(t, time.Minute, "manager ready", m.ready)
+	eventually(t, time.Minute, "the Lease in the release's namespace names a holder", func() error {
+		var l coordinationv1.Lease
+		if err := c.Get(ctx, types.NamespacedName{Namespace: ns, Name: "cellos-operator.cellos.dev"}, &l); err != nil {
+			return err
+		}
+		if l.Spec.HolderIdentity == nil || *l.Spec.HolderIdentity == "" {
+			return errors.New("no holder")
+		}
+		return nil
+	})
+
+	// The stream's objects in the first watched namespace; the cursor in the
+	// release's.
+	want := readExpected(t)
+	publish(t, jsc, readSample(t))
+	eventually(t, time.Minute, "objects match the expected projection", func() error { return matchesExpected(watchedA, want) })
+	waitForCursor(t, ns, want.LastSequence)
+
+	// A Formation declared in the second is admitted, published, and
+	// cancelled when deleted.
+	declared := &cellosv1.Formation{
+		ObjectMeta: metav1.ObjectMeta{Namespace: watchedB, Name: "declared"},
+		Spec:       &cellosv1.FormationSpec{Coordinator: "lead", Members: []cellosv1.FormationMember{member("lead", "")}},
+	}
+	if err := c.Create(ctx, declared); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, time.Minute, "the declared Formation is published", func() error {
+		if err := c.Get(ctx, client.ObjectKeyFromObject(declared), declared); err != nil {
+			return err
+		}
+		if !meta.IsStatusConditionTrue(declared.Status.Conditions, cellosv1.PublishedCondition) {
+			return fmt.Errorf("conditions %v", declared.Status.Conditions)
+		}
+		return nil
+	})
+	if err := c.Delete(ctx, declared); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, time.Minute, "the deleted Formation is cancelled and gone", func() error {
+		err := c.Get(ctx, client.ObjectKeyFromObject(declared), declared)
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		return fmt.Errorf("still there (%v): phase %q, finalizers %v", err, declared.Status.Phase, declared.Finalizers)
+	})
+
+	// Meanwhile the unwatched one was left as its user wrote it, and
+	// nothing was written to the release's namespace or the unwatched one.
+	if err := c.Get(ctx, client.ObjectKeyFromObject(elsewhere), elsewhere); err != nil {
+		t.Fatal(err)
+	}
+	if len(elsewhere.Finalizers) > 0 || elsewhere.Status.Phase != "" || len(elsewhere.Status.Conditions) > 0 {
+		t.Errorf("the Formation in an unwatched namespace was touched: finalizers %v, phase %q, conditions %v",
+			elsewhere.Finalizers, elsewhere.Status.Phase, elsewhere.Status.Conditions)
+	}
+	for _, n := range []string{ns, other} {
+		var formations cellosv1.FormationList
+		var cells cellosv1.CellList
+		if err := c.List(ctx, &formations, client.InNamespace(n)); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.List(ctx, &cells, client.InNamespace(n)); err != nil {
+			t.Fatal(err)
+		}
+		if len(cells.Items) > 0 || (n == ns && len(formations.Items) > 0) || (n == other && len(formations.Items) != 1) {
+			t.Errorf("namespace %s holds %d Formations and %d Cells", n, len(formations.Items), len(cells.Items))
+		}
+	}
+	m.stop(t)
+	if logs := m.logs.String(); strings.Contains(strings.ToLower(logs), "forbidden") {
+		t.Errorf("the manager was refused something:\n%s", grepLines(logs, "forbidden"))
+	}
+
+	// What it may do: its job in the watched namespaces, its cursor, Lease
+	// and their Events in its own; and nothing in any other namespace, nor
+	// cluster-wide.
+	var allowed []access
+	for _, w := range []string{watchedA, watchedB} {
+		allowed = append(allowed,
+			access{"list", "cellos.dev", "formations", "", "", w},
+			access{"watch", "cellos.dev", "cells", "", "", w},
+			access{"create", "cellos.dev", "formations", "", "", w},
+			access{"patch", "cellos.dev", "cells", "", "", w},
+			access{"delete", "cellos.dev", "cells", "", "", w},
+			access{"update", "cellos.dev", "formations", "status", "", w},
+			access{"update", "cellos.dev", "cells", "status", "", w},
+			access{"create", "events.k8s.io", "events", "", "", w},
+		)
+	}
+	allowed = append(allowed,
+		access{"get", "", "configmaps", "", "cellos-projection-cursor", ns},
+		access{"update", "", "configmaps", "", "cellos-projection-cursor", ns},
+		access{"get", "coordination.k8s.io", "leases", "", "cellos-operator.cellos.dev", ns},
+		access{"create", "", "events", "", "", ns},
+		// Warning Events on the cursor ConfigMap.
+		access{"create", "events.k8s.io", "events", "", "", ns},
+	)
+	var denied []access
+	for _, n := range []string{other, ns, ""} {
+		denied = append(denied,
+			access{"list", "cellos.dev", "formations", "", "", n},
+			access{"watch", "cellos.dev", "cells", "", "", n},
+			access{"patch", "cellos.dev", "formations", "", "", n},
+			access{"update", "cellos.dev", "formations", "status", "", n},
+			access{"delete", "cellos.dev", "cells", "", "", n},
+		)
+	}
+	denied = append(denied,
+		access{"create", "events.k8s.io", "events", "", "", other},
+		access{"get", "", "configmaps", "", "cellos-projection-cursor", watchedA},
+		access{"create", "coordination.k8s.io", "leases", "", "", watchedA},
+		access{"list", "", "secrets", "", "", watchedA},
+	)
+	assertAccess(t, user, groups, allowed, denied)
+
+	// The same, as the API server answers the ServiceAccount itself.
+	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	as, err := client.New(cfg, client.Options{Scheme: controlPlane.Scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := as.List(ctx, &cellosv1.FormationList{}, client.InNamespace(watchedA)); err != nil {
+		t.Errorf("listing Formations in a watched namespace as the ServiceAccount: %v", err)
+	}
+	for _, n := range []string{other, ""} {
+		if err := as.List(ctx, &cellosv1.FormationList{}, client.InNamespace(n)); !apierrors.IsForbidden(err) {
+			t.Errorf("listing Formations in namespace %q as the ServiceAccount: %v, want forbidden", n, err)
+		}
+	}
+	if err := as.Get(ctx, client.ObjectKeyFromObject(elsewhere), &cellosv1.Formation{}); !apierrors.IsForbidden(err) {
+		t.Errorf("reading the Formation in an unwatched namespace as the ServiceAccount: %v, want forbidden", err)
+	}
+}
+
+// TestManagerRefusesAnUnwatchedNamespace: the manager exits at start, and
+// says why, when --namespace, or the operator's namespace it defaults to, is
+// not among --watch-namespaces, or when these are not namespace names.
+func TestManagerRefusesAnUnwatchedNamespace(t *testing.T) {
+	cases := []struct {
+		name, want string
+		args       []string
+	}{
+		{"--namespace not watched", `--namespace "team-c" is not among --watch-namespaces (team-a,team-b)`,
+			[]string{"--watch-namespaces=team-a,team-b", "--namespace=team-c"}},
+		{"its own namespace not watched", `--namespace (by default the operator's own namespace) "team-ops" is not among --watch-namespaces (team-a)`,
+			[]string{"--watch-namespaces=team-a"}},
+		{"not a namespace name", `--watch-namespaces: "Team_B" is not a namespace name`,
+			[]string{"--watch-namespaces=team-a,Team_B", "--namespace=team-a"}},
+		{"no namespace at all", `--watch-namespaces " , " names no namespace`,
+			[]string{"--watch-namespaces= , ", "--namespace=team-a"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, managerBin, append([]string{"--kubeconfig", controlPlane.KubeconfigPath,
+				"--nats-url", "nats://127.0.0.1:1", "--health-probe-bind-address=0", "--metrics-bind-address=0"}, c.args...)...)
+			cmd.Env = append(os.Environ(), "POD_NAMESPACE=team-ops")
+			out, err := cmd.CombinedOutput()
+			var exit *exec.ExitError
+			if !errors.As(err, &exit) || exit.ExitCode() != 1 {
+				t.Fatalf("%v: exited with %v, want status 1\n%s", c.args, err, out)
+			}
+			if !strings.Contains(string(out), strings.ReplaceAll(c.want, `"`, `\"`)) {
+				t.Errorf("%v: the log does not say %s:\n%s", c.args, c.want, out)
+			}
+		})
 	}
 }
 
