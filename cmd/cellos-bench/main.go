@@ -72,10 +72,21 @@ func main() {
 	defer stop()
 
 	b := &bench{manager: *manager, logDir: logDir, operatorArgs: strings.Fields(*opArgs)}
-	selected := func(name string) bool {
-		return *only == "" || slices.Contains(strings.Split(*only, ","), name)
-	}
 	p := plan(*quick, *rate, *steady, *maxCells)
+	// Each of the two lists, workloads and systems, selects all when -only
+	// names none of its kind.
+	onlyList := strings.Split(*only, ",")
+	anyOf := func(names ...string) bool {
+		return slices.ContainsFunc(names, func(n string) bool { return slices.Contains(onlyList, n) })
+	}
+	selected := func(name string, kind []string) bool {
+		return *only == "" || !anyOf(kind...) || slices.Contains(onlyList, name)
+	}
+	workloadNames := []string{}
+	for _, wl := range p.live {
+		workloadNames = append(workloadNames, wl.name)
+	}
+	systemNames := []string{string(Operator), string(Naive), string(Ceiling)}
 	began := time.Now()
 	loadAtStart := loadAverage()
 	left := func() time.Duration {
@@ -99,7 +110,7 @@ func main() {
 	}
 	for _, wl := range p.live {
 		for _, sys := range []System{Operator, Naive, Ceiling} {
-			if !selected(wl.name) || !selected(string(sys)) {
+			if !selected(wl.name, workloadNames) || !selected(string(sys), systemNames) {
 				continue
 			}
 			if ctx.Err() != nil {

@@ -85,6 +85,24 @@ func (rep report) print(out io.Writer) {
 		fmt.Fprintf(out, "- %s, %s: %.0f writes%s: %s\n", r.Workload, r.System, r.WritesTotal, failed, strings.Join(parts, ", "))
 	}
 
+	fmt.Fprintln(out, "\nCPU by process, in cores on average over each run (the machine has 2 when no one else uses it):")
+	for _, r := range rep.results {
+		if len(r.Cores) == 0 {
+			continue
+		}
+		names := make([]string, 0, len(r.Cores))
+		for n := range r.Cores {
+			names = append(names, n)
+		}
+		slices.Sort(names)
+		parts := make([]string, 0, len(names)+1)
+		for _, n := range names {
+			parts = append(parts, fmt.Sprintf("%s %.2f", n, r.Cores[n]))
+		}
+		parts = append(parts, fmt.Sprintf("other processes %.2f", r.OtherCores))
+		fmt.Fprintf(out, "- %s, %s: %s\n", r.Workload, r.System, strings.Join(parts, ", "))
+	}
+
 	fmt.Fprintln(out, "\nMemory at scale (the operator's peak RSS, VmHWM):")
 	var mems []memPoint
 	for _, r := range rep.results {

@@ -65,12 +65,16 @@ type Result struct {
 	// BehindAtPublishEnd is how far the cursor was behind when the last
 	// event was published (steady).
 	BehindAtPublishEnd int64 `json:"behindAtPublishEnd,omitempty"`
+	// PublishSeconds is how long publishing took, acknowledgements included.
+	PublishSeconds float64 `json:"publishSeconds,omitempty"`
 	// OtherCores is how many of the machine's cores, on average, processes
 	// other than this run's kept busy meanwhile.
 	OtherCores float64 `json:"otherCores"`
-	Failed     int64   `json:"failedWrites,omitempty"`
-	Incomplete string  `json:"incomplete,omitempty"`
-	Note       string  `json:"note,omitempty"`
+	// Cores is what each of this run's processes used, on average.
+	Cores      map[string]float64 `json:"cores,omitempty"`
+	Failed     int64              `json:"failedWrites,omitempty"`
+	Incomplete string             `json:"incomplete,omitempty"`
+	Note       string             `json:"note,omitempty"`
 }
 
 // workload is a stream to project and how to offer it.
@@ -238,8 +242,10 @@ func (b *bench) runLive(ctx context.Context, wl workload, system System) (res Re
 	meter := startCPUMeter(e.cl.ourPIDs(opPIDs...))
 	start := time.Now()
 	published := make(chan error, 1)
+	var publishedAt time.Time
 	go func() {
 		err := e.pub.publish(ctx, events, wl.rate)
+		publishedAt = time.Now()
 		if err == nil && system == Operator && wl.rate > 0 {
 			res.BehindAtPublishEnd = int64(len(events)) - int64(e.cursorAt(ctx))
 		}
@@ -249,6 +255,7 @@ func (b *bench) runLive(ctx context.Context, wl workload, system System) (res Re
 	if perr := <-published; perr != nil {
 		return res, perr
 	}
+	res.PublishSeconds = publishedAt.Sub(start).Seconds()
 	if err != nil {
 		res.Incomplete = err.Error()
 		end = time.Now()
@@ -268,7 +275,7 @@ func (b *bench) runLive(ctx context.Context, wl workload, system System) (res Re
 	if err != nil {
 		return res, err
 	}
-	res.OtherCores = meter.others()
+	res.OtherCores, res.Cores = meter.read()
 	res.Seconds = end.Sub(start).Seconds()
 	res.EventsPerSec = float64(len(events)) / res.Seconds
 	res.setWrites(diffWrites(before, after))
@@ -293,6 +300,9 @@ func (b *bench) runLive(ctx context.Context, wl workload, system System) (res Re
 		res.Failed = nv.failed.Load()
 	case Ceiling:
 		res.Failed = ceil.failed.Load()
+		if at := ceil.doneAt(); !at.IsZero() {
+			res.Note = fmt.Sprintf("last write acknowledged at %.2f s", at.Sub(start).Seconds())
+		}
 	}
 	return res, nil
 }
@@ -357,7 +367,7 @@ func (b *bench) runRebuild(ctx context.Context, wl workload) (rebuild, replay Re
 	rebuild.CPUSecPer1k = cpu.Seconds() * 1000 / float64(len(events))
 	rebuild.PeakRSSMiB = float64(rss) / (1 << 20)
 	rebuild.Note = "from the operator's start"
-	rebuild.OtherCores = meter.others()
+	rebuild.OtherCores, rebuild.Cores = meter.read()
 	if err := op.stop(); err != nil {
 		return rebuild, replay, err
 	}
@@ -432,7 +442,7 @@ func (b *bench) replay(ctx context.Context, e *env, res Result) (Result, error) 
 	if err != nil {
 		return res, err
 	}
-	res.OtherCores = meter.others()
+	res.OtherCores, res.Cores = meter.read()
 	res.Seconds = settled.Sub(start).Seconds()
 	res.EventsPerSec = n / res.Seconds
 	res.StartupSeconds = first.Sub(start).Seconds()
@@ -504,7 +514,7 @@ func (b *bench) runCeilingAt(ctx context.Context, wl workload, watchObjects, wit
 	if err != nil {
 		return ceil, replay, err
 	}
-	ceil.OtherCores = meter.others()
+	ceil.OtherCores, ceil.Cores = meter.read()
 	ceil.Seconds = end.Sub(start).Seconds()
 	ceil.EventsPerSec = float64(len(events)) / ceil.Seconds
 	ceil.setWrites(diffWrites(before, after))

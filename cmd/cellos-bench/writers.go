@@ -167,6 +167,10 @@ type ceiling struct {
 	created map[string]*createdFormation
 	failed  atomic.Int64
 	wg      sync.WaitGroup
+	// pending counts the tasks not yet done; lastAt is when the last one
+	// ended.
+	pending atomic.Int64
+	lastAt  atomic.Int64
 }
 
 type createdFormation struct {
@@ -182,11 +186,16 @@ func newCeiling(ctx context.Context, c client.Client, ns string, o *oracle) *cei
 	for id := range o.final.Formations {
 		w.created[id] = &createdFormation{done: make(chan struct{})}
 	}
+	// A Formation's create and status, and a Cell's task.
+	w.pending.Store(int64(2*len(o.final.Formations) + len(o.final.Cells)))
 	for range ceilingWorkers {
 		w.wg.Go(func() {
 			for task := range w.tasks {
 				if err := task(); err != nil && ctx.Err() == nil {
 					w.failed.Add(1)
+				}
+				if w.pending.Add(-1) == 0 {
+					w.lastAt.Store(time.Now().UnixNano())
 				}
 			}
 		})
@@ -215,6 +224,14 @@ func (w *ceiling) ack(ctx context.Context, seq uint64) {
 			w.tasks <- func() error { return w.cell(ctx, ref.ID) }
 		}
 	}
+}
+
+// doneAt is when the last write ended; zero before.
+func (w *ceiling) doneAt() time.Time {
+	if ns := w.lastAt.Load(); ns != 0 {
+		return time.Unix(0, ns)
+	}
+	return time.Time{}
 }
 
 // close waits for the writes queued so far.
