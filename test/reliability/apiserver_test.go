@@ -20,10 +20,10 @@ import (
 // envtest.Environment to itself), so this suite starts its own control
 // plane, and stops and starts envtest's APIServer on the same port.
 func TestAPIServerOutage(t *testing.T) {
-	maxUnflushed := knob("APISERVER_MAX_UNFLUSHED", 100, 1000)
+	maxUnflushed := knob("APISERVER_MAX_UNFLUSHED", 60, 1000)
 	length := seconds("APISERVER_OUTAGE_SECONDS", 10, 30)
-	before := knob("APISERVER_EVENTS_BEFORE", 300, 3000)
-	during := knob("APISERVER_EVENTS_DURING", 1500, 30000)
+	before := knob("APISERVER_EVENTS_BEFORE", 200, 3000)
+	during := knob("APISERVER_EVENTS_DURING", 1000, 30000)
 	ns := newNamespace(t)
 	js := localenv.StartJetStream(t)
 	_, jsc := js.Connect(t)

@@ -28,6 +28,8 @@ import (
 func TestFailover(t *testing.T) {
 	runs := knob("FAILOVER_RUNS", 1, 6)
 	events := knob("FAILOVER_EVENTS", 400, 2000)
+	// The SIGKILL takeover waits out the 15s lease: the full suite only.
+	withKill := knob("FAILOVER_SIGKILL", 0, 1) == 1
 	var kills, terms, stales, recoveries []time.Duration
 	var staleWrites, staleAccepted, staleRegressions, staleCounts []int
 	var peak float64
@@ -45,7 +47,9 @@ func TestFailover(t *testing.T) {
 			// SIGKILL: the standby waits for the lease to expire.
 			f.publishAsync(t, msgs[:events])
 			f.waitWrites(t, 20)
-			kills = append(kills, f.takeover(t, "SIGKILL", func(m *manager) { m.kill(t) }))
+			if withKill {
+				kills = append(kills, f.takeover(t, "SIGKILL", func(m *manager) { m.kill(t) }))
+			}
 
 			// SIGTERM: the leader releases the lease on its way out.
 			f.publishAsync(t, msgs[events:2*events])

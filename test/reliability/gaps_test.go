@@ -31,11 +31,16 @@ import (
 // were, and nothing else.
 func TestStreamGaps(t *testing.T) {
 	events := knob("GAPS_EVENTS", 400, 3000)
+	// While running, a periodic check must notice: the consumer checks
+	// the stream every 15s. At start, the fold from the first event does,
+	// in the first seconds.
 	detect := seconds("GAPS_DETECT_SECONDS", 16, 40)
+	atStart := seconds("GAPS_DETECT_AT_START_SECONDS", 8, 40)
 	var recoveries []time.Duration
 	var peak float64
 	var lost, regressed, runs, total int
 	done := func(t *testing.T, g *gapRun, recovered time.Duration, l int) {
+		regressed += g.rec.mustHold(t, g.want, g.snap)
 		recoveries = append(recoveries, recovered)
 		lost += l
 		runs++
@@ -43,8 +48,18 @@ func TestStreamGaps(t *testing.T) {
 		for _, m := range g.managers {
 			peak = max(peak, m.peakMiB())
 		}
-		regressed += g.rec.mustHold(t, g.want, g.snap)
 	}
+
+	// Not side by side: the operators would share the awkward cell ids of
+	// the generated streams, and placement finds a Cell by its id in any
+	// namespace.
+	t.Cleanup(func() {
+		results.add(row{
+			Scenario: "Stream gaps", Runs: runs, Events: total, Lost: lost, Regressed: regressed,
+			Recover: durations(recoveries), PeakMiB: peak,
+			Notes: "purge below the cursor and delete+recreate, each while running and while down; recovery: from the fault (or the restart after it) to every object and the cursor caught up",
+		})
+	})
 
 	t.Run("purged below the cursor while running", func(t *testing.T) {
 		g := startGapRun(t, 51, events)
@@ -62,7 +77,7 @@ func TestStreamGaps(t *testing.T) {
 		converge(t, g.ns, expectation{stream: g.want.stream, last: g.want.last, state: running}, 2*time.Minute)
 		// A restart folds the stream as it is now: purged ids keep their status.
 		g.restart(t)
-		g.expectSurfaced(t, detect, "gap", fmt.Sprintf("1-%d", purged))
+		g.expectSurfaced(t, atStart, "gap", fmt.Sprintf("1-%d", purged))
 		g.want.leftover = &expectation{stream: seen.stream, last: seen.last, state: running}
 		recovered, l := converge(t, g.ns, g.want, 2*time.Minute)
 		done(t, g, recovered, l)
@@ -74,7 +89,7 @@ func TestStreamGaps(t *testing.T) {
 		g.managers[0].stop(t)
 		purged := g.purgeHalf(t)
 		g.restart(t)
-		g.expectSurfaced(t, detect, "gap", fmt.Sprintf("1-%d", purged))
+		g.expectSurfaced(t, atStart, "gap", fmt.Sprintf("1-%d", purged))
 		g.want.leftover = &before
 		recovered, l := converge(t, g.ns, g.want, 2*time.Minute)
 		done(t, g, recovered, l)
@@ -96,17 +111,12 @@ func TestStreamGaps(t *testing.T) {
 		g.managers[0].stop(t)
 		g.recreate(t, 57, events/2)
 		g.restart(t)
-		g.expectSurfaced(t, detect, "recreated", "")
+		g.expectSurfaced(t, atStart, "recreated", "")
 		g.want.leftover = &before
 		recovered, l := converge(t, g.ns, g.want, 2*time.Minute)
 		done(t, g, recovered, l)
 	})
 
-	results.add(row{
-		Scenario: "Stream gaps", Runs: runs, Events: total, Lost: lost, Regressed: regressed,
-		Recover: durations(recoveries), PeakMiB: peak,
-		Notes: "purge below the cursor and delete+recreate, each while running and while down; recovery: from the fault (or the restart after it) to every object and the cursor caught up",
-	})
 }
 
 // gapRun is one operator projecting one stream in its own namespace.

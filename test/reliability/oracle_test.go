@@ -267,11 +267,18 @@ func cursorReached(ctx context.Context, ns string, want expectation) error {
 // converge waits until every object of ns equals want and the cursor
 // reaches its end. It returns how long that took and how many objects still
 // differ (0 when they converged); it fails the test when they did not.
+//
+// It waits for the cursor first, a read of one ConfigMap, and compares
+// every object only then, and at most once a second: listing every object
+// of a large run often would slow the API server the operator writes to.
 func converge(t testing.TB, ns string, want expectation, timeout time.Duration) (time.Duration, int) {
 	t.Helper()
 	start := time.Now()
 	deadline := start.Add(timeout)
 	ctx := context.Background()
+	for cursorReached(ctx, ns, want) != nil && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
 	for {
 		bad, err := mismatches(ctx, ns, want)
 		if err == nil && len(bad) == 0 {
@@ -289,7 +296,7 @@ func converge(t testing.TB, ns string, want expectation, timeout time.Duration) 
 			}
 			return time.Since(start), len(bad)
 		}
-		time.Sleep(250 * time.Millisecond)
+		time.Sleep(min(time.Second, time.Duration(len(want.state.Cells)+len(want.state.Formations))*time.Millisecond+100*time.Millisecond))
 	}
 }
 

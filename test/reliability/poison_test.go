@@ -137,7 +137,7 @@ func TestIDSpellingAnothersObjectName(t *testing.T) {
 	// Each id on one Cell of its own, and the cursor at the end.
 	var bad []string
 	var stuck error
-	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(250 * time.Millisecond) {
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(250 * time.Millisecond) {
 		var err error
 		if bad, err = mismatches(t.Context(), ns, want); err != nil {
 			t.Fatal(err)

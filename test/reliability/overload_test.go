@@ -1,0 +1,113 @@
+package reliability
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"cellos.dev/cellos-operator/internal/localenv"
+)
+
+// Overload: realistic lifecycles published at 5,000 events a second for a
+// minute, far above what the API server takes in status writes. The
+// operator keeps up or falls behind gracefully: the lag shows in
+// cellos_operator_lag_events, and once --max-unflushed-objects objects wait
+// for their write the fold pauses and /readyz says so; memory stays
+// bounded; and it catches up afterwards with nothing lost.
+func TestOverload(t *testing.T) {
+	rate := knob("OVERLOAD_RATE", 1000, 5000)
+	length := seconds("OVERLOAD_SECONDS", 10, 60)
+	maxUnflushed := knob("OVERLOAD_MAX_UNFLUSHED", 1000, 10000)
+	n := rate * int(length.Seconds())
+	ns := newNamespace(t)
+	js := localenv.StartJetStream(t)
+	_, jsc := js.Connect(t)
+	rec := record(t, ns)
+	rec.addStream(ensureStream(t, jsc))
+	msgs := generate(71, n, mix{poison: 0.01, duplicate: 0.01, binary: 0.01})
+
+	m := startManager(t, managerConfig{natsURL: js.URL(), namespace: ns, args: []string{fmt.Sprintf("--max-unflushed-objects=%d", maxUnflushed)}})
+	eventually(t, time.Minute, "the manager is ready", m.ready)
+
+	// Sample what an operator would see, every second, until caught up.
+	type sample struct {
+		lag, unflushed, paused float64
+		ready                  error
+	}
+	var mu sync.Mutex
+	var samples []sample
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for ctx.Err() == nil {
+			if all, err := m.metrics(); err == nil {
+				s := sample{lag: all["cellos_operator_lag_events"], unflushed: all["cellos_operator_unflushed_objects"], paused: all["cellos_operator_ingest_paused"], ready: m.ready()}
+				mu.Lock()
+				samples = append(samples, s)
+				mu.Unlock()
+			}
+			sleep(ctx, time.Second)
+		}
+	})
+	defer func() { cancel(); wg.Wait() }()
+
+	begin := time.Now()
+	publish(t, jsc, msgs, float64(rate))
+	published := time.Since(begin)
+	want, snap := expect(t, jsc)
+	caughtUp, lost := converge(t, ns, want, 90*time.Minute)
+	cancel()
+	wg.Wait()
+
+	var maxLag, maxUnflushedSeen float64
+	var pausedSamples, unreadyWhilePaused int
+	var why string
+	for _, s := range samples {
+		maxLag = max(maxLag, s.lag)
+		maxUnflushedSeen = max(maxUnflushedSeen, s.unflushed)
+		if s.paused == 1 {
+			pausedSamples++
+			if s.ready != nil {
+				unreadyWhilePaused++
+				why = s.ready.Error()
+			}
+		}
+	}
+	t.Logf("published %d events in %s (%.0f/s); caught up %s later; lag up to %.0f events; unflushed up to %.0f; paused in %d of %d samples, unready in %d of them (%s)",
+		n, published.Round(time.Millisecond), float64(n)/published.Seconds(), caughtUp.Round(time.Second), maxLag, maxUnflushedSeen, pausedSamples, len(samples), unreadyWhilePaused, why)
+	if maxLag == 0 {
+		t.Errorf("cellos_operator_lag_events never showed a lag")
+	}
+	if pausedSamples == 0 {
+		t.Errorf("the fold never paused at --max-unflushed-objects=%d", maxUnflushed)
+	}
+	if unreadyWhilePaused == 0 || !strings.Contains(why, "paused") {
+		t.Errorf("/readyz never said the fold is paused")
+	}
+	if maxUnflushedSeen > float64(maxUnflushed) {
+		t.Errorf("cellos_operator_unflushed_objects reached %v, above --max-unflushed-objects=%d", maxUnflushedSeen, maxUnflushed)
+	}
+	if err := m.ready(); err != nil {
+		t.Errorf("not ready after catching up: %v", err)
+	}
+	if lag := m.metric(t, "cellos_operator_lag_events"); lag != 0 {
+		t.Errorf("lag %v after catching up", lag)
+	}
+	const bound = 2048 // MiB: far above what the stream needs, far below unbounded
+	if p := m.peakMiB(); p > bound {
+		t.Errorf("peak RSS %.0f MiB, above %d MiB", p, bound)
+	}
+	if m.exitedUnasked() {
+		t.Errorf("the manager exited: %v", m.err)
+	}
+	regressed := rec.mustHold(t, want, snap)
+	results.add(row{
+		Scenario: "Overload", Runs: 1, Events: n, Lost: lost, Regressed: regressed,
+		Recover: durations([]time.Duration{caughtUp}), PeakMiB: m.peakMiB(),
+		Notes: fmt.Sprintf("%d events/s for %s (%d formations, %d cells); lag up to %.0f events; fold paused at --max-unflushed-objects=%d in %d of %d one-second samples, /readyz failing meanwhile; recovery: end of publishing to every object and the cursor caught up",
+			rate, length, len(want.state.Formations), len(want.state.Cells), maxLag, maxUnflushed, pausedSamples, len(samples)),
+	})
+}
