@@ -72,6 +72,16 @@ lint: $(DEVTOOLS) ## Run golangci-lint.
 .PHONY: test
 test: manifests generate $(CONTROLPLANE) $(HELM) ## Run all tests: unit, and integration against a real kube-apiserver, etcd and JetStream.
 	$(GO) test ./... -count=1 -race -timeout 30m
+	$(MAKE) --no-print-directory fuzz
+
+.PHONY: test-reliability
+test-reliability: manifests generate $(CONTROLPLANE) ## Run the full reliability suite (about an hour): crashes, outages, poison input, stream gaps, failover, overload. Its figures go to bin/reliability-report.md.
+	RELIABILITY_SCALE=full RELIABILITY_REPORT=$(BIN)/reliability-report.md $(GO) test ./test/reliability -count=1 -v -timeout 4h
+
+FUZZTIME ?= 20s
+.PHONY: fuzz
+fuzz: ## Fuzz decode plus fold over whole streams for FUZZTIME (20s).
+	$(GO) test ./internal/fold -run '^$$' -fuzz '^FuzzFoldStream$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1s
 
 .PHONY: test-chart
 test-chart: manifests $(CONTROLPLANE) $(HELM) ## Run the chart's tests alone: lint, render each ci/ values file, apply it, and run the manager with its RBAC.
