@@ -30,7 +30,7 @@ import (
 // stream named keep their last status"): the oracle allows them as they
 // were, and nothing else.
 func TestStreamGaps(t *testing.T) {
-	events := knob("GAPS_EVENTS", 400, 3000)
+	events := knob("GAPS_EVENTS", 300, 3000)
 	// While running, a periodic check must notice: the consumer checks
 	// the stream every 15s. At start, the fold from the first event does,
 	// in the first seconds.

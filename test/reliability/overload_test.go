@@ -18,9 +18,9 @@ import (
 // for their write the fold pauses and /readyz says so; memory stays
 // bounded; and it catches up afterwards with nothing lost.
 func TestOverload(t *testing.T) {
-	rate := knob("OVERLOAD_RATE", 1000, 5000)
-	length := seconds("OVERLOAD_SECONDS", 10, 60)
-	maxUnflushed := knob("OVERLOAD_MAX_UNFLUSHED", 1000, 10000)
+	rate := knob("OVERLOAD_RATE", 500, 5000)
+	length := seconds("OVERLOAD_SECONDS", 8, 60)
+	maxUnflushed := knob("OVERLOAD_MAX_UNFLUSHED", 100, 10000)
 	n := rate * int(length.Seconds())
 	ns := newNamespace(t)
 	js := localenv.StartJetStream(t)
