@@ -479,7 +479,8 @@ func (b *bench) runCeilingAt(ctx context.Context, wl workload, watchObjects, wit
 	defer e.close()
 	ceil = e.result(wl.name+" rebuild", Ceiling)
 	replay = e.result(wl.name+" replay", Operator)
-	ctx, cancel := context.WithTimeout(ctx, 2*runTimeout)
+	// Ten milliseconds an object: a large point takes minutes to write.
+	ctx, cancel := context.WithTimeout(ctx, max(2*runTimeout, time.Duration(e.o.objects())*10*time.Millisecond))
 	defer cancel()
 	if err := e.pub.publish(ctx, events, 0); err != nil {
 		return ceil, replay, err

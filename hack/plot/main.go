@@ -55,16 +55,23 @@ var series = []struct {
 }
 
 func main() {
-	in := flag.String("in", "", "cellos-bench -json output")
+	in := flag.String("in", "", "cellos-bench -json output; several files, comma-separated, are drawn together (say, make bench's and a -memory-only run's)")
 	out := flag.String("out", "performance.png", "PNG to write")
 	flag.Parse()
-	raw, err := os.ReadFile(*in)
-	if err != nil {
-		log.Fatal(err)
-	}
 	var rs results
-	if err := json.Unmarshal(raw, &rs); err != nil {
-		log.Fatal(err)
+	for _, path := range strings.Split(*in, ",") {
+		raw, err := os.ReadFile(path)
+		if err != nil {
+			log.Fatal(err)
+		}
+		var one results
+		if err := json.Unmarshal(raw, &one); err != nil {
+			log.Fatalf("%s: %v", path, err)
+		}
+		if rs.Machine == "" {
+			rs.Machine = one.Machine
+		}
+		rs.Results = append(rs.Results, one.Results...)
 	}
 
 	p := plot.New()
