@@ -221,15 +221,6 @@ func (n *natsEnv) close() {
 	_ = os.RemoveAll(n.dir)
 }
 
-// lastSeq is the stream's last sequence.
-func (n *natsEnv) lastSeq(ctx context.Context) (uint64, error) {
-	s, err := n.js.Stream(ctx, jetstream.DefaultStreamName)
-	if err != nil {
-		return 0, err
-	}
-	return s.CachedInfo().State.LastSeq, nil
-}
-
 // procStat reads a process's CPU time (user and system) and peak resident
 // memory from /proc.
 func procStat(pid int) (cpu time.Duration, peakRSS int64, err error) {
@@ -327,13 +318,6 @@ func (m *cpuMeter) sample() (busy, ours int64, each map[int]int64) {
 		}
 	}
 	return busy, ours, each
-}
-
-// others is how many cores, on average since the start, processes other
-// than ours kept busy.
-func (m *cpuMeter) others() float64 {
-	o, _ := m.read()
-	return o
 }
 
 // read returns the cores others kept busy, and the cores each of our

@@ -149,7 +149,7 @@ func (p *operatorProc) stop() error {
 		return err
 	case <-time.After(30 * time.Second):
 		_ = p.cmd.Process.Kill()
-		<-p.done
-		return fmt.Errorf("the manager did not stop within 30s of SIGTERM (log: %s)", p.logPath)
+		err := <-p.done
+		return fmt.Errorf("the manager did not stop within 30s of SIGTERM, and was killed (%v; log: %s)", err, p.logPath)
 	}
 }
