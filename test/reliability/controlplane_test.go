@@ -144,7 +144,7 @@ func (cp *controlPlane) StopAPIServer() error {
 		return err
 	}
 	// Killed: wait until its port is free for the restart.
-	addr := net.JoinHostPort(api.SecureServing.Address, api.SecureServing.Port)
+	addr := net.JoinHostPort(api.Address, api.Port)
 	for range 100 {
 		c, err := net.DialTimeout("tcp", addr, 100*time.Millisecond)
 		if err != nil {

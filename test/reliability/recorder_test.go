@@ -154,7 +154,7 @@ func (r *recorder) watch(ctx context.Context, c client.WithWatch, list client.Ob
 				r.blind = append(r.blind, [2]int64{from, to})
 				r.mu.Unlock()
 			}
-			rv, relist = l.GetResourceVersion(), false
+			rv = l.GetResourceVersion()
 		}
 		raw := &client.ListOptions{Raw: &metav1.ListOptions{ResourceVersion: rv, AllowWatchBookmarks: true}}
 		w, err := c.Watch(ctx, list.DeepCopyObject().(client.ObjectList), append(append([]client.ListOption(nil), opts...), raw)...)
@@ -339,16 +339,6 @@ func (r *recorder) check() verdict {
 		high[key] = max(high[key], p.Sequence)
 	}
 	return v
-}
-
-// lastCursor is the last cursor value seen.
-func (r *recorder) lastCursor() (cursor.Position, bool) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if len(r.cursors) == 0 {
-		return cursor.Position{}, false
-	}
-	return r.cursors[len(r.cursors)-1].Position, true
 }
 
 // mustHold fails the test on any violation, the cursor's promise against
