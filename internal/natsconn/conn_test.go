@@ -183,10 +183,14 @@ func TestUserAndPassword(t *testing.T) {
 			t.Fatal(err)
 		}
 		waitConnected(t, c)
-		checkNoSecret(t, &logs, err)
-		if !strings.Contains(logs.String(), "Connected to NATS") {
-			t.Errorf("the log does not say it connected:\n%s", logs.String())
+		// The status listener logs the connection on its own goroutine, a
+		// moment after the connection reports it.
+		for deadline := time.Now().Add(time.Minute); !strings.Contains(logs.String(), "Connected to NATS"); time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("the log does not say it connected:\n%s", logs.String())
+			}
 		}
+		checkNoSecret(t, &logs, err)
 	})
 	t.Run("no credentials", func(t *testing.T) {
 		var logs logBuffer
