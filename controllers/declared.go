@@ -53,6 +53,11 @@ func (r *FormationReconciler) declare(ctx context.Context, d declared) (done boo
 		before := f.DeepCopy()
 		controllerutil.AddFinalizer(f, cellosv1.CancelFinalizer)
 		return true, r.patchMeta(ctx, before, f, "holding the Formation until its formation is cancelled")
+	case admittedHere(f) && f.Status.FormationID != d.id:
+		// Admission recorded in status after the label, in its own step, so
+		// that whoever finds the label set finishes it.
+		f.Status.FormationID = d.id
+		return true, r.hold(ctx, f, false, cellosv1.AwaitingAdmissionReason, "Admitted; publishing its created event")
 	case admittedHere(f) && !meta.IsStatusConditionTrue(f.Status.Conditions, cellosv1.PublishedCondition):
 		// Projected, the created event is in the stream already: the
 		// operator stopped between its ack and this status.
@@ -64,11 +69,11 @@ func (r *FormationReconciler) declare(ctx context.Context, d declared) (done boo
 // admittedHere tells whether the operator admitted f: its formation id is
 // its own uid, not an id of the stream it was labelled with.
 func admittedHere(f *cellosv1.Formation) bool {
-	return f.Status.FormationID == string(f.UID) && f.Labels[cellosv1.FormationIDLabel] == string(f.UID)
+	return f.Labels[cellosv1.FormationIDLabel] == string(f.UID)
 }
 
 // admit gives a valid declared Formation its formation id, its uid, once: the
-// label and the finalizer first, then status. An invalid one is refused,
+// label and the finalizer; status follows in the next reconcile. An invalid one is refused,
 // stalled with the reason, and nothing is published.
 func (r *FormationReconciler) admit(ctx context.Context, f *cellosv1.Formation) error {
 	if err := f.Spec.Validate(); err != nil {
@@ -82,10 +87,7 @@ func (r *FormationReconciler) admit(ctx context.Context, f *cellosv1.Formation) 
 	if err := r.patchMeta(ctx, before, f, "admitting the Formation"); err != nil {
 		return err
 	}
-	f.Status.FormationID = id
-	if err := r.hold(ctx, f, false, cellosv1.AwaitingAdmissionReason, "Admitted; publishing its created event"); err != nil {
-		return err
-	}
+	// The change queues f again; that reconcile records the id in status.
 	r.Recorder.Eventf(f, nil, corev1.EventTypeNormal, "Admitted", "Admit", "Admitted as formation %s", id)
 	return nil
 }
