@@ -127,7 +127,14 @@ func startFailover(t *testing.T, run int) *failover {
 	f.rec = record(t, f.ns)
 	f.rec.addStream(ensureStream(t, f.jsc))
 	first := f.replica(t)
-	eventually(t, time.Minute, "the first replica leads", func() error { return leads(first) })
+	begin := time.Now()
+	eventually(t, time.Minute, "the first replica leads", func() error {
+		err := leads(first)
+		if err != nil && time.Since(begin) > 55*time.Second {
+			err = fmt.Errorf("%w\n%s", err, tail(first.logs.String(), 20))
+		}
+		return err
+	})
 	f.replica(t)
 	return f
 }
@@ -150,6 +157,9 @@ func (f *failover) replica(t *testing.T) *manager {
 
 // leads is nil when m holds the lease, as its metrics say.
 func leads(m *manager) error {
+	if !m.running() {
+		return fmt.Errorf("%s exited: %v\n%s", m.name, m.err, tail(m.logs.String(), 20))
+	}
 	all, err := m.metrics()
 	if err != nil {
 		return err

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -355,10 +356,25 @@ func newNamespace(t testing.TB) string {
 		t.Fatalf("creating namespace: %v", err)
 	}
 	t.Cleanup(func() {
+		// Every manager caches every Formation and Cell of the cluster: the
+		// next scenario starts once this one's are gone. Deleting tens of
+		// thousands outlasts one request, so ask again until they are.
 		ctx := context.Background()
+		deadline := time.Now().Add(15 * time.Minute)
 		for _, obj := range []client.Object{&cellosv1.Formation{}, &cellosv1.Cell{}} {
-			if err := cp.Client.DeleteAllOf(ctx, obj, client.InNamespace(ns.Name)); err != nil {
-				t.Logf("emptying namespace %s: %v", ns.Name, err)
+			for {
+				err := cp.Client.DeleteAllOf(ctx, obj, client.InNamespace(ns.Name))
+				var left metav1.PartialObjectMetadataList
+				left.SetGroupVersionKind(cellosv1.GroupVersion.WithKind(reflect.TypeOf(obj).Elem().Name() + "List"))
+				lerr := cp.Client.List(ctx, &left, client.InNamespace(ns.Name), client.Limit(1))
+				if err == nil && lerr == nil && len(left.Items) == 0 {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Logf("emptying namespace %s: %v %v", ns.Name, err, lerr)
+					break
+				}
+				time.Sleep(2 * time.Second)
 			}
 		}
 	})
