@@ -72,9 +72,13 @@ func TestPoisonInput(t *testing.T) {
 	} else if got != rejected {
 		knownDefect(t, "%d log lines say an event was rejected, want %d: the default logger samples, so not every rejection is logged", got, rejected)
 	}
-	if len(warningEvents(t, ns, "RejectedEvent")) == 0 {
-		t.Errorf("no Warning Event RejectedEvent")
-	}
+	// Events are sent in the background: give them a moment.
+	eventually(t, 30*time.Second, "a Warning Event RejectedEvent", func() error {
+		if len(warningEvents(t, ns, "RejectedEvent")) == 0 {
+			return fmt.Errorf("none")
+		}
+		return nil
+	})
 	// Each object's name is its id's, and no two ids share one.
 	names := map[string]string{}
 	for id := range want.state.Cells {
