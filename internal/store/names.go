@@ -12,14 +12,15 @@ import (
 const hashLen = 10
 
 // ObjectName derives an object's name from a stream id, deterministically. An
-// id that is a valid object name is used as it is; any other id is sanitized
-// and gets a suffix hashed from the exact id, so ids that sanitize alike get
-// different names. Two ids share a name only if a valid id happens to spell
-// another id's sanitized name with its hash suffix, or by a collision of 40
-// bits of SHA-256; Store.IDsNamed keeps every id of a name for that case. The
-// exact id is always in status.
+// id that is a valid object name is used as it is, unless it ends the way a
+// sanitized name does; any other id is sanitized and gets a suffix hashed
+// from the exact id, so ids that sanitize alike get different names. Names
+// kept as they are never end in a hash suffix and sanitized ones always do,
+// so an id that spells another id's sanitized name is sanitized in turn, and
+// two ids share a name only by a collision of 40 bits of SHA-256 between ids
+// that sanitize alike. The exact id is always in status.
 func ObjectName(id string) string {
-	if len(validation.IsDNS1123Subdomain(id)) == 0 {
+	if len(validation.IsDNS1123Subdomain(id)) == 0 && !hasHashSuffix(id) {
 		return id
 	}
 	sum := sha256.Sum256([]byte(id))
@@ -44,4 +45,19 @@ func ObjectName(id string) string {
 		base = "cell"
 	}
 	return base + "-" + suffix
+}
+
+// hasHashSuffix reports whether name ends as ObjectName ends the names it
+// sanitizes: a dash and hashLen lowercase hex digits.
+func hasHashSuffix(name string) bool {
+	i := len(name) - hashLen - 1
+	if i < 0 || name[i] != '-' {
+		return false
+	}
+	for _, c := range name[i+1:] {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
 }

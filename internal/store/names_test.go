@@ -19,6 +19,8 @@ func TestObjectName(t *testing.T) {
 		"too long sanitized":    {id: long},
 		"symbols only":          {id: "!!!"},
 		"underscores sanitized": {id: "run_1/cell_2"},
+		"hash suffix sanitized": {id: "cell-0123456789"},
+		"longer hex kept":       {id: "cell-0123456789a", want: "cell-0123456789a"},
 	}
 	seen := map[string]string{}
 	for name, tc := range cases {
@@ -42,5 +44,13 @@ func TestObjectName(t *testing.T) {
 	// Ids that sanitize to the same text still get different names.
 	if a, b := ObjectName("Cell-A"), ObjectName("cell_a"); a == b {
 		t.Fatalf("%q and %q share the name %q", "Cell-A", "cell_a", a)
+	}
+	// An id that spells another's sanitized name gets a name of its own,
+	// and so does one that spells that one's.
+	a := "Cell-A"
+	b := ObjectName(a)
+	c := ObjectName(b)
+	if b == c || ObjectName(c) == c || ObjectName(c) == b {
+		t.Fatalf("ids %q, %q and %q share names: %q, %q and %q", a, b, c, b, c, ObjectName(c))
 	}
 }

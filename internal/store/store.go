@@ -257,8 +257,8 @@ func (s *Store) Cell(id string) (fold.Cell, Stream, bool) {
 
 // IDsNamed returns the ids of kind whose object name is name: a controller
 // asked for an object that does not exist yet learns which id it is for.
-// Distinct ids share a name only by a hash collision, so there is almost
-// always one.
+// Distinct ids share a name only by a collision of 40 bits of SHA-256 (see
+// ObjectName), so there is almost always one.
 func (s *Store) IDsNamed(kind Kind, name string) []string {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
