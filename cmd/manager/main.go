@@ -17,9 +17,16 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	"k8s.io/apimachinery/pkg/util/uuid"
 	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/client-go/kubernetes"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/leaderelection/resourcelock"
+	"k8s.io/client-go/tools/record"
 	"k8s.io/utils/clock"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -29,6 +36,7 @@ import (
 	cellosv1 "cellos.dev/cellos-operator/api/v1"
 	"cellos.dev/cellos-operator/controllers"
 	"cellos.dev/cellos-operator/internal/cursor"
+	"cellos.dev/cellos-operator/internal/fence"
 	"cellos.dev/cellos-operator/internal/ingest"
 	"cellos.dev/cellos-operator/internal/jetstream"
 	"cellos.dev/cellos-operator/internal/natsconn"
@@ -49,6 +57,10 @@ import (
 
 // serviceAccountNamespaceFile is where Kubernetes tells a pod its namespace.
 const serviceAccountNamespaceFile = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+
+// leaseRenewDeadline is how long the leader keeps retrying to renew its
+// Lease before it gives up leading: controller-runtime's default.
+const leaseRenewDeadline = 10 * time.Second
 
 func main() {
 	if err := run(); err != nil {
@@ -119,7 +131,7 @@ func run() error {
 	if err != nil {
 		return fmt.Errorf("loading kubeconfig: %w", err)
 	}
-	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+	mgrOpts := ctrl.Options{
 		Scheme:                        scheme,
 		Metrics:                       metricsOptions(opts.metricsAddr, opts.metricsSecure, opts.metricsCertDir),
 		HealthProbeBindAddress:        opts.probeAddr,
@@ -135,7 +147,13 @@ func run() error {
 		// With --watch-namespaces, it caches, and so reconciles, those
 		// namespaces' Formations and Cells only.
 		Cache: cache.Options{DefaultTransform: slimObjects, DefaultNamespaces: watched},
-	})
+	}
+	if opts.leaderElect {
+		if err := fenceWrites(cfg, &mgrOpts); err != nil {
+			return err
+		}
+	}
+	mgr, err := ctrl.NewManager(cfg, mgrOpts)
 	if err != nil {
 		return fmt.Errorf("creating manager: %w", err)
 	}
@@ -198,6 +216,44 @@ func run() error {
 		"natsURL", conn.URL(), "natsAuth", natsAuth, "natsTLS", opts.nats.TLS())
 	if err := mgr.Start(ctx); err != nil {
 		return fmt.Errorf("running manager: %w", err)
+	}
+	return nil
+}
+
+// fenceWrites makes the manager elect its leader through a fence, and write
+// only through it, so that a leader paused past its Lease writes nothing when
+// it resumes. The lock is the one controller-runtime would make: a Lease
+// named by the options, held by the host name and a UUID, whose changes of
+// holder are recorded as Events on it.
+func fenceWrites(cfg *rest.Config, o *ctrl.Options) error {
+	host, err := os.Hostname()
+	if err != nil {
+		return err
+	}
+	identity := host + "_" + string(uuid.NewUUID())
+	lockCfg := rest.AddUserAgent(rest.CopyConfig(cfg), "leader-election")
+	// One hung request must not use up the whole renew deadline.
+	lockCfg.Timeout = leaseRenewDeadline / 2
+	cs, err := kubernetes.NewForConfig(lockCfg)
+	if err != nil {
+		return fmt.Errorf("creating the leader election client: %w", err)
+	}
+	events := record.NewBroadcaster()
+	events.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: cs.CoreV1().Events("")})
+	lock, err := resourcelock.New(resourcelock.LeasesResourceLock, o.LeaderElectionNamespace, o.LeaderElectionID, cs.CoreV1(), cs.CoordinationV1(),
+		resourcelock.ResourceLockConfig{Identity: identity, EventRecorder: events.NewRecorder(clientgoscheme.Scheme, corev1.EventSource{Component: identity})})
+	if err != nil {
+		return fmt.Errorf("creating the leader election lock: %w", err)
+	}
+	f := fence.New(lock, clock.RealClock{})
+	o.LeaderElectionResourceLockInterface = f
+	o.RenewDeadline = ptr.To(leaseRenewDeadline)
+	o.NewClient = func(cfg *rest.Config, opts client.Options) (client.Client, error) {
+		c, err := client.NewWithWatch(cfg, opts)
+		if err != nil {
+			return nil, err
+		}
+		return f.Client(c), nil
 	}
 	return nil
 }
