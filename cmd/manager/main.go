@@ -14,7 +14,9 @@ import (
 
 	natsjs "github.com/nats-io/nats.go/jetstream"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/apimachinery/pkg/util/uuid"
@@ -30,6 +32,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/apiutil"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
@@ -133,6 +136,7 @@ func run() error {
 	}
 	mgrOpts := ctrl.Options{
 		Scheme:                        scheme,
+		MapperProvider:                ownKindsMapper,
 		Metrics:                       metricsOptions(opts.metricsAddr, opts.metricsSecure, opts.metricsCertDir),
 		HealthProbeBindAddress:        opts.probeAddr,
 		LeaderElection:                opts.leaderElect,
@@ -256,6 +260,35 @@ func fenceWrites(cfg *rest.Config, o *ctrl.Options) error {
 		return f.Client(c), nil
 	}
 	return nil
+}
+
+// ownKindsMapper answers for the operator's own kinds without the API
+// server's discovery, and asks discovery for any other. Setting up the
+// controllers needs their mappings; with them known, an operator started
+// while the API server is away, as after a lost Lease, starts, serves its
+// probes and waits for it, rather than exit into a crash loop.
+func ownKindsMapper(cfg *rest.Config, httpClient *http.Client) (meta.RESTMapper, error) {
+	discovered, err := apiutil.NewDynamicRESTMapper(cfg, httpClient)
+	if err != nil {
+		return nil, err
+	}
+	own := meta.NewDefaultRESTMapper([]schema.GroupVersion{cellosv1.GroupVersion})
+	for _, kind := range []string{"Formation", "Cell"} {
+		own.Add(cellosv1.GroupVersion.WithKind(kind), meta.RESTScopeNamespace)
+	}
+	return ownKinds{RESTMapper: discovered, own: own}, nil
+}
+
+type ownKinds struct {
+	meta.RESTMapper
+	own meta.RESTMapper
+}
+
+func (m ownKinds) RESTMapping(gk schema.GroupKind, versions ...string) (*meta.RESTMapping, error) {
+	if gk.Group == cellosv1.GroupVersion.Group {
+		return m.own.RESTMapping(gk, versions...)
+	}
+	return m.RESTMapper.RESTMapping(gk, versions...)
 }
 
 // watchedNamespaces parses --watch-namespaces into the cache's namespaces:

@@ -37,7 +37,14 @@ const (
 	RejectedEventReason = "RejectedEvent"
 	// StreamGapReason: sequences are missing from the stream.
 	StreamGapReason = "StreamGap"
+	// StreamRecreatedReason: the stream was deleted and created again under
+	// its name; its sequences number other events.
+	StreamRecreatedReason = "StreamRecreated"
 )
+
+// purgeCheckInterval is how often the leader looks for events purged from
+// the stream after it folded them.
+const purgeCheckInterval = 5 * time.Second
 
 // Ingester consumes the stream on the elected leader. It is a manager
 // Runnable.
@@ -65,8 +72,8 @@ type Ingester struct {
 	// streamLast is the stream's last sequence, as last seen.
 	streamLast atomic.Uint64
 	// lastSeq is the sequence of the message handled last, to notice gaps;
-	// only the consumer's goroutine uses it.
-	lastSeq uint64
+	// only the consumer's goroutine writes it.
+	lastSeq atomic.Uint64
 	// replayTo is the stream's last sequence when its fold began; reaching
 	// it tells the store that every object of the stream is known.
 	replayTo uint64
@@ -97,8 +104,8 @@ func (in *Ingester) Start(ctx context.Context) error {
 		if !errors.Is(err, jetstream.ErrStreamRecreated) {
 			return err
 		}
-		streamRecreationsTotal.Inc()
-		log.Info("The stream was recreated: folding the new one from its first event", "reason", err.Error())
+		// The next fold finds the cursor of the old stream, and says so.
+		log.V(1).Info("The consumer found the stream recreated", "reason", err.Error())
 	}
 }
 
@@ -116,17 +123,19 @@ func (in *Ingester) foldStream(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	in.lastSeq, in.replayTo, in.stream = 0, info.State.LastSeq, stream
+	in.lastSeq.Store(0)
+	in.replayTo, in.stream = info.State.LastSeq, stream
 	if info.State.Msgs == 0 {
 		in.Store.MarkReplayed(stream)
 	}
 	if info.State.FirstSeq > 1 {
-		in.gap(ctx, 1, info.State.FirstSeq-1)
+		in.gap(ctx, 1, info.State.FirstSeq-1, "the projection cannot reflect their events")
 	}
 
 	commitCtx, stopCommits := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	wg.Go(func() { in.commitLoop(commitCtx, pos) })
+	wg.Go(func() { in.watchPurges(commitCtx, info.Created, info.State.FirstSeq) })
 	defer wg.Wait()
 	defer stopCommits()
 
@@ -149,6 +158,8 @@ func (in *Ingester) foldStream(ctx context.Context) error {
 // name starts again from 0, as its sequences numbered other events. It
 // returns the position now stored.
 func (in *Ingester) startCursor(ctx context.Context, stream store.Stream) (cursor.Position, error) {
+	// A cursor that cannot be read is replaced below, and says nothing.
+	prev, _, _ := in.Cursor.Load(ctx)
 	pos, err := in.Cursor.Commit(ctx, cursor.Position{Stream: stream.Name, StreamCreated: stream.Created})
 	if err != nil {
 		return pos, err
@@ -161,7 +172,24 @@ func (in *Ingester) startCursor(ctx context.Context, stream store.Stream) (curso
 	in.mu.Lock()
 	in.cursorObject = &cm
 	in.mu.Unlock()
+	if prev.Stream == stream.Name && !prev.StreamCreated.IsZero() && !prev.StreamCreated.Equal(stream.Created) {
+		in.recreated(ctx, prev, stream)
+	}
 	return pos, nil
+}
+
+// recreated surfaces a stream found deleted and created again since the
+// cursor was committed, while the operator ran or while it was down.
+func (in *Ingester) recreated(ctx context.Context, prev cursor.Position, stream store.Stream) {
+	logr.FromContextOrDiscard(ctx).Info("The stream was recreated: folding the new one from its first event",
+		"stream", stream.Name, "created", stream.Created, "previouslyCreated", prev.StreamCreated, "previousCursor", prev.Sequence)
+	streamRecreationsTotal.Inc()
+	in.mu.Lock()
+	about := in.cursorObject
+	in.mu.Unlock()
+	in.Recorder.Eventf(about, nil, corev1.EventTypeWarning, StreamRecreatedReason, "Project",
+		"Stream %s was recreated (created %s, the cursor was at sequence %d of the one created %s): folding it from its first event; objects only the old stream named keep their status until pruned",
+		stream.Name, stream.Created.Format(time.RFC3339), prev.Sequence, prev.StreamCreated.Format(time.RFC3339))
 }
 
 // ensureStream waits for NATS, as the operator may start before it, and
@@ -196,10 +224,10 @@ func (in *Ingester) ensureStream(ctx context.Context) (*natsjs.StreamInfo, error
 func (in *Ingester) handle(ctx context.Context, msg jetstream.Message) error {
 	in.Store.AwaitRoom(ctx, func(unflushed int) { in.pause(ctx, unflushed) })
 	in.resume(ctx)
-	if in.lastSeq != 0 && msg.Sequence > in.lastSeq+1 {
-		in.gap(ctx, in.lastSeq+1, msg.Sequence-1)
+	if last := in.lastSeq.Load(); last != 0 && msg.Sequence > last+1 {
+		in.gap(ctx, last+1, msg.Sequence-1, "the projection cannot reflect their events")
 	}
-	in.lastSeq = msg.Sequence
+	in.lastSeq.Store(msg.Sequence)
 	out := in.Store.Apply(ctx, msg.Sequence, msg.Header, msg.Payload)
 	if msg.Sequence == in.replayTo {
 		in.Store.MarkReplayed(in.stream)
@@ -233,10 +261,10 @@ func (in *Ingester) resume(ctx context.Context) {
 	}
 }
 
-// gap surfaces sequences missing from the stream, purged or deleted: the
-// projection cannot reflect their events. It goes on with what remains.
-func (in *Ingester) gap(ctx context.Context, first, last uint64) {
-	logr.FromContextOrDiscard(ctx).Info("The stream has a gap: its events were purged or deleted", "firstMissing", first, "lastMissing", last)
+// gap surfaces sequences missing from the stream, purged or deleted, with
+// what that costs the projection. It goes on with what remains.
+func (in *Ingester) gap(ctx context.Context, first, last uint64, cost string) {
+	logr.FromContextOrDiscard(ctx).Info("The stream has a gap: its events were purged or deleted", "firstMissing", first, "lastMissing", last, "cost", cost)
 	streamGapsTotal.Inc()
 	streamGapEventsTotal.Add(float64(last - first + 1))
 	in.mu.Lock()
@@ -244,7 +272,35 @@ func (in *Ingester) gap(ctx context.Context, first, last uint64) {
 	about := in.cursorObject
 	in.mu.Unlock()
 	in.Recorder.Eventf(about, nil, corev1.EventTypeWarning, StreamGapReason, "Project",
-		"Stream sequences %d to %d are missing (purged or deleted): their events are not in the projection", first, last)
+		"Stream sequences %d to %d are missing (purged or deleted): %s", first, last, cost)
+}
+
+// watchPurges surfaces events purged from the stream after they were
+// folded: the projection keeps them, but a restart, which folds the stream
+// from its first event, no longer can. A purge of events not yet folded
+// shows as a jump in the sequences the consumer delivers instead.
+func (in *Ingester) watchPurges(ctx context.Context, created time.Time, first uint64) {
+	tick := time.NewTicker(purgeCheckInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		stream, err := in.JetStream.Stream(ctx, in.Stream)
+		if err != nil {
+			continue // the consumer reports why
+		}
+		info := stream.CachedInfo()
+		if !info.Created.Equal(created) {
+			return // recreated: the consumer ends this fold
+		}
+		if purgedTo := min(info.State.FirstSeq-1, in.lastSeq.Load()); purgedTo >= first {
+			in.gap(ctx, first, purgedTo, "they were folded, but a restart cannot fold them again")
+		}
+		first = max(first, info.State.FirstSeq)
+	}
 }
 
 func (in *Ingester) observeStreamLast(seq uint64) {

@@ -65,12 +65,10 @@ func TestPoisonInput(t *testing.T) {
 		}
 	}
 	rejected := want1[`{family="other",result="rejected"}`] + want1[`{family="formation",result="rejected"}`] + want1[`{family="cell",result="rejected"}`]
-	// The log's sampling (controller-runtime's production zap logger keeps
-	// 100 lines a second, then one in 100) drops most of a flood.
-	if got := strings.Count(m.logs.String(), `"msg":"Rejected an event"`); got == 0 {
-		t.Errorf("no log line says an event was rejected")
-	} else if got != rejected {
-		knownDefect(t, "%d log lines say an event was rejected, want %d: the default logger samples, so not every rejection is logged", got, rejected)
+	// The log samples a flood, as docs/operations.md says: the first 100
+	// lines of a second are all kept; the metric above counts every one.
+	if got := strings.Count(m.logs.String(), `"msg":"Rejected an event"`); got < min(rejected, 100) {
+		t.Errorf("%d log lines say an event was rejected, want at least %d of the %d", got, min(rejected, 100), rejected)
 	}
 	// Events are sent in the background: give them a moment.
 	eventually(t, 30*time.Second, "a Warning Event RejectedEvent", func() error {

@@ -7,7 +7,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"testing"
 	"time"
 )
 
@@ -111,25 +110,4 @@ func durations(ds []time.Duration) string {
 		return round(sorted[0])
 	}
 	return fmt.Sprintf("median %s, max %s", round(sorted[len(sorted)/2]), round(sorted[len(sorted)-1]))
-}
-
-// knownDefect reports a check that fails because of a defect of the
-// operator that docs/reliability.md lists. The full suite (make
-// test-reliability) fails on it; the small one (make test) logs it, so that
-// CI stays usable while it is open. RELIABILITY_KNOWN_DEFECTS=fail or =log
-// chooses either way.
-func knownDefect(t testing.TB, format string, args ...any) {
-	t.Helper()
-	mode := os.Getenv("RELIABILITY_KNOWN_DEFECTS")
-	if mode == "" {
-		mode = "log"
-		if full {
-			mode = "fail"
-		}
-	}
-	if mode == "fail" {
-		t.Errorf("KNOWN DEFECT: "+format, args...)
-		return
-	}
-	t.Logf("KNOWN DEFECT (logged, not failed; RELIABILITY_KNOWN_DEFECTS=fail fails it): "+format, args...)
 }
