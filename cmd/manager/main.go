@@ -103,7 +103,7 @@ func parseFlags() options {
 	flag.DurationVar(&opts.flushWindow, "flush-window", 250*time.Millisecond, "How long events on one object gather before its status is written.")
 	flag.DurationVar(&opts.countWindow, "count-window", time.Second, "How long changes to a Formation's Cells gather before its cell counts are written; its phase still follows --flush-window.")
 	flag.DurationVar(&opts.commitInterval, "cursor-commit-interval", time.Second, "How often the cursor ConfigMap is committed.")
-	flag.IntVar(&opts.writers, "concurrent-writes", 4, "How many status writes of each kind may be in flight at once.")
+	flag.IntVar(&opts.writers, "concurrent-writes", 16, "How many objects of each kind may be written at once (a reconcile writes one object, with up to two requests).")
 	flag.IntVar(&opts.maxUnflushed, "max-unflushed-objects", 10000, "How many objects may await their status write before the fold stops pulling the stream, which bounds memory while the API server is away; 0 for no bound.")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
