@@ -137,22 +137,41 @@ func (r *CellReconciler) correlate(ctx context.Context, cell *cellosv1.Cell, for
 }
 
 // lagging maps a cell id whose projection changed to its Cell. A cell that
-// lives nowhere has no status to write: its events count as reflected.
+// lives nowhere has no status to write, and one whose status already
+// reflects the projection, as during the replay after a restart, needs no
+// reconcile: their events count as reflected at once.
 func (r *CellReconciler) lagging(ctx context.Context, id string) []reconcile.Request {
 	want, stream, ok := r.Store.Cell(id)
 	if !ok {
 		return nil
 	}
+	ref := store.Ref{Kind: store.CellKind, ID: id}
 	key, err := r.placer(r.Client).cellKey(ctx, id, want.FormationID)
 	if err != nil {
 		ctrl.LoggerFrom(ctx).Error(err, "Placing a cell", "cellId", id)
 		return nil
 	}
-	if key.Name == "" {
-		// The cell's formation lives nowhere, so the cell does too.
-		r.Store.Flushed(stream, store.Ref{Kind: store.CellKind, ID: id}, want.LastAppliedSequence)
+	// A cell whose formation lives nowhere lives nowhere too.
+	if key.Name == "" || r.reflects(ctx, key, stream, ref, want.LastAppliedSequence) {
+		r.Store.Flushed(stream, ref, want.LastAppliedSequence)
+		return nil
 	}
 	return request(key)
+}
+
+// reflects tells whether the cached Cell at key holds ref's status at or
+// past projected, under a valid stamp: written from this stream, by this
+// replica before a restart or by another, and so equal to the projection
+// there, or ahead of it. Everything else a Cell holds is written along with
+// its first status, or healed by the Cell's own watch.
+func (r *CellReconciler) reflects(ctx context.Context, key client.ObjectKey, stream store.Stream, ref store.Ref, projected uint64) bool {
+	var cell cellosv1.Cell
+	if err := r.Get(ctx, key, &cell); err != nil {
+		return false
+	}
+	id, ok := cellIDOf(&cell)
+	seq := cell.Status.LastAppliedSequence
+	return ok && id == ref.ID && seq >= int64(projected) && cell.Status.StreamStamp == store.Stamp(stream, ref, uint64(seq))
 }
 
 // cellsOfFormation maps a new Formation to the Cells that carry its id, so
