@@ -75,7 +75,7 @@ test: manifests generate $(CONTROLPLANE) $(HELM) ## Run all tests: unit, and int
 	$(MAKE) --no-print-directory fuzz
 
 .PHONY: test-reliability
-test-reliability: manifests generate $(CONTROLPLANE) ## Run the full reliability suite (about an hour): crashes, outages, poison input, stream gaps, failover, overload. Its figures go to bin/reliability-report.md.
+test-reliability: manifests generate $(CONTROLPLANE) ## Run the full reliability suite (about 30 minutes): crashes, outages, poison input, stream gaps, failover, overload. Its figures go to bin/reliability-report.md.
 	RELIABILITY_SCALE=full RELIABILITY_REPORT=$(BIN)/reliability-report.md $(GO) test ./test/reliability -count=1 -v -timeout 4h
 
 FUZZTIME ?= 20s
