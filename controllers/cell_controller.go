@@ -166,7 +166,7 @@ func (r *CellReconciler) lagging(ctx context.Context, id string) []reconcile.Req
 // its first status, or healed by the Cell's own watch.
 func (r *CellReconciler) reflects(ctx context.Context, key client.ObjectKey, stream store.Stream, ref store.Ref, projected uint64) bool {
 	var cell cellosv1.Cell
-	if err := r.Get(ctx, key, &cell); err != nil {
+	if err := r.Get(ctx, key, &cell, client.UnsafeDisableDeepCopy); err != nil { // read only
 		return false
 	}
 	id, ok := cellIDOf(&cell)

@@ -66,7 +66,9 @@ func (c Config) placer(reader client.Reader) placer {
 	return placer{Reader: reader, store: c.Store, namespace: c.Namespace}
 }
 
-// placer answers placement questions from the cache and the store.
+// placer answers placement questions from the cache and the store. It reads
+// the cache without copying: placement runs for every event, and reads the
+// objects it finds without changing them.
 type placer struct {
 	client.Reader
 	store     *store.Store
@@ -90,10 +92,11 @@ func (p placer) rules(want fold.Formation, projected bool) formationRules {
 	return formationRules{namespace: p.namespace, projected: projected, declaredIn: want.Namespace, deleted: want.Deleted}
 }
 
-// formationsOf lists the Formations that carry the label of id.
+// formationsOf lists the Formations that carry the label of id: the cache's
+// own objects, for reading only.
 func (p placer) formationsOf(ctx context.Context, id string) ([]cellosv1.Formation, error) {
 	var list cellosv1.FormationList
-	if err := p.List(ctx, &list, client.MatchingFields{formationIDIndex: id}); err != nil {
+	if err := p.List(ctx, &list, client.MatchingFields{formationIDIndex: id}, client.UnsafeDisableDeepCopy); err != nil {
 		return nil, fmt.Errorf("listing the Formations of formation %s: %w", id, err)
 	}
 	return list.Items, nil
@@ -104,7 +107,7 @@ func (p placer) formationsOf(ctx context.Context, id string) ([]cellosv1.Formati
 // nowhere, as its formation does.
 func (p placer) cellKey(ctx context.Context, id, formationID string) (client.ObjectKey, error) {
 	var list cellosv1.CellList
-	if err := p.List(ctx, &list, client.MatchingFields{cellIDIndex: id}); err != nil {
+	if err := p.List(ctx, &list, client.MatchingFields{cellIDIndex: id}, client.UnsafeDisableDeepCopy); err != nil {
 		return client.ObjectKey{}, fmt.Errorf("listing the Cells of cell %q: %w", id, err)
 	}
 	namespace := p.namespace

@@ -16,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	"k8s.io/client-go/util/workqueue"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
@@ -70,6 +71,11 @@ type Store struct {
 
 	// lagging carries the ids whose status lags, one channel per kind.
 	lagging map[Kind]chan event.TypedGenericEvent[string]
+	// announced holds the objects whose id is on its way to the controller.
+	// An id is sent once until the controller takes it, however many events
+	// change the object meanwhile: the controller reads the projection as it
+	// is when it takes the id, so one id stands for them all.
+	announced map[Ref]bool
 
 	// maxUnflushed bounds the dirty objects; 0 leaves them unbounded.
 	maxUnflushed int
@@ -105,6 +111,7 @@ func (s *Store) Reset(stream Stream) {
 	s.names = map[Ref]string{}
 	s.byName = map[Kind]map[string][]string{FormationKind: {}, CellKind: {}}
 	s.dirty = map[Ref]uint64{}
+	s.announced = map[Ref]bool{}
 	s.processed = 0
 	s.replayed = make(chan struct{})
 	s.signalRoom()
@@ -177,16 +184,30 @@ func (s *Store) Stream() Stream {
 }
 
 // Source is the channel of kind's lagging ids, for that kind's controller.
-// h turns an id into requests.
+// h turns an id into requests; it reads the projection after the store
+// counts the id as taken, so that an event folded meanwhile sends it again.
 func (s *Store) Source(kind Kind, h handler.TypedEventHandler[string, reconcile.Request]) source.Source {
-	return source.Channel(s.lagging[kind], h)
+	return source.Channel(s.lagging[kind], handler.TypedFuncs[string, reconcile.Request]{
+		GenericFunc: func(ctx context.Context, e event.TypedGenericEvent[string], q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			s.take(Ref{Kind: kind, ID: e.Object})
+			h.Generic(ctx, e, q)
+		},
+	})
 }
 
-// Apply folds one event and tells the controller of the object it changed.
-// It blocks while that controller is laggingBuffer ids behind, until ctx ends.
+// take records that the controller has taken ref's id off its channel.
+func (s *Store) take(ref Ref) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.announced, ref)
+}
+
+// Apply folds one event and tells the controller of the object it changed,
+// unless its id already waits for the controller. It blocks while that
+// controller is laggingBuffer ids behind, until ctx ends.
 func (s *Store) Apply(ctx context.Context, seq uint64, header map[string][]string, payload []byte) fold.Outcome {
-	out, ref, changed := s.apply(seq, header, payload)
-	if changed {
+	out, ref, announce := s.apply(seq, header, payload)
+	if announce {
 		select {
 		case s.lagging[ref.Kind] <- event.TypedGenericEvent[string]{Object: ref.ID}:
 		case <-ctx.Done():
@@ -212,6 +233,10 @@ func (s *Store) apply(seq uint64, header map[string][]string, payload []byte) (f
 	if _, ok := s.dirty[ref]; !ok {
 		s.dirty[ref] = seq
 	}
+	if s.announced[ref] {
+		return out, ref, false
+	}
+	s.announced[ref] = true
 	return out, ref, true
 }
 

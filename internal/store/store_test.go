@@ -22,16 +22,38 @@ func created(formationID string) []byte {
 
 const formationA = "02daa0b3-49a7-a4bf-8050-cbb812881d4e"
 
-// apply folds payload at seq and returns the object it changed, draining the
-// store's channels as a controller would.
+// apply folds payload at seq and returns the object it changed, taking its
+// id off the store's channel as a controller would.
 func apply(t *testing.T, s *Store, seq uint64, payload []byte) Ref {
 	t.Helper()
 	out := s.Apply(context.Background(), seq, nil, payload)
 	ref, ok := refOf(out)
 	if ok {
 		<-s.lagging[ref.Kind]
+		s.take(ref)
 	}
 	return ref
+}
+
+// An object changed by many events before its controller takes its id is
+// announced once; an event after the controller took it announces it again.
+func TestAnObjectWaitsForItsControllerOnce(t *testing.T) {
+	s := New(0)
+	ctx := context.Background()
+	for seq := range uint64(3) {
+		s.Apply(ctx, seq+1, nil, started("cell-0", ""))
+	}
+	s.Apply(ctx, 4, nil, started("cell-1", ""))
+	if n := len(s.lagging[CellKind]); n != 2 {
+		t.Fatalf("%d ids wait for the controller after 3 events of cell-0 and 1 of cell-1, want 2", n)
+	}
+	first := <-s.lagging[CellKind]
+	s.take(Ref{Kind: CellKind, ID: first.Object})
+	s.Apply(ctx, 5, nil, started("cell-0", ""))
+	s.Apply(ctx, 6, nil, started("cell-1", ""))
+	if n := len(s.lagging[CellKind]); n != 2 {
+		t.Fatalf("%d ids wait after cell-0 was taken and both changed again, want 2 (cell-1 still waiting, cell-0 again)", n)
+	}
 }
 
 func TestWatermarkWaitsForEveryWrite(t *testing.T) {
