@@ -284,9 +284,14 @@ type ownKinds struct {
 	own meta.RESTMapper
 }
 
+// RESTMapping answers for Formation and Cell itself; anything else, such as
+// the list kinds that a cache of several namespaces asks about, goes to
+// discovery.
 func (m ownKinds) RESTMapping(gk schema.GroupKind, versions ...string) (*meta.RESTMapping, error) {
 	if gk.Group == cellosv1.GroupVersion.Group {
-		return m.own.RESTMapping(gk, versions...)
+		if mapping, err := m.own.RESTMapping(gk, versions...); err == nil {
+			return mapping, nil
+		}
 	}
 	return m.RESTMapper.RESTMapping(gk, versions...)
 }
