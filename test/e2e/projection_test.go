@@ -26,6 +26,7 @@ import (
 	"cellos.dev/cellos-operator/internal/ingest"
 	"cellos.dev/cellos-operator/internal/jetstream"
 	"cellos.dev/cellos-operator/internal/localenv"
+	cellosstatus "cellos.dev/cellos-operator/internal/status"
 	"cellos.dev/cellos-operator/internal/store"
 )
 
@@ -171,6 +172,20 @@ func matchesExpected(ns string, want expectedProjection) error {
 	}
 	if len(cells.Items) != len(want.Cells) {
 		return fmt.Errorf("%d Cells, want %d", len(cells.Items), len(want.Cells))
+	}
+	// A Formation's counts are written after its Cells, once the count
+	// window has passed: they match when its Cells are all counted.
+	for i := range formations.Items {
+		f := &formations.Items[i]
+		var labelled []cellosv1.Cell
+		for _, cell := range cells.Items {
+			if cell.Labels[cellosv1.FormationIDLabel] == f.Labels[cellosv1.FormationIDLabel] {
+				labelled = append(labelled, cell)
+			}
+		}
+		if got, want := f.Status.CellCounts, cellosstatus.CountCells(labelled); got != want {
+			return fmt.Errorf("formation %s counts %+v, its Cells %+v", f.Name, got, want)
+		}
 	}
 	return nil
 }
