@@ -162,9 +162,15 @@ func (r *CellReconciler) lagging(ctx context.Context, id string) []reconcile.Req
 // reflects tells whether the cached Cell at key holds ref's status at or
 // past projected, under a valid stamp: written from this stream, by this
 // replica before a restart or by another, and so equal to the projection
-// there, or ahead of it. Everything else a Cell holds is written along with
-// its first status, or healed by the Cell's own watch.
+// there, or ahead of it. That holds only while the fold has missed no event
+// of the stream: after a purge, the fold of what remains can differ from
+// the status at the same sequence, and the reconcile compares the two.
+// Everything else a Cell holds is written along with its first status, or
+// healed by the Cell's own watch.
 func (r *CellReconciler) reflects(ctx context.Context, key client.ObjectKey, stream store.Stream, ref store.Ref, projected uint64) bool {
+	if !r.Store.Contiguous() {
+		return false
+	}
 	var cell cellosv1.Cell
 	if err := r.Get(ctx, key, &cell, client.UnsafeDisableDeepCopy); err != nil { // read only
 		return false
