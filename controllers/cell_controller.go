@@ -176,8 +176,7 @@ func (r *CellReconciler) reflects(ctx context.Context, key client.ObjectKey, str
 		return false
 	}
 	id, ok := cellIDOf(&cell)
-	seq := cell.Status.LastAppliedSequence
-	return ok && id == ref.ID && seq >= int64(projected) && cell.Status.StreamStamp == store.Stamp(stream, ref, uint64(seq))
+	return ok && id == ref.ID && current(stream, ref, projected, cell.Status.LastAppliedSequence, cell.Status.StreamStamp)
 }
 
 // cellsOfFormation maps a new Formation to the Cells that carry its id, so

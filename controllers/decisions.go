@@ -26,7 +26,20 @@ import (
 // and writing would move it backwards. Only a valid stamp makes a status
 // ahead; one of another stream, or edited by hand, is overwritten.
 func ahead(stream store.Stream, ref store.Ref, projected uint64, statusSequence int64, stamp string) bool {
-	return statusSequence > int64(projected) && stamp == store.Stamp(stream, ref, uint64(statusSequence))
+	return statusSequence > int64(projected) && stampedAt(stream, ref, statusSequence, stamp)
+}
+
+// current tells whether a status reflects the projection at sequence
+// projected, or later events of the same stream: at or past it, under a
+// valid stamp.
+func current(stream store.Stream, ref store.Ref, projected uint64, statusSequence int64, stamp string) bool {
+	return statusSequence >= int64(projected) && stampedAt(stream, ref, statusSequence, stamp)
+}
+
+// stampedAt tells whether stamp is the one this stream gives ref's status at
+// statusSequence.
+func stampedAt(stream store.Stream, ref store.Ref, statusSequence int64, stamp string) bool {
+	return statusSequence >= 0 && stamp == store.Stamp(stream, ref, uint64(statusSequence))
 }
 
 // formationAction is what a reconcile does with the Formation at a key.

@@ -5,8 +5,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"cellos.dev/cellos-operator/internal/localenv"
 )
 
 // API server outage: kube-apiserver stops mid-stream and comes back on the
@@ -24,11 +22,7 @@ func TestAPIServerOutage(t *testing.T) {
 	length := seconds("APISERVER_OUTAGE_SECONDS", 8, 30)
 	before := knob("APISERVER_EVENTS_BEFORE", 200, 3000)
 	during := knob("APISERVER_EVENTS_DURING", 1000, 30000)
-	ns := newNamespace(t)
-	js := localenv.StartJetStream(t)
-	_, jsc := js.Connect(t)
-	rec := record(t, ns)
-	rec.addStream(ensureStream(t, jsc))
+	ns, js, jsc, rec := newScenario(t)
 	msgs := generate(31, before+during, adversarial)
 
 	m := startManager(t, managerConfig{natsURL: js.URL(), namespace: ns, args: []string{fmt.Sprintf("--max-unflushed-objects=%d", maxUnflushed)}})
@@ -127,11 +121,7 @@ func TestAPIServerOutageWithLeaderElection(t *testing.T) {
 	// so that the leader loses its Lease and a process starts while the
 	// API server is away.
 	length := seconds("APISERVER_LEADER_ELECT_OUTAGE_SECONDS", 25, 30)
-	ns := newNamespace(t)
-	js := localenv.StartJetStream(t)
-	_, jsc := js.Connect(t)
-	rec := record(t, ns)
-	rec.addStream(ensureStream(t, jsc))
+	ns, js, jsc, rec := newScenario(t)
 	msgs := generate(33, 4000, adversarial)
 	cfg := managerConfig{natsURL: js.URL(), namespace: ns, args: []string{"--leader-elect"}}
 	m := startManager(t, cfg)

@@ -7,8 +7,6 @@ import (
 	"time"
 
 	natsjs "github.com/nats-io/nats.go/jetstream"
-
-	"cellos.dev/cellos-operator/internal/localenv"
 )
 
 // Broker outage: the JetStream server stops for 10 to 30 seconds, several
@@ -29,11 +27,7 @@ func TestBrokerOutage(t *testing.T) {
 	for i := range outages {
 		total += lengths[i%len(lengths)] + up
 	}
-	ns := newNamespace(t)
-	js := localenv.StartJetStream(t)
-	_, jsc := js.Connect(t)
-	rec := record(t, ns)
-	rec.addStream(ensureStream(t, jsc))
+	ns, js, jsc, rec := newScenario(t)
 	msgs := generate(23, events, adversarial)
 
 	m := startManager(t, managerConfig{natsURL: js.URL(), namespace: ns})

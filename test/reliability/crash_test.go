@@ -6,8 +6,6 @@ import (
 	"math/rand/v2"
 	"testing"
 	"time"
-
-	"cellos.dev/cellos-operator/internal/localenv"
 )
 
 // fleet is every manager process a scenario ran, for the peak memory.
@@ -30,11 +28,7 @@ func (f fleet) peakMiB() float64 {
 func TestCrashAnywhere(t *testing.T) {
 	events := knob("CRASH_EVENTS", 2000, 20000)
 	kills := knob("CRASH_KILLS", 5, 25)
-	ns := newNamespace(t)
-	js := localenv.StartJetStream(t)
-	_, jsc := js.Connect(t)
-	rec := record(t, ns)
-	rec.addStream(ensureStream(t, jsc))
+	ns, js, jsc, rec := newScenario(t)
 	msgs := generate(11, events, adversarial)
 	t.Logf("stream: %v", kinds(msgs))
 

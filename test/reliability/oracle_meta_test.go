@@ -13,7 +13,6 @@ import (
 
 	cellosv1 "cellos.dev/cellos-operator/api/v1"
 	"cellos.dev/cellos-operator/internal/cursor"
-	"cellos.dev/cellos-operator/internal/localenv"
 	"cellos.dev/cellos-operator/internal/store"
 )
 
@@ -22,11 +21,7 @@ import (
 // object, a cursor moved backwards, and a cursor ahead of status. Each is
 // made by hand here, with the operator stopped.
 func TestOracleCatchesWhatItMust(t *testing.T) {
-	ns := newNamespace(t)
-	js := localenv.StartJetStream(t)
-	_, jsc := js.Connect(t)
-	rec := record(t, ns)
-	rec.addStream(ensureStream(t, jsc))
+	ns, js, jsc, rec := newScenario(t)
 	publish(t, jsc, generate(5, 200, mix{}), 0)
 	m := startManager(t, managerConfig{natsURL: js.URL(), namespace: ns})
 	want, snap := expect(t, jsc)

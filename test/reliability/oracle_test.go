@@ -20,6 +20,7 @@ import (
 	cellosv1 "cellos.dev/cellos-operator/api/v1"
 	"cellos.dev/cellos-operator/internal/cursor"
 	"cellos.dev/cellos-operator/internal/fold"
+	"cellos.dev/cellos-operator/internal/localenv"
 	"cellos.dev/cellos-operator/internal/status"
 	"cellos.dev/cellos-operator/internal/store"
 )
@@ -344,6 +345,19 @@ func exitCodeString(p *int32) string {
 		return "nil"
 	}
 	return fmt.Sprint(*p)
+}
+
+// newScenario starts what every scenario runs against besides the control
+// plane: a namespace of its own, a JetStream server with the stream, and a
+// recorder watching the namespace from the start.
+func newScenario(t testing.TB) (ns string, js *localenv.JetStreamServer, jsc natsjs.JetStream, rec *recorder) {
+	t.Helper()
+	ns = newNamespace(t)
+	js = localenv.StartJetStream(t)
+	_, jsc = js.Connect(t)
+	rec = record(t, ns)
+	rec.addStream(ensureStream(t, jsc))
+	return ns, js, jsc, rec
 }
 
 // newNamespace gives a scenario a namespace of its own, emptied of cellos

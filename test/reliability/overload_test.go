@@ -7,8 +7,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"cellos.dev/cellos-operator/internal/localenv"
 )
 
 // Overload: realistic lifecycles published at 5,000 events a second for a
@@ -25,11 +23,7 @@ func TestOverload(t *testing.T) {
 	length := seconds("OVERLOAD_SECONDS", 1, 60)
 	maxUnflushed := knob("OVERLOAD_MAX_UNFLUSHED", 100, 10000)
 	n := rate * int(length.Seconds())
-	ns := newNamespace(t)
-	js := localenv.StartJetStream(t)
-	_, jsc := js.Connect(t)
-	rec := record(t, ns)
-	rec.addStream(ensureStream(t, jsc))
+	ns, js, jsc, rec := newScenario(t)
 	msgs := generate(71, n, mix{poison: 0.01, duplicate: 0.01, binary: 0.01})
 
 	m := startManager(t, managerConfig{natsURL: js.URL(), namespace: ns, args: []string{fmt.Sprintf("--max-unflushed-objects=%d", maxUnflushed)}})

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"cellos.dev/cellos-operator/internal/fold"
-	"cellos.dev/cellos-operator/internal/localenv"
 	"cellos.dev/cellos-operator/internal/store"
 )
 
@@ -20,11 +19,7 @@ import (
 // object of its own.
 func TestPoisonInput(t *testing.T) {
 	poison := knob("POISON_PAYLOADS", 1000, 10000)
-	ns := newNamespace(t)
-	js := localenv.StartJetStream(t)
-	_, jsc := js.Connect(t)
-	rec := record(t, ns)
-	rec.addStream(ensureStream(t, jsc))
+	ns, js, jsc, rec := newScenario(t)
 	var msgs []msg
 	for seed := uint64(41); count(msgs, "poison/") < poison; seed++ {
 		msgs = append(msgs, generate(seed, 2*(poison-count(msgs, "poison/"))+10, mix{poison: 0.5, duplicate: 0.03, binary: 0.05, respelled: 0.05, awkwardID: 0.1})...)
@@ -114,11 +109,7 @@ func count(msgs []msg, prefix string) int {
 // projected, each on an object of its own. Both orders are tried: the
 // sanitized id first, and the one that spells its name first.
 func TestIDSpellingAnothersObjectName(t *testing.T) {
-	ns := newNamespace(t)
-	js := localenv.StartJetStream(t)
-	_, jsc := js.Connect(t)
-	rec := record(t, ns)
-	rec.addStream(ensureStream(t, jsc))
+	ns, js, jsc, rec := newScenario(t)
 	event := func(typ, id string) msg {
 		return msg{subject: "cellos.events.cell.x", kind: "valid", data: mustJSON(map[string]any{
 			"specversion": "1.0", "id": typ + id, "source": "/s", "type": typ, "time": "2027-05-01T08:00:00Z",
