@@ -31,8 +31,8 @@ func TestCellOfAPurgedStreamIsCompared(t *testing.T) {
 	// The Cell as the fold of the whole stream, sequences 1 and 2, wrote it.
 	stream := store.Stream{Name: "CELLOS_EVENTS", Created: time.Now().Truncate(time.Second)}
 	whole := fold.NewState()
-	whole.Apply(1, nil, started)
-	whole.Apply(2, nil, destroyed)
+	whole.Apply(1, "", nil, started)
+	whole.Apply(2, "", nil, destroyed)
 	cell := &cellosv1.Cell{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: id}}
 	if err := controlPlane.Client.Create(ctx, cell); err != nil {
 		t.Fatal(err)
@@ -58,7 +58,7 @@ func TestCellOfAPurgedStreamIsCompared(t *testing.T) {
 	})
 
 	// The stream now begins at sequence 2: the started event was purged.
-	r.store.Apply(ctx, 2, nil, destroyed)
+	r.store.Apply(ctx, 2, "", nil, destroyed)
 	eventually(t, "the Cell equals the fold of what remains", func() error {
 		var got cellosv1.Cell
 		if err := controlPlane.Client.Get(ctx, types.NamespacedName{Namespace: ns, Name: id}, &got); err != nil {

@@ -45,7 +45,7 @@ type reconcilers struct {
 
 func startReconcilers(t *testing.T, namespace string) *reconcilers {
 	t.Helper()
-	r := &reconcilers{store: store.New(0)}
+	r := &reconcilers{store: store.New(0, "")}
 	r.store.Reset(store.Stream{Name: "CELLOS_EVENTS", Created: time.Now()})
 	mgr, err := ctrl.NewManager(controlPlane.Config, ctrl.Options{
 		Scheme:                 controlPlane.Scheme,
@@ -80,7 +80,7 @@ func startReconcilers(t *testing.T, namespace string) *reconcilers {
 func (r *reconcilers) apply(t *testing.T, payload string) uint64 {
 	t.Helper()
 	r.nextSequence++
-	out := r.store.Apply(context.Background(), r.nextSequence, nil, []byte(payload))
+	out := r.store.Apply(context.Background(), r.nextSequence, "", nil, []byte(payload))
 	if out.Result != fold.ResultApplied {
 		t.Fatalf("event %d was not applied: %s %s", r.nextSequence, out.Result, out.Reason)
 	}

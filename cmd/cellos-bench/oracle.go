@@ -40,7 +40,7 @@ func newOracle(events []simulator.Event) *oracle {
 	}
 	for i, ev := range events {
 		seq := uint64(i + 1)
-		out := o.final.Apply(seq, nil, ev.Payload)
+		out := o.final.Apply(seq, ev.Subject, nil, ev.Payload)
 		if out.Result != fold.ResultApplied {
 			continue
 		}

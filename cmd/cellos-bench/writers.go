@@ -87,7 +87,7 @@ func (n *naive) run(ctx context.Context, env *natsEnv) error {
 	consumer := jetstream.NewConsumer(env.js, env.stream.Name)
 	consumer.StreamCreated = env.stream.Created
 	return consumer.Run(ctx, 1, func(ctx context.Context, msg jetstream.Message) error {
-		out := n.state.Apply(msg.Sequence, msg.Header, msg.Payload)
+		out := n.state.Apply(msg.Sequence, msg.Subject, msg.Header, msg.Payload)
 		if out.Result == fold.ResultApplied {
 			var err error
 			switch out.Family {

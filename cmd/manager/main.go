@@ -40,6 +40,7 @@ import (
 	"cellos.dev/cellos-operator/controllers"
 	"cellos.dev/cellos-operator/internal/cursor"
 	"cellos.dev/cellos-operator/internal/fence"
+	"cellos.dev/cellos-operator/internal/fold"
 	"cellos.dev/cellos-operator/internal/ingest"
 	"cellos.dev/cellos-operator/internal/jetstream"
 	"cellos.dev/cellos-operator/internal/natsconn"
@@ -91,7 +92,7 @@ func parseFlags() options {
 	opts.nats.BindFlags(flag.CommandLine)
 	flag.StringVar(&opts.stream, "stream", jetstream.DefaultStreamName, "Name of the JetStream stream that carries the cellos events.")
 	flag.BoolVar(&opts.createStream, "create-stream", true, "Create the stream when it is missing. With false the operator never creates it, and waits, unready, until it exists.")
-	flag.StringVar(&opts.publishSubjectPrefix, "publish-subject-prefix", publish.DefaultSubjectPrefix, "Subject prefix of the events the operator publishes for declared Formations; they go to <prefix>.formation.<formationId>.")
+	flag.StringVar(&opts.publishSubjectPrefix, "publish-subject-prefix", fold.DefaultOperatorPrefix, "Subject prefix of the events the operator publishes for declared Formations; they go to <prefix>.formation.<formationId>.")
 	flag.StringVar(&opts.namespace, "namespace", "", "Namespace for objects first seen in the stream (default: the operator's namespace).")
 	flag.StringVar(&opts.watchNamespaces, "watch-namespaces", "", "Comma-separated namespaces the operator watches and writes Formations and Cells in (default: all); --namespace must be one of them.")
 	flag.StringVar(&opts.cursorConfigMap, "cursor-configmap", "cellos-projection-cursor", "Name of the ConfigMap, in the operator's namespace, that holds the resume cursor.")
@@ -183,7 +184,7 @@ func run() error {
 		return fmt.Errorf("opening JetStream: %w", err)
 	}
 	ctx := ctrl.SetupSignalHandler()
-	projection := store.New(opts.maxUnflushed)
+	projection := store.New(opts.maxUnflushed, opts.publishSubjectPrefix)
 	in := &ingest.Ingester{
 		Reader:         mgr.GetAPIReader(),
 		JetStream:      js,

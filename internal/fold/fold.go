@@ -42,6 +42,17 @@ const (
 // for declared Formations.
 const OperatorSource = "cellos-operator"
 
+// DefaultOperatorPrefix is the subject prefix the operator publishes below
+// by default: beside the producers' formation events, in the stream's
+// subjects.
+const DefaultOperatorPrefix = "cellos.events"
+
+// OperatorSubject is the subject the operator publishes formation id's
+// events on, below prefix. Only an event on it can carry an ownership fact.
+func OperatorSubject(prefix, id string) string {
+	return prefix + ".formation." + id
+}
+
 // The formation phases, as they end a formation event type.
 const (
 	PhaseCreated   = "created"
@@ -59,7 +70,7 @@ const (
 type Formation struct {
 	// ID is the formation's UUID in lowercase hyphenated form, so that the
 	// spellings the stream may use (simple, braced, urn:uuid:, upper case;
-	// see parseUUID) all land on one object.
+	// see CanonicalID) all land on one object.
 	ID string
 	// Name is the latest non-empty name seen; an event without a name does
 	// not erase it.
@@ -68,13 +79,14 @@ type Formation struct {
 	// Degraded records that the last phase event applied was `degraded`,
 	// which the phase alone cannot tell apart from `running`.
 	Degraded bool
-	// Namespace is data.namespace of the created event: the namespace of the
-	// Formation that declared the formation, the only one besides the
-	// operator's own that may follow it.
+	// Namespace is data.namespace of the operator's own created event: the
+	// namespace of the Formation that declared the formation, the only one
+	// that may follow it. Like Deleted, it is an ownership fact, so it is
+	// taken only from the operator's own events (see State.OperatorPrefix).
 	Namespace string
-	// Deleted records that the operator cancelled the formation because its
-	// declared Formation was deleted; no later event brings the Formation
-	// back.
+	// Deleted records that the operator's own cancelled event is in the
+	// stream: the formation's declared Formation was deleted, and no later
+	// event brings it back.
 	Deleted bool
 	// Document is the `data` of the first event seen for the formation (JSON
 	// null when that event had none), kept as the reference keeps the
@@ -120,6 +132,11 @@ type Cell struct {
 type State struct {
 	Formations map[string]*Formation
 	Cells      map[string]*Cell
+	// OperatorPrefix is the subject prefix the operator publishes below
+	// (DefaultOperatorPrefix when empty). An event claims an ownership fact
+	// only on the operator's own subject, where NATS permissions can keep
+	// every other publisher out.
+	OperatorPrefix string
 }
 
 // NewState returns an empty projection, the state before the first event.
@@ -178,16 +195,16 @@ type Outcome struct {
 	CellID string
 }
 
-// Apply folds the message with stream sequence seq into the state: its NATS
-// header (nil for a message without one, as cellos publishes them) and its
-// raw payload, so that an event in binary content mode folds as the same
+// Apply folds the message with stream sequence seq into the state: the
+// subject it was published on, its NATS header (nil for a message without
+// one, as cellos publishes them) and its raw payload, so that an event in binary content mode folds as the same
 // event in the JSON event format would. It never fails and never panics:
 // whatever the message, the outcome says what happened and the caller moves
 // on to the next sequence.
 //
 // Neither header nor payload is retained; the state keeps copies of what it
 // needs.
-func (s *State) Apply(seq uint64, header map[string][]string, payload []byte) Outcome {
+func (s *State) Apply(seq uint64, subject string, header map[string][]string, payload []byte) Outcome {
 	ev, err := cloudevent.Decode(header, payload)
 	if err != nil {
 		return Outcome{Seq: seq, Result: ResultRejected, Family: FamilyOther, Reason: err.Error()}
@@ -205,10 +222,10 @@ func (s *State) Apply(seq uint64, header map[string][]string, payload []byte) Ou
 		return s.applyCell(seq, ev)
 	}
 	if phase, ok := strings.CutPrefix(ev.Type, FormationTypePrefix); ok {
-		return s.applyFormation(seq, ev, phase)
+		return s.applyFormation(seq, subject, ev, phase)
 	}
 	if phase, ok := strings.CutPrefix(ev.Type, legacyFormationPrefix); ok {
-		return s.applyFormation(seq, ev, phase)
+		return s.applyFormation(seq, subject, ev, phase)
 	}
 	reason := fmt.Sprintf("event type %q is not projected", ev.Type)
 	if ev.Type == "" {
@@ -251,7 +268,7 @@ func (s *State) applyCell(seq uint64, ev cloudevent.Event) Outcome {
 		if v, ok := ev.DataString("formationId"); ok {
 			// An id the reference would not parse stays unknown rather
 			// than tying the cell to a formation that cannot exist.
-			c.FormationID, _ = parseUUID(v)
+			c.FormationID, _ = CanonicalID(v)
 		}
 	}
 
@@ -278,11 +295,12 @@ func (s *State) applyCell(seq uint64, ev cloudevent.Event) Outcome {
 	return out
 }
 
-// applyFormation folds a formation lifecycle event whose type ended in phase.
+// applyFormation folds a formation lifecycle event, published on subject,
+// whose type ended in phase.
 // The checks run in the reference's order (id, then UUID, then phase), which
 // decides whether an event with both a bad id and an unknown phase is
 // rejected (it is) or ignored.
-func (s *State) applyFormation(seq uint64, ev cloudevent.Event, phase string) Outcome {
+func (s *State) applyFormation(seq uint64, subject string, ev cloudevent.Event, phase string) Outcome {
 	out := Outcome{Seq: seq, Family: FamilyFormation, EventID: ev.ID}
 	// The canonical emitter uses camelCase, archives use snake_case, and the
 	// subject is the last resort.
@@ -295,7 +313,7 @@ func (s *State) applyFormation(seq uint64, ev cloudevent.Event, phase string) Ou
 		out.Reason = "formation event has no id in data.formationId, data.formation_id or subject"
 		return out
 	}
-	id, err := parseUUID(rawID)
+	id, err := CanonicalID(rawID)
 	if err != nil {
 		out.Result = ResultRejected
 		out.Reason = fmt.Sprintf("formation id %q is not a UUID: %v", rawID, err)
@@ -340,14 +358,29 @@ func (s *State) applyFormation(seq uint64, ev cloudevent.Event, phase string) Ou
 	}
 	f.Phase = newPhase
 	f.Degraded = phase == PhaseDegraded
-	if ns, ok := ev.DataString("namespace"); ok && phase == PhaseCreated && f.Namespace == "" {
-		f.Namespace = ns
-	}
-	if phase == PhaseCancelled && ev.Source == OperatorSource {
-		f.Deleted = true
+	if s.fromOperator(subject, ev, rawID, id) {
+		if ns, ok := ev.DataString("namespace"); ok && phase == PhaseCreated && f.Namespace == "" {
+			f.Namespace = ns
+		}
+		if phase == PhaseCancelled {
+			f.Deleted = true
+		}
 	}
 	f.LastAppliedSequence = seq
 	out.Result = ResultApplied
 	out.FormationID = id
 	return out
+}
+
+// fromOperator tells whether a formation event is the operator's own, and so
+// may carry an ownership fact: its source, its subject (the one the operator
+// publishes formation id on) and its id spelled canonically, as the operator
+// spells it. Any producer may claim the source; only NATS permissions on the
+// operator's subjects keep the rest out.
+func (s *State) fromOperator(subject string, ev cloudevent.Event, rawID, id string) bool {
+	prefix := s.OperatorPrefix
+	if prefix == "" {
+		prefix = DefaultOperatorPrefix
+	}
+	return ev.Source == OperatorSource && rawID == id && subject == OperatorSubject(prefix, id)
 }

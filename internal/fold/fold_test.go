@@ -652,11 +652,11 @@ func TestApply(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			s := NewState()
 			for _, st := range tt.before {
-				if out := s.Apply(st.seq, nil, []byte(st.payload)); out.Result != ResultApplied {
+				if out := s.Apply(st.seq, "", nil, []byte(st.payload)); out.Result != ResultApplied {
 					t.Fatalf("setup event %d: %+v", st.seq, out)
 				}
 			}
-			got := s.Apply(tt.seq, tt.header, []byte(tt.payload))
+			got := s.Apply(tt.seq, "", tt.header, []byte(tt.payload))
 			reason := got.Reason
 			got.Reason = ""
 			if got != tt.want {
@@ -794,11 +794,11 @@ func fmtPtr(p *int32) string {
 // so a caller's zero value cannot turn into a nil-map panic on the stream.
 func TestApplyZeroState(t *testing.T) {
 	var s State
-	if out := s.Apply(1, nil, []byte(obj(typ(tStarted), data(`{"cellId":"c"}`)))); out.Result != ResultApplied {
+	if out := s.Apply(1, "", nil, []byte(obj(typ(tStarted), data(`{"cellId":"c"}`)))); out.Result != ResultApplied {
 		t.Fatalf("cell on zero State: %+v", out)
 	}
 	var s2 State
-	if out := s2.Apply(1, nil, []byte(obj(typ(tFormation+"created"), subj(fid)))); out.Result != ResultApplied {
+	if out := s2.Apply(1, "", nil, []byte(obj(typ(tFormation+"created"), subj(fid)))); out.Result != ResultApplied {
 		t.Fatalf("formation on zero State: %+v", out)
 	}
 }
@@ -812,7 +812,7 @@ func TestApplyDoesNotRetainPayload(t *testing.T) {
 		[]byte(obj(typ(tDestroyed), tm(t1), data(`{"cellId":"c1","specId":"s","runId":"r","outcome":"ok"}`))),
 	}
 	for i, p := range payloads {
-		s.Apply(uint64(i+1), nil, p)
+		s.Apply(uint64(i+1), "", nil, p)
 		for j := range p {
 			p[j] = '#'
 		}
@@ -857,7 +857,7 @@ func foldSample(t testing.TB) (*State, []Outcome) {
 	s := NewState()
 	var outs []Outcome
 	for i, p := range readSample(t) {
-		outs = append(outs, s.Apply(uint64(i+1), nil, p))
+		outs = append(outs, s.Apply(uint64(i+1), "", nil, p))
 	}
 	return s, outs
 }
@@ -1073,7 +1073,7 @@ func TestReplaySkipsEverything(t *testing.T) {
 	reference, _ := foldSample(t)
 	for i, p := range readSample(t) {
 		seq := uint64(i + 1)
-		out := s.Apply(seq, nil, p)
+		out := s.Apply(seq, "", nil, p)
 		switch first[i].Result {
 		case ResultApplied:
 			if out.Result != ResultSkipped || out.FormationID != "" || out.CellID != "" {
@@ -1119,7 +1119,7 @@ func FuzzApply(f *testing.F) {
 			header = binary(ceType, "ce-subject", fid)
 		}
 		s := NewState()
-		out := s.Apply(seq, header, payload)
+		out := s.Apply(seq, "", header, payload)
 		switch out.Result {
 		case ResultApplied:
 			if out.Reason != "" {
@@ -1134,7 +1134,7 @@ func FuzzApply(f *testing.F) {
 			if len(s.Formations)+len(s.Cells) != 1 {
 				t.Fatalf("one event changed %d objects", len(s.Formations)+len(s.Cells))
 			}
-			again := s.Apply(seq, header, payload)
+			again := s.Apply(seq, "", header, payload)
 			if again.Result != ResultSkipped {
 				t.Fatalf("same sequence applied twice: %+v", again)
 			}
@@ -1189,7 +1189,7 @@ func BenchmarkApply(b *testing.B) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := range b.N {
-		if out := s.Apply(uint64(i+1), nil, stream[i%len(stream)]); out.Result != ResultApplied {
+		if out := s.Apply(uint64(i+1), "", nil, stream[i%len(stream)]); out.Result != ResultApplied {
 			b.Fatalf("event %d: %+v", i, out)
 		}
 	}
@@ -1197,42 +1197,72 @@ func BenchmarkApply(b *testing.B) {
 }
 
 // A formation declared in a namespace keeps that namespace from its created
-// event; only the operator's own cancelled event marks it deleted.
+// event; only the operator's own cancelled event marks it deleted. Both are
+// ownership facts: only an event of the operator's source, on its subject
+// for the formation, with the id spelled canonically, states them.
 func TestDeclaredFormationFacts(t *testing.T) {
 	const id = "5b0e8f4c-7d1a-4c2e-9f3b-2a6d8e1c4b7a"
-	event := func(phase, source, data string) []byte {
-		return []byte(`{"type":"` + FormationTypePrefix + phase + `","source":"` + source + `","data":{"formationId":"` + id + `"` + data + `}}`)
+	const own = "cellos.events.formation." + id
+	type message struct {
+		subject string
+		payload []byte
+	}
+	spelled := func(phase, source, rawID, data string) []byte {
+		return []byte(`{"type":"` + FormationTypePrefix + phase + `","source":"` + source + `","data":{"formationId":"` + rawID + `"` + data + `}}`)
+	}
+	event := func(phase, source, data string) message {
+		return message{own, spelled(phase, source, id, data)}
 	}
 	cases := map[string]struct {
-		events        [][]byte
+		prefix        string
+		events        []message
 		wantNamespace string
 		wantDeleted   bool
 	}{
+		"a created event on another subject names nothing": {
+			events: []message{{"cellos.events.forged." + id, spelled(PhaseCreated, OperatorSource, id, `,"namespace":"team-b"`)}},
+		},
+		"a producer's created event names nothing": {
+			events: []message{event(PhaseCreated, "cellos-supervisor", `,"namespace":"team-b"`)},
+		},
+		"a cancel on another subject does not delete": {
+			events: []message{event(PhaseCreated, OperatorSource, ""), {"cellos.events.forged." + id, spelled(PhaseCancelled, OperatorSource, id, "")}},
+		},
+		"a cancel spelling the id otherwise does not delete": {
+			events: []message{event(PhaseCreated, OperatorSource, ""), {own, spelled(PhaseCancelled, OperatorSource, strings.ToUpper(id), "")}},
+		},
+		"the operator's subject follows its prefix": {
+			prefix:        "cellos.events.operator",
+			events:        []message{event(PhaseCreated, OperatorSource, `,"namespace":"team-b"`), {"cellos.events.operator.formation." + id, spelled(PhaseCancelled, OperatorSource, id, "")}},
+			wantDeleted:   true,
+			wantNamespace: "",
+		},
 		"the created event names the namespace": {
-			events:        [][]byte{event(PhaseCreated, OperatorSource, `,"namespace":"team-a"`)},
+			events:        []message{event(PhaseCreated, OperatorSource, `,"namespace":"team-a"`)},
 			wantNamespace: "team-a",
 		},
 		"only the created event names it": {
-			events:        [][]byte{event(PhaseCreated, "/cellos/server", ""), event(PhaseRunning, "/s", `,"namespace":"team-b"`)},
+			events:        []message{event(PhaseCreated, "/cellos/server", ""), event(PhaseRunning, "/s", `,"namespace":"team-b"`)},
 			wantNamespace: "",
 		},
 		"a later created event does not move it": {
-			events:        [][]byte{event(PhaseCreated, OperatorSource, `,"namespace":"team-a"`), event(PhaseCreated, OperatorSource, `,"namespace":"team-b"`)},
+			events:        []message{event(PhaseCreated, OperatorSource, `,"namespace":"team-a"`), event(PhaseCreated, OperatorSource, `,"namespace":"team-b"`)},
 			wantNamespace: "team-a",
 		},
 		"the operator's cancel deletes": {
-			events:      [][]byte{event(PhaseCreated, OperatorSource, ""), event(PhaseCancelled, OperatorSource, "")},
+			events:      []message{event(PhaseCreated, OperatorSource, ""), event(PhaseCancelled, OperatorSource, "")},
 			wantDeleted: true,
 		},
 		"a producer's cancel does not": {
-			events: [][]byte{event(PhaseCreated, OperatorSource, ""), event(PhaseCancelled, "/cellos/server", "")},
+			events: []message{event(PhaseCreated, OperatorSource, ""), event(PhaseCancelled, "/cellos/server", "")},
 		},
 	}
 	for name, c := range cases {
 		t.Run(name, func(t *testing.T) {
 			s := NewState()
+			s.OperatorPrefix = c.prefix
 			for i, e := range c.events {
-				if out := s.Apply(uint64(i+1), nil, e); out.Result != ResultApplied {
+				if out := s.Apply(uint64(i+1), e.subject, nil, e.payload); out.Result != ResultApplied {
 					t.Fatalf("event %d: %s %s", i+1, out.Result, out.Reason)
 				}
 			}

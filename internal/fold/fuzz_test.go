@@ -71,6 +71,10 @@ func FuzzFoldStream(f *testing.F) {
 		// Ids that are no object name, and poison between valid events.
 		{cell("lifecycle.v1.started", "UPPER/with/../slashes", ""), "not json", cell("lifecycle.v1.started", strings.Repeat("x", 300), ""),
 			`{"type":42}`, cell("lifecycle.v1.started", "zelle-ä-日本", ""), `[[[[`, cell("lifecycle.v1.started", "", "")},
+		// The operator's own created and cancelled events, and a forgery.
+		{`{"type":"dev.cellos.events.cell.formation.v1.created","source":"cellos-operator","data":{"formationId":"` + fid + `","namespace":"team-a"}}`,
+			`{"type":"dev.cellos.events.cell.formation.v1.cancelled","source":"cellos-operator","data":{"formationId":"` + strings.ToUpper(fid) + `"}}`,
+			`{"type":"dev.cellos.events.cell.formation.v1.cancelled","source":"cellos-operator","data":{"formationId":"` + fid + `"}}`},
 		// Binary content mode, good and bad.
 		{"ce-specversion: 1.0\nce-type: dev.cellos.events.cell.lifecycle.v1.started\x1f{\"cellId\":\"b\"}",
 			"ce-specversion: 1.0\nce-type: %zz\x1f{\"cellId\":\"b\"}",
@@ -88,7 +92,7 @@ func FuzzFoldStream(f *testing.F) {
 		for i, m := range msgs {
 			seq := base + uint64(i) + 1
 			before := snapshot(first)
-			out := first.Apply(seq, m.header, m.payload)
+			out := first.Apply(seq, m.subject, m.header, m.payload)
 			outs = append(outs, out)
 			checkOutcome(t, seq, out)
 			checkChange(t, before, first, out)
@@ -97,7 +101,7 @@ func FuzzFoldStream(f *testing.F) {
 
 		again := fold.NewState()
 		for i, m := range msgs {
-			if out := again.Apply(base+uint64(i)+1, m.header, m.payload); !reflect.DeepEqual(out, outs[i]) {
+			if out := again.Apply(base+uint64(i)+1, m.subject, m.header, m.payload); !reflect.DeepEqual(out, outs[i]) {
 				t.Fatalf("message %d folds to %+v the second time, %+v the first", i, out, outs[i])
 			}
 		}
@@ -106,7 +110,7 @@ func FuzzFoldStream(f *testing.F) {
 		}
 		before := snapshot(first)
 		for i, m := range msgs {
-			out := first.Apply(base+uint64(i)+1, m.header, m.payload)
+			out := first.Apply(base+uint64(i)+1, m.subject, m.header, m.payload)
 			if outs[i].Result == fold.ResultApplied && out.Result != fold.ResultSkipped {
 				t.Fatalf("replayed message %d: %+v, want skipped", i, out)
 			}
@@ -118,9 +122,15 @@ func FuzzFoldStream(f *testing.F) {
 }
 
 type message struct {
+	subject string
 	header  map[string][]string
 	payload []byte
 }
+
+// fuzzSubject is every fuzzed message's subject: the operator's own subject
+// of the seeds' formation, so that the events that claim to be the
+// operator's carry ownership facts.
+const fuzzSubject = "cellos.events.formation.02daa0b3-49a7-a4bf-8050-cbb812881d4e"
 
 // split cuts the fuzzer's input into messages.
 func split(input []byte) []message {
@@ -132,7 +142,7 @@ func split(input []byte) []message {
 	for _, p := range parts {
 		head, payload, binary := bytes.Cut(p, []byte{0x1f})
 		if !binary {
-			msgs = append(msgs, message{payload: p})
+			msgs = append(msgs, message{subject: fuzzSubject, payload: p})
 			continue
 		}
 		header := map[string][]string{}
@@ -141,7 +151,7 @@ func split(input []byte) []message {
 				header[name] = append(header[name], strings.TrimLeft(value, " "))
 			}
 		}
-		msgs = append(msgs, message{header: header, payload: payload})
+		msgs = append(msgs, message{subject: fuzzSubject, header: header, payload: payload})
 	}
 	return msgs
 }

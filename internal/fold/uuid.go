@@ -5,8 +5,11 @@ import (
 	"unicode/utf8"
 )
 
-// parseUUID reads a formation id and returns it in lowercase hyphenated form,
-// accepting exactly the spellings the reference accepts. The reference keys
+// CanonicalID reads a formation id and returns it in its canonical form,
+// lowercase hyphenated, accepting exactly the spellings the reference
+// accepts. Ids are compared only in this form: the fold keys formations by
+// it, and a label, subject or message id in any other spelling names no
+// formation. The reference keys
 // formations with the Rust uuid crate's Uuid::parse_str, whose parser
 // (uuid-rs/uuid, src/parser.rs, try_parse, as of 1.23) decides by length
 // alone:
@@ -23,7 +26,7 @@ import (
 // as "(...)" or a quoted UUID, no "URN:UUID:" (all of which
 // github.com/google/uuid would take, so that an id the reference refuses
 // would have become a formation here).
-func parseUUID(s string) (string, error) {
+func CanonicalID(s string) (string, error) {
 	start, body := 0, s
 	switch {
 	case len(s) == 38 && s[0] == '{' && s[37] == '}':
@@ -65,4 +68,10 @@ func parseUUID(s string) (string, error) {
 func charAt(s string, i int) string {
 	r, _ := utf8.DecodeRuneInString(s[i:])
 	return fmt.Sprintf("%q at byte %d", r, i)
+}
+
+// IsCanonical tells whether s is a formation id in its canonical form.
+func IsCanonical(s string) bool {
+	id, err := CanonicalID(s)
+	return err == nil && id == s
 }

@@ -27,9 +27,9 @@ func TestParseUUID(t *testing.T) {
 		{"ffffffffffffffffffffffffffffffff", "ffffffff-ffff-ffff-ffff-ffffffffffff"},
 	}
 	for _, tt := range accepted {
-		got, err := parseUUID(tt.in)
+		got, err := CanonicalID(tt.in)
 		if err != nil || got != tt.want {
-			t.Errorf("parseUUID(%q) = %q, %v; want %q", tt.in, got, err, tt.want)
+			t.Errorf("CanonicalID(%q) = %q, %v; want %q", tt.in, got, err, tt.want)
 		}
 	}
 
@@ -68,18 +68,18 @@ func TestParseUUID(t *testing.T) {
 		{"0x67e5504410b1426f9247bb680e5fe0", `'x' at byte 1 is not a hex digit`},
 	}
 	for _, tt := range rejected {
-		got, err := parseUUID(tt.in)
+		got, err := CanonicalID(tt.in)
 		if err == nil || got != "" {
-			t.Errorf("parseUUID(%q) = %q, %v; want an error", tt.in, got, err)
+			t.Errorf("CanonicalID(%q) = %q, %v; want an error", tt.in, got, err)
 			continue
 		}
 		if !strings.Contains(err.Error(), tt.reason) {
-			t.Errorf("parseUUID(%q) error %q, want it to contain %q", tt.in, err, tt.reason)
+			t.Errorf("CanonicalID(%q) error %q, want it to contain %q", tt.in, err, tt.reason)
 		}
 	}
 }
 
-// uuidRE is the oracle for parseUUID: the uuid crate's four forms as one
+// uuidRE is the oracle for CanonicalID: the uuid crate's four forms as one
 // regular expression.
 var uuidRE = regexp.MustCompile(`^(?:[[:xdigit:]]{32}|(?:\{|urn:uuid:)?[[:xdigit:]]{8}(?:-[[:xdigit:]]{4}){3}-[[:xdigit:]]{12}\}?)$`)
 
@@ -92,18 +92,18 @@ func FuzzParseUUID(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		got, err := parseUUID(s)
+		got, err := CanonicalID(s)
 		// The expression alone would let a brace stand without its pair.
 		want := uuidRE.MatchString(s) && strings.HasPrefix(s, "{") == strings.HasSuffix(s, "}")
 		if (err == nil) != want {
-			t.Fatalf("parseUUID(%q) = %q, %v; the uuid crate's forms say ok=%v", s, got, err, want)
+			t.Fatalf("CanonicalID(%q) = %q, %v; the uuid crate's forms say ok=%v", s, got, err, want)
 		}
 		if err != nil {
 			return
 		}
 		digits := strings.ToLower(strings.NewReplacer("urn:uuid:", "", "{", "", "}", "", "-", "").Replace(s))
 		if wantID := digits[:8] + "-" + digits[8:12] + "-" + digits[12:16] + "-" + digits[16:20] + "-" + digits[20:]; got != wantID {
-			t.Fatalf("parseUUID(%q) = %q, want %q", s, got, wantID)
+			t.Fatalf("CanonicalID(%q) = %q, want %q", s, got, wantID)
 		}
 	})
 }

@@ -46,7 +46,7 @@ func BenchmarkStartUp(b *testing.B) {
 	var total time.Duration
 	var heap uint64
 	for b.Loop() {
-		s := store.New(0)
+		s := store.New(0, "")
 		stop := drain(b, s)
 		c := jetstream.NewConsumer(js, jetstream.DefaultStreamName)
 		runCtx, cancel := context.WithCancel(ctx)
@@ -55,7 +55,7 @@ func BenchmarkStartUp(b *testing.B) {
 		start := time.Now()
 		go func() {
 			returned <- c.Run(runCtx, 1, func(ctx context.Context, msg jetstream.Message) error {
-				s.Apply(ctx, msg.Sequence, msg.Header, msg.Payload)
+				s.Apply(ctx, msg.Sequence, msg.Subject, msg.Header, msg.Payload)
 				if msg.Sequence == uint64(published) {
 					close(done)
 				}

@@ -26,10 +26,6 @@ import (
 	"cellos.dev/cellos-operator/internal/fold"
 )
 
-// DefaultSubjectPrefix is where the operator publishes: below the stream's
-// subjects, beside the producers' formation events.
-const DefaultSubjectPrefix = "cellos.events"
-
 var publishedTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
 	Name: "cellos_operator_publish_total",
 	Help: "Events the operator published for declared Formations, by event (created, cancelled) and result (ok, duplicate, error).",
@@ -42,7 +38,8 @@ func init() {
 // Publisher publishes declared Formations' events and waits for their acks.
 type Publisher struct {
 	JetStream natsjs.JetStream
-	// SubjectPrefix is followed by ".formation.<formationId>".
+	// SubjectPrefix is followed by ".formation.<formationId>"
+	// (fold.OperatorSubject).
 	SubjectPrefix string
 	// Clock stamps the events' time.
 	Clock clock.PassiveClock
@@ -96,11 +93,14 @@ type event struct {
 }
 
 func (p *Publisher) publish(ctx context.Context, id, phase string, data any, expect natsjs.PublishOpt) error {
-	formation, err := uuid.Parse(id)
-	if err != nil {
-		return fmt.Errorf("publishing the %s event: formation id %q is not a UUID: %w", phase, id, err)
+	// The subject and the message id are built from id: in any other
+	// spelling than the canonical one they would name a new subject and
+	// escape the duplicate check.
+	if !fold.IsCanonical(id) {
+		return fmt.Errorf("publishing the %s event: formation id %q is not a lower-case hyphenated UUID", phase, id)
 	}
-	subject := p.SubjectPrefix + ".formation." + id
+	formation := uuid.MustParse(id)
+	subject := fold.OperatorSubject(p.SubjectPrefix, id)
 	payload, err := json.Marshal(event{
 		SpecVersion: "1.0",
 		// The same formation and phase always give the same id, so a retry

@@ -33,7 +33,7 @@ func start(t *testing.T, window time.Duration) (*Publisher, natsjs.Stream) {
 		t.Fatal(err)
 	}
 	now := time.Date(2026, 11, 29, 12, 0, 0, 0, time.UTC)
-	return &Publisher{JetStream: js, SubjectPrefix: DefaultSubjectPrefix, Clock: clocktesting.NewFakePassiveClock(now)}, stream
+	return &Publisher{JetStream: js, SubjectPrefix: fold.DefaultOperatorPrefix, Clock: clocktesting.NewFakePassiveClock(now)}, stream
 }
 
 func declared() *cellosv1.Formation {
@@ -103,7 +103,7 @@ func TestCreatedIsPublishedOnceWithTheContractsFields(t *testing.T) {
 	// The fold reads it as the operator's own created event of a formation
 	// declared in team-a.
 	s := fold.NewState()
-	if out := s.Apply(msg.Sequence, msg.Header, msg.Data); out.Result != fold.ResultApplied {
+	if out := s.Apply(msg.Sequence, msg.Subject, msg.Header, msg.Data); out.Result != fold.ResultApplied {
 		t.Fatalf("fold: %s %s", out.Result, out.Reason)
 	}
 	if f := s.Formations[formationID]; f.Phase != cellosv1.FormationPending || f.Namespace != "team-a" || f.Name != "research" {
@@ -143,7 +143,7 @@ func TestCancelledIsPublishedOnce(t *testing.T) {
 	}
 	s := fold.NewState()
 	for _, msg := range msgs {
-		s.Apply(msg.Sequence, msg.Header, msg.Data)
+		s.Apply(msg.Sequence, msg.Subject, msg.Header, msg.Data)
 	}
 	if f := s.Formations[formationID]; f.Phase != cellosv1.FormationCancelled || !f.Deleted {
 		t.Errorf("folded %+v, want Cancelled and deleted", f)
@@ -156,7 +156,7 @@ func TestCancelledIsPublishedOnce(t *testing.T) {
 func TestPublishFailsWithoutTheStream(t *testing.T) {
 	srv := localenv.StartJetStream(t)
 	_, js := srv.Connect(t)
-	p := &Publisher{JetStream: js, SubjectPrefix: DefaultSubjectPrefix, Clock: clocktesting.NewFakePassiveClock(time.Now())}
+	p := &Publisher{JetStream: js, SubjectPrefix: fold.DefaultOperatorPrefix, Clock: clocktesting.NewFakePassiveClock(time.Now())}
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 	defer cancel()
 	if err := p.Created(ctx, formationID, declared()); err == nil {

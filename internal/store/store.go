@@ -87,18 +87,24 @@ type Store struct {
 	// replayed is closed once the fold has reached the end the stream had
 	// when its fold began.
 	replayed chan struct{}
+	// operatorPrefix is where the operator publishes, the one subject prefix
+	// whose events may state ownership facts.
+	operatorPrefix string
 }
 
 // New returns an empty Store that lets at most maxUnflushed objects lag
-// their status before AwaitRoom holds the fold back (0: no bound).
-func New(maxUnflushed int) *Store {
+// their status before AwaitRoom holds the fold back (0: no bound), and
+// takes ownership facts only from the operator's events below
+// operatorPrefix (fold.DefaultOperatorPrefix when empty).
+func New(maxUnflushed int, operatorPrefix string) *Store {
 	s := &Store{
 		lagging: map[Kind]chan event.TypedGenericEvent[string]{
 			FormationKind: make(chan event.TypedGenericEvent[string], laggingBuffer),
 			CellKind:      make(chan event.TypedGenericEvent[string], laggingBuffer),
 		},
-		maxUnflushed: maxUnflushed,
-		room:         make(chan struct{}, 1),
+		maxUnflushed:   maxUnflushed,
+		room:           make(chan struct{}, 1),
+		operatorPrefix: operatorPrefix,
 	}
 	s.Reset(Stream{})
 	return s
@@ -111,6 +117,7 @@ func (s *Store) Reset(stream Stream) {
 	defer s.mu.Unlock()
 	s.stream = stream
 	s.state = fold.NewState()
+	s.state.OperatorPrefix = s.operatorPrefix
 	s.names = map[Ref]string{}
 	s.byName = map[Kind]map[string][]string{FormationKind: {}, CellKind: {}}
 	s.dirty = map[Ref]uint64{}
@@ -217,11 +224,11 @@ func (s *Store) take(ref Ref) {
 	delete(s.announced, ref)
 }
 
-// Apply folds one event and tells the controller of the object it changed,
-// unless its id already waits for the controller. It blocks while that
-// controller is laggingBuffer ids behind, until ctx ends.
-func (s *Store) Apply(ctx context.Context, seq uint64, header map[string][]string, payload []byte) fold.Outcome {
-	out, ref, announce := s.apply(seq, header, payload)
+// Apply folds one message, published on subject, and tells the controller of
+// the object it changed, unless its id already waits for the controller. It
+// blocks while that controller is laggingBuffer ids behind, until ctx ends.
+func (s *Store) Apply(ctx context.Context, seq uint64, subject string, header map[string][]string, payload []byte) fold.Outcome {
+	out, ref, announce := s.apply(seq, subject, header, payload)
 	if announce {
 		select {
 		case s.lagging[ref.Kind] <- event.TypedGenericEvent[string]{Object: ref.ID}:
@@ -231,10 +238,10 @@ func (s *Store) Apply(ctx context.Context, seq uint64, header map[string][]strin
 	return out
 }
 
-func (s *Store) apply(seq uint64, header map[string][]string, payload []byte) (fold.Outcome, Ref, bool) {
+func (s *Store) apply(seq uint64, subject string, header map[string][]string, payload []byte) (fold.Outcome, Ref, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := s.state.Apply(seq, header, payload)
+	out := s.state.Apply(seq, subject, header, payload)
 	if seq > s.processed+1 {
 		s.contiguous = false
 	}

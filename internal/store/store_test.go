@@ -26,7 +26,7 @@ const formationA = "02daa0b3-49a7-a4bf-8050-cbb812881d4e"
 // id off the store's channel as a controller would.
 func apply(t *testing.T, s *Store, seq uint64, payload []byte) Ref {
 	t.Helper()
-	out := s.Apply(context.Background(), seq, nil, payload)
+	out := s.Apply(context.Background(), seq, "", nil, payload)
 	ref, ok := refOf(out)
 	if ok {
 		<-s.lagging[ref.Kind]
@@ -38,26 +38,26 @@ func apply(t *testing.T, s *Store, seq uint64, payload []byte) Ref {
 // An object changed by many events before its controller takes its id is
 // announced once; an event after the controller took it announces it again.
 func TestAnObjectWaitsForItsControllerOnce(t *testing.T) {
-	s := New(0)
+	s := New(0, "")
 	ctx := context.Background()
 	for seq := range uint64(3) {
-		s.Apply(ctx, seq+1, nil, started("cell-0", ""))
+		s.Apply(ctx, seq+1, "", nil, started("cell-0", ""))
 	}
-	s.Apply(ctx, 4, nil, started("cell-1", ""))
+	s.Apply(ctx, 4, "", nil, started("cell-1", ""))
 	if n := len(s.lagging[CellKind]); n != 2 {
 		t.Fatalf("%d ids wait for the controller after 3 events of cell-0 and 1 of cell-1, want 2", n)
 	}
 	first := <-s.lagging[CellKind]
 	s.take(Ref{Kind: CellKind, ID: first.Object})
-	s.Apply(ctx, 5, nil, started("cell-0", ""))
-	s.Apply(ctx, 6, nil, started("cell-1", ""))
+	s.Apply(ctx, 5, "", nil, started("cell-0", ""))
+	s.Apply(ctx, 6, "", nil, started("cell-1", ""))
 	if n := len(s.lagging[CellKind]); n != 2 {
 		t.Fatalf("%d ids wait after cell-0 was taken and both changed again, want 2 (cell-1 still waiting, cell-0 again)", n)
 	}
 }
 
 func TestWatermarkWaitsForEveryWrite(t *testing.T) {
-	s := New(0)
+	s := New(0, "")
 	f := apply(t, s, 1, created(formationA))
 	c0 := apply(t, s, 2, started("cell-0", formationA))
 	apply(t, s, 3, []byte(`not json`))
@@ -80,7 +80,7 @@ func TestWatermarkWaitsForEveryWrite(t *testing.T) {
 }
 
 func TestEventsAfterASnapshotKeepTheObjectDirty(t *testing.T) {
-	s := New(0)
+	s := New(0, "")
 	c := apply(t, s, 1, started("cell-0", ""))
 	apply(t, s, 2, started("cell-0", ""))
 	// A write of the projection as of sequence 1 leaves sequence 2 unwritten.
@@ -95,7 +95,7 @@ func TestEventsAfterASnapshotKeepTheObjectDirty(t *testing.T) {
 }
 
 func TestIDsNamed(t *testing.T) {
-	s := New(0)
+	s := New(0, "")
 	apply(t, s, 1, created(formationA))
 	apply(t, s, 2, started("Cell 0", formationA))
 	if got := s.IDsNamed(FormationKind, formationA); len(got) != 1 || got[0] != formationA {
@@ -110,7 +110,7 @@ func TestIDsNamed(t *testing.T) {
 }
 
 func TestResetStartsAnotherStream(t *testing.T) {
-	s := New(0)
+	s := New(0, "")
 	first := Stream{Name: "CELLOS_EVENTS", Created: time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)}
 	s.Reset(first)
 	apply(t, s, 1, created(formationA))
@@ -156,7 +156,7 @@ func TestStampTellsStreamsAndSequencesApart(t *testing.T) {
 }
 
 func TestSourceHandsTheControllerItsIDs(t *testing.T) {
-	s := New(0)
+	s := New(0, "")
 	got := make(chan string, 1)
 	h := handler.TypedFuncs[string, reconcile.Request]{
 		GenericFunc: func(_ context.Context, e event.TypedGenericEvent[string], _ workqueue.TypedRateLimitingInterface[reconcile.Request]) {
@@ -171,7 +171,7 @@ func TestSourceHandsTheControllerItsIDs(t *testing.T) {
 	if err := src.Start(ctx, q); err != nil {
 		t.Fatal(err)
 	}
-	s.Apply(ctx, 1, nil, started("cell-0", ""))
+	s.Apply(ctx, 1, "", nil, started("cell-0", ""))
 	select {
 	case id := <-got:
 		if id != "cell-0" {
@@ -183,7 +183,7 @@ func TestSourceHandsTheControllerItsIDs(t *testing.T) {
 }
 
 func TestAwaitRoomHoldsTheFoldAtTheBound(t *testing.T) {
-	s := New(2)
+	s := New(2, "")
 	c0 := apply(t, s, 1, started("cell-0", ""))
 	apply(t, s, 2, started("cell-1", ""))
 	paused := make(chan int, 1)
@@ -218,7 +218,7 @@ func TestAwaitRoomHoldsTheFoldAtTheBound(t *testing.T) {
 // The fold is contiguous until a sequence is missing: at the start, when
 // the stream's first events were purged, or later.
 func TestContiguousUntilASequenceIsMissing(t *testing.T) {
-	s := New(0)
+	s := New(0, "")
 	apply(t, s, 1, started("cell-0", ""))
 	apply(t, s, 2, []byte(`not json`))
 	if !s.Contiguous() {

@@ -57,7 +57,7 @@ func foldStream(t *testing.T, jsc natsjs.JetStream) streamFold {
 		if err != nil {
 			t.Fatalf("reading stream sequence %d: %v", seq, err)
 		}
-		want.state.Apply(seq, msg.Header, msg.Data)
+		want.state.Apply(seq, msg.Subject, msg.Header, msg.Data)
 	}
 	after, err := s.Info(ctx)
 	if err != nil {

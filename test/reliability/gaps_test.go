@@ -72,7 +72,7 @@ func TestStreamGaps(t *testing.T) {
 		g.want, g.snap = expect(t, g.jsc)
 		running := seen.state
 		for _, m := range g.snap.msgs[len(g.snap.msgs)-events/4:] {
-			running.Apply(m.seq, m.header, m.data)
+			running.Apply(m.seq, m.subject, m.header, m.data)
 		}
 		converge(t, g.ns, expectation{stream: g.want.stream, last: g.want.last, state: running}, 2*time.Minute)
 		t.Logf("caught up with the events after the purge %s after it", time.Since(fault).Round(100*time.Millisecond))

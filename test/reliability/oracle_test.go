@@ -32,9 +32,10 @@ const (
 
 // message is one stream message as the oracle reads it back.
 type message struct {
-	seq    uint64
-	header map[string][]string
-	data   []byte
+	seq     uint64
+	subject string
+	header  map[string][]string
+	data    []byte
 }
 
 // snapshot is every message a stream holds, and which stream it is.
@@ -90,7 +91,7 @@ func readStream(t testing.TB, jsc natsjs.JetStream) snapshot {
 			if len(msg.Headers()) > 0 {
 				header = msg.Headers()
 			}
-			snap.msgs = append(snap.msgs, message{seq: meta.Sequence.Stream, header: header, data: slices.Clone(msg.Data())})
+			snap.msgs = append(snap.msgs, message{seq: meta.Sequence.Stream, subject: msg.Subject(), header: header, data: slices.Clone(msg.Data())})
 			if meta.Sequence.Stream >= info.State.LastSeq {
 				break
 			}
@@ -112,7 +113,7 @@ func foldOf(snap snapshot) (*fold.State, []fold.Outcome) {
 	s := fold.NewState()
 	outs := make([]fold.Outcome, 0, len(snap.msgs))
 	for _, m := range snap.msgs {
-		outs = append(outs, s.Apply(m.seq, m.header, m.data))
+		outs = append(outs, s.Apply(m.seq, m.subject, m.header, m.data))
 	}
 	return s, outs
 }

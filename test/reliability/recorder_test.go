@@ -370,7 +370,7 @@ func (r *recorder) cursorSound(want expectation, snap snapshot) []string {
 	applied := map[store.Ref][]int64{}
 	s := fold.NewState()
 	for _, m := range snap.msgs {
-		out := s.Apply(m.seq, m.header, m.data)
+		out := s.Apply(m.seq, m.subject, m.header, m.data)
 		if out.Result != fold.ResultApplied {
 			continue
 		}
