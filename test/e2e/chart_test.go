@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	authorizationv1 "k8s.io/api/authorization/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -64,9 +65,10 @@ func render(t testing.TB, release, ns string, args ...string) string {
 
 // applyServerSide applies manifests with server-side apply, first as a dry
 // run, in which the API server validates and defaults every object, then
-// for real.
+// for real. The admission policies among them go when the test ends.
 func applyServerSide(t testing.TB, manifests string) {
 	t.Helper()
+	removeAdmissionPolicies(t, decodeAll(t, manifests))
 	file := filepath.Join(t.TempDir(), "manifests.yaml")
 	if err := os.WriteFile(file, []byte(manifests), 0o600); err != nil {
 		t.Fatal(err)
@@ -800,6 +802,8 @@ func TestKustomizeInstallsWhatTheChartDoes(t *testing.T) {
 			paths = [][]string{{"spec", "ports"}, {"spec", "type"}}
 		case "PodDisruptionBudget":
 			paths = [][]string{{"spec", "maxUnavailable"}}
+		case "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding":
+			paths = [][]string{{"spec"}}
 		case "Deployment":
 			paths = [][]string{{"spec", "replicas"}, {"spec", "template", "spec", "securityContext"},
 				{"spec", "template", "spec", "serviceAccountName"}, {"spec", "template", "spec", "terminationGracePeriodSeconds"}}
@@ -825,6 +829,26 @@ func TestKustomizeInstallsWhatTheChartDoes(t *testing.T) {
 				t.Errorf("%s: %s differs:\nkustomize %v\nchart     %v", key, strings.Join(path, "."), kv, cv)
 			}
 		}
+	}
+
+	// The label policy lets the operator's ServiceAccount change the label,
+	// by a name written in CEL, which kustomize does not rewrite: it must be
+	// the ServiceAccount config/default makes.
+	var accounts, policies []*unstructured.Unstructured
+	for _, obj := range kustomize {
+		switch obj.GetKind() {
+		case "ServiceAccount":
+			accounts = append(accounts, obj)
+		case "ValidatingAdmissionPolicy":
+			policies = append(policies, obj)
+		}
+	}
+	if len(accounts) != 1 || len(policies) != 1 {
+		t.Fatalf("config/default makes %d ServiceAccounts and %d ValidatingAdmissionPolicies, want 1 each", len(accounts), len(policies))
+	}
+	user := "'system:serviceaccount:" + accounts[0].GetNamespace() + ":" + accounts[0].GetName() + "'"
+	if validations, _, _ := unstructured.NestedSlice(policies[0].Object, "spec", "validations"); !strings.Contains(fmt.Sprint(validations), user) {
+		t.Errorf("the policy %s does not exempt %s: %v", policies[0].GetName(), user, validations)
 	}
 }
 
@@ -915,4 +939,38 @@ func (b *lockedBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
+}
+
+// removeAdmissionPolicies deletes, when the test ends, the admission
+// policies and bindings among objs, and waits until the API server admits
+// a Formation labelled in upper case again: they are cluster-wide, and
+// would act on every later test's Formations.
+func removeAdmissionPolicies(t testing.TB, objs []*unstructured.Unstructured) {
+	t.Helper()
+	var policies []*unstructured.Unstructured
+	for _, obj := range objs {
+		switch obj.GetKind() {
+		case "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding":
+			o := &unstructured.Unstructured{}
+			o.SetGroupVersionKind(obj.GroupVersionKind())
+			o.SetName(obj.GetName())
+			policies = append(policies, o)
+		}
+	}
+	if len(policies) == 0 {
+		return
+	}
+	t.Cleanup(func() {
+		ctx := context.Background()
+		for _, o := range policies {
+			if err := client.IgnoreNotFound(controlPlane.Client.Delete(ctx, o)); err != nil {
+				t.Errorf("deleting %s %s: %v", o.GetKind(), o.GetName(), err)
+			}
+		}
+		probe := lifecycleFormation("default", "policy-probe")
+		probe.Labels = map[string]string{cellosv1.FormationIDLabel: strings.ToUpper(uuid.NewString())}
+		eventually(t, time.Minute, "the deleted admission policies are no longer enforced", func() error {
+			return controlPlane.Client.Create(ctx, probe.DeepCopy(), client.DryRunAll)
+		})
+	})
 }
