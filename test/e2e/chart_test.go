@@ -149,6 +149,24 @@ func TestChartAppliesWithEachCIValuesFile(t *testing.T) {
 					t.Errorf("no %s rendered; rendered %v", kind, kinds)
 				}
 			}
+			// Objects first seen in the stream go elsewhere than the
+			// operator's namespace, to one the chart creates (and keeps)
+			// unless the values say it exists.
+			args, _ := container(t, deployment(t, objs))["args"].([]any)
+			var projection string
+			for _, a := range args {
+				if s, _ := a.(string); strings.HasPrefix(s, "--namespace=") {
+					projection = strings.TrimPrefix(s, "--namespace=")
+				}
+			}
+			if projection == "" || projection == ns {
+				t.Errorf("the Deployment's --namespace is %q, want a namespace other than the release's (%s)", projection, ns)
+			}
+			for _, obj := range objs {
+				if obj.GetKind() == "Namespace" && (obj.GetName() != projection || obj.GetAnnotations()["helm.sh/resource-policy"] != "keep") {
+					t.Errorf("the chart makes Namespace %s (annotations %v), want only %s, kept on uninstall", obj.GetName(), obj.GetAnnotations(), projection)
+				}
+			}
 			clusterWide, inNamespaces := managerRoleBindings(objs)
 			if len(watched) == 0 {
 				if !clusterWide || len(inNamespaces) > 0 {
@@ -159,7 +177,6 @@ func TestChartAppliesWithEachCIValuesFile(t *testing.T) {
 			if clusterWide || !slices.Equal(slices.Sorted(slices.Values(inNamespaces)), slices.Sorted(slices.Values(watched))) {
 				t.Errorf("the manager's ClusterRole: bound cluster-wide %v, in namespaces %v; want in %v only", clusterWide, inNamespaces, watched)
 			}
-			args, _ := container(t, deployment(t, objs))["args"].([]any)
 			if want := "--watch-namespaces=" + strings.Join(watched, ","); !slices.Contains(args, any(want)) {
 				t.Errorf("the Deployment's args %v lack %s", args, want)
 			}
@@ -255,7 +272,12 @@ func TestChartRejectsBadValues(t *testing.T) {
 		{"a watched namespace twice", "/watchNamespaces", []string{"--set", "watchNamespaces={team-a,team-a}", "--set", "projectionNamespace=team-a"}},
 		{"projection namespace not watched", "does not hold team-c",
 			[]string{"--set", "watchNamespaces={team-a,team-b}", "--set", "projectionNamespace=team-c"}},
-		{"release namespace not watched", "does not hold default", []string{"--set", "watchNamespaces={team-a}"}},
+		{"projection namespace by default not watched", "does not hold cellos-projection", []string{"--set", "watchNamespaces={team-a}"}},
+		{"release namespace not watched", "does not hold default",
+			[]string{"--set", "watchNamespaces={team-a}", "--set", "projectionNamespace=", "--set", "createProjectionNamespace=false"}},
+		{"creating the release namespace", "is the release's namespace", []string{"--set", "projectionNamespace=default"}},
+		{"creating no projection namespace", "projectionNamespace is empty", []string{"--set", "projectionNamespace="}},
+		{"string for createProjectionNamespace", "/createProjectionNamespace", []string{"--set-string", "createProjectionNamespace=no"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -771,10 +793,11 @@ func TestKustomizeInstallsWhatTheChartDoes(t *testing.T) {
 	kustomize := index(decodeAll(t, string(out)))
 	chart := index(decodeAll(t, render(t, "cellos-operator", "cellos-system", "--include-crds", "--set", "fullnameOverride=cellos")))
 
-	// Only kustomize makes the namespace, and the ConfigMap it reads NATS
-	// settings from; the chart passes them as flags.
+	// Only kustomize makes the operator's namespace (Helm's release
+	// namespace), and the ConfigMap it reads NATS settings from; the chart
+	// passes them as flags. Both make the projection namespace.
 	for key, obj := range kustomize {
-		if obj.GetKind() == "Namespace" || obj.GetKind() == "ConfigMap" {
+		if (obj.GetKind() == "Namespace" && obj.GetName() == "cellos-system") || obj.GetKind() == "ConfigMap" {
 			delete(kustomize, key)
 		}
 	}
@@ -798,6 +821,10 @@ func TestKustomizeInstallsWhatTheChartDoes(t *testing.T) {
 		case "ClusterRoleBinding", "RoleBinding":
 			paths = [][]string{{"roleRef"}, {"subjects"}}
 		case "ServiceAccount":
+		case "Namespace":
+			if c.GetAnnotations()["helm.sh/resource-policy"] != "keep" {
+				t.Errorf("%s: not kept on uninstall", key)
+			}
 		case "Service":
 			paths = [][]string{{"spec", "ports"}, {"spec", "type"}}
 		case "PodDisruptionBudget":
