@@ -23,7 +23,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	cellosv1 "cellos.dev/cellos-operator/api/v1"
 	"cellos.dev/cellos-operator/internal/localenv"
 )
 
@@ -32,11 +34,15 @@ import (
 // certificates and a password: with the Deployment's own args, the Secrets
 // its volumes name written where it mounts them (the kubelet's part), and
 // the chart's ServiceAccount, impersonated, with the chart's RBAC. It
-// projects the sample stream, and serves its metrics over HTTPS only to a
-// client bound to the chart's metrics-reader ClusterRole, with the serving
-// certificate from the Secret metrics.certSecret names.
+// projects the sample stream into the projection namespace the chart
+// creates, and serves its metrics over HTTPS only to a client bound to the
+// chart's metrics-reader ClusterRole, with the serving certificate from the
+// Secret metrics.certSecret names.
 func TestChartDeploymentRunsTheManager(t *testing.T) {
 	ns := newNamespace(t)
+	// A projection namespace of the test's own: stream ids are global.
+	projection := ns + "-projection"
+	emptyOnCleanup(t, projection)
 	ctx := context.Background()
 	c := controlPlane.Client
 	certs, err := localenv.WriteTLSFiles(t.TempDir())
@@ -75,7 +81,15 @@ func TestChartDeploymentRunsTheManager(t *testing.T) {
 		"--set", "nats.user.name="+natsUser, "--set", "nats.user.password.secret.name=nats-password",
 		"--set", "nats.tls.enabled=true", "--set", "nats.tls.ca.secret.name=nats-ca",
 		"--set", "nats.tls.clientCert.secret.name=nats-client",
-		"--set", "metrics.certSecret=metrics-tls"))
+		"--set", "metrics.certSecret=metrics-tls",
+		"--set", "projectionNamespace="+projection))
+	var projectionNS corev1.Namespace
+	if err := c.Get(ctx, types.NamespacedName{Name: projection}, &projectionNS); err != nil {
+		t.Fatalf("the chart did not create the projection namespace: %v", err)
+	}
+	if projectionNS.Annotations["helm.sh/resource-policy"] != "keep" {
+		t.Errorf("the projection namespace is not kept on uninstall: annotations %v", projectionNS.Annotations)
+	}
 
 	var deploy appsv1.Deployment
 	if err := c.Get(ctx, types.NamespacedName{Namespace: ns, Name: release + "-cellos-operator-controller-manager"}, &deploy); err != nil {
@@ -106,8 +120,12 @@ func TestChartDeploymentRunsTheManager(t *testing.T) {
 	}
 	want := readExpected(t)
 	publish(t, js, readSample(t))
-	eventually(t, time.Minute, "objects match the expected projection", func() error { return matchesExpected(ns, want) })
+	eventually(t, time.Minute, "objects match the expected projection", func() error { return matchesExpected(projection, want) })
 	waitForCursor(t, ns, want.LastSequence)
+	var inRelease cellosv1.FormationList
+	if err := c.List(ctx, &inRelease, client.InNamespace(ns)); err != nil || len(inRelease.Items) > 0 {
+		t.Errorf("the release's namespace holds %d Formations (%v), want none", len(inRelease.Items), err)
+	}
 
 	// Metrics: HTTPS, to a client allowed by the metrics-reader ClusterRole.
 	scraper := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "scraper"}}

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	authorizationv1 "k8s.io/api/authorization/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -64,9 +65,10 @@ func render(t testing.TB, release, ns string, args ...string) string {
 
 // applyServerSide applies manifests with server-side apply, first as a dry
 // run, in which the API server validates and defaults every object, then
-// for real.
+// for real. The admission policies among them go when the test ends.
 func applyServerSide(t testing.TB, manifests string) {
 	t.Helper()
+	removeAdmissionPolicies(t, decodeAll(t, manifests))
 	file := filepath.Join(t.TempDir(), "manifests.yaml")
 	if err := os.WriteFile(file, []byte(manifests), 0o600); err != nil {
 		t.Fatal(err)
@@ -147,6 +149,24 @@ func TestChartAppliesWithEachCIValuesFile(t *testing.T) {
 					t.Errorf("no %s rendered; rendered %v", kind, kinds)
 				}
 			}
+			// Objects first seen in the stream go elsewhere than the
+			// operator's namespace, to one the chart creates (and keeps)
+			// unless the values say it exists.
+			args, _ := container(t, deployment(t, objs))["args"].([]any)
+			var projection string
+			for _, a := range args {
+				if s, _ := a.(string); strings.HasPrefix(s, "--namespace=") {
+					projection = strings.TrimPrefix(s, "--namespace=")
+				}
+			}
+			if projection == "" || projection == ns {
+				t.Errorf("the Deployment's --namespace is %q, want a namespace other than the release's (%s)", projection, ns)
+			}
+			for _, obj := range objs {
+				if obj.GetKind() == "Namespace" && (obj.GetName() != projection || obj.GetAnnotations()["helm.sh/resource-policy"] != "keep") {
+					t.Errorf("the chart makes Namespace %s (annotations %v), want only %s, kept on uninstall", obj.GetName(), obj.GetAnnotations(), projection)
+				}
+			}
 			clusterWide, inNamespaces := managerRoleBindings(objs)
 			if len(watched) == 0 {
 				if !clusterWide || len(inNamespaces) > 0 {
@@ -157,7 +177,6 @@ func TestChartAppliesWithEachCIValuesFile(t *testing.T) {
 			if clusterWide || !slices.Equal(slices.Sorted(slices.Values(inNamespaces)), slices.Sorted(slices.Values(watched))) {
 				t.Errorf("the manager's ClusterRole: bound cluster-wide %v, in namespaces %v; want in %v only", clusterWide, inNamespaces, watched)
 			}
-			args, _ := container(t, deployment(t, objs))["args"].([]any)
 			if want := "--watch-namespaces=" + strings.Join(watched, ","); !slices.Contains(args, any(want)) {
 				t.Errorf("the Deployment's args %v lack %s", args, want)
 			}
@@ -253,7 +272,12 @@ func TestChartRejectsBadValues(t *testing.T) {
 		{"a watched namespace twice", "/watchNamespaces", []string{"--set", "watchNamespaces={team-a,team-a}", "--set", "projectionNamespace=team-a"}},
 		{"projection namespace not watched", "does not hold team-c",
 			[]string{"--set", "watchNamespaces={team-a,team-b}", "--set", "projectionNamespace=team-c"}},
-		{"release namespace not watched", "does not hold default", []string{"--set", "watchNamespaces={team-a}"}},
+		{"projection namespace by default not watched", "does not hold cellos-projection", []string{"--set", "watchNamespaces={team-a}"}},
+		{"release namespace not watched", "does not hold default",
+			[]string{"--set", "watchNamespaces={team-a}", "--set", "projectionNamespace=", "--set", "createProjectionNamespace=false"}},
+		{"creating the release namespace", "is the release's namespace", []string{"--set", "projectionNamespace=default"}},
+		{"creating no projection namespace", "projectionNamespace is empty", []string{"--set", "projectionNamespace="}},
+		{"string for createProjectionNamespace", "/createProjectionNamespace", []string{"--set-string", "createProjectionNamespace=no"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -769,10 +793,11 @@ func TestKustomizeInstallsWhatTheChartDoes(t *testing.T) {
 	kustomize := index(decodeAll(t, string(out)))
 	chart := index(decodeAll(t, render(t, "cellos-operator", "cellos-system", "--include-crds", "--set", "fullnameOverride=cellos")))
 
-	// Only kustomize makes the namespace, and the ConfigMap it reads NATS
-	// settings from; the chart passes them as flags.
+	// Only kustomize makes the operator's namespace (Helm's release
+	// namespace), and the ConfigMap it reads NATS settings from; the chart
+	// passes them as flags. Both make the projection namespace.
 	for key, obj := range kustomize {
-		if obj.GetKind() == "Namespace" || obj.GetKind() == "ConfigMap" {
+		if (obj.GetKind() == "Namespace" && obj.GetName() == "cellos-system") || obj.GetKind() == "ConfigMap" {
 			delete(kustomize, key)
 		}
 	}
@@ -796,10 +821,16 @@ func TestKustomizeInstallsWhatTheChartDoes(t *testing.T) {
 		case "ClusterRoleBinding", "RoleBinding":
 			paths = [][]string{{"roleRef"}, {"subjects"}}
 		case "ServiceAccount":
+		case "Namespace":
+			if c.GetAnnotations()["helm.sh/resource-policy"] != "keep" {
+				t.Errorf("%s: not kept on uninstall", key)
+			}
 		case "Service":
 			paths = [][]string{{"spec", "ports"}, {"spec", "type"}}
 		case "PodDisruptionBudget":
 			paths = [][]string{{"spec", "maxUnavailable"}}
+		case "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding":
+			paths = [][]string{{"spec"}}
 		case "Deployment":
 			paths = [][]string{{"spec", "replicas"}, {"spec", "template", "spec", "securityContext"},
 				{"spec", "template", "spec", "serviceAccountName"}, {"spec", "template", "spec", "terminationGracePeriodSeconds"}}
@@ -825,6 +856,26 @@ func TestKustomizeInstallsWhatTheChartDoes(t *testing.T) {
 				t.Errorf("%s: %s differs:\nkustomize %v\nchart     %v", key, strings.Join(path, "."), kv, cv)
 			}
 		}
+	}
+
+	// The label policy lets the operator's ServiceAccount change the label,
+	// by a name written in CEL, which kustomize does not rewrite: it must be
+	// the ServiceAccount config/default makes.
+	var accounts, policies []*unstructured.Unstructured
+	for _, obj := range kustomize {
+		switch obj.GetKind() {
+		case "ServiceAccount":
+			accounts = append(accounts, obj)
+		case "ValidatingAdmissionPolicy":
+			policies = append(policies, obj)
+		}
+	}
+	if len(accounts) != 1 || len(policies) != 1 {
+		t.Fatalf("config/default makes %d ServiceAccounts and %d ValidatingAdmissionPolicies, want 1 each", len(accounts), len(policies))
+	}
+	user := "'system:serviceaccount:" + accounts[0].GetNamespace() + ":" + accounts[0].GetName() + "'"
+	if validations, _, _ := unstructured.NestedSlice(policies[0].Object, "spec", "validations"); !strings.Contains(fmt.Sprint(validations), user) {
+		t.Errorf("the policy %s does not exempt %s: %v", policies[0].GetName(), user, validations)
 	}
 }
 
@@ -915,4 +966,38 @@ func (b *lockedBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
+}
+
+// removeAdmissionPolicies deletes, when the test ends, the admission
+// policies and bindings among objs, and waits until the API server admits
+// a Formation labelled in upper case again: they are cluster-wide, and
+// would act on every later test's Formations.
+func removeAdmissionPolicies(t testing.TB, objs []*unstructured.Unstructured) {
+	t.Helper()
+	var policies []*unstructured.Unstructured
+	for _, obj := range objs {
+		switch obj.GetKind() {
+		case "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding":
+			o := &unstructured.Unstructured{}
+			o.SetGroupVersionKind(obj.GroupVersionKind())
+			o.SetName(obj.GetName())
+			policies = append(policies, o)
+		}
+	}
+	if len(policies) == 0 {
+		return
+	}
+	t.Cleanup(func() {
+		ctx := context.Background()
+		for _, o := range policies {
+			if err := client.IgnoreNotFound(controlPlane.Client.Delete(ctx, o)); err != nil {
+				t.Errorf("deleting %s %s: %v", o.GetKind(), o.GetName(), err)
+			}
+		}
+		probe := lifecycleFormation("default", "policy-probe")
+		probe.Labels = map[string]string{cellosv1.FormationIDLabel: strings.ToUpper(uuid.NewString())}
+		eventually(t, time.Minute, "the deleted admission policies are no longer enforced", func() error {
+			return controlPlane.Client.Create(ctx, probe.DeepCopy(), client.DryRunAll)
+		})
+	})
 }

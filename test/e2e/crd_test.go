@@ -24,12 +24,20 @@ func newNamespace(t testing.TB) string {
 	if err := controlPlane.Client.Create(context.Background(), ns); err != nil {
 		t.Fatalf("creating namespace: %v", err)
 	}
+	emptyOnCleanup(t, ns.Name)
+	return ns.Name
+}
+
+// emptyOnCleanup empties namespace ns of cellos objects, finalizers
+// included, when the test ends.
+func emptyOnCleanup(t testing.TB, ns string) {
+	t.Helper()
 	t.Cleanup(func() {
 		ctx := context.Background()
 		c := controlPlane.Client
 		var formations cellosv1.FormationList
-		if err := c.List(ctx, &formations, client.InNamespace(ns.Name)); err != nil {
-			t.Errorf("listing Formations in %s: %v", ns.Name, err)
+		if err := c.List(ctx, &formations, client.InNamespace(ns)); err != nil {
+			t.Errorf("listing Formations in %s: %v", ns, err)
 		}
 		for i := range formations.Items {
 			f := &formations.Items[i]
@@ -41,12 +49,11 @@ func newNamespace(t testing.TB) string {
 			}
 		}
 		for _, obj := range []client.Object{&cellosv1.Formation{}, &cellosv1.Cell{}} {
-			if err := c.DeleteAllOf(ctx, obj, client.InNamespace(ns.Name)); err != nil {
-				t.Errorf("emptying namespace %s: %v", ns.Name, err)
+			if err := c.DeleteAllOf(ctx, obj, client.InNamespace(ns)); err != nil {
+				t.Errorf("emptying namespace %s: %v", ns, err)
 			}
 		}
 	})
-	return ns.Name
 }
 
 func kubectl(t testing.TB, args ...string) string {
