@@ -48,14 +48,18 @@ type formationAction int
 const (
 	// nothingHere: no Formation, and none of the stream belongs here.
 	nothingHere formationAction = iota
+	// wait: the decision rests on facts not yet known (the fold has not
+	// settled); nothing is written, and it is tried again.
+	wait
 	// awaitStream: a Formation that holds no projection, such as a declared
 	// one before any event of its id, is marked as waiting for the stream.
 	awaitStream
-	// giveWay: an observed Formation whose id a declared one holds is
-	// deleted.
+	// giveWay: an observed Formation whose id a declared one holds, or that
+	// may not follow it, is deleted.
 	giveWay
-	// refuseTakeover: a Formation labelled with a formation of another
-	// namespace is stalled, and the projection stays where it is.
+	// refuseTakeover: a Formation labelled with a formation it may not
+	// follow (another namespace's, or a deleted one) is stalled, and the
+	// projection stays where it is.
 	refuseTakeover
 	// mirror: the Formation holds its formation's projection; it is created
 	// when missing and its status written.
@@ -63,27 +67,35 @@ const (
 )
 
 // decideFormation decides, for the Formation f at key (nil when there is
-// none), labelled with or placed for id (empty when neither), where
-// placement puts id, whether the stream has named id yet, and whether f may
-// follow it. Adopt or wait: a declared Formation takes an id over from an
-// observed one, and a second declared one of an id waits while the first
-// keeps it; no Formation takes over another namespace's formation.
-func decideFormation(f *cellosv1.Formation, id string, key, placed client.ObjectKey, projected, mayFollow bool) formationAction {
+// none), labelled with or placed for id (empty when neither), from where
+// placement puts id and its rules, and whether the projection has settled
+// (Config.settled) or at least loaded its tombstones. Adopt or wait: a
+// declared Formation takes an id over from an observed one, and a second
+// declared one of an id waits while the first keeps it; no Formation takes
+// over another namespace's formation. A Formation that holds its
+// projection mirrors it at any time; every other decision waits until the
+// projection has settled.
+func decideFormation(f *cellosv1.Formation, id string, key client.ObjectKey, p placement, settled, tombstonesLoaded bool) formationAction {
+	holds := id != "" && p.key == key && p.rules.projected
 	switch {
-	case f == nil && (id == "" || placed != key || !projected):
+	case f == nil && !holds:
 		return nothingHere
-	case f == nil:
+	case f == nil && !tombstonesLoaded:
+		return wait
+	case holds:
 		return mirror
+	case !settled:
+		return wait
 	case id == "":
 		return awaitStream
-	case !mayFollow:
-		return refuseTakeover
-	case placed != key && f.Spec == nil:
+	case !p.rules.mayFollow(f) && f.Spec == nil:
 		return giveWay
-	case placed != key || !projected:
-		return awaitStream
+	case !p.rules.mayFollow(f) && p.rules.claimed():
+		return refuseTakeover
+	case p.key != key && f.Spec == nil:
+		return giveWay
 	}
-	return mirror
+	return awaitStream
 }
 
 // RefusedReason is the reason of the Warning Event raised when the API server

@@ -34,8 +34,15 @@ func formation(ns, name string, declared bool, age time.Duration) cellosv1.Forma
 	return f
 }
 
+// owner is a declared Formation the operator admitted: its label is its uid.
+func owner(ns, name string, age time.Duration) cellosv1.Formation {
+	f := formation(ns, name, true, age)
+	f.UID = idX
+	return f
+}
+
 func TestPlaceFormation(t *testing.T) {
-	deleting := formation("team-c", "going", true, time.Hour)
+	deleting := formation("cellos", "going", true, time.Hour)
 	deleting.DeletionTimestamp = &metav1.Time{Time: time.Now()}
 	cases := map[string]struct {
 		labelled []cellosv1.Formation
@@ -49,20 +56,20 @@ func TestPlaceFormation(t *testing.T) {
 			want:     client.ObjectKey{Namespace: "cellos", Name: idX},
 		},
 		"a declared one before an older observed one": {
-			labelled: []cellosv1.Formation{formation("cellos", idX, false, time.Hour), formation("team-a", "research", true, 0)},
-			want:     client.ObjectKey{Namespace: "team-a", Name: "research"},
+			labelled: []cellosv1.Formation{formation("cellos", idX, false, time.Hour), formation("cellos", "research", true, 0)},
+			want:     client.ObjectKey{Namespace: "cellos", Name: "research"},
 		},
 		"the oldest of two declared": {
-			labelled: []cellosv1.Formation{formation("team-a", "young", true, 0), formation("team-b", "old", true, time.Hour)},
-			want:     client.ObjectKey{Namespace: "team-b", Name: "old"},
+			labelled: []cellosv1.Formation{formation("cellos", "young", true, 0), formation("cellos", "old", true, time.Hour)},
+			want:     client.ObjectKey{Namespace: "cellos", Name: "old"},
 		},
 		"by key when as old": {
-			labelled: []cellosv1.Formation{formation("team-b", "x", true, 0), formation("team-a", "x", true, 0)},
-			want:     client.ObjectKey{Namespace: "team-a", Name: "x"},
+			labelled: []cellosv1.Formation{formation("cellos", "y", true, 0), formation("cellos", "x", true, 0)},
+			want:     client.ObjectKey{Namespace: "cellos", Name: "x"},
 		},
 		"one being deleted still holds it, until it lets go": {
 			labelled: []cellosv1.Formation{deleting, formation("cellos", idX, false, 0)},
-			want:     client.ObjectKey{Namespace: "team-c", Name: "going"},
+			want:     client.ObjectKey{Namespace: "cellos", Name: "going"},
 		},
 	}
 	for name, c := range cases {
@@ -203,29 +210,40 @@ func TestDecideFormation(t *testing.T) {
 	here := client.ObjectKey{Namespace: "team-a", Name: "research"}
 	elsewhere := client.ObjectKey{Namespace: "team-b", Name: "older"}
 	declared, observed := formation("team-a", "research", true, 0), formation("team-a", "research", false, 0)
+	ours := formationRules{namespace: "team-a", projected: true}
+	theirs := formationRules{namespace: "cellos", projected: true, ownerNamespace: "team-b"}
+	unnamed := formationRules{namespace: "cellos"}
 	cases := map[string]struct {
-		f         *cellosv1.Formation
-		id        string
-		placed    client.ObjectKey
-		projected bool
-		refused   bool
-		want      formationAction
+		f            *cellosv1.Formation
+		id           string
+		placed       placement
+		unsettled    bool
+		noTombstones bool
+		want         formationAction
 	}{
-		"a takeover of another namespace's formation":  {f: &declared, id: idX, placed: elsewhere, projected: true, refused: true, want: refuseTakeover},
-		"no Formation, and none of the stream here":    {f: nil, id: "", placed: here, want: nothingHere},
-		"no Formation: the stream's goes elsewhere":    {f: nil, id: idX, placed: elsewhere, projected: true, want: nothingHere},
-		"no Formation, its id not yet in the stream":   {f: nil, id: idX, placed: here, want: nothingHere},
-		"no Formation: the stream's is created here":   {f: nil, id: idX, placed: here, projected: true, want: mirror},
-		"an unlabelled declared Formation waits":       {f: &declared, id: "", placed: here, want: awaitStream},
-		"declared before its first event waits":        {f: &declared, id: idX, placed: here, want: awaitStream},
-		"declared, holding its projection, mirrors it": {f: &declared, id: idX, placed: here, projected: true, want: mirror},
-		"observed, holding its projection, mirrors it": {f: &observed, id: idX, placed: here, projected: true, want: mirror},
-		"observed gives way to a declared one":         {f: &observed, id: idX, placed: elsewhere, projected: true, want: giveWay},
-		"a second declared Formation of one id waits":  {f: &declared, id: idX, placed: elsewhere, projected: true, want: awaitStream},
+		"a takeover of another namespace's formation":         {f: &declared, id: idX, placed: placement{elsewhere, theirs}, want: refuseTakeover},
+		"a deleted formation is followed by none":             {f: &declared, id: idX, placed: placement{client.ObjectKey{}, formationRules{namespace: "cellos", deleted: true}}, want: refuseTakeover},
+		"an observed one that may not follow gives way":       {f: &observed, id: idX, placed: placement{elsewhere, theirs}, want: giveWay},
+		"no Formation, and none of the stream here":           {f: nil, id: "", placed: placement{key: here}, want: nothingHere},
+		"no Formation: the stream's goes elsewhere":           {f: nil, id: idX, placed: placement{elsewhere, ours}, want: nothingHere},
+		"no Formation, its id not yet in the stream":          {f: nil, id: idX, placed: placement{here, formationRules{namespace: "team-a"}}, want: nothingHere},
+		"no Formation: the stream's is created here":          {f: nil, id: idX, placed: placement{here, ours}, want: mirror},
+		"none is created before the tombstones are loaded":    {f: nil, id: idX, placed: placement{here, ours}, noTombstones: true, want: wait},
+		"an unlabelled declared Formation waits":              {f: &declared, id: "", placed: placement{key: here}, want: awaitStream},
+		"declared before its first event waits":               {f: &declared, id: idX, placed: placement{here, formationRules{namespace: "team-a"}}, want: awaitStream},
+		"one that may not follow an unnamed formation waits":  {f: &declared, id: idX, placed: placement{here, unnamed}, want: awaitStream},
+		"declared, holding its projection, mirrors it":        {f: &declared, id: idX, placed: placement{here, ours}, want: mirror},
+		"observed, holding its projection, mirrors it":        {f: &observed, id: idX, placed: placement{here, ours}, want: mirror},
+		"observed gives way to a declared one":                {f: &observed, id: idX, placed: placement{elsewhere, ours}, want: giveWay},
+		"a second declared Formation of one id waits":         {f: &declared, id: idX, placed: placement{elsewhere, ours}, want: awaitStream},
+		"a partial fold mirrors what it holds":                {f: &declared, id: idX, placed: placement{here, ours}, unsettled: true, want: mirror},
+		"a partial fold refuses nothing":                      {f: &declared, id: idX, placed: placement{elsewhere, theirs}, unsettled: true, want: wait},
+		"a partial fold deletes nothing":                      {f: &observed, id: idX, placed: placement{elsewhere, ours}, unsettled: true, want: wait},
+		"a partial fold writes no status it does not project": {f: &declared, id: idX, placed: placement{here, unnamed}, unsettled: true, want: wait},
 	}
 	for name, c := range cases {
 		t.Run(name, func(t *testing.T) {
-			if got := decideFormation(c.f, c.id, here, c.placed, c.projected, !c.refused); got != c.want {
+			if got := decideFormation(c.f, c.id, here, c.placed, !c.unsettled, !c.noTombstones); got != c.want {
 				t.Errorf("decided %d, want %d", got, c.want)
 			}
 		})
@@ -235,41 +253,54 @@ func TestDecideFormation(t *testing.T) {
 func TestPlaceFormationAcrossNamespaces(t *testing.T) {
 	team := formation("team-a", "research", true, time.Hour)
 	other := formation("team-b", "mine-now", true, 2*time.Hour)
-	inOperator := formation("cellos", "adopted", true, 0)
+	inOperator := formation("cellos", "adopted", true, 3*time.Hour)
+	admitted := owner("team-a", "declared", 0)
+	copied := formation("team-a", "copy", true, time.Hour)
 	nowhere := client.ObjectKey{}
 	cases := map[string]struct {
 		labelled []cellosv1.Formation
 		rules    formationRules
 		want     client.ObjectKey
 	}{
-		"before the stream names it, any namespace may declare it": {
-			labelled: []cellosv1.Formation{other},
+		"before the stream names it, only the operator's namespace takes it": {
+			labelled: []cellosv1.Formation{other, inOperator},
 			rules:    formationRules{namespace: "cellos"},
-			want:     client.ObjectKeyFromObject(&other),
+			want:     client.ObjectKeyFromObject(&inOperator),
 		},
 		"the namespace of its created event": {
 			labelled: []cellosv1.Formation{other, team},
 			rules:    formationRules{namespace: "cellos", projected: true, declaredIn: "team-a"},
 			want:     client.ObjectKeyFromObject(&team),
 		},
-		"the operator's namespace": {
+		"the operator's namespace, for a formation declared nowhere": {
 			labelled: []cellosv1.Formation{other, inOperator},
 			rules:    formationRules{namespace: "cellos", projected: true},
 			want:     client.ObjectKeyFromObject(&inOperator),
+		},
+		"not the operator's namespace, for one declared elsewhere": {
+			labelled: []cellosv1.Formation{inOperator},
+			rules:    formationRules{namespace: "cellos", projected: true, declaredIn: "team-a"},
+			want:     nowhere,
 		},
 		"another namespace never takes it over": {
 			labelled: []cellosv1.Formation{other},
 			rules:    formationRules{namespace: "cellos", projected: true},
 			want:     client.ObjectKey{Namespace: "cellos", Name: idX},
 		},
+		"its owner, before an older copy, whatever the stream forgot": {
+			labelled: []cellosv1.Formation{inOperator, copied, admitted},
+			rules:    formationRules{namespace: "cellos", ownerNamespace: "team-a"},
+			want:     client.ObjectKeyFromObject(&admitted),
+		},
 		"declared in a namespace and gone: nowhere": {
 			labelled: []cellosv1.Formation{other},
 			rules:    formationRules{namespace: "cellos", projected: true, declaredIn: "team-a"},
 			want:     nowhere,
 		},
-		"deleted: nowhere": {
-			rules: formationRules{namespace: "cellos", projected: true, deleted: true},
-			want:  nowhere,
+		"deleted: nowhere, even for the operator's namespace": {
+			labelled: []cellosv1.Formation{inOperator},
+			rules:    formationRules{namespace: "cellos", deleted: true},
+			want:     nowhere,
 		},
 	}
 	for name, c := range cases {

@@ -29,47 +29,44 @@ type Publisher interface {
 
 // declared is one reconcile of a declared Formation f with formation id id
 // (empty before admission), whose projection is want when projected, and
-// which may follow that formation or not. done tells whether the reconcile
-// ends here; otherwise the stream drives f like any other Formation.
+// whether the projection has settled (Config.settled). done tells whether the reconcile ends here; otherwise
+// the stream drives f like any other Formation.
 type declared struct {
 	f         *cellosv1.Formation
 	id        string
 	want      fold.Formation
 	projected bool
-	mayFollow bool
+	settled   bool
 }
 
 // declare runs the steps of a declared Formation's lifecycle that are due.
-func (r *FormationReconciler) declare(ctx context.Context, d declared) (done bool, err error) {
+// Only the Formation that owns its formation (owns) has a lifecycle: a copy
+// or a follower publishes nothing and holds nothing.
+func (r *FormationReconciler) declare(ctx context.Context, d declared) (res ctrl.Result, done bool, err error) {
 	f := d.f
 	switch {
 	case f.DeletionTimestamp != nil:
-		return true, r.cancel(ctx, d)
+		res, err = r.release(ctx, d)
+		return res, true, err
 	case d.id == "":
-		return true, r.admit(ctx, f)
-	case !d.mayFollow:
-		return false, nil
+		return res, true, r.admit(ctx, f)
+	case !owns(f):
+		return res, false, nil
 	case !controllerutil.ContainsFinalizer(f, cellosv1.CancelFinalizer):
 		before := f.DeepCopy()
 		controllerutil.AddFinalizer(f, cellosv1.CancelFinalizer)
-		return true, r.patchMeta(ctx, before, f, "holding the Formation until its formation is cancelled")
-	case admittedHere(f) && f.Status.FormationID != d.id:
+		return res, true, r.patchMeta(ctx, before, f, "holding the Formation until its formation is cancelled")
+	case f.Status.FormationID != d.id:
 		// Admission recorded in status after the label, in its own step, so
 		// that whoever finds the label set finishes it.
 		f.Status.FormationID = d.id
-		return true, r.hold(ctx, f, false, cellosv1.AwaitingAdmissionReason, "Admitted; publishing its created event")
-	case admittedHere(f) && !meta.IsStatusConditionTrue(f.Status.Conditions, cellosv1.PublishedCondition):
+		return res, true, r.hold(ctx, f, false, cellosv1.AwaitingAdmissionReason, "Admitted; publishing its created event")
+	case !meta.IsStatusConditionTrue(f.Status.Conditions, cellosv1.PublishedCondition):
 		// Projected, the created event is in the stream already: the
 		// operator stopped between its ack and this status.
-		return true, r.publishCreated(ctx, f, d.id, !d.projected)
+		return res, true, r.publishCreated(ctx, f, d.id, !d.projected)
 	}
-	return false, nil
-}
-
-// admittedHere tells whether the operator admitted f: its formation id is
-// its own uid, not an id of the stream it was labelled with.
-func admittedHere(f *cellosv1.Formation) bool {
-	return f.Labels[cellosv1.FormationIDLabel] == string(f.UID)
+	return res, false, nil
 }
 
 // admit gives a valid declared Formation its formation id, its uid, once: the
@@ -118,28 +115,49 @@ func (r *FormationReconciler) publishCreated(ctx context.Context, f *cellosv1.Fo
 	return nil
 }
 
-// cancel lets a declared Formation go. Unless its formation already ended,
-// or it never reached the stream, or it is not this Formation's to cancel,
-// it publishes the cancelled event first, and waits until the stream shows
-// the formation deleted, so that no event brings the Formation back.
-func (r *FormationReconciler) cancel(ctx context.Context, d declared) error {
+// release lets a deleted declared Formation go. A Formation that does not
+// own its formation goes at once: only the owner's delete cancels. The
+// owner waits until the projection has settled, then publishes the
+// cancelled event (unless its formation already ended, or never reached
+// the stream, or the stream holds the operator's cancel already), records
+// the formation's tombstone, so that no later event brings it back however
+// long the stream keeps them, and goes. The tombstone makes the cancel go
+// out at most once: a retry after it publishes nothing, and one before it
+// finds the cancel in the fold, or in JetStream's duplicate window.
+func (r *FormationReconciler) release(ctx context.Context, d declared) (ctrl.Result, error) {
 	f := d.f
-	if !controllerutil.ContainsFinalizer(f, cellosv1.CancelFinalizer) {
-		return nil
+	switch {
+	case !controllerutil.ContainsFinalizer(f, cellosv1.CancelFinalizer):
+		return ctrl.Result{}, nil
+	case !owns(f):
+		return ctrl.Result{}, r.releaseFinalizer(ctx, f)
+	case !d.settled:
+		return ctrl.Result{RequeueAfter: settleRetry}, nil
 	}
-	phase := f.Status.Phase
-	if d.projected {
-		phase = d.want.Phase
-	}
-	reached := d.projected || meta.IsStatusConditionTrue(f.Status.Conditions, cellosv1.PublishedCondition)
-	if d.id != "" && d.mayFollow && reached && !terminal(phase) {
-		if err := r.Publisher.Cancelled(ctx, d.id); err != nil {
-			r.Recorder.Eventf(f, nil, corev1.EventTypeWarning, cellosv1.PublishFailedReason, "Cancel", "Publishing the cancelled event failed; retrying: %v", err)
-			return err
+	if !r.Tombstones.Has(d.id) {
+		phase := f.Status.Phase
+		if d.projected {
+			phase = d.want.Phase
 		}
-		r.Recorder.Eventf(f, nil, corev1.EventTypeNormal, cellosv1.CancelledReason, "Cancel", "Published the cancelled event of formation %s", d.id)
-		// Folding it makes the phase Cancelled and queues this Formation
-		// again, which then lets it go.
+		reached := d.projected || meta.IsStatusConditionTrue(f.Status.Conditions, cellosv1.PublishedCondition)
+		if reached && !terminal(phase) && !d.want.Deleted {
+			if err := r.Publisher.Cancelled(ctx, d.id); err != nil {
+				r.Recorder.Eventf(f, nil, corev1.EventTypeWarning, cellosv1.PublishFailedReason, "Cancel", "Publishing the cancelled event failed; retrying: %v", err)
+				return ctrl.Result{}, err
+			}
+			r.Recorder.Eventf(f, nil, corev1.EventTypeNormal, cellosv1.CancelledReason, "Cancel", "Published the cancelled event of formation %s", d.id)
+		}
+		if err := r.Tombstones.Record(ctx, d.id, f.Namespace+"/"+f.Name); err != nil {
+			return ctrl.Result{}, err
+		}
+	}
+	return ctrl.Result{}, r.releaseFinalizer(ctx, f)
+}
+
+// releaseFinalizer removes the cancel finalizer, which lets a deleted
+// Formation go.
+func (r *FormationReconciler) releaseFinalizer(ctx context.Context, f *cellosv1.Formation) error {
+	if !controllerutil.ContainsFinalizer(f, cellosv1.CancelFinalizer) {
 		return nil
 	}
 	before := f.DeepCopy()

@@ -37,31 +37,34 @@ func (r *FormationReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	if err != nil {
 		return ctrl.Result{}, err
 	}
+	if f != nil && id != "" && !fold.IsCanonical(id) {
+		return ctrl.Result{}, r.refuseInvalidID(ctx, f, id)
+	}
 	want, stream, projected := r.Store.Formation(id)
-	p := r.placer(r.Client)
-	rules := p.rules(want, projected)
-	placed := key
+	p := placement{key: key}
 	if id != "" {
-		if placed, err = p.formationKey(ctx, id); err != nil {
+		if p, err = r.placer(r.Client).place(ctx, id); err != nil {
 			return ctrl.Result{}, err
 		}
 	}
-	mayFollow := f == nil || rules.mayFollow(f)
+	settled := r.settled()
 	if f != nil && f.Spec != nil {
-		d := declared{f: f, id: id, want: want, projected: projected, mayFollow: mayFollow}
-		if done, err := r.declare(ctx, d); done || err != nil {
-			return ctrl.Result{}, err
+		d := declared{f: f, id: id, want: want, projected: projected, settled: settled}
+		if res, done, err := r.declare(ctx, d); done || err != nil {
+			return res, err
 		}
 	}
-	switch decideFormation(f, id, key, placed, projected, mayFollow) {
+	switch decideFormation(f, id, key, p, settled, r.Tombstones.Loaded()) {
 	case nothingHere:
 		return ctrl.Result{}, nil
+	case wait:
+		return ctrl.Result{RequeueAfter: settleRetry}, nil
 	case awaitStream:
 		return ctrl.Result{}, r.awaitStream(ctx, f)
 	case giveWay:
-		return ctrl.Result{}, r.giveWay(ctx, f, placed)
+		return ctrl.Result{}, r.giveWay(ctx, f, p.key)
 	case refuseTakeover:
-		return ctrl.Result{}, r.refuseTakeover(ctx, f, want)
+		return ctrl.Result{}, r.refuseTakeover(ctx, f, id, p.rules.deleted)
 	}
 	ref := store.Ref{Kind: store.FormationKind, ID: id}
 	done := settlement{stream: stream, ref: ref, seq: want.LastAppliedSequence, obj: &cellosv1.Formation{ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name}}}
@@ -124,19 +127,42 @@ func (r *FormationReconciler) formationAt(ctx context.Context, key client.Object
 	return nil, "", nil
 }
 
-// refuseTakeover stalls a Formation labelled with a formation of another
-// namespace: the projection stays where it is.
-func (r *FormationReconciler) refuseTakeover(ctx context.Context, f *cellosv1.Formation, want fold.Formation) error {
-	msg := fmt.Sprintf("Formation %s belongs to namespace %q; only a Formation there or in the operator's namespace %q may follow it. Remove the label %s",
-		want.ID, want.Namespace, r.Namespace, cellosv1.FormationIDLabel)
-	if !meta.IsStatusConditionTrue(f.Status.Conditions, cellosv1.StalledCondition) {
-		r.Recorder.Eventf(f, nil, corev1.EventTypeWarning, cellosv1.TakeoverRefusedReason, "Follow", "%s", msg)
+// refuseTakeover stalls a Formation labelled with a formation it may not
+// follow: the projection stays where it is. The message names no other
+// namespace: which namespace owns a formation is not this one's to know.
+func (r *FormationReconciler) refuseTakeover(ctx context.Context, f *cellosv1.Formation, id string, deleted bool) error {
+	why := "belongs to another namespace: only the Formation that declared it, or one in its namespace, may follow it"
+	if deleted {
+		why = "was deleted with the Formation that declared it, and is never followed again"
 	}
-	return r.hold(ctx, f, true, cellosv1.TakeoverRefusedReason, msg)
+	return r.stall(ctx, f, cellosv1.TakeoverRefusedReason, fmt.Sprintf(
+		"Formation %s %s. Delete this Formation; declare it without the label %s to start a formation of its own", id, why, cellosv1.FormationIDLabel))
+}
+
+// refuseInvalidID stalls a Formation whose label spells a formation id in
+// any form but the canonical one, which names no formation: ids are
+// compared in their canonical form only. Nothing is published for it, and
+// its deletion is never held.
+func (r *FormationReconciler) refuseInvalidID(ctx context.Context, f *cellosv1.Formation, label string) error {
+	if f.DeletionTimestamp != nil {
+		return r.releaseFinalizer(ctx, f)
+	}
+	return r.stall(ctx, f, cellosv1.InvalidFormationIDReason, fmt.Sprintf(
+		"The label %s is %q, which is not a formation id in canonical form (a lower-case hyphenated UUID, such as 0f8fad5b-d9cb-469f-a165-70867728950e). Delete this Formation; declare it with the id so spelled, or without the label",
+		cellosv1.FormationIDLabel, label))
+}
+
+// stall holds f as Stalled for reason, with a Warning Event when it was not
+// stalled so already, so that a refusal is announced once.
+func (r *FormationReconciler) stall(ctx context.Context, f *cellosv1.Formation, reason, msg string) error {
+	if c := meta.FindStatusCondition(f.Status.Conditions, cellosv1.StalledCondition); c == nil || c.Status != metav1.ConditionTrue || c.Reason != reason {
+		r.Recorder.Eventf(f, nil, corev1.EventTypeWarning, reason, "Follow", "%s", msg)
+	}
+	return r.hold(ctx, f, true, reason, msg)
 }
 
 // giveWay deletes an observed Formation whose formation a declared one
-// holds, leaving its Cells where they are.
+// holds, or that may not follow it, leaving its Cells where they are.
 func (r *FormationReconciler) giveWay(ctx context.Context, f *cellosv1.Formation, holder client.ObjectKey) error {
 	err := r.Delete(ctx, f, client.PropagationPolicy(metav1.DeletePropagationOrphan), client.Preconditions{UID: &f.UID})
 	if client.IgnoreNotFound(err) != nil {
@@ -185,6 +211,11 @@ func (r *FormationReconciler) lagging(ctx context.Context, id string) []reconcil
 		if want, stream, ok := r.Store.Formation(id); ok {
 			r.Store.Flushed(stream, store.Ref{Kind: store.FormationKind, ID: id}, want.LastAppliedSequence)
 		}
+		// The event just folded stays in the stream for max_age: so must
+		// the tombstone that keeps it from bringing the formation back.
+		if err := r.Tombstones.Refresh(ctx, id); err != nil {
+			ctrl.LoggerFrom(ctx).Error(err, "Refreshing a tombstone", "formationId", id)
+		}
 	}
 	return request(key)
 }
@@ -197,25 +228,25 @@ func (r *FormationReconciler) formationOfCell(ctx context.Context, cell client.O
 	return nil
 }
 
-// formationsOfID maps a Formation to every Formation of its id, so that an
-// observed one learns when a declared one takes its formation over.
+// formationsOfID maps a changed Formation to itself, to the Formation that
+// now holds its formation, which may take over, and to the observed one the
+// operator made for it, which may give way: a constant number of requests
+// whatever the number of Formations with the label, so that n of them cost
+// O(n) reconciles, not O(n²).
 func (r *FormationReconciler) formationsOfID(ctx context.Context, f client.Object) []reconcile.Request {
 	reqs := request(client.ObjectKeyFromObject(f))
 	id := f.GetLabels()[cellosv1.FormationIDLabel]
-	if id == "" {
+	if !fold.IsCanonical(id) {
 		return reqs
 	}
-	labelled, err := r.placer(r.Client).formationsOf(ctx, id)
+	holder, err := r.placer(r.Client).formationKey(ctx, id)
 	if err != nil {
-		ctrl.LoggerFrom(ctx).Error(err, "Listing the Formations of an id", "formationId", id)
+		ctrl.LoggerFrom(ctx).Error(err, "Placing a formation", "formationId", id)
 		return reqs
 	}
-	for i := range labelled {
-		if key := client.ObjectKeyFromObject(&labelled[i]); key != client.ObjectKeyFromObject(f) {
-			reqs = append(reqs, request(key)...)
-		}
-	}
-	return reqs
+	// The queue holds a key once, so a request twice costs one reconcile.
+	observed := client.ObjectKey{Namespace: r.Namespace, Name: store.ObjectName(id)}
+	return append(append(reqs, request(holder)...), request(observed)...)
 }
 
 // SetupWithManager watches Formations, to heal them and settle who holds an

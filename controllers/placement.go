@@ -9,14 +9,17 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	cellosv1 "cellos.dev/cellos-operator/api/v1"
-	"cellos.dev/cellos-operator/internal/fold"
 	"cellos.dev/cellos-operator/internal/store"
+	"cellos.dev/cellos-operator/internal/tombstone"
 )
 
-// Placement decides where each projected object lives, and nothing else
-// does: the store knows ids only, and both reconcilers and their event
+// Placement decides where each projected object lives, and who may follow a
+// formation, and nothing else does: both reconcilers and their event
 // handlers ask here. It reads the cache through the indexes below, so every
-// decision is made from the same view of the cluster.
+// decision is made from the same view of the cluster, and the ownership
+// facts from where each lasts (docs/architecture.md): the owner from the
+// cluster, a deletion from the tombstones, a declaring namespace from the
+// operator's own created event.
 
 // The cache indexes placement reads.
 const (
@@ -63,7 +66,7 @@ func cellIDOf(c *cellosv1.Cell) (string, bool) {
 
 // placer reads placement from reader, the cache.
 func (c Config) placer(reader client.Reader) placer {
-	return placer{Reader: reader, store: c.Store, namespace: c.Namespace}
+	return placer{Reader: reader, store: c.Store, tombstones: c.Tombstones, namespace: c.Namespace}
 }
 
 // placer answers placement questions from the cache and the store. It reads
@@ -71,25 +74,49 @@ func (c Config) placer(reader client.Reader) placer {
 // objects it finds without changing them.
 type placer struct {
 	client.Reader
-	store     *store.Store
-	namespace string
+	store      *store.Store
+	tombstones *tombstone.Set
+	namespace  string
+}
+
+// placement is where a formation lives, and the rules that put it there.
+type placement struct {
+	// key is the Formation that holds the formation; empty when it lives
+	// nowhere.
+	key   client.ObjectKey
+	rules formationRules
+}
+
+// place decides where the formation with this id lives.
+func (p placer) place(ctx context.Context, id string) (placement, error) {
+	labelled, err := p.formationsOf(ctx, id)
+	if err != nil {
+		return placement{}, err
+	}
+	want, _, projected := p.store.Formation(id)
+	rules := formationRules{namespace: p.namespace, projected: projected, declaredIn: want.Namespace,
+		deleted: want.Deleted || p.tombstones.Has(id)}
+	for i := range labelled {
+		if owns(&labelled[i]) {
+			rules.ownerNamespace = labelled[i].Namespace
+		}
+	}
+	return placement{key: placeFormation(id, labelled, rules), rules: rules}, nil
 }
 
 // formationKey is where the formation with this id lives; an empty key when
 // it lives nowhere.
 func (p placer) formationKey(ctx context.Context, id string) (client.ObjectKey, error) {
-	labelled, err := p.formationsOf(ctx, id)
-	if err != nil {
-		return client.ObjectKey{}, err
-	}
-	want, _, projected := p.store.Formation(id)
-	return placeFormation(id, labelled, p.rules(want, projected)), nil
+	pl, err := p.place(ctx, id)
+	return pl.key, err
 }
 
-// rules are the placement rules for a formation the stream has named
-// (projected) or not.
-func (p placer) rules(want fold.Formation, projected bool) formationRules {
-	return formationRules{namespace: p.namespace, projected: projected, declaredIn: want.Namespace, deleted: want.Deleted}
+// owns tells whether the declared Formation f owns its formation: the
+// operator admitted it, so its formation id is its own uid. That fact lasts
+// as long as f does, whatever the stream forgets, and no other Formation
+// can claim it: no two objects share a uid.
+func owns(f *cellosv1.Formation) bool {
+	return f.Spec != nil && f.Labels[cellosv1.FormationIDLabel] == string(f.UID)
 }
 
 // formationsOf lists the Formations that carry the label of id: the cache's
@@ -128,28 +155,49 @@ type formationRules struct {
 	namespace string
 	// projected tells whether the stream has named the formation.
 	projected bool
-	// declaredIn is the namespace its created event names, if any.
+	// declaredIn is the namespace the operator's own created event names,
+	// if any.
 	declaredIn string
-	// deleted tells whether the operator cancelled it because its declared
-	// Formation was deleted.
+	// deleted tells whether its declared Formation was deleted: a tombstone,
+	// or the operator's cancelled event in the stream.
 	deleted bool
+	// ownerNamespace is the namespace of the Formation that owns it, if one
+	// is in the cluster.
+	ownerNamespace string
 }
 
 // mayFollow tells whether the Formation f may follow the formation: no
-// namespace may take over another's. Once the stream has named the
-// formation, only a Formation in the namespace its created event names, or in
-// the operator's namespace, follows it.
+// namespace may take over another's. Only the owner's namespace follows an
+// owned formation; none a deleted one; only the namespace its created event
+// names one that was declared elsewhere; only the operator's namespace any
+// other.
 func (r formationRules) mayFollow(f *cellosv1.Formation) bool {
-	return !r.projected || f.Namespace == r.namespace || (r.declaredIn != "" && f.Namespace == r.declaredIn)
+	switch {
+	case r.ownerNamespace != "":
+		return f.Namespace == r.ownerNamespace
+	case r.deleted:
+		return false
+	case r.declaredIn != "":
+		return f.Namespace == r.declaredIn
+	}
+	return f.Namespace == r.namespace
+}
+
+// claimed tells whether a Formation that may not follow the formation is
+// refused: once the stream has named it, or it is owned or deleted. Before
+// that such a Formation only waits.
+func (r formationRules) claimed() bool {
+	return r.projected || r.deleted || r.ownerNamespace != ""
 }
 
 // placeFormation places the formation with this id on one of the Formations
-// labelled with it that may follow it: a declared one (a user wrote it)
-// before an observed one (the operator created it), then the oldest, then by
-// key so that every replica chooses alike. With none, the formation gets a
-// Formation of its own in the operator's namespace, unless it was declared in
-// a namespace or deleted: then it lives nowhere (an empty key), so that the
-// stream never brings back a Formation its user deleted.
+// labelled with it that may follow it: its owner, then a declared one (a
+// user wrote it) before an observed one (the operator created it), then the
+// oldest, then by key so that every replica chooses alike. With none, the
+// formation gets a Formation of its own in the operator's namespace, unless
+// it was deleted or declared in a namespace: then it lives nowhere (an
+// empty key), so that the stream never brings back a Formation its user
+// deleted.
 func placeFormation(id string, labelled []cellosv1.Formation, rules formationRules) client.ObjectKey {
 	var best *cellosv1.Formation
 	for i := range labelled {
@@ -161,13 +209,16 @@ func placeFormation(id string, labelled []cellosv1.Formation, rules formationRul
 	switch {
 	case best != nil:
 		return client.ObjectKeyFromObject(best)
-	case rules.projected && (rules.declaredIn != "" || rules.deleted):
+	case rules.deleted || (rules.projected && rules.declaredIn != ""):
 		return client.ObjectKey{}
 	}
 	return client.ObjectKey{Namespace: rules.namespace, Name: store.ObjectName(id)}
 }
 
 func placedBefore(a, b *cellosv1.Formation) bool {
+	if owner := owns(a); owner != owns(b) {
+		return owner
+	}
 	if declared := a.Spec != nil; declared != (b.Spec != nil) {
 		return declared
 	}

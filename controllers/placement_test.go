@@ -11,6 +11,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	cellosv1 "cellos.dev/cellos-operator/api/v1"
+	"cellos.dev/cellos-operator/internal/fold"
 )
 
 // A Cell names formation X before any event of X, then a user declares a
@@ -49,7 +50,10 @@ func TestDeclaredFormationOfACellSeenFirst(t *testing.T) {
 		return nil
 	})
 
-	r.apply(t, `{"type":"dev.cellos.events.cell.formation.v1.created","data":{"formationId":"`+id+`","namespace":"`+teamNS+`"}}`)
+	// The operator's own created event, as another cluster's operator sharing
+	// the stream would publish it, names the declaring namespace.
+	r.applyOn(t, fold.OperatorSubject(fold.DefaultOperatorPrefix, id),
+		`{"type":"dev.cellos.events.cell.formation.v1.created","source":"cellos-operator","data":{"formationId":"`+id+`","namespace":"`+teamNS+`"}}`)
 	seq := r.apply(t, `{"type":"dev.cellos.events.cell.formation.v1.running","data":{"formationId":"`+id+`"}}`)
 	eventually(t, "the declared Formation mirrors the stream", func() error {
 		var f cellosv1.Formation

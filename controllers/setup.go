@@ -18,6 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"cellos.dev/cellos-operator/internal/store"
+	"cellos.dev/cellos-operator/internal/tombstone"
 )
 
 // Config is what both reconcilers share.
@@ -43,7 +44,28 @@ type Config struct {
 	Recorder events.EventRecorder
 	// Publisher publishes declared Formations' events.
 	Publisher Publisher
+	// Tombstones remember the formations whose declared Formation was
+	// deleted, after the stream has forgotten them.
+	Tombstones *tombstone.Set
 }
+
+// settled tells whether the projection holds every ownership fact: the fold
+// has reached the end the stream had at start, and the tombstones are
+// loaded. Until then, no Formation is refused, deleted, given way or
+// cancelled: a partial fold would decide from facts it has not read yet.
+func (c Config) settled() bool {
+	replayed, _ := c.Store.Replayed()
+	select {
+	case <-replayed:
+		return c.Tombstones.Loaded()
+	default:
+		return false
+	}
+}
+
+// settleRetry is how soon a decision that waits for the fold to settle is
+// tried again.
+const settleRetry = time.Second
 
 // Setup registers the cache indexes, both reconcilers and the pruner with mgr.
 func Setup(ctx context.Context, mgr ctrl.Manager, cfg Config) error {

@@ -16,8 +16,10 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"cellos.dev/cellos-operator/internal/fold"
+	"cellos.dev/cellos-operator/internal/jetstream"
 	"cellos.dev/cellos-operator/internal/localenv"
 	"cellos.dev/cellos-operator/internal/store"
+	"cellos.dev/cellos-operator/internal/tombstone"
 )
 
 var controlPlane *localenv.ControlPlane
@@ -37,16 +39,25 @@ func TestMain(m *testing.M) {
 
 // reconcilers runs both reconcilers in a real manager against the test API
 // server, with a Store the test folds events into directly: what the
-// ingester would do, without JetStream.
+// ingester would do, having replayed an empty stream. The tombstones live
+// in a real JetStream server.
 type reconcilers struct {
 	store        *store.Store
+	tombstones   *tombstone.Set
 	nextSequence uint64
 }
 
 func startReconcilers(t *testing.T, namespace string) *reconcilers {
 	t.Helper()
 	r := &reconcilers{store: store.New(0, "")}
-	r.store.Reset(store.Stream{Name: "CELLOS_EVENTS", Created: time.Now()})
+	stream := store.Stream{Name: jetstream.DefaultStreamName, Created: time.Now()}
+	r.store.Reset(stream)
+	r.store.MarkReplayed(stream)
+	_, js := localenv.StartJetStream(t).Connect(t)
+	if _, err := jetstream.EnsureStream(context.Background(), js, stream.Name); err != nil {
+		t.Fatal(err)
+	}
+	r.tombstones = tombstone.New(js, tombstone.DefaultBucket, stream.Name)
 	mgr, err := ctrl.NewManager(controlPlane.Config, ctrl.Options{
 		Scheme:                 controlPlane.Scheme,
 		Metrics:                metricsserver.Options{BindAddress: "0"},
@@ -61,8 +72,12 @@ func startReconcilers(t *testing.T, namespace string) *reconcilers {
 	err = Setup(ctx, mgr, Config{
 		Store: r.store, Namespace: namespace, FlushWindow: 10 * time.Millisecond,
 		Clock: clock.RealClock{}, Workers: 2, Recorder: mgr.GetEventRecorder("cellos-operator"),
+		Tombstones: r.tombstones,
 	})
 	if err != nil {
+		t.Fatal(err)
+	}
+	if err := mgr.Add(r.tombstones); err != nil {
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
@@ -79,8 +94,14 @@ func startReconcilers(t *testing.T, namespace string) *reconcilers {
 // apply folds one event at the next sequence, as the ingester does.
 func (r *reconcilers) apply(t *testing.T, payload string) uint64 {
 	t.Helper()
+	return r.applyOn(t, "", payload)
+}
+
+// applyOn folds one event published on subject at the next sequence.
+func (r *reconcilers) applyOn(t *testing.T, subject, payload string) uint64 {
+	t.Helper()
 	r.nextSequence++
-	out := r.store.Apply(context.Background(), r.nextSequence, "", nil, []byte(payload))
+	out := r.store.Apply(context.Background(), r.nextSequence, subject, nil, []byte(payload))
 	if out.Result != fold.ResultApplied {
 		t.Fatalf("event %d was not applied: %s %s", r.nextSequence, out.Result, out.Reason)
 	}

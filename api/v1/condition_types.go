@@ -61,13 +61,18 @@ const (
 	// InvalidSpecReason: the spec breaks an admission rule; nothing is
 	// published. Create a corrected Formation.
 	InvalidSpecReason = "InvalidSpec"
-	// TakeoverRefusedReason: the Formation is labelled with a formation of
-	// another namespace, which it may not follow.
+	// TakeoverRefusedReason: the Formation is labelled with a formation it
+	// may not follow: another namespace's, or one deleted with the
+	// Formation that declared it.
 	TakeoverRefusedReason = "TakeoverRefused"
+	// InvalidFormationIDReason: the label cellos.dev/formation-id is not a
+	// formation id in canonical form (lower-case, hyphenated), the only form
+	// ids are compared in; nothing is published for the Formation.
+	InvalidFormationIDReason = "InvalidFormationID"
 )
 
-// CancelFinalizer holds a declared Formation until deleting it has cancelled
-// its formation in the stream.
+// CancelFinalizer holds the Formation that owns a formation until deleting
+// it has cancelled the formation in the stream and recorded its tombstone.
 const CancelFinalizer = "cellos.dev/cancel"
 
 // FormationIDLabel carries the formation's UUID on every Formation, and on

@@ -46,6 +46,7 @@ import (
 	"cellos.dev/cellos-operator/internal/natsconn"
 	"cellos.dev/cellos-operator/internal/publish"
 	"cellos.dev/cellos-operator/internal/store"
+	"cellos.dev/cellos-operator/internal/tombstone"
 )
 
 // The operator's own needs; each controller declares the access to its kind.
@@ -76,7 +77,7 @@ func main() {
 type options struct {
 	stream, namespace, cursorConfigMap       string
 	watchNamespaces                          string
-	publishSubjectPrefix                     string
+	publishSubjectPrefix, tombstoneBucket    string
 	nats                                     natsconn.Options
 	createStream, leaderElect                bool
 	metricsAddr, probeAddr                   string
@@ -93,6 +94,7 @@ func parseFlags() options {
 	flag.StringVar(&opts.stream, "stream", jetstream.DefaultStreamName, "Name of the JetStream stream that carries the cellos events.")
 	flag.BoolVar(&opts.createStream, "create-stream", true, "Create the stream when it is missing. With false the operator never creates it, and waits, unready, until it exists.")
 	flag.StringVar(&opts.publishSubjectPrefix, "publish-subject-prefix", fold.DefaultOperatorPrefix, "Subject prefix of the events the operator publishes for declared Formations; they go to <prefix>.formation.<formationId>.")
+	flag.StringVar(&opts.tombstoneBucket, "tombstone-bucket", tombstone.DefaultBucket, "JetStream KV bucket, in the stream's NATS, that remembers the formations whose declared Formation was deleted, for longer than the stream keeps their events.")
 	flag.StringVar(&opts.namespace, "namespace", "", "Namespace for objects first seen in the stream (default: the operator's namespace).")
 	flag.StringVar(&opts.watchNamespaces, "watch-namespaces", "", "Comma-separated namespaces the operator watches and writes Formations and Cells in (default: all); --namespace must be one of them.")
 	flag.StringVar(&opts.cursorConfigMap, "cursor-configmap", "cellos-projection-cursor", "Name of the ConfigMap, in the operator's namespace, that holds the resume cursor.")
@@ -198,10 +200,15 @@ func run() error {
 	if err := mgr.Add(in); err != nil {
 		return fmt.Errorf("adding the ingester: %w", err)
 	}
+	tombstones := tombstone.New(js, opts.tombstoneBucket, opts.stream)
+	if err := mgr.Add(tombstones); err != nil {
+		return fmt.Errorf("adding the tombstones: %w", err)
+	}
 	err = controllers.Setup(ctx, mgr, controllers.Config{
 		Store: projection, Namespace: opts.namespace, FlushWindow: opts.flushWindow, CountWindow: opts.countWindow, Workers: opts.writers,
 		Clock: clock.RealClock{}, Recorder: mgr.GetEventRecorder("cellos-operator"),
-		Publisher: &publish.Publisher{JetStream: js, SubjectPrefix: opts.publishSubjectPrefix, Clock: clock.RealClock{}},
+		Publisher:  &publish.Publisher{JetStream: js, SubjectPrefix: opts.publishSubjectPrefix, Clock: clock.RealClock{}},
+		Tombstones: tombstones,
 	})
 	if err != nil {
 		return err
