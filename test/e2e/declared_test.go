@@ -17,7 +17,9 @@ import (
 )
 
 // A Formation declared in Git, labelled with its id, waits for the stream and
-// then mirrors it where it is; its Cells join it in its namespace.
+// then mirrors it where it is, the namespace the operator's own created
+// event names (as another cluster's operator sharing the stream publishes
+// it); its Cells join it in its namespace.
 func TestDeclaredFormationFollowsTheStream(t *testing.T) {
 	operatorNS, teamNS := newNamespace(t), newNamespace(t)
 	const id = "5b0e8f4c-7d1a-4c2e-9f3b-2a6d8e1c4b7a"
@@ -50,7 +52,7 @@ func TestDeclaredFormationFollowsTheStream(t *testing.T) {
 	})
 
 	publish(t, jsc, []sampleMessage{
-		{Subject: "cellos.events.formation." + id, Data: `{"specversion":"1.0","id":"a","type":"dev.cellos.events.cell.formation.v1.created","data":{"formationId":"` + id + `","formationName":"research","namespace":"` + teamNS + `"}}`},
+		{Subject: "cellos.events.formation." + id, Data: `{"specversion":"1.0","id":"a","source":"cellos-operator","type":"dev.cellos.events.cell.formation.v1.created","data":{"formationId":"` + id + `","formationName":"research","namespace":"` + teamNS + `"}}`},
 		{Subject: "cellos.events.formation." + id, Data: `{"specversion":"1.0","id":"b","type":"dev.cellos.events.cell.formation.v1.running","data":{"formationId":"` + id + `"}}`},
 		{Subject: "cellos.events.cell.5b0e8f4c", Data: `{"specversion":"1.0","id":"c","type":"dev.cellos.events.cell.lifecycle.v1.started","time":"2026-11-28T12:00:00Z","data":{"cellId":"research-lead","formationId":"` + id + `"}}`},
 	})
