@@ -74,32 +74,18 @@ func ensureEventStream(t testing.TB, jsc natsjs.JetStream) natsjs.Stream {
 	return s
 }
 
-// streamEventsOn reads the messages of the stream on subject, in stream
-// order, one direct get per sequence.
+// streamEventsOn reads the CloudEvents of the stream on subject, in stream
+// order.
 func streamEventsOn(jsc natsjs.JetStream, subject string) ([]streamEvent, error) {
-	ctx := context.Background()
-	s, err := jsc.Stream(ctx, "CELLOS_EVENTS")
-	if err != nil {
-		return nil, err
-	}
-	info, err := s.Info(ctx)
+	all, err := allStreamEvents(jsc)
 	if err != nil {
 		return nil, err
 	}
 	var out []streamEvent
-	for seq := info.State.FirstSeq; seq >= 1 && seq <= info.State.LastSeq; seq++ {
-		msg, err := s.GetMsg(ctx, seq)
-		if err != nil {
-			return nil, fmt.Errorf("reading stream sequence %d: %w", seq, err)
+	for _, ev := range all {
+		if ev.Subject == subject {
+			out = append(out, ev)
 		}
-		if msg.Subject != subject {
-			continue
-		}
-		ev := streamEvent{Seq: seq, Subject: msg.Subject, MsgID: msg.Header.Get("Nats-Msg-Id")}
-		if err := json.Unmarshal(msg.Data, &ev); err != nil {
-			return nil, fmt.Errorf("stream sequence %d is not a JSON CloudEvent: %w: %s", seq, err, msg.Data)
-		}
-		out = append(out, ev)
 	}
 	return out, nil
 }

@@ -131,7 +131,8 @@ func canonicalID(s string) string {
 }
 
 // allStreamEvents reads every message of the stream that is a JSON
-// CloudEvent, whatever its subject, in stream order.
+// CloudEvent, whatever its subject, in stream order, one direct get per
+// sequence.
 func allStreamEvents(jsc natsjs.JetStream) ([]streamEvent, error) {
 	ctx := context.Background()
 	s, err := jsc.Stream(ctx, "CELLOS_EVENTS")
