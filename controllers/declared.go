@@ -29,8 +29,9 @@ type Publisher interface {
 
 // declared is one reconcile of a declared Formation f with formation id id
 // (empty before admission), whose projection is want when projected, and
-// whether the projection has settled (Config.settled). done tells whether the reconcile ends here; otherwise
-// the stream drives f like any other Formation.
+// whether the projection has settled (Config.settled). done tells whether
+// the reconcile ends here; otherwise the stream drives f like any other
+// Formation.
 type declared struct {
 	f         *cellosv1.Formation
 	id        string

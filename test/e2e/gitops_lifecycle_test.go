@@ -374,35 +374,6 @@ func killNow(t *testing.T, m *manager) {
 	}
 }
 
-// firstOnSubject blocks until the stream holds a message on subject, read
-// through an ordered consumer as soon as JetStream stores it.
-func firstOnSubject(t *testing.T, s natsjs.Stream, subject string, timeout time.Duration) {
-	t.Helper()
-	ctx := context.Background()
-	cons, err := s.OrderedConsumer(ctx, natsjs.OrderedConsumerConfig{FilterSubjects: []string{subject}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	it, err := cons.Messages()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer it.Stop()
-	got := make(chan error, 1)
-	go func() {
-		_, err := it.Next()
-		got <- err
-	}()
-	select {
-	case err := <-got:
-		if err != nil {
-			t.Fatalf("reading %s: %v", subject, err)
-		}
-	case <-time.After(timeout):
-		t.Fatalf("no message on %s within %s", subject, timeout)
-	}
-}
-
 // 2. A manager killed between the publish of the created event and the
 // status write that records it, then started again, still leaves exactly
 // one created event. The kill follows the event's arrival in the stream as
@@ -423,7 +394,7 @@ func TestCreatedPublishedOnceAcrossKillAfterPublish(t *testing.T) {
 			t.Fatal(err)
 		}
 		id := string(f.UID)
-		firstOnSubject(t, stream, formationSubject(id), 2*time.Minute)
+		nextOnSubject(t, stream, formationSubject(id), 1, 2*time.Minute)
 		killNow(t, m)
 
 		var atKill cellosv1.Formation
