@@ -17,6 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	cellosv1 "cellos.dev/cellos-operator/api/v1"
+	"cellos.dev/cellos-operator/internal/fold"
 	"cellos.dev/cellos-operator/internal/status"
 	"cellos.dev/cellos-operator/internal/store"
 )
@@ -152,31 +153,37 @@ func (r *CellReconciler) lagging(ctx context.Context, id string) []reconcile.Req
 		return nil
 	}
 	// A cell whose formation lives nowhere lives nowhere too.
-	if key.Name == "" || r.reflects(ctx, key, stream, ref, want.LastAppliedSequence) {
+	if key.Name == "" || r.reflects(ctx, key, stream, ref, &want) {
 		r.Store.Flushed(stream, ref, want.LastAppliedSequence)
 		return nil
 	}
 	return request(key)
 }
 
-// reflects tells whether the cached Cell at key holds ref's status at or
-// past projected, under a valid stamp: written from this stream, by this
-// replica before a restart or by another, and so equal to the projection
-// there, or ahead of it. That holds only while the fold has missed no event
-// of the stream: after a purge, the fold of what remains can differ from
-// the status at the same sequence, and the reconcile compares the two.
+// reflects tells whether the cached Cell at key needs no write for ref at
+// sequence projected: its status is ahead, under a valid stamp (a later
+// event will hand the id over again), or at projected and equal to the
+// status built from the projection. The stamp alone is not enough: it
+// covers the sequence, not the content, so a status edited by hand, one
+// written from a stream whose early events were since purged, or one
+// written before a change of the fold's semantics would otherwise be kept.
+// Building the status is pure and cheap; the reconcile it saves is not.
 // Everything else a Cell holds is written along with its first status, or
 // healed by the Cell's own watch.
-func (r *CellReconciler) reflects(ctx context.Context, key client.ObjectKey, stream store.Stream, ref store.Ref, projected uint64) bool {
-	if !r.Store.Contiguous() {
-		return false
-	}
+func (r *CellReconciler) reflects(ctx context.Context, key client.ObjectKey, stream store.Stream, ref store.Ref, want *fold.Cell) bool {
 	var cell cellosv1.Cell
 	if err := r.Get(ctx, key, &cell, client.UnsafeDisableDeepCopy); err != nil { // read only
 		return false
 	}
-	id, ok := cellIDOf(&cell)
-	return ok && id == ref.ID && current(stream, ref, projected, cell.Status.LastAppliedSequence, cell.Status.StreamStamp)
+	if id, ok := cellIDOf(&cell); !ok || id != ref.ID {
+		return false
+	}
+	projected := want.LastAppliedSequence
+	if ahead(stream, ref, projected, cell.Status.LastAppliedSequence, cell.Status.StreamStamp) {
+		return true
+	}
+	desired := status.CellStatus(want, store.Stamp(stream, ref, projected), cell.Generation, cell.Status.Conditions, r.Clock.Now())
+	return equality.Semantic.DeepEqual(cell.Status, desired)
 }
 
 // cellsOfFormation maps a new Formation to the Cells that carry its id, so

@@ -29,13 +29,6 @@ func ahead(stream store.Stream, ref store.Ref, projected uint64, statusSequence 
 	return statusSequence > int64(projected) && stampedAt(stream, ref, statusSequence, stamp)
 }
 
-// current tells whether a status reflects the projection at sequence
-// projected, or later events of the same stream: at or past it, under a
-// valid stamp.
-func current(stream store.Stream, ref store.Ref, projected uint64, statusSequence int64, stamp string) bool {
-	return statusSequence >= int64(projected) && stampedAt(stream, ref, statusSequence, stamp)
-}
-
 // stampedAt tells whether stamp is the one this stream gives ref's status at
 // statusSequence.
 func stampedAt(stream store.Stream, ref store.Ref, statusSequence int64, stamp string) bool {

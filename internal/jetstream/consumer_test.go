@@ -193,9 +193,7 @@ func TestRunRecoversAfterStreamDeleted(t *testing.T) {
 	// Recreate it continuing the sequence, as a restore would.
 	cfg := DefaultStreamConfig(testStream)
 	cfg.FirstSeq = 11
-	if _, err := js.CreateStream(ctx, cfg); err != nil {
-		t.Fatal(err)
-	}
+	recreateStream(t, js, cfg)
 	publish(t, js, 10, 5)
 	eventually(t, "messages after recreation handled", func() bool { return rec.len() >= 15 })
 	rec.requireSequences(t, 1, 15)
@@ -249,9 +247,7 @@ func TestRunDetectsRecreatedStream(t *testing.T) {
 			if err := js.DeleteStream(ctx, testStream); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := js.CreateStream(ctx, DefaultStreamConfig(testStream)); err != nil {
-				t.Fatal(err)
-			}
+			recreateStream(t, js, DefaultStreamConfig(testStream))
 			recreated := streamCreated(t, js)
 			publish(t, js, handled, tc.republish)
 			close(release)

@@ -2,6 +2,7 @@ package jetstream
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -63,6 +64,26 @@ func streamCreated(t testing.TB, js natsjs.JetStream) time.Time {
 		t.Fatal(err)
 	}
 	return stream.CachedInfo().Created
+}
+
+// recreateStream creates the test stream again after a test deleted it. The
+// server moves a deleted stream's files aside and removes them in the
+// background; on a loaded machine a create that follows at once can fail
+// with "error creating store for stream", and is tried again.
+// streamStoreFailed is the server's JSStreamStoreFailedF error code.
+const streamStoreFailed natsjs.ErrorCode = 10049
+
+func recreateStream(t testing.TB, js natsjs.JetStream, cfg natsjs.StreamConfig) {
+	t.Helper()
+	var err error
+	eventually(t, "the stream created again", func() bool {
+		_, err = js.CreateStream(testContext(t), cfg)
+		var apiErr *natsjs.APIError
+		return err == nil || !errors.As(err, &apiErr) || apiErr.ErrorCode != streamStoreFailed
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 }
 
 func payload(i int) []byte { return fmt.Appendf(nil, `{"n":%d}`, i) }

@@ -68,9 +68,6 @@ type Store struct {
 	dirty map[Ref]uint64
 	// processed is the highest sequence folded, whatever its result.
 	processed uint64
-	// contiguous tells that the fold has seen every sequence from 1 to
-	// processed: no event was purged or deleted before it was folded.
-	contiguous bool
 
 	// lagging carries the ids whose status lags, one channel per kind.
 	lagging map[Kind]chan event.TypedGenericEvent[string]
@@ -123,7 +120,6 @@ func (s *Store) Reset(stream Stream) {
 	s.dirty = map[Ref]uint64{}
 	s.announced = map[Ref]bool{}
 	s.processed = 0
-	s.contiguous = true
 	s.replayed = make(chan struct{})
 	s.signalRoom()
 }
@@ -149,17 +145,6 @@ func (s *Store) Replayed() (<-chan struct{}, Stream) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	return s.replayed, s.stream
-}
-
-// Contiguous tells whether the fold holds every event of the stream from
-// sequence 1 on. Only then is the projection at a sequence the same as any
-// fold of this stream at that sequence, such as the one a status stamped
-// with it was written from: events missing from the stream (purged or
-// deleted) would make the two differ.
-func (s *Store) Contiguous() bool {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	return s.contiguous
 }
 
 // Unflushed is how many objects' status lags the projection.
@@ -242,9 +227,6 @@ func (s *Store) apply(seq uint64, subject string, header map[string][]string, pa
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	out := s.state.Apply(seq, subject, header, payload)
-	if seq > s.processed+1 {
-		s.contiguous = false
-	}
 	s.processed = max(s.processed, seq)
 	ref, ok := refOf(out)
 	if !ok {

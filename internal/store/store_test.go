@@ -215,22 +215,3 @@ func TestAwaitRoomHoldsTheFoldAtTheBound(t *testing.T) {
 	s.AwaitRoom(context.Background(), func(int) { t.Error("paused below the bound") })
 }
 
-// The fold is contiguous until a sequence is missing: at the start, when
-// the stream's first events were purged, or later.
-func TestContiguousUntilASequenceIsMissing(t *testing.T) {
-	s := New(0, "")
-	apply(t, s, 1, started("cell-0", ""))
-	apply(t, s, 2, []byte(`not json`))
-	if !s.Contiguous() {
-		t.Fatal("not contiguous after sequences 1 and 2")
-	}
-	apply(t, s, 4, started("cell-1", ""))
-	if s.Contiguous() {
-		t.Fatal("contiguous after sequence 3 was missed")
-	}
-	s.Reset(Stream{Name: "again"})
-	apply(t, s, 3, started("cell-0", ""))
-	if s.Contiguous() {
-		t.Fatal("contiguous when the fold began at sequence 3")
-	}
-}
