@@ -88,10 +88,10 @@ func attributes(header map[string][]string) (map[string]string, error) {
 		for _, raw := range header[key] {
 			v, err := headerValue(raw)
 			if err != nil {
-				return nil, fmt.Errorf("header %s: %w", key, err)
+				return nil, fmt.Errorf("header %s: %w", Quote(key), err)
 			}
 			if prev, seen := attrs[name]; seen && prev != v {
-				return nil, fmt.Errorf("attribute %s has two values, %q and %q", name, prev, v)
+				return nil, fmt.Errorf("attribute %s has two values, %s and %s", Quote(name), Quote(prev), Quote(v))
 			}
 			attrs[name] = v
 		}
