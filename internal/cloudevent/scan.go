@@ -213,7 +213,7 @@ func beyondSerde(b []byte, depth int) error {
 // inFloat64Range tells whether the JSON number num, rounded to a float64, is
 // finite, as serde_json requires of every number it reads.
 func inFloat64Range(num []byte) bool {
-	if len(num) <= maxPlainDigits && bytes.IndexAny(num, "eE") < 0 {
+	if len(num) <= maxPlainDigits && !bytes.ContainsAny(num, "eE") {
 		return true
 	}
 	f, _ := strconv.ParseFloat(string(num), 64)
