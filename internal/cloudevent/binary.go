@@ -46,8 +46,8 @@ func isBinary(header map[string][]string) bool {
 // The reference never sees this mode. To it, such an event would be the one
 // the JSON event format makes of it: the payload as `data` when it is JSON,
 // and otherwise as data_base64, which it does not read. So a payload that is
-// not JSON as checkJSON reads JSON (not UTF-8, not one JSON text, or with a
-// lone surrogate) is no data, not a rejection: a cell event then has no
+// not JSON as checkJSON reads JSON (not UTF-8, not one JSON text, with a
+// lone surrogate, or beyond serde_json's limits) is no data, not a rejection: a cell event then has no
 // cellId and is ignored, and a formation event falls back to ce-subject for
 // its id. Content-Type and ce-datacontenttype are not consulted, as the
 // reference does not consult datacontenttype: the bytes say what they are.
@@ -88,10 +88,10 @@ func attributes(header map[string][]string) (map[string]string, error) {
 		for _, raw := range header[key] {
 			v, err := headerValue(raw)
 			if err != nil {
-				return nil, fmt.Errorf("header %s: %w", key, err)
+				return nil, fmt.Errorf("header %s: %w", Quote(key), err)
 			}
 			if prev, seen := attrs[name]; seen && prev != v {
-				return nil, fmt.Errorf("attribute %s has two values, %q and %q", name, prev, v)
+				return nil, fmt.Errorf("attribute %s has two values, %s and %s", Quote(name), Quote(prev), Quote(v))
 			}
 			attrs[name] = v
 		}

@@ -112,22 +112,32 @@ func TestDecodeBinaryRejects(t *testing.T) {
 		header map[string][]string
 		reason string
 	}{
-		{"malformed percent-encoding", with(map[string][]string{"ce-id": {"100%"}}), `binary-mode header ce-id: percent-decoding: invalid URL escape "%"`},
-		{"non-hex percent-encoding", with(map[string][]string{"ce-id": {"%zz"}}), `binary-mode header ce-id: percent-decoding: invalid URL escape "%zz"`},
-		{"overlong UTF-8", with(map[string][]string{"ce-id": {"%C0%A0"}}), "binary-mode header ce-id: percent-decodes to invalid UTF-8"},
-		{"a lone byte", with(map[string][]string{"ce-subject": {"%FF"}}), "binary-mode header ce-subject: percent-decodes to invalid UTF-8"},
-		{"raw bytes that are not UTF-8", with(map[string][]string{"ce-type": {"\xff"}}), "binary-mode header ce-type: percent-decodes to invalid UTF-8"},
-		{"unterminated quoted string", with(map[string][]string{"ce-id": {`"abc`}}), "binary-mode header ce-id: unterminated quoted string"},
-		{"escaped closing quote", with(map[string][]string{"ce-id": {`"abc\"`}}), "binary-mode header ce-id: unterminated quoted string"},
-		{"a lone quote", with(map[string][]string{"ce-id": {`"`}}), "binary-mode header ce-id: unterminated quoted string"},
-		{"text after a quoted string", with(map[string][]string{"ce-id": {`"a"b"`}}), "binary-mode header ce-id: text after a quoted string"},
-		{"control character in a quoted string", with(map[string][]string{"ce-id": {"\"a\x01\""}}), `binary-mode header ce-id: control character '\x01' in a quoted string`},
-		{"a header the fold does not read still has to decode", with(map[string][]string{"ce-source": {"%"}}), "binary-mode header ce-source: "},
+		{"malformed percent-encoding", with(map[string][]string{"ce-id": {"100%"}}), `binary-mode header "ce-id": percent-decoding: invalid URL escape "%"`},
+		{"non-hex percent-encoding", with(map[string][]string{"ce-id": {"%zz"}}), `binary-mode header "ce-id": percent-decoding: invalid URL escape "%zz"`},
+		{"overlong UTF-8", with(map[string][]string{"ce-id": {"%C0%A0"}}), `binary-mode header "ce-id": percent-decodes to invalid UTF-8`},
+		{"a lone byte", with(map[string][]string{"ce-subject": {"%FF"}}), `binary-mode header "ce-subject": percent-decodes to invalid UTF-8`},
+		{"raw bytes that are not UTF-8", with(map[string][]string{"ce-type": {"\xff"}}), `binary-mode header "ce-type": percent-decodes to invalid UTF-8`},
+		{"unterminated quoted string", with(map[string][]string{"ce-id": {`"abc`}}), `binary-mode header "ce-id": unterminated quoted string`},
+		{"escaped closing quote", with(map[string][]string{"ce-id": {`"abc\"`}}), `binary-mode header "ce-id": unterminated quoted string`},
+		{"a lone quote", with(map[string][]string{"ce-id": {`"`}}), `binary-mode header "ce-id": unterminated quoted string`},
+		{"text after a quoted string", with(map[string][]string{"ce-id": {`"a"b"`}}), `binary-mode header "ce-id": text after a quoted string`},
+		{"control character in a quoted string", with(map[string][]string{"ce-id": {"\"a\x01\""}}), `binary-mode header "ce-id": control character '\x01' in a quoted string`},
+		{"a header the fold does not read still has to decode", with(map[string][]string{"ce-source": {"%"}}), `binary-mode header "ce-source": `},
 		{
 			"two values in two spellings", with(map[string][]string{"CE-TYPE": {"a"}}),
-			`binary-mode attribute type has two values, "a" and "dev.cellos.events.cell.lifecycle.v1.destroyed"`,
+			`binary-mode attribute "type" has two values, "a" and "dev.cellos.events.cell.lifecycle.v1.destroyed"`,
 		},
-		{"two values in one header", with(map[string][]string{"ce-subject": {"a", "b"}}), `binary-mode attribute subject has two values, "a" and "b"`},
+		{"two values in one header", with(map[string][]string{"ce-subject": {"a", "b"}}), `binary-mode attribute "subject" has two values, "a" and "b"`},
+		// Names and values come from the publisher: a reason quotes at most
+		// MaxQuoted bytes of each.
+		{
+			"a long header name is quoted in part", with(map[string][]string{"ce-" + strings.Repeat("n", 1<<20): {"%"}}),
+			`binary-mode header "ce-` + strings.Repeat("n", MaxQuoted-3) + `"…(1048579 bytes): percent-decoding`,
+		},
+		{
+			"long values are quoted in part", with(map[string][]string{"ce-subject": {strings.Repeat("a", 1<<20), strings.Repeat("b", 1<<20)}}),
+			`binary-mode attribute "subject" has two values, "` + strings.Repeat("a", MaxQuoted) + `"…(1048576 bytes) and "` + strings.Repeat("b", MaxQuoted) + `"…(1048576 bytes)`,
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -137,7 +147,7 @@ func TestDecodeBinaryRejects(t *testing.T) {
 				t.Fatalf("Decode error = %#v, want *DecodeError", err)
 			}
 			if !strings.HasPrefix(de.Reason, tt.reason) {
-				t.Errorf("reason = %q, want prefix %q", de.Reason, tt.reason)
+				t.Errorf("reason = %.400q, want prefix %.400q", de.Reason, tt.reason)
 			}
 		})
 	}

@@ -86,7 +86,7 @@ func Decode(header map[string][]string, payload []byte) (Event, error) {
 // decodeStructured reads an event in the JSON event format. The payload must
 // be a JSON object as checkJSON reads JSON.
 func decodeStructured(payload []byte) (Event, error) {
-	if err := checkJSON(payload); err != nil {
+	if err := checkJSON(payload, 0); err != nil {
 		return Event{}, &DecodeError{Reason: "payload is not JSON: " + err.Error()}
 	}
 	start := skipSpace(payload, 0)
@@ -145,11 +145,13 @@ func (e *Event) setData(raw json.RawMessage) {
 
 // jsonData returns b without surrounding whitespace when it is JSON as
 // checkJSON reads it, and nil, no data, when it is not: for data that does
-// not come as a JSON member, the bytes alone say whether it is JSON.
+// not come as a JSON member, the bytes alone say whether it is JSON. It reads
+// b as the `data` member it stands for, one level inside the event, so that
+// its nesting counts as it would in the JSON event format.
 // (bytes.TrimSpace trims only JSON whitespace here: no other space can
 // stand outside the value of a valid JSON text.)
 func jsonData(b []byte) json.RawMessage {
-	if checkJSON(b) != nil {
+	if checkJSON(b, 1) != nil {
 		return nil
 	}
 	return bytes.TrimSpace(b)
@@ -168,14 +170,16 @@ func decodeBase64(s string) ([]byte, bool) {
 	return b, err == nil
 }
 
-// checkJSON returns why b is not one JSON text as serde_json, the reference's
-// parser, reads it, or nil when it is. json.Valid alone is not enough: it
-// passes invalid UTF-8 and escapes of lone UTF-16 surrogates ("\ud800" without
-// a trailing "\udc00".."\udfff" right after it, or a trailing one alone),
-// which encoding/json then decodes as U+FFFD, so that two different ids would
-// read as one. serde_json refuses the whole document instead ("lone leading
-// surrogate in hex escape", "unexpected end of hex escape"), and so does this.
-func checkJSON(b []byte) error {
+// checkJSON returns why b, nested depth arrays or objects deep, is not one
+// JSON text as serde_json, the reference's parser, reads it, or nil when it
+// is. json.Valid alone is not enough: it passes invalid UTF-8 and escapes of
+// lone UTF-16 surrogates ("\ud800" without a trailing "\udc00".."\udfff" right
+// after it, or a trailing one alone), which encoding/json then decodes as
+// U+FFFD, so that two different ids would read as one. serde_json refuses the
+// whole document instead ("lone leading surrogate in hex escape", "unexpected
+// end of hex escape"), and so does this. It also refuses what goes beyond
+// serde_json's limits (see beyondSerde).
+func checkJSON(b []byte, depth int) error {
 	if !utf8.Valid(b) {
 		return errors.New("invalid UTF-8")
 	}
@@ -189,7 +193,7 @@ func checkJSON(b []byte) error {
 	if at := loneSurrogate(b); at >= 0 {
 		return fmt.Errorf("the escape %s at byte %d is a lone UTF-16 surrogate", b[at:at+6], at)
 	}
-	return nil
+	return beyondSerde(b, depth)
 }
 
 // DataString returns the value of the first of keys whose member in data is a

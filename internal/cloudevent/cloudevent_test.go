@@ -121,6 +121,13 @@ func TestDecodeRejects(t *testing.T) {
 		{"surrogate in a key", `{"\udfff":1}`, "payload is not JSON: the escape \\udfff at byte 2"},
 		{"surrogate deep in data", `{"type":"t","data":{"a":[{"b":["x","\uDBFF"]}]}}`, "payload is not JSON: the escape \\uDBFF"},
 		{"surrogate after an escaped backslash", `{"id":"\\\ud800"}`, "payload is not JSON: the escape \\ud800 at byte 9"},
+		// serde_json's limits, anywhere in the payload.
+		{"128 nested arrays", strings.Repeat("[", 128) + strings.Repeat("]", 128), "payload is not JSON: arrays and objects nest more than 127 deep at byte 127"},
+		{"128 levels with the envelope, in data", `{"data":` + strings.Repeat("[", 127) + strings.Repeat("]", 127) + `}`, "payload is not JSON: arrays and objects nest more than 127 deep"},
+		{"128 nested objects", strings.Repeat(`{"a":`, 128) + "1" + strings.Repeat("}", 128), "payload is not JSON: arrays and objects nest more than 127 deep"},
+		{"1e400", `{"data":{"exitCode":1e400}}`, "payload is not JSON: the number at byte 20 (5 bytes) is out of float64's range"},
+		{"-1e400", `{"x":[-1e400]}`, "payload is not JSON: the number at byte 6 (6 bytes) is out of float64's range"},
+		{"a 401-digit integer", `{"id":1` + strings.Repeat("0", 400) + `}`, "payload is not JSON: the number at byte 6 (401 bytes) is out of float64's range"},
 		{"array", `[1,2,3]`, "payload is a JSON array, not an object"},
 		{"string", `"{}"`, "payload is a JSON string, not an object"},
 		{"number", ` 42 `, "payload is a JSON number, not an object"},
@@ -139,6 +146,34 @@ func TestDecodeRejects(t *testing.T) {
 				t.Errorf("reason = %q (Error %q), want prefix %q", de.Reason, de.Error(), tt.reason)
 			}
 		})
+	}
+}
+
+// TestDecodeWithinSerdeLimits checks the other side of serde_json's limits:
+// 127 levels, and numbers that a float64 holds or that read as 0.
+func TestDecodeWithinSerdeLimits(t *testing.T) {
+	for name, payload := range map[string]string{
+		"127 levels with the envelope": `{"data":` + strings.Repeat("[", 126) + strings.Repeat("]", 126) + `}`,
+		"127 nested objects":           strings.Repeat(`{"a":`, 127) + "1" + strings.Repeat("}", 127),
+		"1e300":                        `{"data":{"n":1e300,"m":-1e300}}`,
+		"a 300-digit integer":          `{"data":{"n":1` + strings.Repeat("0", 299) + `}}`,
+		"1e-400 reads as 0":            `{"data":{"n":1e-400}}`,
+		"0e400 is 0":                   `{"data":{"n":0e400}}`,
+		"brackets in strings":          `{"id":"` + strings.Repeat("[", 200) + `"}`,
+	} {
+		if _, err := Decode(nil, []byte(payload)); err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	// In binary mode the payload is the data, one level inside the event it
+	// stands for: 127 levels of it are one too many.
+	h := map[string][]string{"ce-specversion": {"1.0"}}
+	deep := strings.Repeat("[", 127) + strings.Repeat("]", 127)
+	if ev, err := Decode(h, []byte(deep)); err != nil || ev.Data != nil {
+		t.Errorf("binary data 127 deep: data %q, error %v; want no data", ev.Data, err)
+	}
+	if ev, err := Decode(h, []byte(deep[1:len(deep)-1])); err != nil || ev.Data == nil {
+		t.Errorf("binary data 126 deep: data %q, error %v; want data", ev.Data, err)
 	}
 }
 
@@ -316,7 +351,7 @@ func decodeOracle(payload []byte) oracle {
 		return oracle{}
 	}
 	var env map[string]json.RawMessage
-	if err := json.Unmarshal(payload, &env); err != nil || env == nil {
+	if err := json.Unmarshal(payload, &env); err != nil || env == nil || !withinSerde(payload, 0) {
 		return oracle{}
 	}
 	return oracle{ok: true, envelope: env, rawData: oracleData(env)}
@@ -341,10 +376,35 @@ func oracleData(env map[string]json.RawMessage) json.RawMessage {
 
 // oracleJSON returns b, trimmed, when it is JSON that serde_json would read.
 func oracleJSON(b []byte) json.RawMessage {
-	if !utf8.Valid(b) || hasLoneSurrogate(b) || !json.Valid(b) {
+	if !utf8.Valid(b) || hasLoneSurrogate(b) || !json.Valid(b) || !withinSerde(b, 1) {
 		return nil
 	}
 	return bytes.TrimSpace(b)
+}
+
+// withinSerde is the oracle for beyondSerde: encoding/json refuses numbers
+// beyond float64 when it decodes into any, and the depth is counted on the
+// decoded tree.
+func withinSerde(b []byte, depth int) bool {
+	var v any
+	return json.Unmarshal(b, &v) == nil && depth+nesting(v) <= 127
+}
+
+func nesting(v any) int {
+	deepest := 0
+	switch v := v.(type) {
+	case []any:
+		for _, e := range v {
+			deepest = max(deepest, nesting(e))
+		}
+	case map[string]any:
+		for _, e := range v {
+			deepest = max(deepest, nesting(e))
+		}
+	default:
+		return 0
+	}
+	return deepest + 1
 }
 
 // escapeRE matches one JSON escape; applied left to right it splits a JSON

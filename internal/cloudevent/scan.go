@@ -3,6 +3,9 @@ package cloudevent
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
+	"math"
+	"strconv"
 )
 
 // The scanner below walks JSON that json.Valid has already accepted. It exists
@@ -156,6 +159,65 @@ func loneSurrogate(b []byte) int {
 		}
 		i += 6
 	}
+}
+
+// maxDepth is the deepest nesting of arrays and objects that serde_json, the
+// reference's parser, reads: its recursion limit of 128 counts down one for
+// each array or object opened and fails when it reaches zero, so it refuses
+// the 128th level (serde_json's own test_stack_overflow: 127 nested arrays
+// parse, and 128 fail at column 128). encoding/json goes to 10000, so a
+// deeper payload would move a phase here and not in the reference.
+const maxDepth = 127
+
+// maxPlainDigits is the longest number without an exponent that needs no
+// range check: 308 digits stay below 1e308, under math.MaxFloat64.
+const maxPlainDigits = 308
+
+// beyondSerde returns why serde_json would refuse the valid JSON text b, which
+// sits depth arrays or objects deep, for a limit that json.Valid does not
+// have: nesting deeper than maxDepth, or a number beyond float64's range
+// (serde_json's "number out of range", such as 1e400 or an integer of 400
+// digits; numbers too small for float64 read as 0 in both). It is one pass
+// that skips strings whole and parses only numbers that could be out of
+// range, so a payload without such numbers costs a scan.
+func beyondSerde(b []byte, depth int) error {
+	for i := 0; i < len(b); {
+		switch c := b[i]; {
+		case c == '"':
+			end, _ := endOfString(b, i)
+			if end < 0 {
+				return nil // not valid JSON; json.Valid reports it
+			}
+			i = end
+			continue
+		case c == '[' || c == '{':
+			depth++
+			if depth > maxDepth {
+				return fmt.Errorf("arrays and objects nest more than %d deep at byte %d, beyond serde_json's recursion limit", maxDepth, i)
+			}
+		case c == ']' || c == '}':
+			depth--
+		case c == '-' || '0' <= c && c <= '9':
+			end := endOfValue(b, i)
+			if !inFloat64Range(b[i:end]) {
+				return fmt.Errorf("the number at byte %d (%d bytes) is out of float64's range", i, end-i)
+			}
+			i = end
+			continue
+		}
+		i++
+	}
+	return nil
+}
+
+// inFloat64Range tells whether the JSON number num, rounded to a float64, is
+// finite, as serde_json requires of every number it reads.
+func inFloat64Range(num []byte) bool {
+	if len(num) <= maxPlainDigits && !bytes.ContainsAny(num, "eE") {
+		return true
+	}
+	f, _ := strconv.ParseFloat(string(num), 64)
+	return !math.IsInf(f, 0)
 }
 
 // hexEscape decodes the \uXXXX escape at b[i:], if there is one.

@@ -227,7 +227,7 @@ func (s *State) Apply(seq uint64, subject string, header map[string][]string, pa
 	if phase, ok := strings.CutPrefix(ev.Type, legacyFormationPrefix); ok {
 		return s.applyFormation(seq, subject, ev, phase)
 	}
-	reason := fmt.Sprintf("event type %q is not projected", ev.Type)
+	reason := fmt.Sprintf("event type %s is not projected", cloudevent.Quote(ev.Type))
 	if ev.Type == "" {
 		reason = "event has no string type"
 	}
@@ -247,7 +247,7 @@ func (s *State) applyCell(seq uint64, ev cloudevent.Event) Outcome {
 	c := s.Cells[cellID]
 	if c != nil && c.LastAppliedSequence >= seq {
 		out.Result = ResultSkipped
-		out.Reason = fmt.Sprintf("cell %q already at sequence %d", cellID, c.LastAppliedSequence)
+		out.Reason = fmt.Sprintf("cell %s already at sequence %d", cloudevent.Quote(cellID), c.LastAppliedSequence)
 		return out
 	}
 	if c == nil {
@@ -316,7 +316,7 @@ func (s *State) applyFormation(seq uint64, subject string, ev cloudevent.Event, 
 	id, err := CanonicalID(rawID)
 	if err != nil {
 		out.Result = ResultRejected
-		out.Reason = fmt.Sprintf("formation id %q is not a UUID: %v", rawID, err)
+		out.Reason = fmt.Sprintf("formation id %s is not a UUID: %v", cloudevent.Quote(rawID), err)
 		return out
 	}
 	name, _ := ev.DataString("formationName", "name")
@@ -335,7 +335,7 @@ func (s *State) applyFormation(seq uint64, subject string, ev cloudevent.Event, 
 		newPhase = cellosv1.FormationCancelled
 	default:
 		out.Result = ResultIgnored
-		out.Reason = fmt.Sprintf("formation phase %q is not projected", phase)
+		out.Reason = fmt.Sprintf("formation phase %s is not projected", cloudevent.Quote(phase))
 		return out
 	}
 

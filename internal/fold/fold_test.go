@@ -406,7 +406,7 @@ func TestApply(t *testing.T) {
 		{
 			name: "a binary-mode header that does not decode rejects the event", seq: 2,
 			header: binary(tStarted, "ce-id", "%zz"), payload: `{"cellId":"c1"}`,
-			want: Outcome{Seq: 2, Result: ResultRejected, Family: FamilyOther}, wantReason: "binary-mode header ce-id",
+			want: Outcome{Seq: 2, Result: ResultRejected, Family: FamilyOther}, wantReason: `binary-mode header "ce-id"`,
 		},
 
 		// ── Formation events ────────────────────────────────────────────
@@ -1269,6 +1269,39 @@ func TestDeclaredFormationFacts(t *testing.T) {
 			f := s.Formations[id]
 			if f.Namespace != c.wantNamespace || f.Deleted != c.wantDeleted {
 				t.Errorf("namespace %q, deleted %v; want %q, %v", f.Namespace, f.Deleted, c.wantNamespace, c.wantDeleted)
+			}
+		})
+	}
+}
+
+// TestReasonsQuoteLittleOfEachValue checks that a reason, which goes to a
+// log line and a Warning Event, quotes at most cloudevent.MaxQuoted bytes of
+// any value an event supplies, however long the value.
+func TestReasonsQuoteLittleOfEachValue(t *testing.T) {
+	long := strings.Repeat("v", 100000)
+	tests := []struct {
+		name    string
+		before  string
+		payload string
+	}{
+		{"unknown type", "", obj(typ(long))},
+		{"formation id that is no UUID", "", obj(typ(tFormation+"created"), data(`{"formationId":"`+long+`"}`))},
+		{"formation id from the subject", "", obj(typ(tFormation+"created"), subj(long))},
+		{"unknown phase", "", obj(typ(tFormation+long), data(`{"formationId":"`+fid+`"}`))},
+		{
+			"skipped cell", obj(typ(tStarted), data(`{"cellId":"`+strings.Repeat("c", 253)+`"}`)),
+			obj(typ(tStarted), data(`{"cellId":"`+strings.Repeat("c", 253)+`"}`)),
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := NewState()
+			if tt.before != "" {
+				s.Apply(2, "", nil, []byte(tt.before))
+			}
+			out := s.Apply(1, "", nil, []byte(tt.payload))
+			if out.Reason == "" || len(out.Reason) > 400 || !strings.Contains(out.Reason, " bytes)") {
+				t.Errorf("reason of %d bytes, want a short one that gives the value's length: %.500s", len(out.Reason), out.Reason)
 			}
 		})
 	}
