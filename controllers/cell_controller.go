@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -36,6 +37,9 @@ type CellReconciler struct {
 func (r *CellReconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.Result, err error) {
 	cell, id, found, err := r.cellAt(ctx, req.NamespacedName)
 	if err != nil || !found {
+		return ctrl.Result{}, err
+	}
+	if err := r.refuseCollisions(ctx, cell, id); err != nil {
 		return ctrl.Result{}, err
 	}
 	want, stream, ok := r.Store.Cell(id)
@@ -91,6 +95,37 @@ func (r *CellReconciler) cellAt(ctx context.Context, key client.ObjectKey) (cell
 		}
 	}
 	return nil, "", false, nil
+}
+
+// refuseCollisions refuses every lagging cell placed on the Cell of the cell
+// id: its id meets id's object name, which takes a collision of 128 bits of
+// SHA-256 (store.ObjectName). One Cell cannot hold two cells, and a cell
+// without one would hold the cursor back for good, so the id the Cell holds,
+// or before it is written the one the stream named first (cellAt), keeps the
+// name; each other is refused with a Warning Event on the Cell, counted, and
+// its events count as reflected.
+func (r *CellReconciler) refuseCollisions(ctx context.Context, cell *cellosv1.Cell, id string) error {
+	key := client.ObjectKeyFromObject(cell)
+	for _, other := range r.Store.IDsNamed(store.CellKind, key.Name) {
+		ref := store.Ref{Kind: store.CellKind, ID: other}
+		want, stream, ok := r.Store.Cell(other)
+		if other == id || !ok || !r.Store.Lags(ref) {
+			continue
+		}
+		placed, err := r.placer(r.Client).cellKey(ctx, other, want.FormationID)
+		if err != nil {
+			return err
+		}
+		if placed != key {
+			continue
+		}
+		ctrl.LoggerFrom(ctx).Error(nil, "Refused a cell whose id meets another cell's object name", "cellId", other, "sequence", want.LastAppliedSequence)
+		nameCollisionsTotal.WithLabelValues(string(store.CellKind)).Inc()
+		r.Recorder.Eventf(cell, nil, corev1.EventTypeWarning, NameCollisionReason, "Project",
+			"Refused the cell %.128q up to stream sequence %d: its id meets this Cell's name, which cell %.128q holds", other, want.LastAppliedSequence, id)
+		r.Store.Flushed(stream, ref, want.LastAppliedSequence)
+	}
+	return nil
 }
 
 // fetchOrCreate returns cell correlated with its formation, created when the

@@ -95,13 +95,22 @@ func decideFormation(f *cellosv1.Formation, id string, key client.ObjectKey, p p
 // refuses to store an object's projection.
 const RefusedReason = "ProjectionRefused"
 
+// NameCollisionReason is the reason of the Warning Event raised on a Cell
+// when another cell id meets its name, and is refused.
+const NameCollisionReason = "NameCollision"
+
 var objectsRefusedTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
 	Name: "cellos_operator_objects_refused_total",
 	Help: "Objects whose projection the API server refused for good and the operator moved past, by kind.",
 }, []string{"kind"})
 
+var nameCollisionsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+	Name: "cellos_operator_name_collisions_total",
+	Help: "Projections refused because their id meets another id's object name, and moved past, by kind.",
+}, []string{"kind"})
+
 func init() {
-	metrics.Registry.MustRegister(objectsRefusedTotal)
+	metrics.Registry.MustRegister(objectsRefusedTotal, nameCollisionsTotal)
 }
 
 // conflictRetry is how soon a write that lost a race is tried again.

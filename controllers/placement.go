@@ -57,11 +57,12 @@ func addIndexes(ctx context.Context, indexer client.FieldIndexer) error {
 
 // cellIDOf is the cell id a Cell's status names. A status that was never
 // written names none; "" is a cell id like any other once written. The
-// operator names every Cell after its id, so a status naming another id was
-// edited by hand, names none, and is healed.
+// operator names every Cell after its id (store.IsNameOf: a Cell named before
+// the hash suffix grew keeps its name, and is found here by its status), so a
+// status naming another id was edited by hand, names none, and is healed.
 func cellIDOf(c *cellosv1.Cell) (string, bool) {
 	id := c.Status.CellID
-	return id, c.Status.LastAppliedSequence > 0 && c.Name == store.ObjectName(id)
+	return id, c.Status.LastAppliedSequence > 0 && store.IsNameOf(c.Name, id)
 }
 
 // placer reads placement from reader, the cache.

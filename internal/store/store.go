@@ -288,13 +288,23 @@ func (s *Store) Cell(id string) (fold.Cell, Stream, bool) {
 }
 
 // IDsNamed returns the ids of kind whose object name is name: a controller
-// asked for an object that does not exist yet learns which id it is for.
-// Distinct ids share a name only by a collision of 40 bits of SHA-256 (see
-// ObjectName), so there is almost always one.
+// asked for an object that does not exist yet learns which id it is for, in
+// the order the stream first named them. Distinct ids share a name only by a
+// collision of 128 bits of SHA-256 (see ObjectName), so there is almost
+// always one; the Cell controller refuses any other in the open.
 func (s *Store) IDsNamed(kind Kind, name string) []string {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	return append([]string(nil), s.byName[kind][name]...)
+}
+
+// Lags tells whether ref's status lags the projection: some event folded
+// into it is not yet reflected.
+func (s *Store) Lags(ref Ref) bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	_, ok := s.dirty[ref]
+	return ok
 }
 
 // Flushed records that ref's status now reflects every event up to seq of

@@ -214,4 +214,3 @@ func TestAwaitRoomHoldsTheFoldAtTheBound(t *testing.T) {
 	// Below the bound it returns at once, without pausing.
 	s.AwaitRoom(context.Background(), func(int) { t.Error("paused below the bound") })
 }
-
