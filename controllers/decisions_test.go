@@ -181,7 +181,7 @@ func TestSettle(t *testing.T) {
 	}
 	for name, c := range cases {
 		t.Run(name, func(t *testing.T) {
-			s := store.New(0, "")
+			s := store.New(0, "", 0)
 			s.Apply(context.Background(), 1, "", nil, []byte(`{"type":"dev.cellos.events.cell.lifecycle.v1.started","data":{"cellId":"c"}}`))
 			recorder := events.NewFakeRecorder(1)
 			cfg := Config{Store: s, Recorder: recorder}

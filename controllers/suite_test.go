@@ -49,7 +49,7 @@ type reconcilers struct {
 
 func startReconcilers(t *testing.T, namespace string) *reconcilers {
 	t.Helper()
-	r := &reconcilers{store: store.New(0, "")}
+	r := &reconcilers{store: store.New(0, "", 0)}
 	stream := store.Stream{Name: jetstream.DefaultStreamName, Created: time.Now()}
 	r.store.Reset(stream)
 	r.store.MarkReplayed(stream)

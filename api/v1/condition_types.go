@@ -28,10 +28,18 @@ const (
 	// True once their created event is in the stream, False with the reason
 	// while publishing fails.
 	PublishedCondition = "Published"
+
+	// DocumentDroppedCondition is True on a Formation whose document, the
+	// data of its first event, was larger than status keeps; absent
+	// otherwise.
+	DocumentDroppedCondition = "DocumentDropped"
 )
 
 // Condition reasons name the projected fact that set a condition.
 const (
+	// DocumentTooLargeReason: the formation's document was over the bound
+	// status keeps, and was dropped.
+	DocumentTooLargeReason = "DocumentTooLarge"
 	// PendingReason: the object was seen in the stream but has not started.
 	PendingReason = "Pending"
 	// RunningReason: the Formation or Cell runs.

@@ -84,7 +84,7 @@ type options struct {
 	metricsSecure                            bool
 	metricsCertDir                           string
 	flushWindow, countWindow, commitInterval time.Duration
-	writers, maxUnflushed                    int
+	writers, maxUnflushed, maxEventBytes     int
 }
 
 // parseFlags reads the command line, and sets up logging as it asks.
@@ -107,6 +107,7 @@ func parseFlags() options {
 	flag.DurationVar(&opts.countWindow, "count-window", time.Second, "How long changes to a Formation's Cells gather before its cell counts are written; its phase still follows --flush-window.")
 	flag.DurationVar(&opts.commitInterval, "cursor-commit-interval", time.Second, "How often the cursor ConfigMap is committed.")
 	flag.IntVar(&opts.writers, "concurrent-writes", 16, "How many objects of each kind may be written at once (a reconcile writes one object, with up to two requests).")
+	flag.IntVar(&opts.maxEventBytes, "max-event-bytes", fold.DefaultMaxEventBytes, "The largest message folded, payload and headers, in bytes; a larger one is rejected before it is decoded. The stream the operator creates refuses larger messages too.")
 	flag.IntVar(&opts.maxUnflushed, "max-unflushed-objects", 10000, "How many objects may await their status write before the fold stops pulling the stream, which bounds memory while the API server is away; 0 for no bound.")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
@@ -186,7 +187,7 @@ func run() error {
 		return fmt.Errorf("opening JetStream: %w", err)
 	}
 	ctx := ctrl.SetupSignalHandler()
-	projection := store.New(opts.maxUnflushed, opts.publishSubjectPrefix)
+	projection := store.New(opts.maxUnflushed, opts.publishSubjectPrefix, opts.maxEventBytes)
 	in := &ingest.Ingester{
 		Reader:         mgr.GetAPIReader(),
 		JetStream:      js,

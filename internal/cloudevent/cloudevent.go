@@ -213,15 +213,12 @@ func (e Event) DataString(keys ...string) (string, bool) {
 	return "", false
 }
 
-// DataInt32 returns data[key] when it is a JSON integer that fits in int32.
-//
-// "Integer" follows serde_json's as_i64, which the reference uses: `3` and
-// `-3` are integers; `3.0`, `3e0`, `"3"` and `-0` (which serde_json reads as
-// the float -0.0) are not. The reference then truncates with `as i32`, which
-// would turn 4294967297 into 1; an out-of-range value is instead treated as no
-// exit code at all, because a silently wrapped code would misreport the run.
-func (e Event) DataInt32(key string) (int32, bool) {
-	return int32Value(lookup(e.members(), key))
+// DataInt64 returns data[key] when it is a JSON integer that fits in int64,
+// as serde_json's as_i64, which the reference uses, reads it: `3` and `-3`
+// are integers; `3.0`, `3e0`, `"3"`, `-0` (which serde_json reads as the
+// float -0.0) and integers beyond int64 are not.
+func (e Event) DataInt64(key string) (int64, bool) {
+	return int64Value(lookup(e.members(), key))
 }
 
 // members returns the cached members of Data, or splits Data now when the

@@ -287,21 +287,21 @@ func TestDataString(t *testing.T) {
 	}
 }
 
-func TestDataInt32(t *testing.T) {
+func TestDataInt64(t *testing.T) {
 	tests := []struct {
 		name   string
 		value  string // JSON value of exitCode; "" means absent
-		want   int32
+		want   int64
 		wantOK bool
 	}{
 		{"zero", `0`, 0, true},
 		{"positive", `3`, 3, true},
 		{"negative", `-3`, -3, true},
-		{"int32 max", `2147483647`, 2147483647, true},
-		{"int32 min", `-2147483648`, -2147483648, true},
-		{"above int32", `2147483648`, 0, false},
-		{"below int32", `-2147483649`, 0, false},
-		{"i64 range but not i32", `4294967297`, 0, false},
+		{"above int32", `4294967297`, 4294967297, true},
+		{"int64 max", `9223372036854775807`, 9223372036854775807, true},
+		{"int64 min", `-9223372036854775808`, -9223372036854775808, true},
+		{"above int64", `9223372036854775808`, 0, false},
+		{"below int64", `-9223372036854775809`, 0, false},
 		{"beyond u64", `123456789012345678901234567890`, 0, false},
 		{"negative zero is a float in serde_json", `-0`, 0, false},
 		{"fraction", `3.0`, 0, false},
@@ -324,17 +324,17 @@ func TestDataInt32(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			got, ok := ev.DataInt32("exitCode")
+			got, ok := ev.DataInt64("exitCode")
 			if got != tt.want || ok != tt.wantOK {
-				t.Errorf("DataInt32 = %d, %v; want %d, %v", got, ok, tt.want, tt.wantOK)
+				t.Errorf("DataInt64 = %d, %v; want %d, %v", got, ok, tt.want, tt.wantOK)
 			}
 		})
 	}
-	if _, ok := (Event{Data: json.RawMessage(`[3]`)}).DataInt32("exitCode"); ok {
-		t.Error("DataInt32 on non-object data reported a value")
+	if _, ok := (Event{Data: json.RawMessage(`[3]`)}).DataInt64("exitCode"); ok {
+		t.Error("DataInt64 on non-object data reported a value")
 	}
-	if _, ok := (Event{Data: json.RawMessage(`{"exitCode":3`)}).DataInt32("exitCode"); ok {
-		t.Error("DataInt32 on invalid hand-built data reported a value")
+	if _, ok := (Event{Data: json.RawMessage(`{"exitCode":3`)}).DataInt64("exitCode"); ok {
+		t.Error("DataInt64 on invalid hand-built data reported a value")
 	}
 }
 
@@ -658,17 +658,17 @@ func checkData(t *testing.T, ev Event, want json.RawMessage) {
 		dec.UseNumber()
 		_ = dec.Decode(&n)
 		isInt := n.String() == string(raw) && n.String() != "-0" && !bytes.ContainsAny(raw, ".eE")
-		if i, err := n.Int64(); isInt && err == nil && i >= -1<<31 && i < 1<<31 {
-			if got, ok := ev.DataInt32(key); !ok || int64(got) != i {
-				t.Fatalf("DataInt32(%q) = %d, %v; want %d from %q", key, got, ok, i, raw)
+		if i, err := n.Int64(); isInt && err == nil {
+			if got, ok := ev.DataInt64(key); !ok || got != i {
+				t.Fatalf("DataInt64(%q) = %d, %v; want %d from %q", key, got, ok, i, raw)
 			}
 		}
-		if got, ok := ev.DataInt32(key); ok {
+		if got, ok := ev.DataInt64(key); ok {
 			if string(n) != string(raw) || n.String() == "-0" {
-				t.Fatalf("DataInt32(%q) = %d from non-integer %q", key, got, raw)
+				t.Fatalf("DataInt64(%q) = %d from non-integer %q", key, got, raw)
 			}
-			if i, err := n.Int64(); err != nil || i != int64(got) {
-				t.Fatalf("DataInt32(%q) = %d, but %q reads as %d (%v)", key, got, raw, i, err)
+			if i, err := n.Int64(); err != nil || i != got {
+				t.Fatalf("DataInt64(%q) = %d, but %q reads as %d (%v)", key, got, raw, i, err)
 			}
 		}
 	}
@@ -702,6 +702,6 @@ func BenchmarkDecode(b *testing.B) {
 		ev.DataString("runId")
 		ev.DataString("formationId")
 		ev.DataString("outcome")
-		ev.DataInt32("exitCode")
+		ev.DataInt64("exitCode")
 	}
 }

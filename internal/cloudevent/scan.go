@@ -258,9 +258,9 @@ func stringValue(raw []byte) (string, bool) {
 	return s, true
 }
 
-// int32Value reads a raw JSON number as an int32 when it is an integer in
-// range; see Event.DataInt32 for which numbers count.
-func int32Value(raw []byte) (int32, bool) {
+// int64Value reads a raw JSON number as an int64 when it is an integer in
+// range; see Event.DataInt64 for which numbers count.
+func int64Value(raw []byte) (int64, bool) {
 	neg := len(raw) > 0 && raw[0] == '-'
 	digits := raw
 	if neg {
@@ -269,22 +269,25 @@ func int32Value(raw []byte) (int32, bool) {
 	if len(digits) == 0 || (neg && len(digits) == 1 && digits[0] == '0') {
 		return 0, false
 	}
-	const limit = 1 << 31 // magnitude of the smallest int32
-	var v int64
+	// The magnitude is accumulated as a uint64, whose range holds that of
+	// the smallest int64.
+	const limit = uint64(1) << 63
+	var v uint64
 	for _, c := range digits {
 		if c < '0' || c > '9' {
 			return 0, false // fraction, exponent, or not a number at all
 		}
-		v = v*10 + int64(c-'0')
-		if v > limit {
+		d := uint64(c - '0')
+		if v > (limit-d)/10 {
 			return 0, false
 		}
+		v = v*10 + d
 	}
 	if neg {
-		return int32(-v), true
+		return int64(-v), true //nolint:gosec // -2^63 wraps to itself, the smallest int64
 	}
 	if v == limit {
 		return 0, false
 	}
-	return int32(v), true
+	return int64(v), true
 }

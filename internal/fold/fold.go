@@ -53,6 +53,28 @@ func OperatorSubject(prefix, id string) string {
 	return prefix + ".formation." + id
 }
 
+// The bounds on what one event may carry. An event beyond any of them is
+// rejected like any other bad event, so that nothing a publisher sends can
+// grow the fold, the operator's memory or etcd without limit.
+const (
+	// DefaultMaxEventBytes is the largest message accepted, headers
+	// included, by default: NATS's default max_payload, 1 MiB, which the
+	// stream the operator creates also enforces (MaxMsgSize).
+	DefaultMaxEventBytes = 1 << 20
+	// MaxIDBytes bounds a cell id and a raw formation id. A Kubernetes name
+	// holds 253 bytes, but ids longer than a name are valid (they get a
+	// hashed name), and the contract's own sample stream projects a cell id
+	// of 287 bytes: 512 keeps every such id and still bounds the fold.
+	MaxIDBytes = 512
+	// MaxFieldBytes bounds specId, runId, outcome and a formation's name:
+	// short identifiers and words, stored in status and shown by kubectl.
+	MaxFieldBytes = 256
+	// MaxDocumentBytes bounds the formation document kept for status. A
+	// larger one still applies its phase, but the document is dropped
+	// (Formation.DocumentDropped): a few such events must not fill etcd.
+	MaxDocumentBytes = 64 << 10
+)
+
 // The formation phases, as they end a formation event type.
 const (
 	PhaseCreated   = "created"
@@ -90,8 +112,11 @@ type Formation struct {
 	Deleted bool
 	// Document is the `data` of the first event seen for the formation (JSON
 	// null when that event had none), kept as the reference keeps the
-	// submitted document.
+	// submitted document; nil when it was dropped.
 	Document json.RawMessage
+	// DocumentDropped records that the first event's data was larger than
+	// MaxDocumentBytes, and so was not kept.
+	DocumentDropped bool
 	// LastAppliedSequence is the highest stream sequence folded into this
 	// formation; events at or below it are skipped.
 	LastAppliedSequence uint64
@@ -102,10 +127,15 @@ type Cell struct {
 	// ID is data.cellId exactly as the stream carries it; it is the key, so
 	// it is never normalised.
 	ID string
-	// SpecID, RunID and FormationID fill in from the first event that carries
-	// them and never change after, because later events only repeat them.
+	// SpecID and FormationID fill in from the first event that carries a
+	// non-empty one, and RunID from the first event that carries one at
+	// all, even "": the reference keeps run_id as an Option set once. Later
+	// events only repeat them.
 	SpecID string
 	RunID  string
+	// RunIDKnown records that an event carried a runId, so that a later one
+	// does not replace an empty one.
+	RunIDKnown bool
 	// FormationID is data.formationId as a lowercase UUID, when the stream
 	// carries one that parses; empty otherwise.
 	FormationID string
@@ -118,7 +148,8 @@ type Cell struct {
 	// Outcome is data.outcome of the latest destroyed event that had one.
 	Outcome string
 	// ExitCode is data.exitCode of the latest command.completed event that
-	// carried an integer; nil until then.
+	// carried an integer within int64, wrapped to int32 as the reference's
+	// `as i32` wraps it; nil until then.
 	ExitCode *int32
 	// LastAppliedSequence is the highest stream sequence folded into this
 	// cell; events at or below it are skipped.
@@ -137,6 +168,9 @@ type State struct {
 	// only on the operator's own subject, where NATS permissions can keep
 	// every other publisher out.
 	OperatorPrefix string
+	// MaxEventBytes is the largest message accepted, headers included
+	// (DefaultMaxEventBytes when 0).
+	MaxEventBytes int
 }
 
 // NewState returns an empty projection, the state before the first event.
@@ -205,6 +239,10 @@ type Outcome struct {
 // Neither header nor payload is retained; the state keeps copies of what it
 // needs.
 func (s *State) Apply(seq uint64, subject string, header map[string][]string, payload []byte) Outcome {
+	if size, limit := messageSize(header, payload), s.maxEventBytes(); size > limit {
+		return Outcome{Seq: seq, Result: ResultRejected, Family: FamilyOther,
+			Reason: fmt.Sprintf("message of %d bytes is larger than the largest event accepted, %d bytes", size, limit)}
+	}
 	ev, err := cloudevent.Decode(header, payload)
 	if err != nil {
 		return Outcome{Seq: seq, Result: ResultRejected, Family: FamilyOther, Reason: err.Error()}
@@ -234,6 +272,39 @@ func (s *State) Apply(seq uint64, subject string, header map[string][]string, pa
 	return Outcome{Seq: seq, Result: ResultIgnored, Family: FamilyOther, Reason: reason, EventID: ev.ID}
 }
 
+// maxEventBytes is MaxEventBytes or its default.
+func (s *State) maxEventBytes() int {
+	if s.MaxEventBytes > 0 {
+		return s.MaxEventBytes
+	}
+	return DefaultMaxEventBytes
+}
+
+// messageSize is what a message weighs before decoding: its payload, and
+// its header's names and values, which carry the event in binary content
+// mode.
+func messageSize(header map[string][]string, payload []byte) int {
+	n := len(payload)
+	for name, values := range header {
+		n += len(name)
+		for _, v := range values {
+			n += len(v)
+		}
+	}
+	return n
+}
+
+// oversized names the first of keys whose member of data is a string longer
+// than MaxFieldBytes, or returns "".
+func oversized(ev cloudevent.Event, keys ...string) string {
+	for _, k := range keys {
+		if v, ok := ev.DataString(k); ok && len(v) > MaxFieldBytes {
+			return k
+		}
+	}
+	return ""
+}
+
 // applyCell folds one of the three cell event types.
 func (s *State) applyCell(seq uint64, ev cloudevent.Event) Outcome {
 	out := Outcome{Seq: seq, Family: FamilyCell, EventID: ev.ID}
@@ -242,6 +313,18 @@ func (s *State) applyCell(seq uint64, ev cloudevent.Event) Outcome {
 	if !ok {
 		out.Result = ResultIgnored
 		out.Reason = "cell event has no string data.cellId"
+		return out
+	}
+	// The bounds depend on the event alone, not on what the fold holds.
+	if len(cellID) > MaxIDBytes {
+		out.Result = ResultRejected
+		out.Reason = fmt.Sprintf("cell id %s is longer than %d bytes", cloudevent.Quote(cellID), MaxIDBytes)
+		return out
+	}
+	if key := oversized(ev, "specId", "runId", "outcome"); key != "" {
+		v, _ := ev.DataString(key)
+		out.Result = ResultRejected
+		out.Reason = fmt.Sprintf("data.%s %s of cell %s is longer than %d bytes", key, cloudevent.Quote(v), cloudevent.Quote(cellID), MaxFieldBytes)
 		return out
 	}
 	c := s.Cells[cellID]
@@ -257,12 +340,13 @@ func (s *State) applyCell(seq uint64, ev cloudevent.Event) Outcome {
 
 	// Identity fields arrive on whichever event first carries them (a
 	// command.completed may come before started) and later events only
-	// repeat them, so the first non-empty value stands.
+	// repeat them, so the first value stands: for specId the first
+	// non-empty one, for runId the first present one, as in the reference.
 	if c.SpecID == "" {
 		c.SpecID, _ = ev.DataString("specId")
 	}
-	if c.RunID == "" {
-		c.RunID, _ = ev.DataString("runId")
+	if !c.RunIDKnown {
+		c.RunID, c.RunIDKnown = ev.DataString("runId")
 	}
 	if c.FormationID == "" {
 		if v, ok := ev.DataString("formationId"); ok {
@@ -279,8 +363,9 @@ func (s *State) applyCell(seq uint64, ev cloudevent.Event) Outcome {
 	case TypeCellCommandCompleted:
 		// The command ending is not the cell ending: only destroyed moves
 		// the state on.
-		if code, ok := ev.DataInt32("exitCode"); ok {
-			c.ExitCode = &code
+		if code, ok := ev.DataInt64("exitCode"); ok {
+			wrapped := int32(code) //nolint:gosec // wraps as the reference's `as i32` does
+			c.ExitCode = &wrapped
 		}
 	case TypeCellDestroyed:
 		c.State = cellosv1.CellDestroyed
@@ -339,6 +424,11 @@ func (s *State) applyFormation(seq uint64, subject string, ev cloudevent.Event, 
 		return out
 	}
 
+	if len(name) > MaxFieldBytes {
+		out.Result = ResultRejected
+		out.Reason = fmt.Sprintf("name %s of formation %s is longer than %d bytes", cloudevent.Quote(name), id, MaxFieldBytes)
+		return out
+	}
 	f := s.Formations[id]
 	if f != nil && f.LastAppliedSequence >= seq {
 		out.Result = ResultSkipped
@@ -351,6 +441,9 @@ func (s *State) applyFormation(seq uint64, subject string, ev cloudevent.Event, 
 			doc = json.RawMessage("null")
 		}
 		f = &Formation{ID: id, Document: doc}
+		if len(doc) > MaxDocumentBytes {
+			f.Document, f.DocumentDropped = nil, true
+		}
 		s.Formations[id] = f
 	}
 	if name != "" {

@@ -213,8 +213,14 @@ func TestApply(t *testing.T) {
 			cells:   map[string]*Cell{"c1": {ID: "c1", State: cellosv1.CellPending, LastAppliedSequence: 2}},
 		},
 		{
-			name: "exit code beyond int32 is not an exit code", seq: 2,
+			name: "exit code beyond int32 wraps, as the reference's as i32", seq: 2,
 			payload: obj(typ(tCompleted), data(`{"cellId":"c1","exitCode":4294967297}`)),
+			want:    Outcome{Seq: 2, Result: ResultApplied, Family: FamilyCell, CellID: "c1"},
+			cells:   map[string]*Cell{"c1": {ID: "c1", State: cellosv1.CellPending, ExitCode: code(1), LastAppliedSequence: 2}},
+		},
+		{
+			name: "exit code beyond int64 is not an exit code", seq: 2,
+			payload: obj(typ(tCompleted), data(`{"cellId":"c1","exitCode":9223372036854775808}`)),
 			want:    Outcome{Seq: 2, Result: ResultApplied, Family: FamilyCell, CellID: "c1"},
 			cells:   map[string]*Cell{"c1": {ID: "c1", State: cellosv1.CellPending, LastAppliedSequence: 2}},
 		},
@@ -740,6 +746,9 @@ func diffFormation(got, want *Formation) []string {
 	if !bytes.Equal(got.Document, want.Document) {
 		add("Document", string(got.Document), string(want.Document))
 	}
+	if got.DocumentDropped != want.DocumentDropped {
+		add("DocumentDropped", got.DocumentDropped, want.DocumentDropped)
+	}
 	if got.LastAppliedSequence != want.LastAppliedSequence {
 		add("LastAppliedSequence", got.LastAppliedSequence, want.LastAppliedSequence)
 	}
@@ -792,6 +801,95 @@ func fmtPtr(p *int32) string {
 
 // TestApplyZeroState checks that a State built without NewState still folds,
 // so a caller's zero value cannot turn into a nil-map panic on the stream.
+// Each bound refuses what is beyond it, before the fold keeps anything, and
+// keeps what is at it. A formation's document beyond its bound is dropped,
+// not refused: the event's phase still applies.
+func TestApplyBounds(t *testing.T) {
+	cell := func(fields string) string {
+		return obj(typ(tStarted), data(`{"cellId":"c1"`+fields+`}`))
+	}
+	long := func(n int) string { return strings.Repeat("x", n) }
+	created := func(fields string) string {
+		return obj(typ(tFormation+"created"), data(`{"formationId":"`+fid+`"`+fields+`}`))
+	}
+	bigDoc := `,"blob":"` + long(MaxDocumentBytes) + `"`
+	tests := []struct {
+		name          string
+		maxEventBytes int
+		header        map[string][]string
+		payload       string
+		want          Result
+		wantReason    string
+		check         func(t *testing.T, s *State)
+	}{
+		{name: "a cell id at the bound", payload: obj(typ(tStarted), data(`{"cellId":"`+long(MaxIDBytes)+`"}`)), want: ResultApplied},
+		{name: "a cell id beyond the bound", payload: obj(typ(tStarted), data(`{"cellId":"`+long(MaxIDBytes+1)+`"}`)), want: ResultRejected, wantReason: "longer than 512 bytes"},
+		{name: "a specId at the bound", payload: cell(`,"specId":"` + long(MaxFieldBytes) + `"`), want: ResultApplied},
+		{name: "a specId beyond the bound", payload: cell(`,"specId":"` + long(MaxFieldBytes+1) + `"`), want: ResultRejected, wantReason: "data.specId"},
+		{name: "a runId beyond the bound", payload: cell(`,"runId":"` + long(MaxFieldBytes+1) + `"`), want: ResultRejected, wantReason: "data.runId"},
+		{name: "an outcome beyond the bound", payload: cell(`,"outcome":"` + long(MaxFieldBytes+1) + `"`), want: ResultRejected, wantReason: "data.outcome"},
+		{name: "a formation name at the bound", payload: created(`,"formationName":"` + long(MaxFieldBytes) + `"`), want: ResultApplied},
+		{name: "a formation name beyond the bound", payload: created(`,"name":"` + long(MaxFieldBytes+1) + `"`), want: ResultRejected, wantReason: "longer than 256 bytes"},
+		{
+			name: "a document beyond the bound is dropped", payload: created(bigDoc), want: ResultApplied,
+			check: func(t *testing.T, s *State) {
+				if f := s.Formations[fid]; f.Document != nil || !f.DocumentDropped || f.Phase != cellosv1.FormationPending {
+					t.Errorf("document of %d bytes, dropped %v, phase %s; want none, dropped, Pending", len(f.Document), f.DocumentDropped, f.Phase)
+				}
+			},
+		},
+		{name: "a message at the largest size", maxEventBytes: len(cell("")), payload: cell(""), want: ResultApplied},
+		{name: "a message beyond the largest size", maxEventBytes: len(cell("")) - 1, payload: cell(""), want: ResultRejected, wantReason: "larger than the largest event accepted"},
+		{
+			name: "a binary-mode message's header counts", maxEventBytes: 40,
+			header: binary(tStarted, "ce-id", long(40)), payload: `{"cellId":"c1"}`, want: ResultRejected, wantReason: "larger than",
+		},
+		{name: "the default largest size is 1 MiB", payload: cell(`,"blob":"` + long(DefaultMaxEventBytes) + `"`), want: ResultRejected, wantReason: "1048576 bytes"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := NewState()
+			s.MaxEventBytes = tt.maxEventBytes
+			out := s.Apply(1, "", tt.header, []byte(tt.payload))
+			if out.Result != tt.want || !strings.Contains(out.Reason, tt.wantReason) {
+				t.Fatalf("got %s (%.200s), want %s with a reason that says %q", out.Result, out.Reason, tt.want, tt.wantReason)
+			}
+			if len(out.Reason) > 512 {
+				t.Errorf("a reason of %d bytes", len(out.Reason))
+			}
+			if out.Result == ResultRejected && (len(s.Cells) != 0 || len(s.Formations) != 0) {
+				t.Errorf("a refused event left %d cells and %d formations", len(s.Cells), len(s.Formations))
+			}
+			if tt.check != nil {
+				tt.check(t, s)
+			}
+		})
+	}
+}
+
+// The first present runId stands, even "": the reference sets run_id, an
+// Option, once.
+func TestRunIDFirstPresentStands(t *testing.T) {
+	for _, tt := range []struct {
+		name  string
+		first string // data members of the first event
+		want  string
+	}{
+		{"an empty runId is kept", `,"runId":""`, ""},
+		{"a runId is kept", `,"runId":"r0"`, "r0"},
+		{"no runId leaves room for one", ``, "r1"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			s := NewState()
+			s.Apply(1, "", nil, []byte(obj(typ(tStarted), data(`{"cellId":"c1"`+tt.first+`}`))))
+			s.Apply(2, "", nil, []byte(obj(typ(tDestroyed), data(`{"cellId":"c1","runId":"r1"}`))))
+			if got := s.Cells["c1"].RunID; got != tt.want {
+				t.Errorf("runId %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
 func TestApplyZeroState(t *testing.T) {
 	var s State
 	if out := s.Apply(1, "", nil, []byte(obj(typ(tStarted), data(`{"cellId":"c"}`)))); out.Result != ResultApplied {

@@ -46,7 +46,7 @@ func BenchmarkStartUp(b *testing.B) {
 	var total time.Duration
 	var heap uint64
 	for b.Loop() {
-		s := store.New(0, "")
+		s := store.New(0, "", 0)
 		stop := drain(b, s)
 		c := jetstream.NewConsumer(js, jetstream.DefaultStreamName)
 		runCtx, cancel := context.WithCancel(ctx)

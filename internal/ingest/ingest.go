@@ -25,6 +25,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"cellos.dev/cellos-operator/internal/cloudevent"
 	"cellos.dev/cellos-operator/internal/cursor"
 	"cellos.dev/cellos-operator/internal/fold"
 	"cellos.dev/cellos-operator/internal/jetstream"
@@ -310,14 +311,18 @@ func (in *Ingester) observeStreamLast(seq uint64) {
 
 // reject surfaces an event that cannot be used: in the log, in metrics, and
 // as a Warning Event on the cursor ConfigMap. The stream moves on.
+// The event id is the publisher's: it is quoted short, as the reason quotes
+// every value it names, so that neither a log line nor an Event (whose note
+// the API server caps at 1 KiB) grows with what a publisher sends.
 func (in *Ingester) reject(ctx context.Context, out fold.Outcome) {
-	logr.FromContextOrDiscard(ctx).Info("Rejected an event", "sequence", out.Seq, "eventID", out.EventID, "reason", out.Reason)
+	eventID := cloudevent.Quote(out.EventID)
+	logr.FromContextOrDiscard(ctx).Info("Rejected an event", "sequence", out.Seq, "eventID", eventID, "reason", out.Reason)
 	if in.rejections.Allow() {
 		in.mu.Lock()
 		about := in.cursorObject
 		in.mu.Unlock()
 		in.Recorder.Eventf(about, nil, corev1.EventTypeWarning, RejectedEventReason, "Project",
-			"Skipped the event at stream sequence %d (id %q): %s", out.Seq, out.EventID, out.Reason)
+			"Skipped the event at stream sequence %d (id %s): %s", out.Seq, eventID, out.Reason)
 	}
 }
 

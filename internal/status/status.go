@@ -12,6 +12,7 @@ import (
 	"reflect"
 	"time"
 
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 
@@ -39,6 +40,12 @@ func FormationStatus(f *fold.Formation, stamp string, counts cellosv1.CellCounts
 		s.Document = &runtime.RawExtension{Raw: f.Document}
 	}
 	setFormationConditions(&s, f.Degraded, generation, metav1.NewTime(now))
+	if f.DocumentDropped {
+		setCondition(&s.Conditions, cellosv1.DocumentDroppedCondition, true, cellosv1.DocumentTooLargeReason,
+			fmt.Sprintf("The formation's first event carried a document of more than %d bytes; status does not keep it", fold.MaxDocumentBytes), generation, metav1.NewTime(now))
+	} else {
+		meta.RemoveStatusCondition(&s.Conditions, cellosv1.DocumentDroppedCondition)
+	}
 	return s
 }
 

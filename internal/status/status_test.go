@@ -189,3 +189,23 @@ func TestUnstorableDocumentsStayOut(t *testing.T) {
 		}
 	}
 }
+
+// A document the fold dropped for its size leaves a condition that says
+// so, and the kstatus the phase gives; a Formation with its document has
+// no such condition, even if it had one before.
+func TestDroppedDocumentIsSaid(t *testing.T) {
+	f := &fold.Formation{ID: "x", Phase: cellosv1.FormationRunning, DocumentDropped: true, LastAppliedSequence: 1}
+	obj := &cellosv1.Formation{ObjectMeta: metav1.ObjectMeta{Generation: 1}}
+	obj.Status = FormationStatus(f, "", cellosv1.CellCounts{}, 1, nil, now)
+	c := meta.FindStatusCondition(obj.Status.Conditions, cellosv1.DocumentDroppedCondition)
+	if obj.Status.Document != nil || c == nil || c.Status != metav1.ConditionTrue || c.Reason != cellosv1.DocumentTooLargeReason {
+		t.Fatalf("document %v, condition %+v; want none and DocumentDropped=True, reason %s", obj.Status.Document, c, cellosv1.DocumentTooLargeReason)
+	}
+	if got := kstatusOf(t, obj); got != status.CurrentStatus {
+		t.Errorf("kstatus %s, want %s", got, status.CurrentStatus)
+	}
+	f.DocumentDropped, f.Document = false, json.RawMessage(`{}`)
+	if got := FormationStatus(f, "", cellosv1.CellCounts{}, 1, obj.Status.Conditions, now); meta.FindStatusCondition(got.Conditions, cellosv1.DocumentDroppedCondition) != nil {
+		t.Error("DocumentDropped kept on a Formation with its document")
+	}
+}

@@ -87,13 +87,16 @@ type Store struct {
 	// operatorPrefix is where the operator publishes, the one subject prefix
 	// whose events may state ownership facts.
 	operatorPrefix string
+	// maxEventBytes is the largest message the fold accepts.
+	maxEventBytes int
 }
 
 // New returns an empty Store that lets at most maxUnflushed objects lag
 // their status before AwaitRoom holds the fold back (0: no bound), and
 // takes ownership facts only from the operator's events below
-// operatorPrefix (fold.DefaultOperatorPrefix when empty).
-func New(maxUnflushed int, operatorPrefix string) *Store {
+// operatorPrefix (fold.DefaultOperatorPrefix when empty), and refuses
+// messages larger than maxEventBytes (fold.DefaultMaxEventBytes when 0).
+func New(maxUnflushed int, operatorPrefix string, maxEventBytes int) *Store {
 	s := &Store{
 		lagging: map[Kind]chan event.TypedGenericEvent[string]{
 			FormationKind: make(chan event.TypedGenericEvent[string], laggingBuffer),
@@ -102,6 +105,7 @@ func New(maxUnflushed int, operatorPrefix string) *Store {
 		maxUnflushed:   maxUnflushed,
 		room:           make(chan struct{}, 1),
 		operatorPrefix: operatorPrefix,
+		maxEventBytes:  maxEventBytes,
 	}
 	s.Reset(Stream{})
 	return s
@@ -115,6 +119,7 @@ func (s *Store) Reset(stream Stream) {
 	s.stream = stream
 	s.state = fold.NewState()
 	s.state.OperatorPrefix = s.operatorPrefix
+	s.state.MaxEventBytes = s.maxEventBytes
 	s.names = map[Ref]string{}
 	s.byName = map[Kind]map[string][]string{FormationKind: {}, CellKind: {}}
 	s.dirty = map[Ref]uint64{}

@@ -38,7 +38,7 @@ func apply(t *testing.T, s *Store, seq uint64, payload []byte) Ref {
 // An object changed by many events before its controller takes its id is
 // announced once; an event after the controller took it announces it again.
 func TestAnObjectWaitsForItsControllerOnce(t *testing.T) {
-	s := New(0, "")
+	s := New(0, "", 0)
 	ctx := context.Background()
 	for seq := range uint64(3) {
 		s.Apply(ctx, seq+1, "", nil, started("cell-0", ""))
@@ -57,7 +57,7 @@ func TestAnObjectWaitsForItsControllerOnce(t *testing.T) {
 }
 
 func TestWatermarkWaitsForEveryWrite(t *testing.T) {
-	s := New(0, "")
+	s := New(0, "", 0)
 	f := apply(t, s, 1, created(formationA))
 	c0 := apply(t, s, 2, started("cell-0", formationA))
 	apply(t, s, 3, []byte(`not json`))
@@ -80,7 +80,7 @@ func TestWatermarkWaitsForEveryWrite(t *testing.T) {
 }
 
 func TestEventsAfterASnapshotKeepTheObjectDirty(t *testing.T) {
-	s := New(0, "")
+	s := New(0, "", 0)
 	c := apply(t, s, 1, started("cell-0", ""))
 	apply(t, s, 2, started("cell-0", ""))
 	// A write of the projection as of sequence 1 leaves sequence 2 unwritten.
@@ -95,7 +95,7 @@ func TestEventsAfterASnapshotKeepTheObjectDirty(t *testing.T) {
 }
 
 func TestIDsNamed(t *testing.T) {
-	s := New(0, "")
+	s := New(0, "", 0)
 	apply(t, s, 1, created(formationA))
 	apply(t, s, 2, started("Cell 0", formationA))
 	if got := s.IDsNamed(FormationKind, formationA); len(got) != 1 || got[0] != formationA {
@@ -110,7 +110,7 @@ func TestIDsNamed(t *testing.T) {
 }
 
 func TestResetStartsAnotherStream(t *testing.T) {
-	s := New(0, "")
+	s := New(0, "", 0)
 	first := Stream{Name: "CELLOS_EVENTS", Created: time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)}
 	s.Reset(first)
 	apply(t, s, 1, created(formationA))
@@ -156,7 +156,7 @@ func TestStampTellsStreamsAndSequencesApart(t *testing.T) {
 }
 
 func TestSourceHandsTheControllerItsIDs(t *testing.T) {
-	s := New(0, "")
+	s := New(0, "", 0)
 	got := make(chan string, 1)
 	h := handler.TypedFuncs[string, reconcile.Request]{
 		GenericFunc: func(_ context.Context, e event.TypedGenericEvent[string], _ workqueue.TypedRateLimitingInterface[reconcile.Request]) {
@@ -183,7 +183,7 @@ func TestSourceHandsTheControllerItsIDs(t *testing.T) {
 }
 
 func TestAwaitRoomHoldsTheFoldAtTheBound(t *testing.T) {
-	s := New(2, "")
+	s := New(2, "", 0)
 	c0 := apply(t, s, 1, started("cell-0", ""))
 	apply(t, s, 2, started("cell-1", ""))
 	paused := make(chan int, 1)
