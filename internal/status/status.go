@@ -49,9 +49,10 @@ func FormationStatus(f *fold.Formation, stamp string, counts cellosv1.CellCounts
 	return s
 }
 
-// storable tells whether the API server can keep a document in status: a
-// JSON value other than null whose numbers fit a float64. The fold keeps any
-// valid JSON, such as 1e400, that the API server would refuse forever.
+// storable tells whether a document belongs in status: a JSON value other
+// than null (the fold keeps null for a first event without data). The fold
+// admits only JSON whose numbers fit a float64, which the API server can
+// store.
 func storable(doc json.RawMessage) bool {
 	var v any
 	return json.Unmarshal(doc, &v) == nil && v != nil
