@@ -85,6 +85,7 @@ type options struct {
 	metricsCertDir                           string
 	flushWindow, countWindow, commitInterval time.Duration
 	writers, maxUnflushed                    int
+	consumerBufferBytes                      int
 }
 
 // parseFlags reads the command line, and sets up logging as it asks.
@@ -108,6 +109,7 @@ func parseFlags() options {
 	flag.DurationVar(&opts.commitInterval, "cursor-commit-interval", time.Second, "How often the cursor ConfigMap is committed.")
 	flag.IntVar(&opts.writers, "concurrent-writes", 16, "How many objects of each kind may be written at once (a reconcile writes one object, with up to two requests).")
 	flag.IntVar(&opts.maxUnflushed, "max-unflushed-objects", 10000, "How many objects may await their status write before the fold stops pulling the stream, which bounds memory while the API server is away; 0 for no bound.")
+	flag.IntVar(&opts.consumerBufferBytes, "consumer-buffer-bytes", jetstream.DefaultBufferBytes, "Bytes each pull from the stream may bring, which bounds the events buffered in memory to about twice this; raised to the NATS server's max_payload when below it.")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -118,6 +120,9 @@ func parseFlags() options {
 func run() error {
 	opts := parseFlags()
 	setupLog := ctrl.Log.WithName("setup")
+	if opts.consumerBufferBytes <= 0 {
+		return fmt.Errorf("--consumer-buffer-bytes %d: must be positive", opts.consumerBufferBytes)
+	}
 
 	ownNamespace := operatorNamespace()
 	namespaceDefaulted := opts.namespace == ""
@@ -188,14 +193,15 @@ func run() error {
 	ctx := ctrl.SetupSignalHandler()
 	projection := store.New(opts.maxUnflushed, opts.publishSubjectPrefix)
 	in := &ingest.Ingester{
-		Reader:         mgr.GetAPIReader(),
-		JetStream:      js,
-		Stream:         opts.stream,
-		Cursor:         &cursor.ConfigMap{Client: mgr.GetClient(), Key: types.NamespacedName{Namespace: ownNamespace, Name: opts.cursorConfigMap}},
-		Store:          projection,
-		Recorder:       mgr.GetEventRecorder("cellos-operator"),
-		CommitInterval: opts.commitInterval,
-		NoCreateStream: !opts.createStream,
+		Reader:              mgr.GetAPIReader(),
+		JetStream:           js,
+		Stream:              opts.stream,
+		Cursor:              &cursor.ConfigMap{Client: mgr.GetClient(), Key: types.NamespacedName{Namespace: ownNamespace, Name: opts.cursorConfigMap}},
+		Store:               projection,
+		Recorder:            mgr.GetEventRecorder("cellos-operator"),
+		CommitInterval:      opts.commitInterval,
+		NoCreateStream:      !opts.createStream,
+		ConsumerBufferBytes: opts.consumerBufferBytes,
 	}
 	if err := mgr.Add(in); err != nil {
 		return fmt.Errorf("adding the ingester: %w", err)
