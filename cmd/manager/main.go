@@ -223,10 +223,11 @@ func run() error {
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
 		return fmt.Errorf("adding health check: %w", err)
 	}
-	if err := mgr.AddReadyzCheck("nats", func(*http.Request) error { return conn.Healthy() }); err != nil {
+	readyLog := ctrl.Log.WithName("readyz")
+	if err := mgr.AddReadyzCheck("nats", withheldReadiness(readyLog, "nats", "not connected to NATS", conn.Healthy)); err != nil {
 		return fmt.Errorf("adding readiness check: %w", err)
 	}
-	if err := mgr.AddReadyzCheck("projection", func(*http.Request) error { return in.Healthy() }); err != nil {
+	if err := mgr.AddReadyzCheck("projection", withheldReadiness(readyLog, "projection", "not projecting the stream", in.Healthy)); err != nil {
 		return fmt.Errorf("adding readiness check: %w", err)
 	}
 
