@@ -85,6 +85,7 @@ type options struct {
 	metricsCertDir                           string
 	flushWindow, countWindow, commitInterval time.Duration
 	writers, maxUnflushed, maxEventBytes     int
+	consumerBufferBytes                      int
 }
 
 // parseFlags reads the command line, and sets up logging as it asks.
@@ -107,8 +108,9 @@ func parseFlags() options {
 	flag.DurationVar(&opts.countWindow, "count-window", time.Second, "How long changes to a Formation's Cells gather before its cell counts are written; its phase still follows --flush-window.")
 	flag.DurationVar(&opts.commitInterval, "cursor-commit-interval", time.Second, "How often the cursor ConfigMap is committed.")
 	flag.IntVar(&opts.writers, "concurrent-writes", 16, "How many objects of each kind may be written at once (a reconcile writes one object, with up to two requests).")
-	flag.IntVar(&opts.maxEventBytes, "max-event-bytes", fold.DefaultMaxEventBytes, "The largest message folded, payload and headers, in bytes; a larger one is rejected before it is decoded. The stream the operator creates refuses larger messages too.")
+	flag.IntVar(&opts.maxEventBytes, "max-event-bytes", fold.DefaultMaxEventBytes, "The largest message folded, payload and headers, in bytes; a larger one is rejected before it is decoded. A stream the operator creates refuses messages over 1 MiB at publish.")
 	flag.IntVar(&opts.maxUnflushed, "max-unflushed-objects", 10000, "How many objects may await their status write before the fold stops pulling the stream, which bounds memory while the API server is away; 0 for no bound.")
+	flag.IntVar(&opts.consumerBufferBytes, "consumer-buffer-bytes", jetstream.DefaultBufferBytes, "Bytes each pull from the stream may bring, which bounds the events buffered in memory to about twice this; raised to the NATS server's max_payload when below it.")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -119,6 +121,9 @@ func parseFlags() options {
 func run() error {
 	opts := parseFlags()
 	setupLog := ctrl.Log.WithName("setup")
+	if opts.consumerBufferBytes <= 0 {
+		return fmt.Errorf("--consumer-buffer-bytes %d: must be positive", opts.consumerBufferBytes)
+	}
 
 	ownNamespace := operatorNamespace()
 	namespaceDefaulted := opts.namespace == ""
@@ -189,14 +194,15 @@ func run() error {
 	ctx := ctrl.SetupSignalHandler()
 	projection := store.New(opts.maxUnflushed, opts.publishSubjectPrefix, opts.maxEventBytes)
 	in := &ingest.Ingester{
-		Reader:         mgr.GetAPIReader(),
-		JetStream:      js,
-		Stream:         opts.stream,
-		Cursor:         &cursor.ConfigMap{Client: mgr.GetClient(), Key: types.NamespacedName{Namespace: ownNamespace, Name: opts.cursorConfigMap}},
-		Store:          projection,
-		Recorder:       mgr.GetEventRecorder("cellos-operator"),
-		CommitInterval: opts.commitInterval,
-		NoCreateStream: !opts.createStream,
+		Reader:              mgr.GetAPIReader(),
+		JetStream:           js,
+		Stream:              opts.stream,
+		Cursor:              &cursor.ConfigMap{Client: mgr.GetClient(), Key: types.NamespacedName{Namespace: ownNamespace, Name: opts.cursorConfigMap}},
+		Store:               projection,
+		Recorder:            mgr.GetEventRecorder("cellos-operator"),
+		CommitInterval:      opts.commitInterval,
+		NoCreateStream:      !opts.createStream,
+		ConsumerBufferBytes: opts.consumerBufferBytes,
 	}
 	if err := mgr.Add(in); err != nil {
 		return fmt.Errorf("adding the ingester: %w", err)
@@ -218,10 +224,11 @@ func run() error {
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
 		return fmt.Errorf("adding health check: %w", err)
 	}
-	if err := mgr.AddReadyzCheck("nats", func(*http.Request) error { return conn.Healthy() }); err != nil {
+	readyLog := ctrl.Log.WithName("readyz")
+	if err := mgr.AddReadyzCheck("nats", withheldReadiness(readyLog, "nats", "not connected to NATS", conn.Healthy)); err != nil {
 		return fmt.Errorf("adding readiness check: %w", err)
 	}
-	if err := mgr.AddReadyzCheck("projection", func(*http.Request) error { return in.Healthy() }); err != nil {
+	if err := mgr.AddReadyzCheck("projection", withheldReadiness(readyLog, "projection", "not projecting the stream", in.Healthy)); err != nil {
 		return fmt.Errorf("adding readiness check: %w", err)
 	}
 

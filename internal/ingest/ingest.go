@@ -66,6 +66,9 @@ type Ingester struct {
 	// NoCreateStream leaves a missing stream to whoever operates NATS: the
 	// ingester waits for it, unready, and never creates it.
 	NoCreateStream bool
+	// ConsumerBufferBytes bounds the bytes of each pull from the stream
+	// (jetstream.DefaultBufferBytes when 0).
+	ConsumerBufferBytes int
 
 	// rejections limits Warning Events, so that a flood of bad events
 	// cannot flood the API server; every rejection is still logged and counted.
@@ -143,6 +146,8 @@ func (in *Ingester) foldStream(ctx context.Context) error {
 	consumer := jetstream.NewConsumer(in.JetStream, in.Stream)
 	consumer.StreamCreated = info.Created
 	consumer.OnError = func(reason string, _ error) { consumerErrorsTotal.WithLabelValues(reason).Inc() }
+	consumer.BufferBytes = in.ConsumerBufferBytes
+	consumer.OnBufferBytes = func(bytes int) { consumerBufferBytes.Set(float64(bytes)) }
 	in.mu.Lock()
 	in.consumer = consumer
 	in.mu.Unlock()

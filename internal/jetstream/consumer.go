@@ -19,6 +19,12 @@ const (
 	// enough to keep replay of a long stream fast, small enough that a slow
 	// handler does not make the client buffer much.
 	DefaultBatchSize = 500
+	// DefaultBufferBytes is how many bytes one pull request asks for: 16
+	// events of the largest size the created stream accepts. A batch of
+	// large events then still comes in one request, and the client's buffer,
+	// at most about two requests, stays a small part of the operator's
+	// memory (the chart's limit is 512 MiB) whatever the stream holds.
+	DefaultBufferBytes = 16 * DefaultMaxMsgSize
 	// DefaultCheckInterval is how often a running consumer is verified against
 	// the server. Two checks in a row without progress while messages are
 	// pending count as a stall, so a silently stuck consumer is replaced
@@ -72,6 +78,12 @@ const (
 )
 
 const (
+	// deliveryOverhead is what the server counts against a pull request's
+	// byte limit beside a message's headers and payload: its subject
+	// (bounded by the server's max_control_line, 4 KiB by default) and its
+	// reply subject.
+	deliveryOverhead = 64 << 10
+
 	createTimeout = 10 * time.Second
 	checkTimeout  = 5 * time.Second
 	deleteTimeout = 2 * time.Second
@@ -144,6 +156,11 @@ type Consumer struct {
 	// BatchSize is the number of messages per pull request
 	// (DefaultBatchSize when 0).
 	BatchSize int
+	// BufferBytes bounds the bytes of one pull request, and so the client's
+	// buffer (DefaultBufferBytes when 0). It is raised to fit the largest
+	// message the server can deliver (its max_payload), as a request too
+	// small for the next message would stall the consumer.
+	BufferBytes int
 	// CheckInterval is the period of the stall watchdog
 	// (DefaultCheckInterval when 0).
 	CheckInterval time.Duration
@@ -155,6 +172,9 @@ type Consumer struct {
 	// for metrics; it may be called concurrently from several goroutines and
 	// must not block.
 	OnError func(reason string, err error)
+	// OnBufferBytes, when set, is called with the byte bound of the pull
+	// requests each time a consumer starts pulling, for a metric.
+	OnBufferBytes func(bytes int)
 
 	running atomic.Bool   // a Run is active
 	idle    atomic.Bool   // Run waits for the next message (is not inside handle)
@@ -301,7 +321,8 @@ func (c *Consumer) consume(ctx context.Context, log logr.Logger, next *uint64,
 		return false, err
 	}
 
-	iter, err := cons.Messages(natsjs.PullMaxMessages(c.batchSize()))
+	bufferBytes := c.bufferBytes()
+	iter, err := cons.Messages(natsjs.PullMaxMessagesWithBytesLimit(c.batchSize(), bufferBytes))
 	if err != nil {
 		err = fmt.Errorf("start reading stream %q from sequence %d: %w", c.Stream, *next, err)
 		c.fail(log, classify(err, ReasonCreate), "Cannot create ordered consumer", err)
@@ -311,7 +332,10 @@ func (c *Consumer) consume(ctx context.Context, log logr.Logger, next *uint64,
 
 	sess := &session{name: consumerName(cons)}
 	c.setConsumerErr(nil)
-	log.Info("Consuming stream", "fromSequence", *next, "consumer", sess.name)
+	if c.OnBufferBytes != nil {
+		c.OnBufferBytes(bufferBytes)
+	}
+	log.Info("Consuming stream", "fromSequence", *next, "consumer", sess.name, "bufferBytes", bufferBytes)
 
 	// The watchdog can end this consumer by canceling sctx.
 	sctx, stop := context.WithCancelCause(ctx)
@@ -652,6 +676,16 @@ func (c *Consumer) batchSize() int {
 		return c.BatchSize
 	}
 	return DefaultBatchSize
+}
+
+// bufferBytes is the byte bound of each pull request: BufferBytes, raised
+// to fit a message of the connected server's max_payload.
+func (c *Consumer) bufferBytes() int {
+	bytes := c.BufferBytes
+	if bytes <= 0 {
+		bytes = DefaultBufferBytes
+	}
+	return max(bytes, int(c.JS.Conn().MaxPayload())+deliveryOverhead)
 }
 
 func (c *Consumer) checkInterval() time.Duration {

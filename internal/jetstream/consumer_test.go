@@ -7,6 +7,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -382,4 +383,60 @@ func TestRunWithFilterSubject(t *testing.T) {
 			t.Fatalf("message %d: sequence %d, want %d", i, seq, want)
 		}
 	}
+}
+
+// The consumer's buffer is bounded in bytes, not only in messages: while the
+// handler holds the first message, the server delivers no more than one pull
+// request's bytes, although the batch would hold the whole stream. A
+// BufferBytes below a message's size is raised to fit it, so large events
+// still flow.
+func TestRunBoundsTheBufferInBytes(t *testing.T) {
+	_, js := setup(t)
+	const n, size = 64, 256 << 10
+	publishEach(t, js, n, 8, func(int) (string, []byte) { return "cellos.events.test.large", make([]byte, size) })
+
+	c := newTestConsumer(js, &errorLog{})
+	c.BufferBytes = size / 4
+	reported := make(chan int, 10)
+	c.OnBufferBytes = func(bytes int) { reported <- bytes }
+	held := make(chan struct{})
+	var releaseOnce sync.Once
+	release := func() { releaseOnce.Do(func() { close(held) }) }
+	rec := &recorder{before: func(Message) error { <-held; return nil }}
+	startRun(t, c, 0, rec.handle)
+	t.Cleanup(release) // runs before startRun's cleanup stops Run
+
+	var bound int
+	select {
+	case bound = <-reported:
+	case <-time.After(waitTimeout):
+		t.Fatal("OnBufferBytes was not called")
+	}
+	if maxPayload := int(js.Conn().MaxPayload()); bound < maxPayload {
+		t.Fatalf("buffer bound %d bytes, want at least the server's max_payload %d", bound, maxPayload)
+	}
+
+	// The server is done delivering once it has closed the pull request
+	// (its byte bound reached) or delivered the whole stream.
+	stream, err := js.Stream(testContext(t), testStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var delivered uint64
+	eventually(t, "the server done delivering", func() bool {
+		consumers := stream.ListConsumers(testContext(t))
+		for info := range consumers.Info() {
+			delivered = info.Delivered.Stream
+			return delivered > 0 && (info.NumWaiting == 0 || delivered == n)
+		}
+		return false
+	})
+	if max := uint64(bound / size); delivered > max {
+		t.Fatalf("the server delivered %d messages of %d bytes to a consumer holding the first one, want at most %d (a buffer bound of %d bytes)",
+			delivered, size, max, bound)
+	}
+
+	release()
+	eventually(t, "all messages handled", func() bool { return rec.len() >= n })
+	rec.requireSequences(t, 1, n)
 }

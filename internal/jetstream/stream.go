@@ -15,6 +15,8 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/nats-io/nats.go"
 	natsjs "github.com/nats-io/nats.go/jetstream"
+
+	"cellos.dev/cellos-operator/internal/fold"
 )
 
 // DefaultStreamName is the stream cellos publishes its events to.
@@ -41,14 +43,21 @@ const DefaultMaxAge = 90 * 24 * time.Hour
 // DefaultStorage is file storage, so events survive a server restart.
 const DefaultStorage = natsjs.FileStorage
 
+// DefaultMaxMsgSize is the largest event, in bytes (headers and payload), a
+// created stream accepts: the NATS default max_payload, and the largest event
+// the fold accepts, so the stream refuses at publish what the operator would
+// refuse anyway, and no message can outgrow the consumer's buffer.
+const DefaultMaxMsgSize = fold.DefaultMaxEventBytes
+
 // DefaultStreamConfig is the configuration EnsureStream creates a missing
 // stream with. It is exported so tools and tests create identical streams.
 func DefaultStreamConfig(name string) natsjs.StreamConfig {
 	return natsjs.StreamConfig{
-		Name:     name,
-		Subjects: []string{Subjects},
-		Storage:  DefaultStorage,
-		MaxAge:   DefaultMaxAge,
+		Name:       name,
+		Subjects:   []string{Subjects},
+		Storage:    DefaultStorage,
+		MaxAge:     DefaultMaxAge,
+		MaxMsgSize: DefaultMaxMsgSize,
 	}
 }
 
@@ -85,7 +94,7 @@ func EnsureStream(ctx context.Context, js natsjs.JetStream, name string) (natsjs
 	switch {
 	case err == nil:
 		logr.FromContextOrDiscard(ctx).Info("Created JetStream stream",
-			"stream", name, "subjects", cfg.Subjects, "maxAge", cfg.MaxAge.String())
+			"stream", name, "subjects", cfg.Subjects, "maxAge", cfg.MaxAge.String(), "maxMsgSize", cfg.MaxMsgSize)
 		return stream, nil
 	case errors.Is(err, natsjs.ErrStreamNameAlreadyInUse):
 		// Someone else created it (with other settings) between our lookup

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	natsjs "github.com/nats-io/nats.go/jetstream"
 
 	"cellos.dev/cellos-operator/internal/localenv"
@@ -21,9 +22,9 @@ func TestEnsureStreamCreatesWithDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg := stream.CachedInfo().Config
-	if !slices.Equal(cfg.Subjects, []string{Subjects}) || cfg.Storage != natsjs.FileStorage || cfg.MaxAge != DefaultMaxAge {
-		t.Fatalf("created stream config: subjects %v, storage %v, maxAge %v; want %v, file, %v",
-			cfg.Subjects, cfg.Storage, cfg.MaxAge, []string{Subjects}, DefaultMaxAge)
+	if !slices.Equal(cfg.Subjects, []string{Subjects}) || cfg.Storage != natsjs.FileStorage || cfg.MaxAge != DefaultMaxAge || cfg.MaxMsgSize != DefaultMaxMsgSize {
+		t.Fatalf("created stream config: subjects %v, storage %v, maxAge %v, maxMsgSize %d; want %v, file, %v, %d",
+			cfg.Subjects, cfg.Storage, cfg.MaxAge, cfg.MaxMsgSize, []string{Subjects}, DefaultMaxAge, DefaultMaxMsgSize)
 	}
 
 	// A second call finds the stream instead of failing.
@@ -87,5 +88,25 @@ func TestLookupStreamNeverCreates(t *testing.T) {
 	}
 	if got, want := stream.CachedInfo().Created, created.CachedInfo().Created; !got.Equal(want) {
 		t.Fatalf("LookupStream returned a stream created at %v, want %v", got, want)
+	}
+}
+
+// The created stream refuses an event larger than DefaultMaxMsgSize, even
+// from a server whose max_payload would let it through.
+func TestEnsureStreamRefusesEventsAboveMaxMsgSize(t *testing.T) {
+	srv := localenv.StartJetStreamWith(t, localenv.ServerConfig{Configure: func(o *server.Options) { o.MaxPayload = 4 * DefaultMaxMsgSize }})
+	_, js := srv.Connect(t)
+	ctx := testContext(t)
+	if _, err := EnsureStream(ctx, js, testStream); err != nil {
+		t.Fatal(err)
+	}
+
+	if _, err := js.Publish(ctx, "cellos.events.test", make([]byte, DefaultMaxMsgSize)); err != nil {
+		t.Fatalf("publishing an event of exactly %d bytes: %v", DefaultMaxMsgSize, err)
+	}
+	_, err := js.Publish(ctx, "cellos.events.test", make([]byte, DefaultMaxMsgSize+1))
+	var apiErr *natsjs.APIError
+	if !errors.As(err, &apiErr) || apiErr.ErrorCode != natsjs.JSErrCodeStreamMessageExceedsMaximum {
+		t.Fatalf("publishing an event of %d bytes: %v, want the stream's refusal (message size exceeds maximum allowed)", DefaultMaxMsgSize+1, err)
 	}
 }

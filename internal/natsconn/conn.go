@@ -64,9 +64,11 @@ func Connect(o *Options, name string, log logr.Logger, extra ...nats.Option) (*C
 	opts = append(opts, extra...)
 	nc, err := nats.Connect(o.ServerURL(), opts...)
 	if err != nil {
-		// A url.Error quotes the URL, and so any password in it.
+		// A URL parse error quotes the URL, or the piece of it that broke
+		// the parse: with a reserved character in a password, that is part
+		// of the password.
 		if ue := (*url.Error)(nil); errors.As(err, &ue) {
-			err = fmt.Errorf("invalid URL: %w", ue.Err)
+			return nil, o.invalidURL()
 		}
 		return nil, fmt.Errorf("connecting to NATS at %s: %w", c.url, err)
 	}

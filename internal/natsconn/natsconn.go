@@ -315,6 +315,17 @@ func parseURL(s string) (*url.URL, error) {
 	return url.Parse(s)
 }
 
+// invalidURL says which setting holds a URL that does not parse, and what
+// to check, without a word of the URL, which may hold a password.
+func (o *Options) invalidURL() error {
+	source := "--nats-url"
+	if o.URL == "" {
+		source = "$" + EnvURL
+	}
+	return fmt.Errorf("%s is not a valid URL (not repeated here, as it may hold a password): "+
+		"check its scheme, host and port, and percent-encode reserved characters (such as / # ? @ :) in a user name or password", source)
+}
+
 // Redact is the URL, or comma-separated URLs, fit for a log: without user
 // or password, and with the default port when it has none. A URL that
 // cannot be parsed is replaced by a placeholder, as it may hold a secret.

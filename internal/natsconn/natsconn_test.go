@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/go-logr/logr"
 )
 
 func TestRedactStripsUserinfo(t *testing.T) {
@@ -128,5 +130,36 @@ func TestFlagsNameFilesNotSecrets(t *testing.T) {
 	})
 	if f := fs.Lookup("nats-url"); f.DefValue != "" {
 		t.Errorf("--nats-url defaults to %q: --help would print $NATS_URL, and any password in it", f.DefValue)
+	}
+}
+
+// A URL that does not parse is refused without a word of it: a reserved
+// character in a password would otherwise put part of the password in the
+// parse error ("invalid port").
+func TestInvalidURLErrorHoldsNoPartOfIt(t *testing.T) {
+	const user, password = "0p3r4t0r", "s3cr/et#?x"
+	for _, o := range []Options{
+		{URL: "nats://" + user + ":" + password + "@127.0.0.1:4222"},
+		{Getenv: env(map[string]string{EnvURL: "nats://" + user + ":" + password + "@127.0.0.1:4222"})},
+	} {
+		source := "--nats-url"
+		if o.URL == "" {
+			source = "$" + EnvURL
+		}
+		_, err := Connect(&o, t.Name(), logr.Discard())
+		if err == nil {
+			t.Fatalf("Connect with a %s that does not parse: got nil, want an error", source)
+		}
+		if !strings.Contains(err.Error(), source+" is not a valid URL") {
+			t.Errorf("error %q does not name %s", err, source)
+		}
+		// No run of three characters of the user name or password.
+		for _, secret := range []string{user, password} {
+			for i := 0; i+3 <= len(secret); i++ {
+				if piece := secret[i : i+3]; strings.Contains(err.Error(), piece) {
+					t.Errorf("error %q holds %q, a piece of %q", err, piece, secret)
+				}
+			}
+		}
 	}
 }

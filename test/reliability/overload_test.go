@@ -71,8 +71,8 @@ func TestOverload(t *testing.T) {
 				unreadyWhilePaused++
 				// The aggregate and the per-check probes are read one after
 				// the other, so a sample may catch the fold resuming between
-				// them: keep a reason that names the pause.
-				if !strings.Contains(why, "paused") {
+				// them: keep a reason that names the projection.
+				if !strings.Contains(why, "not projecting the stream") {
 					why = s.ready.Error()
 				}
 			}
@@ -86,8 +86,8 @@ func TestOverload(t *testing.T) {
 	if pausedSamples == 0 {
 		t.Errorf("the fold never paused at --max-unflushed-objects=%d", maxUnflushed)
 	}
-	if unreadyWhilePaused == 0 || !strings.Contains(why, "paused") {
-		t.Errorf("/readyz never said the fold is paused")
+	if unreadyWhilePaused == 0 || !strings.Contains(why, "not projecting the stream") {
+		t.Errorf("/readyz/projection never failed while the fold was paused")
 	}
 	if maxUnflushedSeen > float64(maxUnflushed) {
 		t.Errorf("cellos_operator_unflushed_objects reached %v, above --max-unflushed-objects=%d", maxUnflushedSeen, maxUnflushed)
