@@ -27,20 +27,25 @@ type CellStatus struct {
 	// cellId is the cell's id exactly as the stream carries it in data.cellId.
 	// The object's name is derived from it and may differ.
 	// +optional
+	// +kubebuilder:validation:MaxLength=512
 	CellID string `json:"cellId,omitempty"`
 
 	// specId is the execution cell spec the cell runs, from its first event
 	// that names one.
 	// +optional
+	// +kubebuilder:validation:MaxLength=256
 	SpecID string `json:"specId,omitempty"`
 
-	// runId is the supervisor's run id, from the first event that names one.
+	// runId is the supervisor's run id, from the first event that carries
+	// one, even empty.
 	// +optional
+	// +kubebuilder:validation:MaxLength=256
 	RunID string `json:"runId,omitempty"`
 
 	// formationId is the UUID of the formation the cell belongs to, when its
 	// events name one.
 	// +optional
+	// +kubebuilder:validation:MaxLength=36
 	FormationID string `json:"formationId,omitempty"`
 
 	// state is Pending until the cell starts, Running once it starts, and
@@ -59,6 +64,7 @@ type CellStatus struct {
 	// outcome is how the cell ended, as its destroyed event says: for
 	// example succeeded or failed.
 	// +optional
+	// +kubebuilder:validation:MaxLength=256
 	Outcome string `json:"outcome,omitempty"`
 
 	// exitCode is the exit code of the cell's command, once reported.
@@ -76,6 +82,7 @@ type CellStatus struct {
 	// recreated stream, or one edited by hand, is overwritten, while one
 	// written by a replica further along the same stream is never moved back.
 	// +optional
+	// +kubebuilder:validation:MaxLength=24
 	StreamStamp string `json:"streamStamp,omitempty"`
 	// observedGeneration is the generation the conditions were computed for.
 	// +optional

@@ -67,10 +67,12 @@ type FormationStatus struct {
 	// formationId is the formation's UUID, lowercase and hyphenated, exactly
 	// as the stream identifies it.
 	// +optional
+	// +kubebuilder:validation:MaxLength=36
 	FormationID string `json:"formationId,omitempty"`
 
 	// formationName is the human name the stream last gave the formation.
 	// +optional
+	// +kubebuilder:validation:MaxLength=256
 	FormationName string `json:"formationName,omitempty"`
 
 	// phase is the lifecycle phase set by the last formation event in stream order.
@@ -80,6 +82,7 @@ type FormationStatus struct {
 	// cells reads "running/total" over the Cells correlated to this
 	// formation, for kubectl get.
 	// +optional
+	// +kubebuilder:validation:MaxLength=32
 	Cells string `json:"cells,omitempty"`
 
 	// cellCounts counts the Cells correlated to this formation, by state.
@@ -105,6 +108,7 @@ type FormationStatus struct {
 	// recreated stream, or one edited by hand, is overwritten, while one
 	// written by a replica further along the same stream is never moved back.
 	// +optional
+	// +kubebuilder:validation:MaxLength=24
 	StreamStamp string `json:"streamStamp,omitempty"`
 
 	// observedGeneration is the metadata.generation this status was written for.
