@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -99,6 +100,11 @@ const RefusedReason = "ProjectionRefused"
 // when another cell id meets its name, and is refused.
 const NameCollisionReason = "NameCollision"
 
+// QuotaExceededReason is the reason of the Warning Event raised when a
+// ResourceQuota refuses to create an object: it is raised once per wait for
+// room, not once per retry.
+const QuotaExceededReason = "QuotaExceeded"
+
 var objectsRefusedTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
 	Name: "cellos_operator_objects_refused_total",
 	Help: "Objects whose projection the API server refused for good and the operator moved past, by kind.",
@@ -109,12 +115,24 @@ var nameCollisionsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
 	Help: "Projections refused because their id meets another id's object name, and moved past, by kind.",
 }, []string{"kind"})
 
+var quotaRefusalsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+	Name: "cellos_operator_quota_refusals_total",
+	Help: "Objects whose creation a ResourceQuota refused, counted once per wait for room, by kind.",
+}, []string{"kind"})
+
 func init() {
-	metrics.Registry.MustRegister(objectsRefusedTotal, nameCollisionsTotal)
+	metrics.Registry.MustRegister(objectsRefusedTotal, nameCollisionsTotal, quotaRefusalsTotal)
 }
 
 // conflictRetry is how soon a write that lost a race is tried again.
 const conflictRetry = 100 * time.Millisecond
+
+// quotaRetry is how soon a create a ResourceQuota refused is tried again.
+// Nothing the operator watches tells when room returns (an object deleted, a
+// quota raised), so it polls; at a fixed pace rather than with backoff, so
+// that the cursor moves on soon after. The cost stays bounded: at most
+// --max-unflushed-objects objects wait.
+const quotaRetry = 10 * time.Second
 
 // settlement is how one reconcile of a projected object ends.
 type settlement struct {
@@ -127,17 +145,55 @@ type settlement struct {
 	obj client.Object
 }
 
+// quotaWaits are the objects waiting for a ResourceQuota to make room for
+// them, so that each wait raises one Warning Event and one count, however
+// many times it is retried.
+type quotaWaits struct {
+	mu   sync.Mutex
+	refs map[store.Ref]struct{}
+}
+
+func newQuotaWaits() *quotaWaits {
+	return &quotaWaits{refs: map[store.Ref]struct{}{}}
+}
+
+// begin records that ref waits, and tells whether it did not already.
+func (w *quotaWaits) begin(ref store.Ref) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	_, waiting := w.refs[ref]
+	w.refs[ref] = struct{}{}
+	return !waiting
+}
+
+// end records that ref no longer waits.
+func (w *quotaWaits) end(ref store.Ref) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	delete(w.refs, ref)
+}
+
 // settle ends a reconcile with err. The object's events up to seq count as
 // written when err is nil, and when the API server refuses the object for
 // good: retrying cannot help, and the cursor must not wait forever. A
 // refusal is logged, counted, and raised as a Warning Event. A lost race
 // (conflict, already exists) is retried quietly on fresh data: it means the
-// cache was behind, not that anything failed. Any other error is returned,
-// to be retried with backoff.
+// cache was behind, not that anything failed. A create over a ResourceQuota
+// is retried every quotaRetry, its events still unwritten, and the wait
+// logged, counted and raised as a Warning Event once. Any other error is
+// returned, to be retried with backoff.
 func (c Config) settle(ctx context.Context, s settlement, err error) (ctrl.Result, error) {
 	switch {
 	case apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err):
 		return ctrl.Result{RequeueAfter: conflictRetry}, nil
+	case exceedsQuota(err):
+		if c.quotaWaits.begin(s.ref) {
+			ctrl.LoggerFrom(ctx).Info("A ResourceQuota refuses to create this object; waiting for room", "sequence", s.seq, "error", err.Error())
+			quotaRefusalsTotal.WithLabelValues(string(s.ref.Kind)).Inc()
+			c.Recorder.Eventf(s.obj, nil, corev1.EventTypeWarning, QuotaExceededReason, "Create",
+				"A ResourceQuota refused to create the object for stream sequence %d; retrying every %s until there is room: %v", s.seq, quotaRetry, err)
+		}
+		return ctrl.Result{RequeueAfter: quotaRetry}, nil
 	case err != nil && !refusedForGood(err):
 		return ctrl.Result{}, err
 	case err != nil:
@@ -147,8 +203,16 @@ func (c Config) settle(ctx context.Context, s settlement, err error) (ctrl.Resul
 		c.Recorder.Eventf(s.obj, nil, corev1.EventTypeWarning, RefusedReason, "Project",
 			"The API server refused the projection up to stream sequence %d: %v", s.seq, err)
 	}
+	c.quotaWaits.end(s.ref)
 	c.Store.Flushed(s.stream, s.ref, s.seq)
 	return ctrl.Result{}, nil
+}
+
+// exceedsQuota tells whether a ResourceQuota refused a create. The quota
+// admission plugin answers 403 Forbidden with no reason or cause of its own,
+// so only its message ("exceeded quota: …") tells it apart from RBAC.
+func exceedsQuota(err error) bool {
+	return apierrors.IsForbidden(err) && strings.Contains(err.Error(), "exceeded quota")
 }
 
 // refusedForGood tells whether the API server will refuse a write every time

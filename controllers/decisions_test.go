@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -146,11 +147,12 @@ func TestAhead(t *testing.T) {
 }
 
 func TestSettle(t *testing.T) {
-	cellsGR := schema.GroupResource{Group: cellosv1.GroupVersion.Group, Resource: "cells"}
 	nsGone := apierrors.NewNotFound(schema.GroupResource{Resource: "namespaces"}, "gone")
 	terminating := apierrors.NewForbidden(cellsGR, "c", errors.New("namespace is terminating"))
 	terminating.ErrStatus.Details.Causes = []metav1.StatusCause{{Type: corev1.NamespaceTerminatingCause}}
 	tooLarge := apierrors.NewRequestEntityTooLargeError("limit is 3145728")
+	overQuota := quotaRefusal()
+	rbac := apierrors.NewForbidden(cellsGR, "c", errors.New(`User "system:serviceaccount:cellos:cellos-operator" cannot create resource "cells"`))
 	// As the API server returns etcd's errors: code 500, no reason.
 	internal := func(msg string) error {
 		return &apierrors.StatusError{ErrStatus: metav1.Status{Status: metav1.StatusFailure, Code: http.StatusInternalServerError, Message: msg}}
@@ -171,6 +173,8 @@ func TestSettle(t *testing.T) {
 		"etcd's message limit":        {err: internal("rpc error: code = ResourceExhausted desc = trying to send message larger than max (2097602 vs. 2097152)"), flushed: true, refusedEv: true},
 		"another internal error":      {err: internal("etcdserver: leader changed"), returned: true},
 		"namespace gone":              {err: nsGone, flushed: true, refusedEv: true},
+		"over quota: waits for room":  {err: overQuota, requeue: true, refusedEv: true},
+		"forbidden by RBAC":           {err: rbac, returned: true},
 		"namespace terminating":       {err: terminating, flushed: true, refusedEv: true},
 		"the Cell itself not found":   {err: apierrors.NewNotFound(cellsGR, "c"), returned: true},
 		"an outage is retried":        {err: apierrors.NewServiceUnavailable("etcd is down"), returned: true},
@@ -184,7 +188,7 @@ func TestSettle(t *testing.T) {
 			s := store.New(0, "", 0)
 			s.Apply(context.Background(), 1, "", nil, []byte(`{"type":"dev.cellos.events.cell.lifecycle.v1.started","data":{"cellId":"c"}}`))
 			recorder := events.NewFakeRecorder(1)
-			cfg := Config{Store: s, Recorder: recorder}
+			cfg := Config{Store: s, Recorder: recorder, quotaWaits: newQuotaWaits()}
 			ref := store.Ref{Kind: store.CellKind, ID: "c"}
 			res, err := cfg.settle(context.Background(), settlement{stream: s.Stream(), ref: ref, seq: 1, obj: &cellosv1.Cell{}}, c.err)
 			if flushed := s.Watermark() == 1; flushed != c.flushed {
@@ -200,6 +204,42 @@ func TestSettle(t *testing.T) {
 				t.Errorf("Warning Event raised = %v, want %v", refused, c.refusedEv)
 			}
 		})
+	}
+}
+
+var cellsGR = schema.GroupResource{Group: cellosv1.GroupVersion.Group, Resource: "cells"}
+
+// quotaRefusal is what the API server answers a create over a ResourceQuota.
+func quotaRefusal() error {
+	return apierrors.NewForbidden(cellsGR, "c", errors.New("exceeded quota: cells, requested: count/cells.cellos.dev=1, used: count/cells.cellos.dev=3, limited: count/cells.cellos.dev=3"))
+}
+
+// A create a ResourceQuota keeps refusing raises one Warning Event and one
+// count per wait for room, not one per retry.
+func TestQuotaWarningOncePerWait(t *testing.T) {
+	s := store.New(0, "")
+	s.Apply(context.Background(), 1, "", nil, []byte(`{"type":"dev.cellos.events.cell.lifecycle.v1.started","data":{"cellId":"c"}}`))
+	recorder := events.NewFakeRecorder(10)
+	cfg := Config{Store: s, Recorder: recorder, quotaWaits: newQuotaWaits()}
+	done := settlement{stream: s.Stream(), ref: store.Ref{Kind: store.CellKind, ID: "c"}, seq: 1, obj: &cellosv1.Cell{}}
+	before := testutil.ToFloat64(quotaRefusalsTotal.WithLabelValues("Cell"))
+	waitFor := func(retries int) {
+		for range retries {
+			if res, err := cfg.settle(context.Background(), done, quotaRefusal()); err != nil || res.RequeueAfter != quotaRetry {
+				t.Fatalf("settled with %v, %v; want a retry after %s", res, err, quotaRetry)
+			}
+		}
+	}
+	waitFor(3)
+	if _, err := cfg.settle(context.Background(), done, nil); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(2) // a second wait, after the object was written
+	if got := len(recorder.Events); got != 2 {
+		t.Errorf("%d Warning Events, want one per wait: 2", got)
+	}
+	if got := testutil.ToFloat64(quotaRefusalsTotal.WithLabelValues("Cell")) - before; got != 2 {
+		t.Errorf("quota refusals counted %v, want one per wait: 2", got)
 	}
 }
 

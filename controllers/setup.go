@@ -47,6 +47,9 @@ type Config struct {
 	// Tombstones remember the formations whose declared Formation was
 	// deleted, after the stream has forgotten them.
 	Tombstones *tombstone.Set
+
+	// quotaWaits, shared by both reconcilers, are set by Setup.
+	quotaWaits *quotaWaits
 }
 
 // settled tells whether the projection holds every ownership fact: the fold
@@ -72,6 +75,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, cfg Config) error {
 	if err := addIndexes(ctx, mgr.GetFieldIndexer()); err != nil {
 		return err
 	}
+	cfg.quotaWaits = newQuotaWaits()
 	c := mgr.GetClient()
 	if err := (&FormationReconciler{Client: c, Config: cfg}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the Formation controller: %w", err)

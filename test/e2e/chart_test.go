@@ -117,13 +117,14 @@ spec:
 // file under ci/ and applies the whole of it, CRDs included, to the API
 // server, after making the namespaces a namespaced install watches. The
 // operator's ClusterRole is bound cluster-wide, or, with watchNamespaces, in
-// each watched namespace and nowhere else.
+// each watched namespace and nowhere else. A ResourceQuota, where one is
+// enabled, lives in the projection namespace.
 func TestChartAppliesWithEachCIValuesFile(t *testing.T) {
 	files, err := filepath.Glob(filepath.Join(chartDir, "ci", "*-values.yaml"))
 	if err != nil || len(files) < 4 {
 		t.Fatalf("want at least 4 values files in ci/, got %v (%v)", files, err)
 	}
-	var namespaced bool
+	var namespaced, quota bool
 	applyServerSide(t, prometheusOperatorCRDs)
 	kubectl(t, "wait", "--for=condition=Established", "--timeout=60s",
 		"crd/servicemonitors.monitoring.coreos.com", "crd/prometheusrules.monitoring.coreos.com")
@@ -166,6 +167,14 @@ func TestChartAppliesWithEachCIValuesFile(t *testing.T) {
 				if obj.GetKind() == "Namespace" && (obj.GetName() != projection || obj.GetAnnotations()["helm.sh/resource-policy"] != "keep") {
 					t.Errorf("the chart makes Namespace %s (annotations %v), want only %s, kept on uninstall", obj.GetName(), obj.GetAnnotations(), projection)
 				}
+				// The quota bounds what the operator creates: it belongs
+				// where the operator creates objects.
+				if obj.GetKind() == "ResourceQuota" {
+					quota = true
+					if obj.GetNamespace() != projection {
+						t.Errorf("the chart makes ResourceQuota %s in namespace %s, want %s", obj.GetName(), obj.GetNamespace(), projection)
+					}
+				}
 			}
 			clusterWide, inNamespaces := managerRoleBindings(objs)
 			if len(watched) == 0 {
@@ -184,6 +193,9 @@ func TestChartAppliesWithEachCIValuesFile(t *testing.T) {
 	}
 	if !namespaced {
 		t.Error("no values file in ci/ sets watchNamespaces")
+	}
+	if !quota {
+		t.Error("no values file in ci/ enables resourceQuota")
 	}
 }
 
