@@ -217,7 +217,7 @@ func quotaRefusal() error {
 // A create a ResourceQuota keeps refusing raises one Warning Event and one
 // count per wait for room, not one per retry.
 func TestQuotaWarningOncePerWait(t *testing.T) {
-	s := store.New(0, "")
+	s := store.New(0, "", 0)
 	s.Apply(context.Background(), 1, "", nil, []byte(`{"type":"dev.cellos.events.cell.lifecycle.v1.started","data":{"cellId":"c"}}`))
 	recorder := events.NewFakeRecorder(10)
 	cfg := Config{Store: s, Recorder: recorder, quotaWaits: newQuotaWaits()}
