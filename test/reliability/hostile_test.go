@@ -18,7 +18,7 @@ import (
 // the operator's peak RSS stays under the chart's memory limit: nothing a
 // publisher sends is kept whole.
 func TestHostilePublisher(t *testing.T) {
-	big := knob("HOSTILE_BIG_PAYLOADS", 160, 400)
+	big := knob("HOSTILE_BIG_PAYLOADS", 100, 400)
 	manyIDs := knob("HOSTILE_CELL_IDS", 300, 100000)
 	ns, js, jsc, rec := newScenario(t)
 
