@@ -10,8 +10,10 @@ import (
 	"fmt"
 	"iter"
 	"log/slog"
+	"net/url"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -88,10 +90,28 @@ func parseFlags(args []string) (options, error) {
 	return o, nil
 }
 
+// redactedURL is the NATS URL without its password, for errors and logs;
+// one that does not parse is not repeated at all, as it may hold one.
+func redactedURL(s string) (string, bool) {
+	var shown []string
+	for _, part := range strings.Split(s, ",") {
+		u, err := url.Parse(strings.TrimSpace(part))
+		if err != nil {
+			return "", false
+		}
+		shown = append(shown, u.Redacted())
+	}
+	return strings.Join(shown, ","), true
+}
+
 func run(ctx context.Context, o options, log *slog.Logger) error {
+	shown, ok := redactedURL(o.natsURL)
+	if !ok {
+		return fmt.Errorf("--nats-url is not a valid URL (not repeated here, as it may hold a password): percent-encode / # ? @ : in a user name or password")
+	}
 	nc, err := nats.Connect(o.natsURL, nats.Name("cellos-sim"))
 	if err != nil {
-		return fmt.Errorf("connect to NATS at %s: %w", o.natsURL, err)
+		return fmt.Errorf("connect to NATS at %s: %w", shown, err)
 	}
 	defer nc.Close()
 	js, err := natsjs.New(nc)
@@ -112,7 +132,7 @@ func run(ctx context.Context, o options, log *slog.Logger) error {
 	if o.continuous {
 		cfg.Formations, cfg.InFlight = 0, o.formations
 	}
-	log.Info("Simulating cellos", "seed", o.seed, "natsUrl", o.natsURL, "stream", o.stream,
+	log.Info("Simulating cellos", "seed", o.seed, "natsUrl", shown, "stream", o.stream,
 		"rate", o.rate, "formations", o.formations, "cells", o.cells, "continuous", o.continuous)
 
 	begin := time.Now()
