@@ -198,19 +198,10 @@ func (r *FormationReconciler) createIfMissing(ctx context.Context, key client.Ob
 	return f, nil
 }
 
-// lagging maps a formation id whose projection changed to its Formation. A
-// formation that lives nowhere (deleted, or declared in a namespace that no
-// longer holds it) has no status to write: its events count as reflected.
+// lagging maps a formation id whose projection changed to its Formation.
 func (r *FormationReconciler) lagging(ctx context.Context, id string) []reconcile.Request {
-	key, err := r.placer(r.Client).formationKey(ctx, id)
-	if err != nil {
-		ctrl.LoggerFrom(ctx).Error(err, "Placing a formation", "formationId", id)
-		return nil
-	}
-	if key.Name == "" {
-		if want, stream, ok := r.Store.Formation(id); ok {
-			r.Store.Flushed(stream, store.Ref{Kind: store.FormationKind, ID: id}, want.LastAppliedSequence)
-		}
+	key, ok := r.holder(ctx, id)
+	if ok && key.Name == "" {
 		// The event just folded stays in the stream for max_age: so must
 		// the tombstone that keeps it from bringing the formation back.
 		if err := r.Tombstones.Refresh(ctx, id); err != nil {
@@ -218,6 +209,24 @@ func (r *FormationReconciler) lagging(ctx context.Context, id string) []reconcil
 		}
 	}
 	return request(key)
+}
+
+// holder is the Formation that holds the formation with this id; an empty
+// key when it lives nowhere (deleted, or declared in a namespace that no
+// longer holds it). Such a formation has no status to write: its events
+// count as reflected here, since no reconcile will ever settle them.
+func (r *FormationReconciler) holder(ctx context.Context, id string) (client.ObjectKey, bool) {
+	key, err := r.placer(r.Client).formationKey(ctx, id)
+	if err != nil {
+		ctrl.LoggerFrom(ctx).Error(err, "Placing a formation", "formationId", id)
+		return client.ObjectKey{}, false
+	}
+	if key.Name == "" {
+		if want, stream, ok := r.Store.Formation(id); ok {
+			r.Store.Flushed(stream, store.Ref{Kind: store.FormationKind, ID: id}, want.LastAppliedSequence)
+		}
+	}
+	return key, true
 }
 
 // formationOfCell maps a Cell to its Formation, whose counts it changes.
@@ -232,16 +241,17 @@ func (r *FormationReconciler) formationOfCell(ctx context.Context, cell client.O
 // now holds its formation, which may take over, and to the observed one the
 // operator made for it, which may give way: a constant number of requests
 // whatever the number of Formations with the label, so that n of them cost
-// O(n) reconciles, not O(n²).
+// O(n) reconciles, not O(n²). An update is mapped with the old object too, so
+// the formation a relabelled Formation stops following is placed again: a
+// reconcile queued for it on that Formation now follows the new label.
 func (r *FormationReconciler) formationsOfID(ctx context.Context, f client.Object) []reconcile.Request {
 	reqs := request(client.ObjectKeyFromObject(f))
 	id := f.GetLabels()[cellosv1.FormationIDLabel]
 	if !fold.IsCanonical(id) {
 		return reqs
 	}
-	holder, err := r.placer(r.Client).formationKey(ctx, id)
-	if err != nil {
-		ctrl.LoggerFrom(ctx).Error(err, "Placing a formation", "formationId", id)
+	holder, ok := r.holder(ctx, id)
+	if !ok {
 		return reqs
 	}
 	// The queue holds a key once, so a request twice costs one reconcile.

@@ -3,7 +3,9 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
+	"time"
 
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -71,5 +73,60 @@ func TestDeclaredFormationOfACellSeenFirst(t *testing.T) {
 	}
 	if len(observed.Items) != 0 {
 		t.Errorf("an observed Formation %s appeared beside the declared one", observed.Items[0].Name)
+	}
+}
+
+// A Formation that follows formation X is relabelled while X's event waits
+// out the flush window, queued for that Formation. The reconcile then finds
+// the Formation following another id, and X, which now lives nowhere (it
+// was declared in that namespace, and no Formation there carries its label
+// any more), had no one to settle it: the watermark stayed below X's event
+// for good, and the cursor with it. The Formation's old label must be placed
+// again when it changes.
+func TestRelabelledFormationDoesNotPinTheWatermark(t *testing.T) {
+	const id = "5b1d2c3e-4f5a-4b6c-9d7e-8f9a0b1c2d3e"
+	for name, label := range map[string]string{
+		"another formation": "9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d",
+		"not canonical":     strings.ReplaceAll(id, "-", ""),
+	} {
+		t.Run(name, func(t *testing.T) {
+			ns, teamNS := newNamespace(t), newNamespace(t)
+			// A window long enough for the relabel to land inside it.
+			r := startReconcilers(t, ns, func(c *Config) { c.FlushWindow = 3 * time.Second })
+			ctx := context.Background()
+			c := controlPlane.Client
+
+			f := &cellosv1.Formation{
+				ObjectMeta: metav1.ObjectMeta{Namespace: teamNS, Name: "follower", Labels: map[string]string{cellosv1.FormationIDLabel: id}},
+				Spec:       &cellosv1.FormationSpec{Coordinator: "lead", Members: []cellosv1.FormationMember{{Name: "lead"}}},
+			}
+			if err := c.Create(ctx, f); err != nil {
+				t.Fatal(err)
+			}
+			// Once it awaits the stream, the cache holds it: X's event is
+			// placed on it.
+			eventually(t, "the Formation awaits the stream", func() error {
+				if err := c.Get(ctx, client.ObjectKeyFromObject(f), f); err != nil {
+					return err
+				}
+				if cond := meta.FindStatusCondition(f.Status.Conditions, cellosv1.ReconcilingCondition); cond == nil || cond.Reason != cellosv1.AwaitingStreamReason {
+					return fmt.Errorf("status %+v", f.Status)
+				}
+				return nil
+			})
+			seq := r.applyOn(t, fold.OperatorSubject(fold.DefaultOperatorPrefix, id),
+				`{"type":"dev.cellos.events.cell.formation.v1.created","source":"cellos-operator","data":{"formationId":"`+id+`","namespace":"`+teamNS+`"}}`)
+			before := f.DeepCopy()
+			f.Labels[cellosv1.FormationIDLabel] = label
+			if err := c.Patch(ctx, f, client.MergeFrom(before)); err != nil {
+				t.Fatal(err)
+			}
+			eventually(t, "the watermark passes the event of the formation that lives nowhere", func() error {
+				if w := r.store.Watermark(); w < seq {
+					return fmt.Errorf("watermark %d, want %d", w, seq)
+				}
+				return nil
+			})
+		})
 	}
 }

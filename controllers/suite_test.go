@@ -47,7 +47,7 @@ type reconcilers struct {
 	nextSequence uint64
 }
 
-func startReconcilers(t *testing.T, namespace string) *reconcilers {
+func startReconcilers(t *testing.T, namespace string, options ...func(*Config)) *reconcilers {
 	t.Helper()
 	r := &reconcilers{store: store.New(0, "", 0)}
 	stream := store.Stream{Name: jetstream.DefaultStreamName, Created: time.Now()}
@@ -69,12 +69,15 @@ func startReconcilers(t *testing.T, namespace string) *reconcilers {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	err = Setup(ctx, mgr, Config{
+	cfg := Config{
 		Store: r.store, Namespace: namespace, FlushWindow: 10 * time.Millisecond,
 		Clock: clock.RealClock{}, Workers: 2, Recorder: mgr.GetEventRecorder("cellos-operator"),
 		Tombstones: r.tombstones,
-	})
-	if err != nil {
+	}
+	for _, option := range options {
+		option(&cfg)
+	}
+	if err := Setup(ctx, mgr, cfg); err != nil {
 		t.Fatal(err)
 	}
 	if err := mgr.Add(r.tombstones); err != nil {
