@@ -70,9 +70,15 @@ lint: $(DEVTOOLS) ## Run golangci-lint.
 	$(GOLANGCI_LINT) run ./...
 
 .PHONY: test
-test: manifests generate $(CONTROLPLANE) $(HELM) ## Run all tests: unit, and integration against a real kube-apiserver, etcd and JetStream.
+test: manifests generate $(CONTROLPLANE) $(HELM) ## Run all tests: unit, envtest, the end-to-end and small reliability suites, and fuzzing.
 	$(GO) test ./... -count=1 -race -timeout 30m
 	$(MAKE) --no-print-directory fuzz
+
+# The fast loop leaves out the two suites that run the operator as a process
+# and take minutes each.
+.PHONY: test-unit
+test-unit: manifests generate $(CONTROLPLANE) ## The fast loop: every package but test/e2e and test/reliability (pure code, and envtest with an embedded JetStream).
+	$(GO) test $$($(GO) list ./... | grep -v -e '/test/e2e$$' -e '/test/reliability$$') -count=1 -race -timeout 10m
 
 .PHONY: test-reliability
 test-reliability: manifests generate $(CONTROLPLANE) ## Run the full reliability suite (about 30 minutes): crashes, outages, poison input, stream gaps, failover, overload. Its figures go to bin/reliability-report.md.
