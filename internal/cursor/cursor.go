@@ -1,5 +1,7 @@
-// Package cursor keeps the projection's resume point on a ConfigMap: the low
-// watermark of the stream sequences whose effects are all in status.
+// Package cursor keeps the projection's progress on a ConfigMap: the low
+// watermark of the stream sequences whose effects are all in status. It is
+// for people and tools; the operator does not resume from it, because every
+// start folds the stream from its first event.
 package cursor
 
 import (
