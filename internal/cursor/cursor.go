@@ -47,8 +47,9 @@ type ConfigMap struct {
 }
 
 // Load returns the stored position, and false when there is none yet. The
-// operator never resumes from it; it is for tools and tests that watch the
-// projection's progress.
+// operator does not resume from it: it reads it at start only to tell
+// whether the stream was recreated since it was committed. It is for people,
+// tools and tests that watch the projection's progress.
 func (c *ConfigMap) Load(ctx context.Context) (Position, bool, error) {
 	var cm corev1.ConfigMap
 	if err := c.Client.Get(ctx, c.Key, &cm); err != nil {
