@@ -21,7 +21,9 @@ import (
 )
 
 // FormationReconciler makes each Formation's status equal to the projection
-// of its formation's events, with cell counts derived from its Cells.
+// of its formation's events, with cell counts derived from its Cells. It also
+// admits declared Formations and publishes their events (declared.go), and
+// refuses a Formation that may not follow the formation it is labelled with.
 type FormationReconciler struct {
 	client.Client
 	Config
@@ -30,7 +32,8 @@ type FormationReconciler struct {
 // +kubebuilder:rbac:groups=cellos.dev,resources=formations,verbs=list;watch;create;patch;delete
 // +kubebuilder:rbac:groups=cellos.dev,resources=formations/status,verbs=update
 
-// Reconcile writes one Formation.
+// Reconcile brings one Formation in line with the stream: it may create,
+// delete (give way), admit, publish or stall it, and writes its status.
 func (r *FormationReconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.Result, err error) {
 	key := req.NamespacedName
 	f, id, err := r.formationAt(ctx, key)

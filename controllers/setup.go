@@ -1,6 +1,12 @@
-// Package controllers holds one reconciler per kind. Each makes its objects'
-// status equal to the projection: level-triggered, so a deleted object or a
-// hand-edited status heals, and coalesced, so many events cost one write.
+// Package controllers holds one reconciler per kind and the pruner. Each
+// reconciler makes its objects' status equal to the projection:
+// level-triggered, so a deleted object or a hand-edited status heals, and
+// coalesced, so many events cost one write. The Formation reconciler also
+// runs the lifecycle of declared Formations (declared.go): it admits them
+// and publishes their created and cancelled events, the one path by which
+// the operator writes to the stream. Placement (placement.go) and the
+// decisions every reconcile makes (decisions.go) are kept apart from the
+// reconcilers so that they can be table-tested.
 package controllers
 
 import (

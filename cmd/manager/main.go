@@ -98,7 +98,7 @@ func parseFlags() options {
 	flag.StringVar(&opts.tombstoneBucket, "tombstone-bucket", tombstone.DefaultBucket, "JetStream KV bucket, in the stream's NATS, that remembers the formations whose declared Formation was deleted, for longer than the stream keeps their events.")
 	flag.StringVar(&opts.namespace, "namespace", "", "Namespace for objects first seen in the stream (default: the operator's namespace).")
 	flag.StringVar(&opts.watchNamespaces, "watch-namespaces", "", "Comma-separated namespaces the operator watches and writes Formations and Cells in (default: all); --namespace must be one of them.")
-	flag.StringVar(&opts.cursorConfigMap, "cursor-configmap", "cellos-projection-cursor", "Name of the ConfigMap, in the operator's namespace, that holds the resume cursor.")
+	flag.StringVar(&opts.cursorConfigMap, "cursor-configmap", "cellos-projection-cursor", "Name of the ConfigMap, in the operator's namespace, that holds the cursor: the low watermark of the stream sequences reflected in status.")
 	flag.BoolVar(&opts.leaderElect, "leader-elect", false, "Elect a leader through a Lease, so that only one replica consumes and writes.")
 	flag.StringVar(&opts.metricsAddr, "metrics-bind-address", "", "Address of the Prometheus metrics endpoint (default :8443, or :8080 with --metrics-secure=false); 0 disables it.")
 	flag.BoolVar(&opts.metricsSecure, "metrics-secure", true, "Serve metrics over HTTPS to clients the API server authenticates and authorizes (get on the non-resource URL /metrics); false serves plain HTTP to anyone, for local use.")

@@ -1,5 +1,7 @@
-// Package cursor keeps the projection's resume point on a ConfigMap: the low
-// watermark of the stream sequences whose effects are all in status.
+// Package cursor keeps the projection's progress on a ConfigMap: the low
+// watermark of the stream sequences whose effects are all in status. It is
+// for people and tools; the operator does not resume from it, because every
+// start folds the stream from its first event.
 package cursor
 
 import (
@@ -45,8 +47,9 @@ type ConfigMap struct {
 }
 
 // Load returns the stored position, and false when there is none yet. The
-// operator never resumes from it; it is for tools and tests that watch the
-// projection's progress.
+// operator does not resume from it: it reads it at start only to tell
+// whether the stream was recreated since it was committed. It is for people,
+// tools and tests that watch the projection's progress.
 func (c *ConfigMap) Load(ctx context.Context) (Position, bool, error) {
 	var cm corev1.ConfigMap
 	if err := c.Client.Get(ctx, c.Key, &cm); err != nil {

@@ -10,6 +10,12 @@
 // have expired by then. No replica can take the Lease over before that: a
 // standby waits a whole lease duration after it sees the last renewal,
 // which it cannot see before the renewal was sent.
+//
+// Only writes through the client that Client wraps are fenced. Kubernetes
+// Events go through the event recorder's own client, and the operator's NATS
+// publishes and tombstones do not reach the API server at all: a paused
+// leader may still send those, which is why they are built to be harmless
+// when repeated or late.
 package fence
 
 import (

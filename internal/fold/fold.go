@@ -9,8 +9,8 @@
 //
 // The semantics are those of the reference projection (cellos_server/state.rs)
 // plus one addition: each object records the highest stream sequence folded
-// into it, and an event at or below that is skipped, so a replay from a cursor
-// that lags behind never applies an event twice.
+// into it, and an event at or below that is skipped, so a message handed over
+// twice never applies twice.
 package fold
 
 import (
@@ -193,7 +193,7 @@ const (
 	// usable id. It deserves an operator's attention.
 	ResultRejected Result = "rejected"
 	// ResultSkipped means the target object already reflects this sequence
-	// (a replay from a lagging cursor), so nothing changed.
+	// (the same message handed over twice), so nothing changed.
 	ResultSkipped Result = "skipped"
 )
 

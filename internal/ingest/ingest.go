@@ -59,7 +59,8 @@ type Ingester struct {
 	Cursor *cursor.ConfigMap
 	// Store receives the fold.
 	Store *store.Store
-	// Recorder raises the Warning Events for rejected events.
+	// Recorder raises the Warning Events on the cursor ConfigMap: rejected
+	// events, gaps in the stream, a recreated stream.
 	Recorder events.EventRecorder
 	// CommitInterval is how often the cursor is committed.
 	CommitInterval time.Duration

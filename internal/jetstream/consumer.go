@@ -92,8 +92,8 @@ const (
 // ErrStreamRecreated is wrapped by the error Run returns when the stream is
 // not the one created at Consumer.StreamCreated: it was deleted and created
 // again under the same name, so its sequences number other messages than the
-// ones the caller's state was built from, and resuming from the caller's
-// cursor would skip or misapply events. The caller rebuilds its state from
+// ones the caller's state was built from, and continuing from the caller's
+// last sequence would skip or misapply events. The caller rebuilds its state from
 // the new stream's first sequence.
 var ErrStreamRecreated = errors.New("stream was recreated")
 
@@ -107,7 +107,8 @@ var (
 
 // Message is one stream message handed to the Run callback.
 type Message struct {
-	// Sequence is the stream sequence, the value a resume cursor stores.
+	// Sequence is the stream sequence, the value the cursor ConfigMap
+	// stores once every event up to it is reflected in status.
 	Sequence uint64
 	// Subject is the subject the message was published on.
 	Subject string
@@ -127,10 +128,10 @@ type Message struct {
 // Consumer reads a stream in stream order, one message at a time, with a
 // nats.go ordered consumer (an ephemeral, in-memory, ack-less consumer that
 // nats.go recreates on gaps and missed heartbeats). The ordered consumer is
-// the right fit because the resume point is the caller's cursor, not server
-// state, so nothing has to be acknowledged or cleaned up on the server.
+// the right fit because the start point is chosen by the caller (the ingester
+// always starts at the stream's first sequence), not kept as server state, so nothing has to be acknowledged or cleaned up on the server.
 //
-// Consumer adds what the projection needs on top: resume from a sequence,
+// Consumer adds what the projection needs on top: start at a given sequence,
 // recovery from failures nats.go gives up on (stream deleted, JetStream not
 // ready after a restart, connection closed), a stall watchdog, detection of a
 // stream recreated under the same name (which nats.go would silently resume

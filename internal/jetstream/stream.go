@@ -1,6 +1,6 @@
 // Package jetstream is the operator's adapter to NATS JetStream: it makes sure
-// the cellos event stream exists and reads it in stream order from a resume
-// sequence, surfacing every consumer problem instead of stalling silently.
+// the cellos event stream exists and reads it in stream order from a start
+// sequence (the stream's first, for the operator), surfacing every consumer problem instead of stalling silently.
 // It has no Kubernetes dependencies so it can be tested against a real
 // JetStream server alone.
 package jetstream
@@ -35,9 +35,9 @@ func URLFromEnv() string {
 // event is published below it.
 const Subjects = "cellos.events.>"
 
-// DefaultMaxAge is how long a created stream keeps events. The projection can
-// be rebuilt from scratch only while the stream still holds every event, so
-// this bounds how old a resume cursor may be.
+// DefaultMaxAge is how long a created stream keeps events. Every start of the
+// operator folds the stream from its first event, so this is also how far back
+// status can reflect: an event purged by age is no longer in any fold.
 const DefaultMaxAge = 90 * 24 * time.Hour
 
 // DefaultStorage is file storage, so events survive a server restart.

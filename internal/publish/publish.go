@@ -4,8 +4,11 @@
 // Each event lands in the stream once, however often it is tried: JetStream
 // drops a second message with the same Nats-Msg-Id inside the stream's
 // duplicate window, and beyond it the created event expects to be the first
-// on its subject. Event ids and data are derived from the formation, so a
-// retry publishes the same event.
+// on its subject. The cancelled event has no such check of its own beyond
+// the window: the caller keeps it single by recording the formation's
+// tombstone once it is acked, and publishing no cancel for a tombstoned
+// formation. Event ids and data are derived from the formation, so a retry
+// publishes the same event.
 package publish
 
 import (

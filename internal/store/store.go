@@ -3,9 +3,12 @@
 // state, which objects' status lags it, and the low watermark that the cursor
 // commits.
 //
-// The store knows objects by their stream ids only. Where an object lives in
-// the cluster is the controllers' decision, made from their cache; the store
-// does no I/O beyond handing the controllers the ids that changed.
+// The store knows objects by their stream ids, and by the object names those
+// ids derive (ObjectName), both ways, so that a controller asked for an
+// object that does not exist yet can tell which id it is for (IDsNamed).
+// Which object, in which namespace, holds an id is the controllers' decision,
+// made from their cache; the store does no I/O beyond handing the
+// controllers the ids that changed.
 package store
 
 import (
@@ -360,9 +363,9 @@ func (s *Store) Watermark() uint64 {
 }
 
 // Stamp is the streamStamp of a status that reflects the object ref up to seq
-// of stream. Only a status written from this stream's projection carries it,
-// so a status whose stamp differs was written from another stream or edited
-// by hand.
+// of stream. A status whose stamp differs was written from another stream or
+// edited by hand. It is a digest of public values, not a secret: it tells
+// streams apart, and does not authenticate the writer.
 func Stamp(stream Stream, ref Ref, seq uint64) string {
 	h := sha256.New()
 	for _, part := range []string{stream.Name, stream.Created.UTC().Format(time.RFC3339Nano), string(ref.Kind), ref.ID, strconv.FormatUint(seq, 10)} {
