@@ -89,7 +89,8 @@ type applyCase struct {
 	cells      map[string]*Cell
 }
 
-// TestApplyNotCloudEvents checks that payloads that are not CloudEvent objects are rejected before any type is read.
+// TestApplyNotCloudEvents checks that a payload that is not a JSON object,
+// and so no CloudEvent, is rejected.
 func TestApplyNotCloudEvents(t *testing.T) {
 	runApply(t, []applyCase{
 		{
@@ -115,7 +116,8 @@ func TestApplyNotCloudEvents(t *testing.T) {
 	})
 }
 
-// TestApplyUnownedTypes checks that events whose type the projection does not own are ignored, never rejected.
+// TestApplyUnownedTypes checks that an event whose type the projection does
+// not own is ignored, never rejected.
 func TestApplyUnownedTypes(t *testing.T) {
 	runApply(t, []applyCase{
 		{
@@ -150,7 +152,8 @@ func TestApplyUnownedTypes(t *testing.T) {
 	})
 }
 
-// TestApplyCellEvents checks that cell events build and update Cells: state, times, exit codes, outcome, identity facts and per-cell sequences.
+// TestApplyCellEvents checks how cell events build and update Cells: state,
+// times, exit codes, outcome, identity facts and per-cell sequences.
 func TestApplyCellEvents(t *testing.T) {
 	runApply(t, []applyCase{
 		{
@@ -402,7 +405,8 @@ func TestApplyCellEvents(t *testing.T) {
 	})
 }
 
-// TestApplyBinaryMode checks that binary content mode (ce- headers, the body as data) folds as its structured twin.
+// TestApplyBinaryMode checks that an event in binary content mode (ce-
+// headers, the body as data) folds as its structured twin.
 func TestApplyBinaryMode(t *testing.T) {
 	runApply(t, []applyCase{
 		{
@@ -439,7 +443,9 @@ func TestApplyBinaryMode(t *testing.T) {
 	})
 }
 
-// TestApplyFormationEvents checks that formation events build and update Formations: phase, id forms and fallbacks, name, document and per-formation sequences.
+// TestApplyFormationEvents checks how formation events build and update
+// Formations: phase, id forms and fallbacks, name, document and
+// per-formation sequences.
 func TestApplyFormationEvents(t *testing.T) {
 	runApply(t, []applyCase{
 		{
