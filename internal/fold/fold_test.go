@@ -65,24 +65,34 @@ type step struct {
 	payload string
 }
 
-func TestApply(t *testing.T) {
-	started := obj(id("e1"), typ(tStarted), tm(t1), data(`{"cellId":"c1","specId":"s1","runId":"r1","formationId":"`+fid+`"}`))
-	created := obj(id("f1"), typ(tFormation+"created"), tm(t1), data(`{"formationId":"`+fid+`","formationName":"one"}`))
-	runningCell := &Cell{ID: "c1", SpecID: "s1", RunID: "r1", FormationID: fid, State: cellosv1.CellRunning, StartedAt: ts(t1), LastAppliedSequence: 1}
-	pendingFormation := &Formation{ID: fid, Name: "one", Phase: cellosv1.FormationPending, Document: json.RawMessage(`{"formationId":"` + fid + `","formationName":"one"}`), LastAppliedSequence: 1}
+// Shared fixtures of the Apply tables: a started event for cell c1 of
+// formation fid, a created event for that formation, and what each folds to
+// at sequence 1.
+var (
+	startedEvent     = obj(id("e1"), typ(tStarted), tm(t1), data(`{"cellId":"c1","specId":"s1","runId":"r1","formationId":"`+fid+`"}`))
+	createdEvent     = obj(id("f1"), typ(tFormation+"created"), tm(t1), data(`{"formationId":"`+fid+`","formationName":"one"}`))
+	runningCell      = &Cell{ID: "c1", SpecID: "s1", RunID: "r1", FormationID: fid, State: cellosv1.CellRunning, StartedAt: ts(t1), LastAppliedSequence: 1}
+	pendingFormation = &Formation{ID: fid, Name: "one", Phase: cellosv1.FormationPending, Document: json.RawMessage(`{"formationId":"` + fid + `","formationName":"one"}`), LastAppliedSequence: 1}
+)
 
-	tests := []struct {
-		name       string
-		before     []step
-		seq        uint64
-		header     map[string][]string // nil: structured content mode
-		payload    string
-		want       Outcome // Reason is checked with wantReason instead
-		wantReason string  // substring of Outcome.Reason; "" requires it empty
-		formations map[string]*Formation
-		cells      map[string]*Cell
-	}{
-		// ── Payloads that are not CloudEvents ───────────────────────────
+// applyCase is one row of the Apply tables: events folded first (before),
+// then one event whose Outcome and resulting State are checked.
+type applyCase struct {
+	name       string
+	before     []step
+	seq        uint64
+	header     map[string][]string // nil: structured content mode
+	payload    string
+	want       Outcome // Reason is checked with wantReason instead
+	wantReason string  // substring of Outcome.Reason; "" requires it empty
+	formations map[string]*Formation
+	cells      map[string]*Cell
+}
+
+// TestApplyNotCloudEvents checks that a payload that is not a JSON object,
+// and so no CloudEvent, is rejected.
+func TestApplyNotCloudEvents(t *testing.T) {
+	runApply(t, []applyCase{
 		{
 			name: "not JSON is rejected", seq: 1, payload: "not json at all",
 			want: Outcome{Seq: 1, Result: ResultRejected, Family: FamilyOther}, wantReason: "payload is not JSON",
@@ -103,7 +113,13 @@ func TestApply(t *testing.T) {
 			name: "JSON null is rejected", seq: 3, payload: `null`,
 			want: Outcome{Seq: 3, Result: ResultRejected, Family: FamilyOther}, wantReason: "not an object",
 		},
-		// ── Types the projection does not own ───────────────────────────
+	})
+}
+
+// TestApplyUnownedTypes checks that an event whose type the projection does
+// not own is ignored, never rejected.
+func TestApplyUnownedTypes(t *testing.T) {
+	runApply(t, []applyCase{
 		{
 			name: "unknown type is ignored", seq: 4, payload: obj(id("x1"), typ("dev.cellos.events.cell.identity.v1.materialized"), data(`{"cellId":"ghost"}`)),
 			want: Outcome{Seq: 4, Result: ResultIgnored, Family: FamilyOther, EventID: "x1"}, wantReason: "is not projected",
@@ -133,15 +149,20 @@ func TestApply(t *testing.T) {
 			payload: obj(typ("dev.cellos.events.cell.formation.v1"), data(`{"formationId":"`+fid+`"}`)),
 			want:    Outcome{Seq: 5, Result: ResultIgnored, Family: FamilyOther}, wantReason: "is not projected",
 		},
+	})
+}
 
-		// ── Cell events ─────────────────────────────────────────────────
+// TestApplyCellEvents checks how cell events build and update Cells: state,
+// times, exit codes, outcome, identity facts and per-cell sequences.
+func TestApplyCellEvents(t *testing.T) {
+	runApply(t, []applyCase{
 		{
-			name: "started creates a running cell", seq: 1, payload: started,
+			name: "started creates a running cell", seq: 1, payload: startedEvent,
 			want:  Outcome{Seq: 1, Result: ResultApplied, Family: FamilyCell, EventID: "e1", CellID: "c1"},
 			cells: map[string]*Cell{"c1": runningCell},
 		},
 		{
-			name: "started without time clears startedAt", before: []step{{1, started}}, seq: 2,
+			name: "started without time clears startedAt", before: []step{{1, startedEvent}}, seq: 2,
 			payload: obj(typ(tStarted), data(`{"cellId":"c1"}`)),
 			want:    Outcome{Seq: 2, Result: ResultApplied, Family: FamilyCell, CellID: "c1"},
 			cells:   map[string]*Cell{"c1": {ID: "c1", SpecID: "s1", RunID: "r1", FormationID: fid, State: cellosv1.CellRunning, LastAppliedSequence: 2}},
@@ -160,7 +181,7 @@ func TestApply(t *testing.T) {
 		},
 		{
 			name:    "started after destroyed runs again and keeps destroyedAt",
-			before:  []step{{1, started}, {2, obj(typ(tDestroyed), tm(t2), data(`{"cellId":"c1","outcome":"failed"}`))}},
+			before:  []step{{1, startedEvent}, {2, obj(typ(tDestroyed), tm(t2), data(`{"cellId":"c1","outcome":"failed"}`))}},
 			seq:     3,
 			payload: obj(typ(tStarted), tm(t1), data(`{"cellId":"c1"}`)),
 			want:    Outcome{Seq: 3, Result: ResultApplied, Family: FamilyCell, CellID: "c1"},
@@ -173,7 +194,7 @@ func TestApply(t *testing.T) {
 			cells:   map[string]*Cell{"only-completed": {ID: "only-completed", State: cellosv1.CellPending, ExitCode: code(3), LastAppliedSequence: 7}},
 		},
 		{
-			name: "completed leaves a running cell running", before: []step{{1, started}}, seq: 2,
+			name: "completed leaves a running cell running", before: []step{{1, startedEvent}}, seq: 2,
 			payload: obj(typ(tCompleted), tm(t2), data(`{"cellId":"c1","exitCode":0}`)),
 			want:    Outcome{Seq: 2, Result: ResultApplied, Family: FamilyCell, CellID: "c1"},
 			cells:   map[string]*Cell{"c1": {ID: "c1", SpecID: "s1", RunID: "r1", FormationID: fid, State: cellosv1.CellRunning, StartedAt: ts(t1), ExitCode: code(0), LastAppliedSequence: 2}},
@@ -225,7 +246,7 @@ func TestApply(t *testing.T) {
 			cells:   map[string]*Cell{"c1": {ID: "c1", State: cellosv1.CellPending, LastAppliedSequence: 2}},
 		},
 		{
-			name: "destroyed sets state, time and outcome", before: []step{{1, started}}, seq: 2,
+			name: "destroyed sets state, time and outcome", before: []step{{1, startedEvent}}, seq: 2,
 			payload: obj(id("e2"), typ(tDestroyed), tm(t2), data(`{"cellId":"c1","specId":"s1","runId":"r1","outcome":"succeeded","terminalState":"forced"}`)),
 			want:    Outcome{Seq: 2, Result: ResultApplied, Family: FamilyCell, EventID: "e2", CellID: "c1"},
 			cells:   map[string]*Cell{"c1": {ID: "c1", SpecID: "s1", RunID: "r1", FormationID: fid, State: cellosv1.CellDestroyed, StartedAt: ts(t1), DestroyedAt: ts(t2), Outcome: "succeeded", LastAppliedSequence: 2}},
@@ -277,7 +298,7 @@ func TestApply(t *testing.T) {
 			cells:   map[string]*Cell{"": {ID: "", State: cellosv1.CellRunning, LastAppliedSequence: 5}},
 		},
 		{
-			name: "cell ids are exact, not normalised", before: []step{{1, started}}, seq: 2,
+			name: "cell ids are exact, not normalised", before: []step{{1, startedEvent}}, seq: 2,
 			payload: obj(typ(tStarted), data(`{"cellId":"C1"}`)),
 			want:    Outcome{Seq: 2, Result: ResultApplied, Family: FamilyCell, CellID: "C1"},
 			cells:   map[string]*Cell{"c1": runningCell, "C1": {ID: "C1", State: cellosv1.CellRunning, LastAppliedSequence: 2}},
@@ -321,7 +342,7 @@ func TestApply(t *testing.T) {
 			cells:   map[string]*Cell{"c1": {ID: "c1", SpecID: "s1", RunID: "r1", FormationID: fid, State: cellosv1.CellDestroyed, ExitCode: code(0), LastAppliedSequence: 2}},
 		},
 		{
-			name: "specId, runId and formationId are never overwritten", before: []step{{1, started}}, seq: 2,
+			name: "specId, runId and formationId are never overwritten", before: []step{{1, startedEvent}}, seq: 2,
 			payload: obj(typ(tDestroyed), tm(t2), data(`{"cellId":"c1","specId":"s2","runId":"r2","formationId":"`+fid2+`"}`)),
 			want:    Outcome{Seq: 2, Result: ResultApplied, Family: FamilyCell, CellID: "c1"},
 			cells:   map[string]*Cell{"c1": {ID: "c1", SpecID: "s1", RunID: "r1", FormationID: fid, State: cellosv1.CellDestroyed, StartedAt: ts(t1), DestroyedAt: ts(t2), LastAppliedSequence: 2}},
@@ -347,27 +368,27 @@ func TestApply(t *testing.T) {
 			cells:   map[string]*Cell{"c1": {ID: "c1", State: cellosv1.CellRunning, LastAppliedSequence: 2}},
 		},
 		{
-			name: "cell event at the applied sequence is skipped", before: []step{{1, started}}, seq: 1,
+			name: "cell event at the applied sequence is skipped", before: []step{{1, startedEvent}}, seq: 1,
 			payload: obj(typ(tDestroyed), tm(t2), data(`{"cellId":"c1","outcome":"failed"}`)),
 			want:    Outcome{Seq: 1, Result: ResultSkipped, Family: FamilyCell}, wantReason: `cell "c1" already at sequence 1`,
 			cells: map[string]*Cell{"c1": runningCell},
 		},
 		{
-			name: "cell event below the applied sequence is skipped", before: []step{{5, started}}, seq: 3,
+			name: "cell event below the applied sequence is skipped", before: []step{{5, startedEvent}}, seq: 3,
 			payload: obj(typ(tCompleted), data(`{"cellId":"c1","exitCode":1}`)),
 			want:    Outcome{Seq: 3, Result: ResultSkipped, Family: FamilyCell}, wantReason: "already at sequence 5",
 			cells: map[string]*Cell{"c1": {ID: "c1", SpecID: "s1", RunID: "r1", FormationID: fid, State: cellosv1.CellRunning, StartedAt: ts(t1), LastAppliedSequence: 5}},
 		},
 		{
 			name:    "the same event re-published under a higher sequence applies again",
-			before:  []step{{1, started}, {2, obj(typ(tDestroyed), tm(t2), data(`{"cellId":"c1"}`))}},
+			before:  []step{{1, startedEvent}, {2, obj(typ(tDestroyed), tm(t2), data(`{"cellId":"c1"}`))}},
 			seq:     3,
-			payload: started,
+			payload: startedEvent,
 			want:    Outcome{Seq: 3, Result: ResultApplied, Family: FamilyCell, EventID: "e1", CellID: "c1"},
 			cells:   map[string]*Cell{"c1": {ID: "c1", SpecID: "s1", RunID: "r1", FormationID: fid, State: cellosv1.CellRunning, StartedAt: ts(t1), DestroyedAt: ts(t2), LastAppliedSequence: 3}},
 		},
 		{
-			name: "cell event for another cell is not skipped by this one's sequence", before: []step{{9, started}}, seq: 4,
+			name: "cell event for another cell is not skipped by this one's sequence", before: []step{{9, startedEvent}}, seq: 4,
 			payload: obj(typ(tStarted), tm(t1), data(`{"cellId":"c2"}`)),
 			want:    Outcome{Seq: 4, Result: ResultApplied, Family: FamilyCell, CellID: "c2"},
 			cells: map[string]*Cell{
@@ -381,8 +402,13 @@ func TestApply(t *testing.T) {
 			want:    Outcome{Seq: 1, Result: ResultApplied, Family: FamilyCell, CellID: "c1"},
 			cells:   map[string]*Cell{"c1": {ID: "c1", FormationID: fid, State: cellosv1.CellRunning, LastAppliedSequence: 1}},
 		},
+	})
+}
 
-		// ── Binary content mode ─────────────────────────────────────────
+// TestApplyBinaryMode checks that an event in binary content mode (ce-
+// headers, the body as data) folds as its structured twin.
+func TestApplyBinaryMode(t *testing.T) {
+	runApply(t, []applyCase{
 		{
 			name: "a binary-mode event folds as its structured twin", seq: 1,
 			header:  binary(tStarted, "ce-id", "e1", "ce-time", t1),
@@ -414,10 +440,16 @@ func TestApply(t *testing.T) {
 			header: binary(tStarted, "ce-id", "%zz"), payload: `{"cellId":"c1"}`,
 			want: Outcome{Seq: 2, Result: ResultRejected, Family: FamilyOther}, wantReason: `binary-mode header "ce-id"`,
 		},
+	})
+}
 
-		// ── Formation events ────────────────────────────────────────────
+// TestApplyFormationEvents checks how formation events build and update
+// Formations: phase, id forms and fallbacks, name, document and
+// per-formation sequences.
+func TestApplyFormationEvents(t *testing.T) {
+	runApply(t, []applyCase{
 		{
-			name: "created makes a pending formation and keeps its document", seq: 1, payload: created,
+			name: "created makes a pending formation and keeps its document", seq: 1, payload: createdEvent,
 			want:       Outcome{Seq: 1, Result: ResultApplied, Family: FamilyFormation, EventID: "f1", FormationID: fid},
 			formations: map[string]*Formation{fid: pendingFormation},
 		},
@@ -429,46 +461,46 @@ func TestApply(t *testing.T) {
 				Document: json.RawMessage(`{"formation_id":"` + fid2 + `","name":"formation-0"}`), LastAppliedSequence: 8}},
 		},
 		{
-			name: "launching is running", before: []step{{1, created}}, seq: 2, payload: obj(typ(tFormation+"launching"), data(`{"formationId":"`+fid+`"}`)),
+			name: "launching is running", before: []step{{1, createdEvent}}, seq: 2, payload: obj(typ(tFormation+"launching"), data(`{"formationId":"`+fid+`"}`)),
 			want:       Outcome{Seq: 2, Result: ResultApplied, Family: FamilyFormation, FormationID: fid},
 			formations: map[string]*Formation{fid: {ID: fid, Name: "one", Phase: cellosv1.FormationRunning, Document: pendingFormation.Document, LastAppliedSequence: 2}},
 		},
 		{
-			name: "running is running", before: []step{{1, created}}, seq: 2, payload: obj(typ(tFormation+"running"), data(`{"formationId":"`+fid+`"}`)),
+			name: "running is running", before: []step{{1, createdEvent}}, seq: 2, payload: obj(typ(tFormation+"running"), data(`{"formationId":"`+fid+`"}`)),
 			want:       Outcome{Seq: 2, Result: ResultApplied, Family: FamilyFormation, FormationID: fid},
 			formations: map[string]*Formation{fid: {ID: fid, Name: "one", Phase: cellosv1.FormationRunning, Document: pendingFormation.Document, LastAppliedSequence: 2}},
 		},
 		{
-			name: "degraded is running and degraded", before: []step{{1, created}}, seq: 2, payload: obj(typ(tFormation+"degraded"), data(`{"formationId":"`+fid+`"}`)),
+			name: "degraded is running and degraded", before: []step{{1, createdEvent}}, seq: 2, payload: obj(typ(tFormation+"degraded"), data(`{"formationId":"`+fid+`"}`)),
 			want:       Outcome{Seq: 2, Result: ResultApplied, Family: FamilyFormation, FormationID: fid},
 			formations: map[string]*Formation{fid: {ID: fid, Name: "one", Phase: cellosv1.FormationRunning, Degraded: true, Document: pendingFormation.Document, LastAppliedSequence: 2}},
 		},
 		{
 			name:       "running after degraded clears degraded",
-			before:     []step{{1, created}, {2, obj(typ(tFormation+"degraded"), data(`{"formationId":"`+fid+`"}`))}},
+			before:     []step{{1, createdEvent}, {2, obj(typ(tFormation+"degraded"), data(`{"formationId":"`+fid+`"}`))}},
 			seq:        3,
 			payload:    obj(typ(tFormation+"running"), data(`{"formationId":"`+fid+`"}`)),
 			want:       Outcome{Seq: 3, Result: ResultApplied, Family: FamilyFormation, FormationID: fid},
 			formations: map[string]*Formation{fid: {ID: fid, Name: "one", Phase: cellosv1.FormationRunning, Document: pendingFormation.Document, LastAppliedSequence: 3}},
 		},
 		{
-			name: "completed is succeeded", before: []step{{1, created}}, seq: 2, payload: obj(typ(tFormation+"completed"), data(`{"formationId":"`+fid+`"}`)),
+			name: "completed is succeeded", before: []step{{1, createdEvent}}, seq: 2, payload: obj(typ(tFormation+"completed"), data(`{"formationId":"`+fid+`"}`)),
 			want:       Outcome{Seq: 2, Result: ResultApplied, Family: FamilyFormation, FormationID: fid},
 			formations: map[string]*Formation{fid: {ID: fid, Name: "one", Phase: cellosv1.FormationSucceeded, Document: pendingFormation.Document, LastAppliedSequence: 2}},
 		},
 		{
-			name: "failed is failed", before: []step{{1, created}}, seq: 2, payload: obj(typ(tFormation+"failed"), data(`{"formationId":"`+fid+`"}`)),
+			name: "failed is failed", before: []step{{1, createdEvent}}, seq: 2, payload: obj(typ(tFormation+"failed"), data(`{"formationId":"`+fid+`"}`)),
 			want:       Outcome{Seq: 2, Result: ResultApplied, Family: FamilyFormation, FormationID: fid},
 			formations: map[string]*Formation{fid: {ID: fid, Name: "one", Phase: cellosv1.FormationFailed, Document: pendingFormation.Document, LastAppliedSequence: 2}},
 		},
 		{
-			name: "cancelled on the legacy prefix is cancelled", before: []step{{1, created}}, seq: 2, payload: obj(typ(tLegacy+"cancelled"), data(`{"formation_id":"`+fid+`"}`)),
+			name: "cancelled on the legacy prefix is cancelled", before: []step{{1, createdEvent}}, seq: 2, payload: obj(typ(tLegacy+"cancelled"), data(`{"formation_id":"`+fid+`"}`)),
 			want:       Outcome{Seq: 2, Result: ResultApplied, Family: FamilyFormation, FormationID: fid},
 			formations: map[string]*Formation{fid: {ID: fid, Name: "one", Phase: cellosv1.FormationCancelled, Document: pendingFormation.Document, LastAppliedSequence: 2}},
 		},
 		{
 			name:       "the last event in stream order sets the phase, even backwards",
-			before:     []step{{1, created}, {2, obj(typ(tFormation+"completed"), data(`{"formationId":"`+fid+`"}`))}},
+			before:     []step{{1, createdEvent}, {2, obj(typ(tFormation+"completed"), data(`{"formationId":"`+fid+`"}`))}},
 			seq:        3,
 			payload:    obj(typ(tFormation+"created"), data(`{"formationId":"`+fid+`"}`)),
 			want:       Outcome{Seq: 3, Result: ResultApplied, Family: FamilyFormation, FormationID: fid},
@@ -482,7 +514,7 @@ func TestApply(t *testing.T) {
 				Document: json.RawMessage(`{"formationId":"` + fid + `"}`), LastAppliedSequence: 4}},
 		},
 		{
-			name: "unknown phase with a valid id is ignored", before: []step{{1, created}}, seq: 2,
+			name: "unknown phase with a valid id is ignored", before: []step{{1, createdEvent}}, seq: 2,
 			payload: obj(id("f9"), typ(tFormation+"exploded"), data(`{"formationId":"`+fid+`"}`)),
 			want:    Outcome{Seq: 2, Result: ResultIgnored, Family: FamilyFormation, EventID: "f9"}, wantReason: `phase "exploded"`,
 			formations: map[string]*Formation{fid: pendingFormation},
@@ -578,13 +610,13 @@ func TestApply(t *testing.T) {
 				Document: json.RawMessage(`null`), LastAppliedSequence: 3}},
 		},
 		{
-			name: "urn:uuid: form lands on the same formation", before: []step{{1, created}}, seq: 2,
+			name: "urn:uuid: form lands on the same formation", before: []step{{1, createdEvent}}, seq: 2,
 			payload:    obj(typ(tFormation+"running"), data(`{"formationId":"urn:uuid:`+fid+`"}`)),
 			want:       Outcome{Seq: 2, Result: ResultApplied, Family: FamilyFormation, FormationID: fid},
 			formations: map[string]*Formation{fid: {ID: fid, Name: "one", Phase: cellosv1.FormationRunning, Document: pendingFormation.Document, LastAppliedSequence: 2}},
 		},
 		{
-			name: "hyphenless upper-case form lands on the same formation", before: []step{{1, created}}, seq: 2,
+			name: "hyphenless upper-case form lands on the same formation", before: []step{{1, createdEvent}}, seq: 2,
 			payload:    obj(typ(tFormation+"running"), data(`{"formationId":"`+strings.ReplaceAll(fidUpper, "-", "")+`"}`)),
 			want:       Outcome{Seq: 2, Result: ResultApplied, Family: FamilyFormation, FormationID: fid},
 			formations: map[string]*Formation{fid: {ID: fid, Name: "one", Phase: cellosv1.FormationRunning, Document: pendingFormation.Document, LastAppliedSequence: 2}},
@@ -610,49 +642,55 @@ func TestApply(t *testing.T) {
 			want:    Outcome{Seq: 2, Result: ResultRejected, Family: FamilyFormation}, wantReason: "is not a UUID: 34 bytes",
 		},
 		{
-			name: "non-empty name replaces the old one", before: []step{{1, created}}, seq: 2,
+			name: "non-empty name replaces the old one", before: []step{{1, createdEvent}}, seq: 2,
 			payload:    obj(typ(tFormation+"running"), data(`{"formationId":"`+fid+`","formationName":"two"}`)),
 			want:       Outcome{Seq: 2, Result: ResultApplied, Family: FamilyFormation, FormationID: fid},
 			formations: map[string]*Formation{fid: {ID: fid, Name: "two", Phase: cellosv1.FormationRunning, Document: pendingFormation.Document, LastAppliedSequence: 2}},
 		},
 		{
-			name: "legacy name key replaces the old one", before: []step{{1, created}}, seq: 2,
+			name: "legacy name key replaces the old one", before: []step{{1, createdEvent}}, seq: 2,
 			payload:    obj(typ(tFormation+"running"), data(`{"formationId":"`+fid+`","formationName":5,"name":"three"}`)),
 			want:       Outcome{Seq: 2, Result: ResultApplied, Family: FamilyFormation, FormationID: fid},
 			formations: map[string]*Formation{fid: {ID: fid, Name: "three", Phase: cellosv1.FormationRunning, Document: pendingFormation.Document, LastAppliedSequence: 2}},
 		},
 		{
-			name: "empty formationName keeps the old name and hides the legacy key", before: []step{{1, created}}, seq: 2,
+			name: "empty formationName keeps the old name and hides the legacy key", before: []step{{1, createdEvent}}, seq: 2,
 			payload:    obj(typ(tFormation+"running"), data(`{"formationId":"`+fid+`","formationName":"","name":"ignored"}`)),
 			want:       Outcome{Seq: 2, Result: ResultApplied, Family: FamilyFormation, FormationID: fid},
 			formations: map[string]*Formation{fid: {ID: fid, Name: "one", Phase: cellosv1.FormationRunning, Document: pendingFormation.Document, LastAppliedSequence: 2}},
 		},
 		{
-			name: "the document stays the first event's data", before: []step{{1, created}}, seq: 2,
+			name: "the document stays the first event's data", before: []step{{1, createdEvent}}, seq: 2,
 			payload:    obj(typ(tFormation+"failed"), data(`{"formationId":"`+fid+`","reason":"boom"}`)),
 			want:       Outcome{Seq: 2, Result: ResultApplied, Family: FamilyFormation, FormationID: fid},
 			formations: map[string]*Formation{fid: {ID: fid, Name: "one", Phase: cellosv1.FormationFailed, Document: pendingFormation.Document, LastAppliedSequence: 2}},
 		},
 		{
-			name: "formation event at the applied sequence is skipped", before: []step{{1, created}}, seq: 1,
+			name: "formation event at the applied sequence is skipped", before: []step{{1, createdEvent}}, seq: 1,
 			payload: obj(typ(tFormation+"failed"), data(`{"formationId":"`+fid+`","formationName":"other"}`)),
 			want:    Outcome{Seq: 1, Result: ResultSkipped, Family: FamilyFormation}, wantReason: "formation " + fid + " already at sequence 1",
 			formations: map[string]*Formation{fid: pendingFormation},
 		},
 		{
 			name:   "formation event below the applied sequence is skipped, whatever its id spelling",
-			before: []step{{10, created}}, seq: 9,
+			before: []step{{10, createdEvent}}, seq: 9,
 			payload: obj(typ(tFormation+"completed"), subj("urn:uuid:"+fidUpper)),
 			want:    Outcome{Seq: 9, Result: ResultSkipped, Family: FamilyFormation}, wantReason: "already at sequence 10",
 			formations: map[string]*Formation{fid: {ID: fid, Name: "one", Phase: cellosv1.FormationPending, Document: pendingFormation.Document, LastAppliedSequence: 10}},
 		},
 		{
-			name: "formation and cell sequences are tracked per object", before: []step{{5, started}}, seq: 2, payload: created,
+			name: "formation and cell sequences are tracked per object", before: []step{{5, startedEvent}}, seq: 2, payload: createdEvent,
 			want:       Outcome{Seq: 2, Result: ResultApplied, Family: FamilyFormation, EventID: "f1", FormationID: fid},
 			formations: map[string]*Formation{fid: {ID: fid, Name: "one", Phase: cellosv1.FormationPending, Document: pendingFormation.Document, LastAppliedSequence: 2}},
 			cells:      map[string]*Cell{"c1": {ID: "c1", SpecID: "s1", RunID: "r1", FormationID: fid, State: cellosv1.CellRunning, StartedAt: ts(t1), LastAppliedSequence: 5}},
 		},
-	}
+	})
+}
+
+// runApply folds each case's setup events into a fresh State, then its
+// event, and compares the Outcome, its reason and the whole State.
+func runApply(t *testing.T, tests []applyCase) {
+	t.Helper()
 
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
