@@ -121,7 +121,7 @@ func (r *CellReconciler) refuseCollisions(ctx context.Context, cell *cellosv1.Ce
 		}
 		ctrl.LoggerFrom(ctx).Error(nil, "Refused a cell whose id meets another cell's object name", "cellId", other, "sequence", want.LastAppliedSequence)
 		nameCollisionsTotal.WithLabelValues(string(store.CellKind)).Inc()
-		r.Recorder.Eventf(cell, nil, corev1.EventTypeWarning, NameCollisionReason, "Project",
+		r.Recorder.Eventf(cell, nil, corev1.EventTypeWarning, cellosv1.NameCollisionReason, "Project",
 			"Refused the cell %.128q up to stream sequence %d: its id meets this Cell's name, which cell %.128q holds", other, want.LastAppliedSequence, id)
 		r.Store.Flushed(stream, ref, want.LastAppliedSequence)
 	}

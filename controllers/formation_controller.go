@@ -96,7 +96,7 @@ func (r *FormationReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	}
 	if from != desired.Phase {
 		// The phase history, for kubectl describe.
-		r.Recorder.Eventf(f, nil, corev1.EventTypeNormal, string(desired.Phase), "Project",
+		r.Recorder.Eventf(f, nil, corev1.EventTypeNormal, status.PhaseReason(desired.Phase), "Project",
 			"Phase %s at stream sequence %d", desired.Phase, want.LastAppliedSequence)
 	}
 	return ctrl.Result{}, nil

@@ -33,7 +33,7 @@ func URLFromEnv() string {
 
 // Subjects is the subject filter of the cellos event stream; every cellos
 // event is published below it.
-const Subjects = "cellos.events.>"
+const Subjects = fold.SubjectPrefix + ".>"
 
 // DefaultMaxAge is how long a created stream keeps events. The projection can
 // be rebuilt from scratch only while the stream still holds every event, so
