@@ -35,9 +35,7 @@ import (
 
 // The reasons of the Warning Events raised on the cursor ConfigMap, kept
 // here only for the suites under test/ that still name them through this
-// package.
-//
-// Deprecated: use the cellosv1 constants of the same names.
+// package; use the cellosv1 constants elsewhere.
 const (
 	RejectedEventReason   = cellosv1.RejectedEventReason
 	StreamGapReason       = cellosv1.StreamGapReason
