@@ -119,9 +119,9 @@ func (r *CellReconciler) refuseCollisions(ctx context.Context, cell *cellosv1.Ce
 		if placed != key {
 			continue
 		}
-		ctrl.LoggerFrom(ctx).Error(nil, "Refused a cell whose id meets another cell's object name", "cellId", other, "sequence", want.LastAppliedSequence)
+		ctrl.LoggerFrom(ctx).Error(nil, "Refused a cell whose id meets another cell's object name", "cellID", other, "sequence", want.LastAppliedSequence)
 		nameCollisionsTotal.WithLabelValues(string(store.CellKind)).Inc()
-		r.Recorder.Eventf(cell, nil, corev1.EventTypeWarning, NameCollisionReason, "Project",
+		r.Recorder.Eventf(cell, nil, corev1.EventTypeWarning, cellosv1.NameCollisionReason, "Project",
 			"Refused the cell %.128q up to stream sequence %d: its id meets this Cell's name, which cell %.128q holds", other, want.LastAppliedSequence, id)
 		r.Store.Flushed(stream, ref, want.LastAppliedSequence)
 	}
@@ -139,7 +139,7 @@ func (r *CellReconciler) fetchOrCreate(ctx context.Context, cell *cellosv1.Cell,
 		if err := r.Create(ctx, cell); err != nil {
 			return nil, fmt.Errorf("creating Cell: %w", err)
 		}
-		ctrl.LoggerFrom(ctx).Info("Created Cell first seen in the stream")
+		ctrl.LoggerFrom(ctx).V(1).Info("Created Cell first seen in the stream")
 		return cell, nil
 	}
 	if !equality.Semantic.DeepEqual(before.ObjectMeta, cell.ObjectMeta) {
@@ -184,7 +184,7 @@ func (r *CellReconciler) lagging(ctx context.Context, id string) []reconcile.Req
 	ref := store.Ref{Kind: store.CellKind, ID: id}
 	key, err := r.placer(r.Client).cellKey(ctx, id, want.FormationID)
 	if err != nil {
-		ctrl.LoggerFrom(ctx).Error(err, "Placing a cell", "cellId", id)
+		ctrl.LoggerFrom(ctx).Error(err, "Placing a cell", "cellID", id)
 		return nil
 	}
 	// A cell whose formation lives nowhere lives nowhere too.

@@ -92,19 +92,6 @@ func decideFormation(f *cellosv1.Formation, id string, key client.ObjectKey, p p
 	return awaitStream
 }
 
-// RefusedReason is the reason of the Warning Event raised when the API server
-// refuses to store an object's projection.
-const RefusedReason = "ProjectionRefused"
-
-// NameCollisionReason is the reason of the Warning Event raised on a Cell
-// when another cell id meets its name, and is refused.
-const NameCollisionReason = "NameCollision"
-
-// QuotaExceededReason is the reason of the Warning Event raised when a
-// ResourceQuota refuses to create an object: it is raised once per wait for
-// room, not once per retry.
-const QuotaExceededReason = "QuotaExceeded"
-
 var objectsRefusedTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
 	Name: "cellos_operator_objects_refused_total",
 	Help: "Objects whose projection the API server refused for good and the operator moved past, by kind.",
@@ -190,7 +177,7 @@ func (c Config) settle(ctx context.Context, s settlement, err error) (ctrl.Resul
 		if c.quotaWaits.begin(s.ref) {
 			ctrl.LoggerFrom(ctx).Info("A ResourceQuota refuses to create this object; waiting for room", "sequence", s.seq, "error", err.Error())
 			quotaRefusalsTotal.WithLabelValues(string(s.ref.Kind)).Inc()
-			c.Recorder.Eventf(s.obj, nil, corev1.EventTypeWarning, QuotaExceededReason, "Create",
+			c.Recorder.Eventf(s.obj, nil, corev1.EventTypeWarning, cellosv1.QuotaExceededReason, "Create",
 				"A ResourceQuota refused to create the object for stream sequence %d; retrying every %s until there is room: %v", s.seq, quotaRetry, err)
 		}
 		return ctrl.Result{RequeueAfter: quotaRetry}, nil
@@ -200,7 +187,7 @@ func (c Config) settle(ctx context.Context, s settlement, err error) (ctrl.Resul
 		ctrl.LoggerFrom(ctx).Error(err, "The API server refuses this object's projection; moving on", "sequence", s.seq)
 		objectsRefusedTotal.WithLabelValues(string(s.ref.Kind)).Inc()
 		// Lost when the object's namespace is gone; the log and the metric stay.
-		c.Recorder.Eventf(s.obj, nil, corev1.EventTypeWarning, RefusedReason, "Project",
+		c.Recorder.Eventf(s.obj, nil, corev1.EventTypeWarning, cellosv1.ProjectionRefusedReason, "Project",
 			"The API server refused the projection up to stream sequence %d: %v", s.seq, err)
 	}
 	c.quotaWaits.end(s.ref)

@@ -86,7 +86,7 @@ func (r *FormationReconciler) admit(ctx context.Context, f *cellosv1.Formation) 
 		return err
 	}
 	// The change queues f again; that reconcile records the id in status.
-	r.Recorder.Eventf(f, nil, corev1.EventTypeNormal, "Admitted", "Admit", "Admitted as formation %s", id)
+	r.Recorder.Eventf(f, nil, corev1.EventTypeNormal, cellosv1.AdmittedReason, "Admit", "Admitted as formation %s", id)
 	return nil
 }
 

@@ -99,7 +99,7 @@ func (r *FormationReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	}
 	if from != desired.Phase {
 		// The phase history, for kubectl describe.
-		r.Recorder.Eventf(f, nil, corev1.EventTypeNormal, string(desired.Phase), "Project",
+		r.Recorder.Eventf(f, nil, corev1.EventTypeNormal, status.PhaseReason(desired.Phase), "Project",
 			"Phase %s at stream sequence %d", desired.Phase, want.LastAppliedSequence)
 	}
 	return ctrl.Result{}, nil
@@ -196,7 +196,7 @@ func (r *FormationReconciler) createIfMissing(ctx context.Context, key client.Ob
 		if err := r.Create(ctx, f); err != nil {
 			return nil, fmt.Errorf("creating Formation: %w", err)
 		}
-		ctrl.LoggerFrom(ctx).Info("Created Formation first seen in the stream")
+		ctrl.LoggerFrom(ctx).V(1).Info("Created Formation first seen in the stream")
 	}
 	return f, nil
 }
@@ -208,7 +208,7 @@ func (r *FormationReconciler) lagging(ctx context.Context, id string) []reconcil
 		// The event just folded stays in the stream for max_age: so must
 		// the tombstone that keeps it from bringing the formation back.
 		if err := r.Tombstones.Refresh(ctx, id); err != nil {
-			ctrl.LoggerFrom(ctx).Error(err, "Refreshing a tombstone", "formationId", id)
+			ctrl.LoggerFrom(ctx).Error(err, "Refreshing a tombstone", "formationID", id)
 		}
 	}
 	return request(key)
@@ -221,7 +221,7 @@ func (r *FormationReconciler) lagging(ctx context.Context, id string) []reconcil
 func (r *FormationReconciler) holder(ctx context.Context, id string) (client.ObjectKey, bool) {
 	key, err := r.placer(r.Client).formationKey(ctx, id)
 	if err != nil {
-		ctrl.LoggerFrom(ctx).Error(err, "Placing a formation", "formationId", id)
+		ctrl.LoggerFrom(ctx).Error(err, "Placing a formation", "formationID", id)
 		return client.ObjectKey{}, false
 	}
 	if key.Name == "" {

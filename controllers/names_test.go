@@ -72,7 +72,7 @@ func TestNameCollisionIsRefused(t *testing.T) {
 			return err
 		}
 		for _, e := range evs.Items {
-			if e.Type == corev1.EventTypeWarning && e.Reason == NameCollisionReason && e.Regarding.Name == name {
+			if e.Type == corev1.EventTypeWarning && e.Reason == cellosv1.NameCollisionReason && e.Regarding.Name == name {
 				return nil
 			}
 		}

@@ -105,7 +105,7 @@ func TestCellsOverQuotaWaitForRoom(t *testing.T) {
 			return err
 		}
 		for _, e := range evs.Items {
-			if e.Type == corev1.EventTypeWarning && e.Reason == QuotaExceededReason {
+			if e.Type == corev1.EventTypeWarning && e.Reason == cellosv1.QuotaExceededReason {
 				return nil
 			}
 		}

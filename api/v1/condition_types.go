@@ -77,6 +77,42 @@ const (
 	// formation id in canonical form (lower-case, hyphenated), the only form
 	// ids are compared in; nothing is published for the Formation.
 	InvalidFormationIDReason = "InvalidFormationID"
+	// NotFinishedReason: Complete is False because the Formation is still
+	// Pending or Running; it may yet succeed.
+	NotFinishedReason = "NotFinished"
+	// FinishedWithoutSuccessReason: Complete is False for good because the
+	// Formation failed or was cancelled.
+	FinishedWithoutSuccessReason = "FinishedWithoutSuccess"
+)
+
+// Event reasons name what a Kubernetes Event reports. The Events raised on
+// a phase change of a Formation take the phase's condition reason above
+// (PendingReason, RunningReason, ...), and those about publishing take
+// PublishedReason, PublishFailedReason, CancelledReason and
+// InvalidSpecReason.
+const (
+	// AdmittedReason: a declared Formation was admitted and given its
+	// formation id.
+	AdmittedReason = "Admitted"
+	// ProjectionRefusedReason: the API server refused to store an object's
+	// projection for good, and the operator moved past it.
+	ProjectionRefusedReason = "ProjectionRefused"
+	// NameCollisionReason: another cell id meets a Cell's name, and is
+	// refused.
+	NameCollisionReason = "NameCollision"
+	// QuotaExceededReason: a ResourceQuota refused to create an object. It
+	// is raised once per wait for room, not once per retry.
+	QuotaExceededReason = "QuotaExceeded"
+	// RejectedEventReason: an event of the stream could not be used and was
+	// skipped; raised on the cursor ConfigMap.
+	RejectedEventReason = "RejectedEvent"
+	// StreamGapReason: sequences are missing from the stream; raised on the
+	// cursor ConfigMap.
+	StreamGapReason = "StreamGap"
+	// StreamRecreatedReason: the stream was deleted and created again under
+	// its name, so its sequences number other events; raised on the cursor
+	// ConfigMap.
+	StreamRecreatedReason = "StreamRecreated"
 )
 
 // CancelFinalizer holds the Formation that owns a formation until deleting

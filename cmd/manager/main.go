@@ -3,6 +3,7 @@
 package main
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"maps"
@@ -134,14 +135,54 @@ func run() error {
 	if err != nil {
 		return err
 	}
+	mgr, err := newManager(opts, ownNamespace, watched)
+	if err != nil {
+		return err
+	}
 
+	// The connection retries forever in the background, whatever stops it:
+	// the operator starts, reports not ready and why, and catches up once
+	// NATS lets it in.
+	conn, err := natsconn.Connect(&opts.nats, "cellos-operator", ctrl.Log.WithName("nats"))
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	if err := mgr.Add(conn); err != nil {
+		return fmt.Errorf("adding the NATS connection: %w", err)
+	}
+	natsAuth, _ := opts.nats.AuthMode()
+	if natsAuth == natsconn.AuthURL {
+		setupLog.Info("The NATS URL carries credentials, which anyone who can read the pod's spec sees: pass them in files instead (--nats-password-file, --nats-token-file, --nats-creds)")
+	}
+
+	ctx := ctrl.SetupSignalHandler()
+	in, err := addProjection(ctx, mgr, conn, opts, ownNamespace)
+	if err != nil {
+		return err
+	}
+	if err := addHealthChecks(mgr, conn, in); err != nil {
+		return err
+	}
+
+	setupLog.Info("Starting manager", "namespace", opts.namespace, "watchNamespaces", slices.Sorted(maps.Keys(watched)), "stream", opts.stream, "createStream", opts.createStream,
+		"natsURL", conn.URL(), "natsAuth", natsAuth, "natsTLS", opts.nats.TLS())
+	if err := mgr.Start(ctx); err != nil {
+		return fmt.Errorf("running manager: %w", err)
+	}
+	return nil
+}
+
+// newManager creates the manager, caching the watched namespaces and, with
+// --leader-elect, fencing its writes.
+func newManager(opts options, ownNamespace string, watched map[string]cache.Config) (ctrl.Manager, error) {
 	scheme := runtime.NewScheme()
 	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
 	utilruntime.Must(cellosv1.AddToScheme(scheme))
 
 	cfg, err := ctrl.GetConfig()
 	if err != nil {
-		return fmt.Errorf("loading kubeconfig: %w", err)
+		return nil, fmt.Errorf("loading kubeconfig: %w", err)
 	}
 	mgrOpts := ctrl.Options{
 		Scheme:                        scheme,
@@ -163,35 +204,24 @@ func run() error {
 	}
 	if opts.leaderElect {
 		if err := fenceWrites(cfg, &mgrOpts); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	mgr, err := ctrl.NewManager(cfg, mgrOpts)
 	if err != nil {
-		return fmt.Errorf("creating manager: %w", err)
+		return nil, fmt.Errorf("creating manager: %w", err)
 	}
+	return mgr, nil
+}
 
-	// The connection retries forever in the background, whatever stops it:
-	// the operator starts, reports not ready and why, and catches up once
-	// NATS lets it in.
-	conn, err := natsconn.Connect(&opts.nats, "cellos-operator", ctrl.Log.WithName("nats"))
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	if err := mgr.Add(conn); err != nil {
-		return fmt.Errorf("adding the NATS connection: %w", err)
-	}
-	natsAuth, _ := opts.nats.AuthMode()
-	if natsAuth == natsconn.AuthURL {
-		setupLog.Info("The NATS URL carries credentials, which anyone who can read the pod's spec sees: pass them in files instead (--nats-password-file, --nats-token-file, --nats-creds)")
-	}
-
+// addProjection adds to mgr what projects the stream: the ingester, the
+// tombstones and the controllers. It returns the ingester, whose health
+// readiness reports.
+func addProjection(ctx context.Context, mgr ctrl.Manager, conn *natsconn.Conn, opts options, ownNamespace string) (*ingest.Ingester, error) {
 	js, err := natsjs.New(conn.NC)
 	if err != nil {
-		return fmt.Errorf("opening JetStream: %w", err)
+		return nil, fmt.Errorf("opening JetStream: %w", err)
 	}
-	ctx := ctrl.SetupSignalHandler()
 	projection := store.New(opts.maxUnflushed, opts.publishSubjectPrefix, opts.maxEventBytes)
 	in := &ingest.Ingester{
 		Reader:              mgr.GetAPIReader(),
@@ -205,11 +235,11 @@ func run() error {
 		ConsumerBufferBytes: opts.consumerBufferBytes,
 	}
 	if err := mgr.Add(in); err != nil {
-		return fmt.Errorf("adding the ingester: %w", err)
+		return nil, fmt.Errorf("adding the ingester: %w", err)
 	}
 	tombstones := tombstone.New(js, opts.tombstoneBucket, opts.stream)
 	if err := mgr.Add(tombstones); err != nil {
-		return fmt.Errorf("adding the tombstones: %w", err)
+		return nil, fmt.Errorf("adding the tombstones: %w", err)
 	}
 	err = controllers.Setup(ctx, mgr, controllers.Config{
 		Store: projection, Namespace: opts.namespace, FlushWindow: opts.flushWindow, CountWindow: opts.countWindow, Workers: opts.writers,
@@ -218,9 +248,14 @@ func run() error {
 		Tombstones: tombstones,
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
+	return in, nil
+}
 
+// addHealthChecks adds the liveness check and the readiness checks, which
+// fail while NATS is not connected or the stream is not projected.
+func addHealthChecks(mgr ctrl.Manager, conn *natsconn.Conn, in *ingest.Ingester) error {
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
 		return fmt.Errorf("adding health check: %w", err)
 	}
@@ -230,12 +265,6 @@ func run() error {
 	}
 	if err := mgr.AddReadyzCheck("projection", withheldReadiness(readyLog, "projection", "not projecting the stream", in.Healthy)); err != nil {
 		return fmt.Errorf("adding readiness check: %w", err)
-	}
-
-	setupLog.Info("Starting manager", "namespace", opts.namespace, "watchNamespaces", slices.Sorted(maps.Keys(watched)), "stream", opts.stream, "createStream", opts.createStream,
-		"natsURL", conn.URL(), "natsAuth", natsAuth, "natsTLS", opts.nats.TLS())
-	if err := mgr.Start(ctx); err != nil {
-		return fmt.Errorf("running manager: %w", err)
 	}
 	return nil
 }

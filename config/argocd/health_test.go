@@ -213,9 +213,9 @@ func TestFormationHealthFromThePhaseAlone(t *testing.T) {
 	}
 	// A stalled condition without a message says its reason.
 	obj := map[string]any{"status": map[string]any{"conditions": []any{
-		map[string]any{"type": "Stalled", "status": "True", "reason": "TakeoverRefused"},
+		map[string]any{"type": "Stalled", "status": "True", "reason": cellosv1.TakeoverRefusedReason},
 	}}}
-	if got, err := Assess(FormationHealth, obj); err != nil || got != (Health{"Degraded", "TakeoverRefused"}) {
+	if got, err := Assess(FormationHealth, obj); err != nil || got != (Health{"Degraded", cellosv1.TakeoverRefusedReason}) {
 		t.Errorf("stalled without a message: %+v, %v", got, err)
 	}
 }

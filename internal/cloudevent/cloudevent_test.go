@@ -573,6 +573,7 @@ func oracleIsBinary(header map[string][]string) bool {
 
 // checkStructured holds a structured-mode decode to encoding/json.
 func checkStructured(t *testing.T, payload []byte, ev Event, err error) {
+	t.Helper()
 	want := decodeOracle(payload)
 	if err != nil {
 		if want.ok {
@@ -596,6 +597,7 @@ func checkStructured(t *testing.T, payload []byte, ev Event, err error) {
 // is itself, trimmed; several values of one attribute must agree; the body
 // is the data when it is JSON.
 func checkBinary(t *testing.T, header map[string][]string, payload []byte, ev Event, err error) {
+	t.Helper()
 	values := map[string][]string{} // by lower-case attribute name
 	plain := true
 	for k, vs := range header {
@@ -642,6 +644,7 @@ func checkBinary(t *testing.T, header map[string][]string, payload []byte, ev Ev
 // checkData holds the event's data and its members to want, decoded with
 // encoding/json.
 func checkData(t *testing.T, ev Event, want json.RawMessage) {
+	t.Helper()
 	if (want != nil) != (ev.Data != nil) || !bytes.Equal(want, ev.Data) {
 		t.Fatalf("Data = %q, encoding/json says %q", ev.Data, want)
 	}

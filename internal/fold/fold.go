@@ -42,10 +42,14 @@ const (
 // for declared Formations.
 const OperatorSource = "cellos-operator"
 
+// SubjectPrefix is the prefix of every cellos event subject: the stream
+// holds the subjects below it.
+const SubjectPrefix = "cellos.events"
+
 // DefaultOperatorPrefix is the subject prefix the operator publishes below
 // by default: beside the producers' formation events, in the stream's
 // subjects.
-const DefaultOperatorPrefix = "cellos.events"
+const DefaultOperatorPrefix = SubjectPrefix
 
 // OperatorSubject is the subject the operator publishes formation id's
 // events on, below prefix. Only an event on it can carry an ownership fact.

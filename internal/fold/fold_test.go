@@ -717,11 +717,11 @@ func runApply(t *testing.T, tests []applyCase) {
 	}
 }
 
-func readFile(t testing.TB, name string) []byte {
-	t.Helper()
+func readFile(tb testing.TB, name string) []byte {
+	tb.Helper()
 	b, err := os.ReadFile(name)
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	return b
 }
@@ -871,6 +871,7 @@ func TestApplyBounds(t *testing.T) {
 		{
 			name: "a document beyond the bound is dropped", payload: created(bigDoc), want: ResultApplied,
 			check: func(t *testing.T, s *State) {
+				t.Helper()
 				if f := s.Formations[fid]; f.Document != nil || !f.DocumentDropped || f.Phase != cellosv1.FormationPending {
 					t.Errorf("document of %d bytes, dropped %v, phase %s; want none, dropped, Pending", len(f.Document), f.DocumentDropped, f.Phase)
 				}
@@ -969,9 +970,9 @@ func TestApplyDoesNotRetainPayload(t *testing.T) {
 
 // readSample returns the payloads of testdata/events-sample.jsonl; the
 // payload of line N has stream sequence N.
-func readSample(t testing.TB) [][]byte {
-	t.Helper()
-	raw := readFile(t, "testdata/events-sample.jsonl")
+func readSample(tb testing.TB) [][]byte {
+	tb.Helper()
+	raw := readFile(tb, "testdata/events-sample.jsonl")
 	var payloads [][]byte
 	for i, line := range bytes.Split(bytes.TrimRight(raw, "\n"), []byte("\n")) {
 		var msg struct {
@@ -979,7 +980,7 @@ func readSample(t testing.TB) [][]byte {
 			Data    string `json:"data"`
 		}
 		if err := json.Unmarshal(line, &msg); err != nil {
-			t.Fatalf("sample line %d: %v", i+1, err)
+			tb.Fatalf("sample line %d: %v", i+1, err)
 		}
 		payloads = append(payloads, []byte(msg.Data))
 	}
@@ -988,11 +989,11 @@ func readSample(t testing.TB) [][]byte {
 
 // foldSample folds the sample into a fresh state and returns the state and
 // each line's outcome.
-func foldSample(t testing.TB) (*State, []Outcome) {
-	t.Helper()
+func foldSample(tb testing.TB) (*State, []Outcome) {
+	tb.Helper()
 	s := NewState()
 	var outs []Outcome
-	for i, p := range readSample(t) {
+	for i, p := range readSample(tb) {
 		outs = append(outs, s.Apply(uint64(i+1), "", nil, p))
 	}
 	return s, outs

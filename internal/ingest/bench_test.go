@@ -88,6 +88,7 @@ func BenchmarkStartUp(b *testing.B) {
 // drain starts the store's sources with handlers that drop every id, as
 // controllers that are up to date would, so that the fold never waits.
 func drain(b *testing.B, s *store.Store) (stop func()) {
+	b.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	q := workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[reconcile.Request]())
 	for _, kind := range []store.Kind{store.FormationKind, store.CellKind} {

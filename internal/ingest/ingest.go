@@ -25,6 +25,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	cellosv1 "cellos.dev/cellos-operator/api/v1"
 	"cellos.dev/cellos-operator/internal/cloudevent"
 	"cellos.dev/cellos-operator/internal/cursor"
 	"cellos.dev/cellos-operator/internal/fold"
@@ -32,15 +33,13 @@ import (
 	"cellos.dev/cellos-operator/internal/store"
 )
 
-// The reasons of the Warning Events raised on the cursor ConfigMap.
+// The reasons of the Warning Events raised on the cursor ConfigMap, kept
+// here only for the suites under test/ that still name them through this
+// package; use the cellosv1 constants elsewhere.
 const (
-	// RejectedEventReason: an event could not be used.
-	RejectedEventReason = "RejectedEvent"
-	// StreamGapReason: sequences are missing from the stream.
-	StreamGapReason = "StreamGap"
-	// StreamRecreatedReason: the stream was deleted and created again under
-	// its name; its sequences number other events.
-	StreamRecreatedReason = "StreamRecreated"
+	RejectedEventReason   = cellosv1.RejectedEventReason
+	StreamGapReason       = cellosv1.StreamGapReason
+	StreamRecreatedReason = cellosv1.StreamRecreatedReason
 )
 
 // purgeCheckInterval is how often the leader looks for events purged from
@@ -194,7 +193,7 @@ func (in *Ingester) recreated(ctx context.Context, prev cursor.Position, stream 
 	in.mu.Lock()
 	about := in.cursorObject
 	in.mu.Unlock()
-	in.Recorder.Eventf(about, nil, corev1.EventTypeWarning, StreamRecreatedReason, "Project",
+	in.Recorder.Eventf(about, nil, corev1.EventTypeWarning, cellosv1.StreamRecreatedReason, "Project",
 		"Stream %s was recreated (created %s, the cursor was at sequence %d of the one created %s): folding it from its first event; objects only the old stream named keep their status until pruned",
 		stream.Name, stream.Created.Format(time.RFC3339), prev.Sequence, prev.StreamCreated.Format(time.RFC3339))
 }
@@ -278,7 +277,7 @@ func (in *Ingester) gap(ctx context.Context, first, last uint64, cost string) {
 	in.lastGap = fmt.Sprintf("%d-%d", first, last)
 	about := in.cursorObject
 	in.mu.Unlock()
-	in.Recorder.Eventf(about, nil, corev1.EventTypeWarning, StreamGapReason, "Project",
+	in.Recorder.Eventf(about, nil, corev1.EventTypeWarning, cellosv1.StreamGapReason, "Project",
 		"Stream sequences %d to %d are missing (purged or deleted): %s", first, last, cost)
 }
 
@@ -327,7 +326,7 @@ func (in *Ingester) reject(ctx context.Context, out fold.Outcome) {
 		in.mu.Lock()
 		about := in.cursorObject
 		in.mu.Unlock()
-		in.Recorder.Eventf(about, nil, corev1.EventTypeWarning, RejectedEventReason, "Project",
+		in.Recorder.Eventf(about, nil, corev1.EventTypeWarning, cellosv1.RejectedEventReason, "Project",
 			"Skipped the event at stream sequence %d (id %s): %s", out.Seq, eventID, out.Reason)
 	}
 }

@@ -60,6 +60,7 @@ func BenchmarkConsumeMillion(b *testing.B) {
 // to the last message counts; the stream must be filled beforehand, which
 // b.Loop keeps out of the measurement.
 func benchmarkReplay(b *testing.B, js natsjs.JetStream, n int) {
+	b.Helper()
 	var total time.Duration
 	for b.Loop() {
 		c := NewConsumer(js, testStream)

@@ -634,7 +634,7 @@ func (c *Consumer) watchConnection(log logr.Logger, nc *nats.Conn, ch chan nats.
 			}
 			connected = true
 			c.setConnErr(nil)
-			log.Info("Reconnected to NATS", "url", nc.ConnectedUrlRedacted(), "reason", ReasonReconnected)
+			log.Info("Reconnected to NATS", "natsURL", nc.ConnectedUrlRedacted(), "reason", ReasonReconnected)
 			c.emit(ReasonReconnected, errReconnected)
 		case nats.CLOSED:
 			connected = false

@@ -24,44 +24,44 @@ const (
 )
 
 // eventually polls cond until it holds or waitTimeout passes.
-func eventually(t testing.TB, what string, cond func() bool) {
-	t.Helper()
+func eventually(tb testing.TB, what string, cond func() bool) {
+	tb.Helper()
 	deadline := time.Now().Add(waitTimeout)
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", waitTimeout, what)
+			tb.Fatalf("timed out after %s waiting for %s", waitTimeout, what)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 }
 
-func testContext(t testing.TB) context.Context {
-	t.Helper()
+func testContext(tb testing.TB) context.Context {
+	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*waitTimeout)
-	t.Cleanup(cancel)
-	if _, ok := t.(*testing.B); ok {
+	tb.Cleanup(cancel)
+	if _, ok := tb.(*testing.B); ok {
 		return ctx // keep benchmark output clean
 	}
-	return logr.NewContext(ctx, testr.NewWithInterface(t, testr.Options{Verbosity: 1}))
+	return logr.NewContext(ctx, testr.NewWithInterface(tb, testr.Options{Verbosity: 1}))
 }
 
 // setup starts a server, connects, and creates the cellos stream.
-func setup(t testing.TB) (*localenv.JetStreamServer, natsjs.JetStream) {
-	t.Helper()
-	srv := localenv.StartJetStream(t)
-	_, js := srv.Connect(t)
-	if _, err := EnsureStream(testContext(t), js, testStream); err != nil {
-		t.Fatal(err)
+func setup(tb testing.TB) (*localenv.JetStreamServer, natsjs.JetStream) {
+	tb.Helper()
+	srv := localenv.StartJetStream(tb)
+	_, js := srv.Connect(tb)
+	if _, err := EnsureStream(testContext(tb), js, testStream); err != nil {
+		tb.Fatal(err)
 	}
 	return srv, js
 }
 
 // streamCreated returns the creation time of the test stream.
-func streamCreated(t testing.TB, js natsjs.JetStream) time.Time {
-	t.Helper()
-	stream, err := js.Stream(testContext(t), testStream)
+func streamCreated(tb testing.TB, js natsjs.JetStream) time.Time {
+	tb.Helper()
+	stream, err := js.Stream(testContext(tb), testStream)
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	return stream.CachedInfo().Created
 }
@@ -73,16 +73,16 @@ func streamCreated(t testing.TB, js natsjs.JetStream) time.Time {
 // streamStoreFailed is the server's JSStreamStoreFailedF error code.
 const streamStoreFailed natsjs.ErrorCode = 10049
 
-func recreateStream(t testing.TB, js natsjs.JetStream, cfg natsjs.StreamConfig) {
-	t.Helper()
+func recreateStream(tb testing.TB, js natsjs.JetStream, cfg natsjs.StreamConfig) {
+	tb.Helper()
 	var err error
-	eventually(t, "the stream created again", func() bool {
-		_, err = js.CreateStream(testContext(t), cfg)
+	eventually(tb, "the stream created again", func() bool {
+		_, err = js.CreateStream(testContext(tb), cfg)
 		var apiErr *natsjs.APIError
 		return err == nil || !errors.As(err, &apiErr) || apiErr.ErrorCode != streamStoreFailed
 	})
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 }
 
@@ -90,9 +90,9 @@ func payload(i int) []byte { return fmt.Appendf(nil, `{"n":%d}`, i) }
 
 // publish publishes n messages asynchronously and waits for all acks; the
 // payloads are numbered from first.
-func publish(t testing.TB, js natsjs.JetStream, first, n int) {
-	t.Helper()
-	publishEach(t, js, n, n, func(i int) (string, []byte) {
+func publish(tb testing.TB, js natsjs.JetStream, first, n int) {
+	tb.Helper()
+	publishEach(tb, js, n, n, func(i int) (string, []byte) {
 		return fmt.Sprintf("cellos.events.test.%d", (first+i)%7), payload(first + i)
 	})
 }
@@ -101,8 +101,8 @@ func publish(t testing.TB, js natsjs.JetStream, first, n int) {
 // subject and payload of the i-th, and fails unless every one is
 // acknowledged. It awaits the acks of each batch of messages before sending
 // the next, so that memory stays bounded however many messages there are.
-func publishEach(t testing.TB, js natsjs.JetStream, n, batch int, message func(i int) (subject string, payload []byte)) {
-	t.Helper()
+func publishEach(tb testing.TB, js natsjs.JetStream, n, batch int, message func(i int) (subject string, payload []byte)) {
+	tb.Helper()
 	futures := make([]natsjs.PubAckFuture, 0, min(n, batch))
 	for i := 0; i < n; {
 		futures = futures[:0]
@@ -110,20 +110,20 @@ func publishEach(t testing.TB, js natsjs.JetStream, n, batch int, message func(i
 			subject, data := message(i)
 			f, err := js.PublishAsync(subject, data)
 			if err != nil {
-				t.Fatalf("publish message %d: %v", i, err)
+				tb.Fatalf("publish message %d: %v", i, err)
 			}
 			futures = append(futures, f)
 		}
 		select {
 		case <-js.PublishAsyncComplete():
 		case <-time.After(waitTimeout):
-			t.Fatal("timed out waiting for publish acks")
+			tb.Fatal("timed out waiting for publish acks")
 		}
 		for _, f := range futures {
 			select {
 			case <-f.Ok():
 			case err := <-f.Err():
-				t.Fatalf("publish: %v", err)
+				tb.Fatalf("publish: %v", err)
 			}
 		}
 	}
@@ -167,15 +167,15 @@ func (r *recorder) sequences() []uint64 {
 }
 
 // requireSequences fails unless the recorded sequences are exactly from..to.
-func (r *recorder) requireSequences(t testing.TB, from, to uint64) {
-	t.Helper()
+func (r *recorder) requireSequences(tb testing.TB, from, to uint64) {
+	tb.Helper()
 	got := r.sequences()
 	want := make([]uint64, 0, to-from+1)
 	for s := from; s <= to; s++ {
 		want = append(want, s)
 	}
 	if !slices.Equal(got, want) {
-		t.Fatalf("handled sequences: got %s, want %d..%d", summarize(got), from, to)
+		tb.Fatalf("handled sequences: got %s, want %d..%d", summarize(got), from, to)
 	}
 }
 
@@ -220,9 +220,9 @@ func (e *errorLog) count(reason string) int {
 
 // startRun runs c in the background until the test ends, and returns a
 // function that stops it and returns Run's result.
-func startRun(t testing.TB, c *Consumer, startSeq uint64, handle func(context.Context, Message) error) (stop func() error) {
-	t.Helper()
-	ctx, cancel := context.WithCancel(testContext(t))
+func startRun(tb testing.TB, c *Consumer, startSeq uint64, handle func(context.Context, Message) error) (stop func() error) {
+	tb.Helper()
+	ctx, cancel := context.WithCancel(testContext(tb))
 	done := make(chan error, 1)
 	go func() { done <- c.Run(ctx, startSeq, handle) }()
 	var once sync.Once
@@ -238,9 +238,9 @@ func startRun(t testing.TB, c *Consumer, startSeq uint64, handle func(context.Co
 		})
 		return result
 	}
-	t.Cleanup(func() {
+	tb.Cleanup(func() {
 		if err := stop(); err != nil {
-			t.Errorf("Run: %v", err)
+			tb.Errorf("Run: %v", err)
 		}
 	})
 	return stop

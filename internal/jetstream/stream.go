@@ -33,7 +33,7 @@ func URLFromEnv() string {
 
 // Subjects is the subject filter of the cellos event stream; every cellos
 // event is published below it.
-const Subjects = "cellos.events.>"
+const Subjects = fold.SubjectPrefix + ".>"
 
 // DefaultMaxAge is how long a created stream keeps events. Every start of the
 // operator folds the stream from its first event, so this is also how far back

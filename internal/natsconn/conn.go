@@ -160,7 +160,7 @@ func (c *Conn) Start(ctx context.Context) error {
 				if server != "" {
 					server = Redact(server)
 				}
-				c.log.Info("Connected to NATS", "url", c.url, "server", server)
+				c.log.Info("Connected to NATS", "natsURL", c.url, "server", server)
 			} else {
 				c.log.Error(err, "Cannot connect to NATS; retrying")
 			}

@@ -13,10 +13,8 @@ package publish
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
@@ -26,6 +24,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	cellosv1 "cellos.dev/cellos-operator/api/v1"
+	"cellos.dev/cellos-operator/internal/cloudevent"
 	"cellos.dev/cellos-operator/internal/fold"
 )
 
@@ -83,18 +82,6 @@ func (p *Publisher) Cancelled(ctx context.Context, id string) error {
 	}{id}, nil)
 }
 
-// event is a CloudEvent in structured JSON mode.
-type event struct {
-	SpecVersion     string `json:"specversion"`
-	ID              string `json:"id"`
-	Source          string `json:"source"`
-	Type            string `json:"type"`
-	Subject         string `json:"subject"`
-	Time            string `json:"time"`
-	DataContentType string `json:"datacontenttype"`
-	Data            any    `json:"data"`
-}
-
 func (p *Publisher) publish(ctx context.Context, id, phase string, data any, expect natsjs.PublishOpt) error {
 	// The subject and the message id are built from id: in any other
 	// spelling than the canonical one they would name a new subject and
@@ -104,18 +91,11 @@ func (p *Publisher) publish(ctx context.Context, id, phase string, data any, exp
 	}
 	formation := uuid.MustParse(id)
 	subject := fold.OperatorSubject(p.SubjectPrefix, id)
-	payload, err := json.Marshal(event{
-		SpecVersion: "1.0",
-		// The same formation and phase always give the same id, so a retry
-		// publishes the same event.
-		ID:              "urn:cellos:event:" + uuid.NewSHA1(formation, []byte(phase)).String(),
-		Source:          fold.OperatorSource,
-		Type:            fold.FormationTypePrefix + phase,
-		Subject:         subject,
-		Time:            p.Clock.Now().UTC().Format(time.RFC3339),
-		DataContentType: "application/json",
-		Data:            data,
-	})
+	// The same formation and phase always give the same id, so a retry
+	// publishes the same event.
+	eventID := uuid.NewSHA1(formation, []byte(phase)).String()
+	payload, err := cloudevent.NewEnvelope(eventID, fold.OperatorSource, fold.FormationTypePrefix+phase,
+		subject, p.Clock.Now(), data).Encode()
 	if err != nil {
 		return fmt.Errorf("encoding the %s event: %w", phase, err)
 	}

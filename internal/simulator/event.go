@@ -9,19 +9,19 @@
 package simulator
 
 import (
-	"encoding/json"
 	"fmt"
 	"strings"
 	"time"
 
+	"cellos.dev/cellos-operator/internal/cloudevent"
 	"cellos.dev/cellos-operator/internal/fold"
 )
 
 // NATS subject prefixes cellos publishes on; both lie under the stream's
-// cellos.events.> filter.
+// subjects.
 const (
-	formationSubjectPrefix = "cellos.events.formation."
-	cellSubjectPrefix      = "cellos.events.cell."
+	formationSubjectPrefix = fold.SubjectPrefix + ".formation."
+	cellSubjectPrefix      = fold.SubjectPrefix + ".cell."
 )
 
 // Event is one JetStream message ready to publish. Besides the subject and
@@ -45,19 +45,6 @@ func (e Event) FormationPhase() string {
 		return phase
 	}
 	return ""
-}
-
-// envelope is the CloudEvents 1.0 JSON envelope, members in the order cellos
-// writes them.
-type envelope struct {
-	SpecVersion     string `json:"specversion"`
-	ID              string `json:"id"`
-	Source          string `json:"source"`
-	Type            string `json:"type"`
-	Time            string `json:"time"`
-	DataContentType string `json:"datacontenttype"`
-	Data            any    `json:"data"`
-	Subject         string `json:"subject"`
 }
 
 type formationData struct {
@@ -89,16 +76,7 @@ type cellDestroyedData struct {
 // encode marshals a CloudEvent. Every value is a string, int or struct of
 // those, so marshalling cannot fail; a failure would be a programming error.
 func encode(id, source, typ string, t time.Time, subject string, data any) []byte {
-	b, err := json.Marshal(envelope{
-		SpecVersion:     "1.0",
-		ID:              "urn:cellos:event:" + id,
-		Source:          source,
-		Type:            typ,
-		Time:            t.Format(time.RFC3339),
-		DataContentType: "application/json",
-		Data:            data,
-		Subject:         subject,
-	})
+	b, err := cloudevent.NewEnvelope(id, source, typ, subject, t, data).Encode()
 	if err != nil {
 		panic(fmt.Sprintf("simulator: encode %s event: %v", typ, err))
 	}

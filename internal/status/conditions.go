@@ -81,13 +81,28 @@ func setFormationConditions(s *cellosv1.FormationStatus, degraded bool, generati
 	if s.Phase == cellosv1.FormationSucceeded {
 		setCondition(&s.Conditions, cellosv1.CompleteCondition, true, cellosv1.SucceededReason, "The formation completed", generation, now)
 	} else {
-		setCondition(&s.Conditions, cellosv1.CompleteCondition, false, string(s.Phase), "The formation has not completed", generation, now)
+		setCondition(&s.Conditions, cellosv1.CompleteCondition, false, notCompleteReason(s.Phase), "The formation has not completed", generation, now)
 	}
 	if degraded {
 		setCondition(&s.Conditions, cellosv1.DegradedCondition, true, cellosv1.DegradedReason, "The last phase event reported the formation degraded", generation, now)
 	} else {
 		setCondition(&s.Conditions, cellosv1.DegradedCondition, false, cellosv1.HealthyReason, "The last phase event did not report the formation degraded", generation, now)
 	}
+}
+
+// notCompleteReason says why a Formation in phase, not Succeeded, is not
+// Complete: it has not finished yet, or finished without success.
+func notCompleteReason(phase cellosv1.FormationPhase) string {
+	if phase == cellosv1.FormationFailed || phase == cellosv1.FormationCancelled {
+		return cellosv1.FinishedWithoutSuccessReason
+	}
+	return cellosv1.NotFinishedReason
+}
+
+// PhaseReason is the reason that names a Formation's phase, in its
+// conditions and in the Event raised when the phase changes.
+func PhaseReason(phase cellosv1.FormationPhase) string {
+	return formationSummary(phase).reason
 }
 
 func setSummary(conds *[]metav1.Condition, k summary, generation int64, now metav1.Time) {

@@ -38,14 +38,16 @@ func TestFormationConditions(t *testing.T) {
 		degraded bool
 		kstatus  status.Status
 		true     []string
+		// complete is the reason of the Complete condition.
+		complete string
 	}{
-		"pending is in progress":      {cellosv1.FormationPending, false, status.InProgressStatus, []string{cellosv1.ReconcilingCondition}},
-		"running is current":          {cellosv1.FormationRunning, false, status.CurrentStatus, []string{cellosv1.ReadyCondition}},
-		"degraded is current":         {cellosv1.FormationRunning, true, status.CurrentStatus, []string{cellosv1.ReadyCondition, cellosv1.DegradedCondition}},
-		"succeeded is current":        {cellosv1.FormationSucceeded, false, status.CurrentStatus, []string{cellosv1.ReadyCondition, cellosv1.CompleteCondition}},
-		"failed is failed":            {cellosv1.FormationFailed, false, status.FailedStatus, []string{cellosv1.StalledCondition}},
-		"cancelled is failed":         {cellosv1.FormationCancelled, false, status.FailedStatus, []string{cellosv1.StalledCondition}},
-		"degraded then failed stalls": {cellosv1.FormationFailed, true, status.FailedStatus, []string{cellosv1.StalledCondition, cellosv1.DegradedCondition}},
+		"pending is in progress":      {cellosv1.FormationPending, false, status.InProgressStatus, []string{cellosv1.ReconcilingCondition}, cellosv1.NotFinishedReason},
+		"running is current":          {cellosv1.FormationRunning, false, status.CurrentStatus, []string{cellosv1.ReadyCondition}, cellosv1.NotFinishedReason},
+		"degraded is current":         {cellosv1.FormationRunning, true, status.CurrentStatus, []string{cellosv1.ReadyCondition, cellosv1.DegradedCondition}, cellosv1.NotFinishedReason},
+		"succeeded is current":        {cellosv1.FormationSucceeded, false, status.CurrentStatus, []string{cellosv1.ReadyCondition, cellosv1.CompleteCondition}, cellosv1.SucceededReason},
+		"failed is failed":            {cellosv1.FormationFailed, false, status.FailedStatus, []string{cellosv1.StalledCondition}, cellosv1.FinishedWithoutSuccessReason},
+		"cancelled is failed":         {cellosv1.FormationCancelled, false, status.FailedStatus, []string{cellosv1.StalledCondition}, cellosv1.FinishedWithoutSuccessReason},
+		"degraded then failed stalls": {cellosv1.FormationFailed, true, status.FailedStatus, []string{cellosv1.StalledCondition, cellosv1.DegradedCondition}, cellosv1.FinishedWithoutSuccessReason},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -56,6 +58,9 @@ func TestFormationConditions(t *testing.T) {
 				t.Errorf("kstatus %s, want %s", got, tc.kstatus)
 			}
 			assertTrueConditions(t, obj.Status.Conditions, tc.true)
+			if c := meta.FindStatusCondition(obj.Status.Conditions, cellosv1.CompleteCondition); c == nil || c.Reason != tc.complete {
+				t.Errorf("Complete %+v, want reason %s", c, tc.complete)
+			}
 		})
 	}
 }

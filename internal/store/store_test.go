@@ -16,8 +16,9 @@ func started(cellID, formationID string) []byte {
 	return fmt.Appendf(nil, `{"type":"dev.cellos.events.cell.lifecycle.v1.started","time":"2026-11-28T12:00:00Z","data":{"cellId":%q,"formationId":%q}}`, cellID, formationID)
 }
 
-func created(formationID string) []byte {
-	return fmt.Appendf(nil, `{"type":"dev.cellos.events.cell.formation.v1.created","data":{"formationId":%q}}`, formationID)
+// createdA is the created event of formationA.
+func createdA() []byte {
+	return fmt.Appendf(nil, `{"type":"dev.cellos.events.cell.formation.v1.created","data":{"formationId":%q}}`, formationA)
 }
 
 const formationA = "02daa0b3-49a7-a4bf-8050-cbb812881d4e"
@@ -58,7 +59,7 @@ func TestAnObjectWaitsForItsControllerOnce(t *testing.T) {
 
 func TestWatermarkWaitsForEveryWrite(t *testing.T) {
 	s := New(0, "", 0)
-	f := apply(t, s, 1, created(formationA))
+	f := apply(t, s, 1, createdA())
 	c0 := apply(t, s, 2, started("cell-0", formationA))
 	apply(t, s, 3, []byte(`not json`))
 	c1 := apply(t, s, 4, started("cell-1", formationA))
@@ -96,7 +97,7 @@ func TestEventsAfterASnapshotKeepTheObjectDirty(t *testing.T) {
 
 func TestIDsNamed(t *testing.T) {
 	s := New(0, "", 0)
-	apply(t, s, 1, created(formationA))
+	apply(t, s, 1, createdA())
 	apply(t, s, 2, started("Cell 0", formationA))
 	if got := s.IDsNamed(FormationKind, formationA); len(got) != 1 || got[0] != formationA {
 		t.Errorf("IDsNamed(Formation, %s) = %q", formationA, got)
@@ -113,7 +114,7 @@ func TestResetStartsAnotherStream(t *testing.T) {
 	s := New(0, "", 0)
 	first := Stream{Name: "CELLOS_EVENTS", Created: time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)}
 	s.Reset(first)
-	apply(t, s, 1, created(formationA))
+	apply(t, s, 1, createdA())
 	second := Stream{Name: "CELLOS_EVENTS", Created: first.Created.Add(time.Hour)}
 	s.Reset(second)
 	if _, stream, ok := s.Formation(formationA); ok || stream != second {
@@ -127,7 +128,7 @@ func TestResetStartsAnotherStream(t *testing.T) {
 	}
 	// A write from the first stream's projection, settled late, does not
 	// count for the second.
-	f := apply(t, s, 1, created(formationA))
+	f := apply(t, s, 1, createdA())
 	s.Flushed(first, f, 1)
 	if w := s.Watermark(); w != 0 {
 		t.Fatalf("watermark %d after a late write of the old stream, want 0", w)
