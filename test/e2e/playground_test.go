@@ -20,6 +20,7 @@ import (
 
 	cellosv1 "cellos.dev/cellos-operator/api/v1"
 	"cellos.dev/cellos-operator/internal/localenv"
+	"cellos.dev/cellos-operator/test/harness"
 )
 
 // TestPlayground runs `make dev`'s entry point as a user would, waits for the
@@ -77,7 +78,7 @@ func TestPlayground(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 2*time.Minute, "Formations and Cells appear and a Formation ends", func() error {
+	harness.Eventually(t, 2*time.Minute, "Formations and Cells appear and a Formation ends", func() error {
 		var formations cellosv1.FormationList
 		var cells cellosv1.CellList
 		if err := c.List(context.Background(), &formations); err != nil {

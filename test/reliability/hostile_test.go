@@ -67,7 +67,7 @@ func TestHostilePublisher(t *testing.T) {
 			refused++
 		}
 	}
-	all, err := m.metrics()
+	all, err := m.Metrics()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,16 +83,16 @@ func TestHostilePublisher(t *testing.T) {
 	// The chart's memory limit: the fold keeps no payload whole, and the
 	// consumer buffers a bounded number of bytes, not of messages.
 	const bound = 512 // MiB
-	if p := m.peakMiB(); p > bound {
+	if p := m.PeakMiB(); p > bound {
 		t.Errorf("peak RSS %.0f MiB, above %d MiB, with %d payloads of almost 1 MiB in the stream", p, bound, 2*big)
 	}
-	if m.exitedUnasked() {
-		t.Errorf("the manager exited: %v", m.err)
+	if m.ExitedUnasked() {
+		t.Errorf("the manager exited: %v", m.Err())
 	}
 	regressed := rec.mustHold(t, want, snap)
 	results.add(row{
 		Scenario: "Hostile publisher", Runs: 1, Events: len(msgs), Lost: lost, Regressed: regressed,
-		Recover: durations([]time.Duration{took}), PeakMiB: m.peakMiB(),
+		Recover: durations([]time.Duration{took}), PeakMiB: m.PeakMiB(),
 		Notes: fmt.Sprintf("%d payloads of almost 1 MiB (documents and specIds), %d distinct cell ids, 50 each of 10 KB ids, JSON nested 128 deep and numbers beyond f64, among %d normal events; %d refused; time: from the first publish to every object and the cursor caught up",
 			2*big, manyIDs, len(normal), refused),
 	})
