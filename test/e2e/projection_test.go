@@ -25,10 +25,10 @@ import (
 	"cellos.dev/cellos-operator/internal/cursor"
 	"cellos.dev/cellos-operator/internal/ingest"
 	"cellos.dev/cellos-operator/internal/jetstream"
-	"cellos.dev/cellos-operator/internal/localenv"
 	cellosstatus "cellos.dev/cellos-operator/internal/status"
 	"cellos.dev/cellos-operator/internal/store"
 	"cellos.dev/cellos-operator/test/harness"
+	"cellos.dev/cellos-operator/test/localenv"
 )
 
 // sampleDir holds the sample stream and the projection it must produce.

@@ -12,7 +12,7 @@ import (
 	"path/filepath"
 	"sync"
 
-	"cellos.dev/cellos-operator/internal/localenv"
+	"cellos.dev/cellos-operator/test/localenv"
 )
 
 // build is one build of the manager, done at most once per process.

@@ -16,7 +16,7 @@ import (
 // await their write (cellos_operator_ingest_paused, a log line, /readyz),
 // so that its memory stays bounded; holds the cursor; and catches up.
 //
-// internal/localenv cannot stop its API server (it keeps its
+// test/localenv cannot stop its API server (it keeps its
 // envtest.Environment to itself), so this suite starts its own control
 // plane, and stops and starts envtest's APIServer on the same port.
 func TestAPIServerOutage(t *testing.T) {

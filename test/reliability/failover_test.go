@@ -11,8 +11,8 @@ import (
 
 	natsjs "github.com/nats-io/nats.go/jetstream"
 
-	"cellos.dev/cellos-operator/internal/localenv"
 	"cellos.dev/cellos-operator/test/harness"
+	"cellos.dev/cellos-operator/test/localenv"
 )
 
 // Failover: two replicas with --leader-elect. The leader is killed with

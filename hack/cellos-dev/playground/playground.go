@@ -20,8 +20,8 @@ import (
 	natsjs "github.com/nats-io/nats.go/jetstream"
 
 	"cellos.dev/cellos-operator/internal/jetstream"
-	"cellos.dev/cellos-operator/internal/localenv"
 	"cellos.dev/cellos-operator/internal/simulator"
+	"cellos.dev/cellos-operator/test/localenv"
 )
 
 // Config says where the playground keeps its state and what it runs.
