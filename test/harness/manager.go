@@ -30,9 +30,12 @@ type Config struct {
 	// Args are the manager's flags; the two addresses above override any
 	// in them.
 	Args []string
-	// Echo, when set, also gets the manager's output, each write after the
-	// name.
+	// Echo, when set, also gets the manager's output.
 	Echo io.Writer
+	// OwnGroup runs the manager in a process group of its own, sent SIGTERM
+	// when its parent dies: a terminal's Ctrl-C then reaches an interactive
+	// tool alone, which stops the manager in order.
+	OwnGroup bool
 }
 
 // Flags are the flags that run a manager against kubeconfig's cluster and
@@ -84,9 +87,12 @@ func Start(c Config) (*Manager, error) {
 	m.cmd.Env = append(os.Environ(), "POD_NAMESPACE="+c.Namespace)
 	var out io.Writer = m.logs
 	if c.Echo != nil {
-		out = io.MultiWriter(m.logs, prefixed(c.Echo, c.Name+" | "))
+		out = io.MultiWriter(m.logs, c.Echo)
 	}
 	m.cmd.Stdout, m.cmd.Stderr = out, out
+	if c.OwnGroup {
+		m.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
+	}
 	m.Started = time.Now()
 	if err := m.cmd.Start(); err != nil {
 		return nil, fmt.Errorf("starting %s: %w", c.Name, err)
@@ -110,8 +116,8 @@ func FreePort() (string, error) {
 	return l.Addr().String(), nil
 }
 
-// prefixed writes each write of a process to w after prefix.
-func prefixed(w io.Writer, prefix string) io.Writer {
+// Prefixed writes each write of a process to w after prefix.
+func Prefixed(w io.Writer, prefix string) io.Writer {
 	return writerFunc(func(p []byte) (int, error) {
 		_, err := w.Write(append([]byte(prefix), p...))
 		return len(p), err

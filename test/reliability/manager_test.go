@@ -1,6 +1,7 @@
 package reliability
 
 import (
+	"cmp"
 	"os"
 	"strings"
 	"testing"
@@ -30,7 +31,7 @@ func startManager(t testing.TB, c managerConfig) *manager {
 	cfg := harness.Config{Name: c.name, Binary: managerBin, Namespace: c.namespace,
 		Args: append(harness.Flags(c.kubeconfig, c.natsURL, c.namespace), c.args...)}
 	if os.Getenv("RELIABILITY_MANAGER_LOGS") != "" {
-		cfg.Echo = os.Stdout
+		cfg.Echo = harness.Prefixed(os.Stdout, cmp.Or(c.name, "manager")+" | ")
 	}
 	return harness.StartManager(t, cfg)
 }
