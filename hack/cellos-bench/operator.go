@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"strings"
 	"time"
 
 	"cellos.dev/cellos-operator/test/harness"
@@ -55,17 +54,6 @@ func (p *operatorProc) waitReady(ctx context.Context, timeout time.Duration) err
 		time.Sleep(20 * time.Millisecond)
 	}
 	return fmt.Errorf("the manager was not ready within %s (log: %s)", timeout, p.logPath)
-}
-
-// sum adds the samples of one metric, all label sets.
-func sum(samples map[string]float64, name string) float64 {
-	var s float64
-	for series, v := range samples {
-		if series == name || strings.HasPrefix(series, name+"{") {
-			s += v
-		}
-	}
-	return s
 }
 
 // stat is the manager's CPU time so far and peak RSS, in bytes.

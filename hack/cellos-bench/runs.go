@@ -12,6 +12,7 @@ import (
 
 	"cellos.dev/cellos-operator/internal/cursor"
 	"cellos.dev/cellos-operator/internal/simulator"
+	"cellos.dev/cellos-operator/test/harness"
 )
 
 // System is who projects the stream in a run.
@@ -420,7 +421,7 @@ func (b *bench) replay(ctx context.Context, e *env, res Result) (Result, error) 
 			continue // not serving yet
 		}
 		now := time.Now()
-		folds := sum(m, "cellos_operator_events_total")
+		folds := harness.Sum(m, "cellos_operator_events_total")
 		if first.IsZero() && folds > 0 {
 			first = now
 		}

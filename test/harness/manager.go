@@ -293,3 +293,15 @@ func (m *Manager) Metrics() (map[string]float64, error) {
 	}
 	return out, nil
 }
+
+// Sum adds every series of metric name, all label sets, in samples as
+// Metrics reads them.
+func Sum(samples map[string]float64, name string) float64 {
+	var s float64
+	for series, v := range samples {
+		if series == name || strings.HasPrefix(series, name+"{") {
+			s += v
+		}
+	}
+	return s
+}

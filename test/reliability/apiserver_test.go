@@ -65,7 +65,7 @@ func TestAPIServerOutage(t *testing.T) {
 			paused = true
 		}
 		maxSeen = max(maxSeen, all["cellos_operator_unflushed_objects"])
-		folded = sum(all, "cellos_operator_events_total")
+		folded = harness.Sum(all, "cellos_operator_events_total")
 		// The probe withholds why; the log line below says it.
 		if err := m.Ready(); err != nil && paused && strings.Contains(err.Error(), "not projecting the stream") {
 			pausedReady = true

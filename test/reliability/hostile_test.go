@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"cellos.dev/cellos-operator/internal/fold"
+	"cellos.dev/cellos-operator/test/harness"
 )
 
 // A hostile publisher, one who may publish anything to cellos.events.>,
@@ -71,7 +72,7 @@ func TestHostilePublisher(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := sum(all, "cellos_operator_events_total"); got != float64(len(msgs)) {
+	if got := harness.Sum(all, "cellos_operator_events_total"); got != float64(len(msgs)) {
 		t.Errorf("cellos_operator_events_total adds up to %v, want %d", got, len(msgs))
 	}
 	rejected := all[`cellos_operator_events_total{family="other",result="rejected"}`] +

@@ -3,7 +3,6 @@ package reliability
 import (
 	"cmp"
 	"os"
-	"strings"
 	"testing"
 
 	"cellos.dev/cellos-operator/test/harness"
@@ -34,15 +33,4 @@ func startManager(t testing.TB, c managerConfig) *manager {
 		cfg.Echo = harness.Prefixed(os.Stdout, cmp.Or(c.name, "manager")+" | ")
 	}
 	return harness.StartManager(t, cfg)
-}
-
-// sum adds every series of metric name.
-func sum(all map[string]float64, name string) float64 {
-	var n float64
-	for series, v := range all {
-		if series == name || strings.HasPrefix(series, name+"{") {
-			n += v
-		}
-	}
-	return n
 }

@@ -52,7 +52,7 @@ func TestPoisonInput(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := sum(all, "cellos_operator_events_total"); got != float64(len(msgs)) {
+	if got := harness.Sum(all, "cellos_operator_events_total"); got != float64(len(msgs)) {
 		t.Errorf("cellos_operator_events_total adds up to %v, want %d", got, len(msgs))
 	}
 	for labels, n := range want1 {
