@@ -101,7 +101,7 @@ bench: BENCH_DEADLINE := $(shell echo $$(( $$(date +%s) + 840 )))
 bench: build $(CONTROLPLANE) ## Run the Go benchmarks, then cellos-bench: the operator, a naive projector and the ceiling, one table (docs/performance.md).
 	@mkdir -p $(BIN)/bench
 	$(GO) test ./... -run '^$$' -bench . -benchmem -count=1 | tee $(BIN)/bench/gobench.txt
-	$(GO) run ./cmd/cellos-bench -manager $(BIN)/manager -deadline $(BENCH_DEADLINE) -gobench $(BIN)/bench/gobench.txt -json $(BIN)/bench/results.json | tee $(BIN)/bench/table.md
+	$(GO) run ./hack/cellos-bench -manager $(BIN)/manager -deadline $(BENCH_DEADLINE) -gobench $(BIN)/bench/gobench.txt -json $(BIN)/bench/results.json | tee $(BIN)/bench/table.md
 	cd hack/plot && $(GO) run . -in $(BIN)/bench/results.json -out $(BIN)/bench/performance.png
 
 ##@ Build
@@ -112,12 +112,12 @@ build: ## Build the operator into bin/manager.
 
 .PHONY: dev
 dev: manifests build $(CONTROLPLANE) ## Run a local playground: control plane, JetStream, the operator and a simulated supervisor.
-	$(GO) build -o $(BIN)/cellos-dev ./cmd/cellos-dev
+	$(GO) build -o $(BIN)/cellos-dev ./hack/cellos-dev
 	$(BIN)/cellos-dev --manager $(BIN)/manager --kubectl $(BIN)/kubectl --state-dir $(CURDIR)/.dev
 
 .PHONY: sim
 sim: ## Build the cellos-sim event simulator into bin/cellos-sim.
-	$(GO) build -o $(BIN)/cellos-sim ./cmd/cellos-sim
+	$(GO) build -o $(BIN)/cellos-sim ./hack/cellos-sim
 
 .PHONY: run
 run: manifests ## Run the operator against the current kubeconfig and NATS_URL.

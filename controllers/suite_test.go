@@ -17,9 +17,9 @@ import (
 
 	"cellos.dev/cellos-operator/internal/fold"
 	"cellos.dev/cellos-operator/internal/jetstream"
-	"cellos.dev/cellos-operator/internal/localenv"
 	"cellos.dev/cellos-operator/internal/store"
 	"cellos.dev/cellos-operator/internal/tombstone"
+	"cellos.dev/cellos-operator/test/localenv"
 )
 
 var controlPlane *localenv.ControlPlane

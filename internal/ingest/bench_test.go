@@ -11,9 +11,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"cellos.dev/cellos-operator/internal/jetstream"
-	"cellos.dev/cellos-operator/internal/localenv"
 	"cellos.dev/cellos-operator/internal/simulator"
 	"cellos.dev/cellos-operator/internal/store"
+	"cellos.dev/cellos-operator/test/localenv"
 )
 
 // BenchmarkStartUp measures what every start of the operator costs before

@@ -13,7 +13,7 @@ import (
 	"github.com/go-logr/logr/testr"
 	natsjs "github.com/nats-io/nats.go/jetstream"
 
-	"cellos.dev/cellos-operator/internal/localenv"
+	"cellos.dev/cellos-operator/test/localenv"
 )
 
 const (

@@ -10,8 +10,8 @@ import (
 	natsjs "github.com/nats-io/nats.go/jetstream"
 
 	cellosjs "cellos.dev/cellos-operator/internal/jetstream"
-	"cellos.dev/cellos-operator/internal/localenv"
 	"cellos.dev/cellos-operator/internal/simulator"
+	"cellos.dev/cellos-operator/test/localenv"
 )
 
 const testStream = "CELLOS_EVENTS"

@@ -236,7 +236,7 @@ func (s *Store) apply(seq uint64, subject string, header map[string][]string, pa
 	defer s.mu.Unlock()
 	out := s.state.Apply(seq, subject, header, payload)
 	s.processed = max(s.processed, seq)
-	ref, ok := refOf(out)
+	ref, ok := RefOf(out)
 	if !ok {
 		return out, ref, false
 	}
@@ -255,9 +255,9 @@ func (s *Store) apply(seq uint64, subject string, header map[string][]string, pa
 	return out, ref, true
 }
 
-// refOf names the object an applied event changed. The family, not the id,
+// RefOf names the object an applied event changed, if any. The family, not the id,
 // tells the kind: "" is a cell id like any other.
-func refOf(out fold.Outcome) (Ref, bool) {
+func RefOf(out fold.Outcome) (Ref, bool) {
 	if out.Result != fold.ResultApplied {
 		return Ref{}, false
 	}

@@ -28,7 +28,7 @@ const formationA = "02daa0b3-49a7-a4bf-8050-cbb812881d4e"
 func apply(t *testing.T, s *Store, seq uint64, payload []byte) Ref {
 	t.Helper()
 	out := s.Apply(context.Background(), seq, "", nil, payload)
-	ref, ok := refOf(out)
+	ref, ok := RefOf(out)
 	if ok {
 		<-s.lagging[ref.Kind]
 		s.take(ref)

@@ -2,17 +2,12 @@ package e2e
 
 import (
 	"context"
-	"fmt"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"strconv"
-	"strings"
 	"testing"
 
 	"cellos.dev/cellos-operator/internal/jetstream"
-	"cellos.dev/cellos-operator/internal/localenv"
 	"cellos.dev/cellos-operator/internal/simulator"
+	"cellos.dev/cellos-operator/test/harness"
+	"cellos.dev/cellos-operator/test/localenv"
 )
 
 // BenchmarkProjectSimulatedStream measures the whole operator: simulated
@@ -28,13 +23,11 @@ func BenchmarkProjectSimulatedStream(b *testing.B) {
 		b.Fatal(err)
 	}
 	// The tests' manager has the race detector, which would distort figures.
-	bin := filepath.Join(b.TempDir(), "manager")
-	build := exec.Command("go", "build", "-o", bin, "./cmd/manager")
-	build.Dir = localenv.RepoRoot()
-	if out, err := build.CombinedOutput(); err != nil {
-		b.Fatalf("building the manager: %v\n%s", err, out)
+	bin, err := harness.BuildManager(b.TempDir(), false)
+	if err != nil {
+		b.Fatal(err)
 	}
-	m := startManagerBinary(b, bin, js.URL(), ns)
+	m := runManager(b, harness.Config{Binary: bin, Namespace: ns, Args: harness.Flags(controlPlane.KubeconfigPath, js.URL(), ns)})
 
 	var events int
 	for i := 0; b.Loop(); i++ {
@@ -51,47 +44,15 @@ func BenchmarkProjectSimulatedStream(b *testing.B) {
 		waitForCursor(b, ns, last)
 		events += n
 	}
-	writes := m.metric(b, `cellos_operator_status_writes_total{kind="Cell",result="ok"}`) +
-		m.metric(b, `cellos_operator_status_writes_total{kind="Formation",result="ok"}`)
+	writes := m.Metric(b, `cellos_operator_status_writes_total{kind="Cell",result="ok"}`) +
+		m.Metric(b, `cellos_operator_status_writes_total{kind="Formation",result="ok"}`)
 	b.ReportMetric(float64(events)/b.Elapsed().Seconds(), "events/s")
 	b.ReportMetric(writes/float64(events), "writes/event")
-	b.ReportMetric(peakRSSMiB(b, m.cmd.Process.Pid), "peak-RSS-MiB")
-	b.ReportMetric(cpuSeconds(b, m.cmd.Process.Pid)*1e6/float64(events), "operator-CPU-ms/1k-events")
+	cpu, err := harness.CPUTime(m.Pid())
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportMetric(m.PeakMiB(), "peak-RSS-MiB")
+	b.ReportMetric(float64(cpu.Microseconds())/float64(events), "operator-CPU-ms/1k-events")
 	b.ReportMetric(float64(events)/float64(b.N), "events/op")
-}
-
-// peakRSSMiB reads a process's peak resident memory from /proc.
-func peakRSSMiB(b *testing.B, pid int) float64 {
-	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		b.Fatal(err)
-	}
-	for _, line := range strings.Split(string(status), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
-			kb, err := strconv.ParseFloat(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 64)
-			if err != nil {
-				b.Fatal(err)
-			}
-			return kb / 1024
-		}
-	}
-	b.Fatal("no VmHWM in /proc status")
-	return 0
-}
-
-// cpuSeconds reads the CPU time a process has used, user and system, from /proc.
-func cpuSeconds(b *testing.B, pid int) float64 {
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		b.Fatal(err)
-	}
-	// The fields after the command name, which is in parentheses.
-	fields := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+2:]))
-	utime, err1 := strconv.ParseFloat(fields[11], 64)
-	stime, err2 := strconv.ParseFloat(fields[12], 64)
-	if err1 != nil || err2 != nil {
-		b.Fatalf("parsing /proc/%d/stat: %v %v", pid, err1, err2)
-	}
-	const clockTicks = 100 // USER_HZ on Linux
-	return (utime + stime) / clockTicks
 }

@@ -26,7 +26,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	cellosv1 "cellos.dev/cellos-operator/api/v1"
-	"cellos.dev/cellos-operator/internal/localenv"
+	"cellos.dev/cellos-operator/test/harness"
+	"cellos.dev/cellos-operator/test/localenv"
 )
 
 // TestChartDeploymentRunsTheManager runs the manager as the chart's
@@ -103,11 +104,10 @@ func TestChartDeploymentRunsTheManager(t *testing.T) {
 	}
 	sa := "system:serviceaccount:" + ns + ":" + pod.ServiceAccountName
 	kubeconfig := impersonatingKubeconfig(t, sa, []string{"system:serviceaccounts", "system:serviceaccounts:" + ns, "system:authenticated"})
-	// Loopback ports for the probes and metrics; the rest as rendered.
-	probe, metrics := freePort(t), freePort(t)
-	args = append(args, "--kubeconfig="+kubeconfig, "--health-probe-bind-address="+probe, "--metrics-bind-address="+metrics)
-	m := runManager(t, ns, probe, metrics, args)
-	eventually(t, time.Minute, "manager ready", m.ready)
+	// The harness gives loopback ports for the probes and metrics; the rest
+	// as rendered.
+	m := runManager(t, harness.Config{Namespace: ns, Args: append(args, "--kubeconfig="+kubeconfig)})
+	harness.Eventually(t, time.Minute, "manager ready", m.Ready)
 
 	nc, err := nats.Connect(srv.URL(), nats.UserInfo(natsUser, natsPassword), nats.RootCAs(certs.CA), nats.ClientCert(certs.ClientCert, certs.ClientKey))
 	if err != nil {
@@ -120,7 +120,7 @@ func TestChartDeploymentRunsTheManager(t *testing.T) {
 	}
 	want := readExpected(t)
 	publish(t, js, readSample(t))
-	eventually(t, time.Minute, "objects match the expected projection", func() error { return matchesExpected(projection, want) })
+	harness.Eventually(t, time.Minute, "objects match the expected projection", func() error { return matchesExpected(projection, want) })
 	waitForCursor(t, ns, want.LastSequence)
 	var inRelease cellosv1.FormationList
 	if err := c.List(ctx, &inRelease, client.InNamespace(ns)); err != nil || len(inRelease.Items) > 0 {
@@ -145,19 +145,19 @@ func TestChartDeploymentRunsTheManager(t *testing.T) {
 	if err := c.SubResource("token").Create(ctx, scraper, token); err != nil {
 		t.Fatal(err)
 	}
-	if code, _ := chartScrape(t, certs.CA, metrics, ""); code != http.StatusUnauthorized {
+	if code, _ := chartScrape(t, certs.CA, m.MetricsAddr, ""); code != http.StatusUnauthorized {
 		t.Errorf("metrics without a token: HTTP %d, want 401", code)
 	}
-	eventually(t, 30*time.Second, "metrics served to the scraper", func() error {
-		code, body := chartScrape(t, certs.CA, metrics, token.Status.Token)
+	harness.Eventually(t, 30*time.Second, "metrics served to the scraper", func() error {
+		code, body := chartScrape(t, certs.CA, m.MetricsAddr, token.Status.Token)
 		if code != http.StatusOK || !strings.Contains(body, "cellos_operator_cursor_sequence") {
 			return fmt.Errorf("HTTP %d: %.200s", code, body)
 		}
 		return nil
 	})
 
-	m.stop(t)
-	logs := m.logs.String()
+	harness.Stop(t, m.Manager)
+	logs := m.Logs()
 	if strings.Contains(logs, natsPassword) {
 		t.Error("the manager logged the NATS password")
 	}

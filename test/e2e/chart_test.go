@@ -11,7 +11,6 @@ import (
 	"reflect"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -30,7 +29,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	cellosv1 "cellos.dev/cellos-operator/api/v1"
-	"cellos.dev/cellos-operator/internal/localenv"
+	"cellos.dev/cellos-operator/test/harness"
+	"cellos.dev/cellos-operator/test/localenv"
 )
 
 // The chart, rendered by the helm that `make test` builds into bin/.
@@ -317,10 +317,10 @@ func TestChartRBACIsEnoughAndNoMore(t *testing.T) {
 	js := localenv.StartJetStream(t)
 	_, jsc := js.Connect(t)
 	m := startManagerAs(t, kubeconfig, js.URL(), ns, "--leader-elect", "--flush-window=50ms")
-	eventually(t, time.Minute, "manager ready", m.ready)
+	harness.Eventually(t, time.Minute, "manager ready", m.Ready)
 
 	// It leads, through its Lease in its namespace.
-	eventually(t, time.Minute, "the Lease names a holder", func() error {
+	harness.Eventually(t, time.Minute, "the Lease names a holder", func() error {
 		var l coordinationv1.Lease
 		if err := controlPlane.Client.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: "cellos-operator.cellos.dev"}, &l); err != nil {
 			return err
@@ -334,7 +334,7 @@ func TestChartRBACIsEnoughAndNoMore(t *testing.T) {
 	// It projects a stream, and commits its cursor.
 	want := readExpected(t)
 	publish(t, jsc, readSample(t))
-	eventually(t, time.Minute, "objects match the expected projection", func() error { return matchesExpected(ns, want) })
+	harness.Eventually(t, time.Minute, "objects match the expected projection", func() error { return matchesExpected(ns, want) })
 	waitForCursor(t, ns, want.LastSequence)
 
 	// It admits a declared Formation, publishes its created event, and
@@ -347,7 +347,7 @@ func TestChartRBACIsEnoughAndNoMore(t *testing.T) {
 	if err := controlPlane.Client.Create(ctx, f); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, time.Minute, "the declared Formation is published", func() error {
+	harness.Eventually(t, time.Minute, "the declared Formation is published", func() error {
 		if err := controlPlane.Client.Get(ctx, client.ObjectKeyFromObject(f), f); err != nil {
 			return err
 		}
@@ -359,7 +359,7 @@ func TestChartRBACIsEnoughAndNoMore(t *testing.T) {
 	if err := controlPlane.Client.Delete(ctx, f); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, time.Minute, "the deleted Formation is cancelled and gone", func() error {
+	harness.Eventually(t, time.Minute, "the deleted Formation is cancelled and gone", func() error {
 		err := controlPlane.Client.Get(ctx, client.ObjectKeyFromObject(f), f)
 		if apierrors.IsNotFound(err) {
 			return nil
@@ -368,7 +368,7 @@ func TestChartRBACIsEnoughAndNoMore(t *testing.T) {
 	})
 
 	// Its Events: events.k8s.io on Formations, core ones from leader election.
-	eventually(t, 30*time.Second, "Events on Formations and on the Lease", func() error {
+	harness.Eventually(t, 30*time.Second, "Events on Formations and on the Lease", func() error {
 		var evs eventsv1.EventList
 		if err := controlPlane.Client.List(ctx, &evs, client.InNamespace(ns)); err != nil {
 			return err
@@ -383,8 +383,8 @@ func TestChartRBACIsEnoughAndNoMore(t *testing.T) {
 		}
 		return nil
 	})
-	m.stop(t)
-	if logs := m.logs.String(); strings.Contains(strings.ToLower(logs), "forbidden") {
+	harness.Stop(t, m.Manager)
+	if logs := m.Logs(); strings.Contains(strings.ToLower(logs), "forbidden") {
 		t.Errorf("the manager was refused something:\n%s", grepLines(logs, "forbidden"))
 	}
 
@@ -527,8 +527,8 @@ func TestChartNamespacedInstall(t *testing.T) {
 	js := localenv.StartJetStream(t)
 	_, jsc := js.Connect(t)
 	m := startManagerAs(t, kubeconfig, js.URL(), ns, append([]string{"--leader-elect", "--flush-window=50ms"}, flags...)...)
-	eventually(t, time.Minute, "manager ready", m.ready)
-	eventually(t, time.Minute, "the Lease in the release's namespace names a holder", func() error {
+	harness.Eventually(t, time.Minute, "manager ready", m.Ready)
+	harness.Eventually(t, time.Minute, "the Lease in the release's namespace names a holder", func() error {
 		var l coordinationv1.Lease
 		if err := c.Get(ctx, types.NamespacedName{Namespace: ns, Name: "cellos-operator.cellos.dev"}, &l); err != nil {
 			return err
@@ -543,7 +543,7 @@ func TestChartNamespacedInstall(t *testing.T) {
 	// release's.
 	want := readExpected(t)
 	publish(t, jsc, readSample(t))
-	eventually(t, time.Minute, "objects match the expected projection", func() error { return matchesExpected(watchedA, want) })
+	harness.Eventually(t, time.Minute, "objects match the expected projection", func() error { return matchesExpected(watchedA, want) })
 	waitForCursor(t, ns, want.LastSequence)
 
 	// A Formation declared in the second is admitted, published, and
@@ -555,7 +555,7 @@ func TestChartNamespacedInstall(t *testing.T) {
 	if err := c.Create(ctx, declared); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, time.Minute, "the declared Formation is published", func() error {
+	harness.Eventually(t, time.Minute, "the declared Formation is published", func() error {
 		if err := c.Get(ctx, client.ObjectKeyFromObject(declared), declared); err != nil {
 			return err
 		}
@@ -567,7 +567,7 @@ func TestChartNamespacedInstall(t *testing.T) {
 	if err := c.Delete(ctx, declared); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, time.Minute, "the deleted Formation is cancelled and gone", func() error {
+	harness.Eventually(t, time.Minute, "the deleted Formation is cancelled and gone", func() error {
 		err := c.Get(ctx, client.ObjectKeyFromObject(declared), declared)
 		if apierrors.IsNotFound(err) {
 			return nil
@@ -597,8 +597,8 @@ func TestChartNamespacedInstall(t *testing.T) {
 			t.Errorf("namespace %s holds %d Formations and %d Cells", n, len(formations.Items), len(cells.Items))
 		}
 	}
-	m.stop(t)
-	if logs := m.logs.String(); strings.Contains(strings.ToLower(logs), "forbidden") {
+	harness.Stop(t, m.Manager)
+	if logs := m.Logs(); strings.Contains(strings.ToLower(logs), "forbidden") {
 		t.Errorf("the manager was refused something:\n%s", grepLines(logs, "forbidden"))
 	}
 
@@ -666,42 +666,6 @@ func TestChartNamespacedInstall(t *testing.T) {
 	}
 }
 
-// TestManagerRefusesAnUnwatchedNamespace: the manager exits at start, and
-// says why, when --namespace, or the operator's namespace it defaults to, is
-// not among --watch-namespaces, or when these are not namespace names.
-func TestManagerRefusesAnUnwatchedNamespace(t *testing.T) {
-	cases := []struct {
-		name, want string
-		args       []string
-	}{
-		{"--namespace not watched", `--namespace "team-c" is not among --watch-namespaces (team-a,team-b)`,
-			[]string{"--watch-namespaces=team-a,team-b", "--namespace=team-c"}},
-		{"its own namespace not watched", `--namespace (by default the operator's own namespace) "team-ops" is not among --watch-namespaces (team-a)`,
-			[]string{"--watch-namespaces=team-a"}},
-		{"not a namespace name", `--watch-namespaces: "Team_B" is not a namespace name`,
-			[]string{"--watch-namespaces=team-a,Team_B", "--namespace=team-a"}},
-		{"no namespace at all", `--watch-namespaces " , " names no namespace`,
-			[]string{"--watch-namespaces= , ", "--namespace=team-a"}},
-	}
-	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-			defer cancel()
-			cmd := exec.CommandContext(ctx, managerBin, append([]string{"--kubeconfig", controlPlane.KubeconfigPath,
-				"--nats-url", "nats://127.0.0.1:1", "--health-probe-bind-address=0", "--metrics-bind-address=0"}, c.args...)...)
-			cmd.Env = append(os.Environ(), "POD_NAMESPACE=team-ops")
-			out, err := cmd.CombinedOutput()
-			var exit *exec.ExitError
-			if !errors.As(err, &exit) || exit.ExitCode() != 1 {
-				t.Fatalf("%v: exited with %v, want status 1\n%s", c.args, err, out)
-			}
-			if !strings.Contains(string(out), strings.ReplaceAll(c.want, `"`, `\"`)) {
-				t.Errorf("%v: the log does not say %s:\n%s", c.args, c.want, out)
-			}
-		})
-	}
-}
-
 // impersonatingKubeconfig is the test control plane's kubeconfig, acting as
 // user with groups.
 func impersonatingKubeconfig(t testing.TB, user string, groups []string) string {
@@ -719,44 +683,6 @@ func impersonatingKubeconfig(t testing.TB, user string, groups []string) string 
 		t.Fatal(err)
 	}
 	return path
-}
-
-// chartManager is the manager binary run with a kubeconfig of the test's
-// choosing, its output kept for the test to read.
-type chartManager struct {
-	*manager
-	logs *lockedBuffer
-}
-
-func startManagerAs(t testing.TB, kubeconfig, natsURL, namespace string, extra ...string) *chartManager {
-	t.Helper()
-	probe, metrics := freePort(t), freePort(t)
-	return runManager(t, namespace, probe, metrics, append([]string{
-		"--kubeconfig", kubeconfig,
-		"--nats-url", natsURL,
-		"--health-probe-bind-address", probe,
-		"--metrics-bind-address", metrics,
-	}, extra...))
-}
-
-// runManager runs the manager with exactly args, in namespace, and says
-// where it serves its probes and metrics.
-func runManager(t testing.TB, namespace, probeAddr, metricsAddr string, args []string) *chartManager {
-	t.Helper()
-	m := &chartManager{manager: &manager{probeAddr: probeAddr, metrics: metricsAddr, done: make(chan error, 1)}, logs: &lockedBuffer{}}
-	m.cmd = exec.Command(managerBin, args...)
-	m.cmd.Env = append(os.Environ(), "POD_NAMESPACE="+namespace)
-	var out io.Writer = m.logs
-	if testing.Verbose() {
-		out = io.MultiWriter(m.logs, os.Stdout)
-	}
-	m.cmd.Stdout, m.cmd.Stderr = out, out
-	if err := m.cmd.Start(); err != nil {
-		t.Fatalf("starting manager: %v", err)
-	}
-	go func() { m.done <- m.cmd.Wait() }()
-	t.Cleanup(func() { m.stop(t) })
-	return m
 }
 
 func grepLines(s, substr string) string {
@@ -961,25 +887,6 @@ func spread(t testing.TB, deploy *unstructured.Unstructured) []string {
 	return out
 }
 
-// lockedBuffer is a strings.Builder that a process's output and a test may
-// use at once.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf strings.Builder
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // removeAdmissionPolicies deletes, when the test ends, the admission
 // policies and bindings among objs, and waits until the API server admits
 // a Formation labelled in upper case again: they are cluster-wide, and
@@ -1008,7 +915,7 @@ func removeAdmissionPolicies(t testing.TB, objs []*unstructured.Unstructured) {
 		}
 		probe := lifecycleFormation("default", "policy-probe")
 		probe.Labels = map[string]string{cellosv1.FormationIDLabel: strings.ToUpper(uuid.NewString())}
-		eventually(t, time.Minute, "the deleted admission policies are no longer enforced", func() error {
+		harness.Eventually(t, time.Minute, "the deleted admission policies are no longer enforced", func() error {
 			return controlPlane.Client.Create(ctx, probe.DeepCopy(), client.DryRunAll)
 		})
 	})

@@ -9,7 +9,8 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	cellosv1 "cellos.dev/cellos-operator/api/v1"
-	"cellos.dev/cellos-operator/internal/localenv"
+	"cellos.dev/cellos-operator/test/harness"
+	"cellos.dev/cellos-operator/test/localenv"
 )
 
 func TestManyEventsOnOneObjectCostOneWrite(t *testing.T) {
@@ -31,7 +32,7 @@ func TestManyEventsOnOneObjectCostOneWrite(t *testing.T) {
 	}
 	publish(t, jsc, msgs)
 
-	eventually(t, time.Minute, "the Cell reflects every event", func() error {
+	harness.Eventually(t, time.Minute, "the Cell reflects every event", func() error {
 		var cell cellosv1.Cell
 		if err := controlPlane.Client.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: "busy"}, &cell); err != nil {
 			return err
@@ -43,7 +44,7 @@ func TestManyEventsOnOneObjectCostOneWrite(t *testing.T) {
 	})
 	// The events were published well inside one flush window; a second
 	// write is tolerated for a window boundary falling among them.
-	if writes := m.metric(t, `cellos_operator_status_writes_total{kind="Cell",result="ok"}`); writes < 1 || writes > 2 {
+	if writes := m.Metric(t, `cellos_operator_status_writes_total{kind="Cell",result="ok"}`); writes < 1 || writes > 2 {
 		t.Errorf("%d events on one Cell cost %v status writes, want 1 (at most 2)", completions+1, writes)
 	}
 }

@@ -11,7 +11,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	cellosv1 "cellos.dev/cellos-operator/api/v1"
-	"cellos.dev/cellos-operator/internal/localenv"
+	"cellos.dev/cellos-operator/test/localenv"
 )
 
 // newNamespace gives each test a namespace of its own. envtest runs no

@@ -13,7 +13,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	cellosv1 "cellos.dev/cellos-operator/api/v1"
-	"cellos.dev/cellos-operator/internal/localenv"
+	"cellos.dev/cellos-operator/test/harness"
+	"cellos.dev/cellos-operator/test/localenv"
 )
 
 // A Formation declared in Git, labelled with its id, waits for the stream and
@@ -39,7 +40,7 @@ func TestDeclaredFormationFollowsTheStream(t *testing.T) {
 	startManager(t, js.URL(), operatorNS, "--flush-window=50ms")
 	key := client.ObjectKeyFromObject(declared)
 
-	eventually(t, time.Minute, "the declared Formation awaits the stream", func() error {
+	harness.Eventually(t, time.Minute, "the declared Formation awaits the stream", func() error {
 		var f cellosv1.Formation
 		if err := c.Get(ctx, key, &f); err != nil {
 			return err
@@ -56,7 +57,7 @@ func TestDeclaredFormationFollowsTheStream(t *testing.T) {
 		{Subject: "cellos.events.formation." + id, Data: `{"specversion":"1.0","id":"b","type":"dev.cellos.events.cell.formation.v1.running","data":{"formationId":"` + id + `"}}`},
 		{Subject: "cellos.events.cell.5b0e8f4c", Data: `{"specversion":"1.0","id":"c","type":"dev.cellos.events.cell.lifecycle.v1.started","time":"2026-11-28T12:00:00Z","data":{"cellId":"research-lead","formationId":"` + id + `"}}`},
 	})
-	eventually(t, time.Minute, "the declared Formation mirrors the stream in its namespace", func() error {
+	harness.Eventually(t, time.Minute, "the declared Formation mirrors the stream in its namespace", func() error {
 		var f cellosv1.Formation
 		if err := c.Get(ctx, key, &f); err != nil {
 			return err
@@ -98,7 +99,7 @@ func TestDeclaredFormationTakesOverFromTheObservedOne(t *testing.T) {
 		{Subject: "cellos.events.formation." + id, Data: `{"specversion":"1.0","id":"b","type":"dev.cellos.events.cell.formation.v1.running","data":{"formationId":"` + id + `"}}`},
 	})
 	observed := types.NamespacedName{Namespace: operatorNS, Name: id}
-	eventually(t, time.Minute, "the observed Formation runs", func() error {
+	harness.Eventually(t, time.Minute, "the observed Formation runs", func() error {
 		var f cellosv1.Formation
 		if err := c.Get(ctx, observed, &f); err != nil {
 			return err
@@ -116,7 +117,7 @@ func TestDeclaredFormationTakesOverFromTheObservedOne(t *testing.T) {
 	if err := c.Create(ctx, declared); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, time.Minute, "the declared Formation has the projection and the observed one is gone", func() error {
+	harness.Eventually(t, time.Minute, "the declared Formation has the projection and the observed one is gone", func() error {
 		var f cellosv1.Formation
 		if err := c.Get(ctx, client.ObjectKeyFromObject(declared), &f); err != nil {
 			return err
@@ -129,7 +130,7 @@ func TestDeclaredFormationTakesOverFromTheObservedOne(t *testing.T) {
 	publish(t, jsc, []sampleMessage{
 		{Subject: "cellos.events.formation." + id, Data: `{"specversion":"1.0","id":"c","type":"dev.cellos.events.cell.formation.v1.completed","data":{"formationId":"` + id + `"}}`},
 	})
-	eventually(t, time.Minute, "later events reach the declared Formation, and the observed one stays gone", func() error {
+	harness.Eventually(t, time.Minute, "later events reach the declared Formation, and the observed one stays gone", func() error {
 		var f cellosv1.Formation
 		if err := c.Get(ctx, client.ObjectKeyFromObject(declared), &f); err != nil {
 			return err

@@ -28,8 +28,8 @@ import (
 	cellosv1 "cellos.dev/cellos-operator/api/v1"
 	"cellos.dev/cellos-operator/config/argocd"
 	"cellos.dev/cellos-operator/internal/fold"
-	"cellos.dev/cellos-operator/internal/localenv"
 	"cellos.dev/cellos-operator/internal/status"
+	"cellos.dev/cellos-operator/test/localenv"
 )
 
 const gitopsFormationID = "3f6c2a1e-8b4d-4f7a-9c2e-5d1b7a9e0c34"

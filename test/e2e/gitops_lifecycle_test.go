@@ -25,9 +25,11 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
 	cellosv1 "cellos.dev/cellos-operator/api/v1"
+	"cellos.dev/cellos-operator/internal/cursor"
 	"cellos.dev/cellos-operator/internal/jetstream"
-	"cellos.dev/cellos-operator/internal/localenv"
 	"cellos.dev/cellos-operator/internal/store"
+	"cellos.dev/cellos-operator/test/harness"
+	"cellos.dev/cellos-operator/test/localenv"
 )
 
 const (
@@ -178,7 +180,7 @@ func sameJSON(t *testing.T, got json.RawMessage, want any) (bool, string) {
 func admittedPending(t *testing.T, key types.NamespacedName) *cellosv1.Formation {
 	t.Helper()
 	f := &cellosv1.Formation{}
-	eventually(t, 2*time.Minute, fmt.Sprintf("Formation %s admitted, published and Pending", key), func() error {
+	harness.Eventually(t, 2*time.Minute, fmt.Sprintf("Formation %s admitted, published and Pending", key), func() error {
 		if err := controlPlane.Client.Get(context.Background(), key, f); err != nil {
 			return err
 		}
@@ -226,15 +228,10 @@ func within(timeout time.Duration, cond func() error) error {
 }
 
 // cursorPasses is nil once the committed cursor in ns reaches seq.
-func cursorPasses(t *testing.T, ns string, seq uint64) error {
-	t.Helper()
-	err := within(2*time.Minute, func() error {
-		if got := cursorAt(t, ns); got < seq {
-			return fmt.Errorf("the cursor stays at %d, below sequence %d", got, seq)
-		}
-		return nil
+func cursorPasses(ns string, seq uint64) error {
+	return within(2*time.Minute, func() error {
+		return harness.CursorReached(context.Background(), controlPlane.Client, ns, cursor.Position{Sequence: seq})
 	})
-	return err
 }
 
 // passSentinel publishes the created event of a formation no one declared,
@@ -252,7 +249,7 @@ func passSentinel(t *testing.T, jsc natsjs.JetStream, operatorNS string) uint64 
 	if err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 2*time.Minute, "the sentinel formation is projected", func() error {
+	harness.Eventually(t, 2*time.Minute, "the sentinel formation is projected", func() error {
 		var f cellosv1.Formation
 		if err := controlPlane.Client.Get(context.Background(), types.NamespacedName{Namespace: operatorNS, Name: store.ObjectName(id)}, &f); err != nil {
 			return err
@@ -269,7 +266,7 @@ func passSentinel(t *testing.T, jsc natsjs.JetStream, operatorNS string) uint64 
 func phaseIs(t *testing.T, key types.NamespacedName, phase cellosv1.FormationPhase) *cellosv1.Formation {
 	t.Helper()
 	f := &cellosv1.Formation{}
-	eventually(t, 2*time.Minute, fmt.Sprintf("Formation %s is %s", key, phase), func() error {
+	harness.Eventually(t, 2*time.Minute, fmt.Sprintf("Formation %s is %s", key, phase), func() error {
 		if err := controlPlane.Client.Get(context.Background(), key, f); err != nil {
 			return err
 		}
@@ -361,19 +358,6 @@ func TestDeclaredFormationAdmittedAndCreatedPublishedOnce(t *testing.T) {
 	}
 }
 
-// killNow ends a manager with SIGKILL, as a lost node or the OOM killer
-// would, and waits for it to be gone.
-func killNow(t *testing.T, m *manager) {
-	t.Helper()
-	if err := m.cmd.Process.Kill(); err != nil {
-		t.Fatal(err)
-	}
-	// Killed, it exits with an error; only that it is gone matters.
-	if err := <-m.done; err == nil {
-		t.Logf("the manager exited cleanly before the kill reached it")
-	}
-}
-
 // 2. A manager killed between the publish of the created event and the
 // status write that records it, then started again, still leaves exactly
 // one created event. The kill follows the event's arrival in the stream as
@@ -395,7 +379,7 @@ func TestCreatedPublishedOnceAcrossKillAfterPublish(t *testing.T) {
 		}
 		id := string(f.UID)
 		nextOnSubject(t, stream, formationSubject(id), 1, 2*time.Minute)
-		killNow(t, m)
+		m.Kill()
 
 		var atKill cellosv1.Formation
 		if err := controlPlane.Client.Get(ctx, client.ObjectKeyFromObject(f), &atKill); err != nil {
@@ -425,7 +409,7 @@ func TestCreatedPublishedOnceAcrossKillAfterPublish(t *testing.T) {
 			t.Errorf("round %d, killed with Published=%v: the created event is in the stream once, but the restarted manager never records it: %v",
 				i, meta.IsStatusConditionTrue(atKill.Status.Conditions, cellosv1.PublishedCondition), err)
 		}
-		again.stop(t)
+		harness.Stop(t, again.Manager)
 	}
 	// Which side of the status write each kill landed on is up to the
 	// scheduler; the log says how often the window was hit.
@@ -453,8 +437,8 @@ func TestTwoManagersPublishCreatedOnce(t *testing.T) {
 	ctx := context.Background()
 	m1 := startManager(t, js.URL(), operatorNS, "--flush-window=50ms", "--leader-elect=false")
 	m2 := startManager(t, js.URL(), operatorNS, "--flush-window=50ms", "--leader-elect=false")
-	eventually(t, time.Minute, "first manager ready", m1.ready)
-	eventually(t, time.Minute, "second manager ready", m2.ready)
+	harness.Eventually(t, time.Minute, "first manager ready", m1.Ready)
+	harness.Eventually(t, time.Minute, "second manager ready", m2.Ready)
 
 	const n = 8
 	formations := make([]*cellosv1.Formation, n)
@@ -478,8 +462,8 @@ func TestTwoManagersPublishCreatedOnce(t *testing.T) {
 	series := func(result string) string {
 		return `cellos_operator_publish_total{event="created",result="` + result + `"}`
 	}
-	ok := m1.metric(t, series("ok")) + m2.metric(t, series("ok"))
-	dup := m1.metric(t, series("duplicate")) + m2.metric(t, series("duplicate"))
+	ok := m1.Metric(t, series("ok")) + m2.Metric(t, series("ok"))
+	dup := m1.Metric(t, series("duplicate")) + m2.Metric(t, series("duplicate"))
 	t.Logf("created events: %v published, %v found already in the stream, across both managers", ok, dup)
 	if ok != n {
 		t.Errorf("the managers report %v created events accepted as new, want %d", ok, n)
@@ -621,7 +605,7 @@ func TestDeletingRunningFormationCancelsOnce(t *testing.T) {
 	if err := controlPlane.Client.Delete(ctx, f); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 2*time.Minute, "the deleted Formation goes", func() error { return gone(key) })
+	harness.Eventually(t, 2*time.Minute, "the deleted Formation goes", func() error { return gone(key) })
 	ev, err := exactlyOne(jsc, id, cancelledType)
 	if err != nil {
 		t.Fatal(err)
@@ -645,7 +629,7 @@ func TestDeletingRunningFormationCancelsOnce(t *testing.T) {
 	// The cursor passing the late events is the signal the contract gives;
 	// a sentinel formation after them is a second one, so that what they
 	// did is checked even when the cursor does not move.
-	if err := cursorPasses(t, operatorNS, late); err != nil {
+	if err := cursorPasses(operatorNS, late); err != nil {
 		t.Errorf("after the cancel and later events of the formation: %v", err)
 	}
 	passSentinel(t, jsc, operatorNS)
@@ -654,10 +638,10 @@ func TestDeletingRunningFormationCancelsOnce(t *testing.T) {
 	}
 
 	// A manager started again folds the whole stream; the cancel is in it.
-	m.stop(t)
+	harness.Stop(t, m.Manager)
 	startManager(t, js.URL(), operatorNS, "--flush-window=50ms")
 	seq := passSentinel(t, jsc, operatorNS)
-	if err := cursorPasses(t, operatorNS, seq); err != nil {
+	if err := cursorPasses(operatorNS, seq); err != nil {
 		t.Errorf("after a restart: %v", err)
 	}
 	if err := nothingOf(id, cellID); err != nil {
@@ -690,7 +674,7 @@ func TestDeletingSucceededFormationPublishesNothing(t *testing.T) {
 	if err := controlPlane.Client.Delete(ctx, f); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 2*time.Minute, "the deleted Formation goes", func() error { return gone(key) })
+	harness.Eventually(t, 2*time.Minute, "the deleted Formation goes", func() error { return gone(key) })
 	evs, err := streamEventsOn(jsc, formationSubject(id))
 	if err != nil {
 		t.Fatal(err)
@@ -777,15 +761,15 @@ func TestCursorPassesADeletedFormationAfterRestart(t *testing.T) {
 	if err := controlPlane.Client.Delete(ctx, f); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 2*time.Minute, "the deleted Formation goes", func() error { return gone(key) })
-	if err := cursorPasses(t, operatorNS, passSentinel(t, jsc, operatorNS)); err != nil {
+	harness.Eventually(t, 2*time.Minute, "the deleted Formation goes", func() error { return gone(key) })
+	if err := cursorPasses(operatorNS, passSentinel(t, jsc, operatorNS)); err != nil {
 		t.Errorf("while the manager that saw the deletion runs: %v", err)
 	}
 
-	m.stop(t)
+	harness.Stop(t, m.Manager)
 	startManager(t, js.URL(), operatorNS, "--flush-window=50ms")
 	seq := passSentinel(t, jsc, operatorNS)
-	if err := cursorPasses(t, operatorNS, seq); err != nil {
+	if err := cursorPasses(operatorNS, seq); err != nil {
 		t.Errorf("after a restart: %v", err)
 	}
 	if err := nothingOf(id, ""); err != nil {

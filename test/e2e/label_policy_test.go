@@ -20,6 +20,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	cellosv1 "cellos.dev/cellos-operator/api/v1"
+	"cellos.dev/cellos-operator/test/harness"
 )
 
 // The policy's messages, as a refused user reads them.
@@ -48,7 +49,7 @@ func TestFormationIDLabelPolicy(t *testing.T) {
 	legacyID := strings.ToUpper(uuid.NewString())
 	legacy := labelled(lifecycleFormation(team, "legacy"), legacyID)
 	legacy.Finalizers = []string{"example.com/hold"}
-	eventually(t, time.Minute, "a Formation labelled in upper case is admitted before the policy", func() error {
+	harness.Eventually(t, time.Minute, "a Formation labelled in upper case is admitted before the policy", func() error {
 		return c.Create(ctx, legacy)
 	})
 
@@ -125,7 +126,7 @@ func TestFormationIDLabelPolicy(t *testing.T) {
 	if err := dev.Update(ctx, owned); err != nil {
 		t.Fatalf("removing the finalizer of the deleted Formation: %v", err)
 	}
-	eventually(t, 30*time.Second, "the deleted Formation is gone", func() error { return gone(client.ObjectKeyFromObject(owned)) })
+	harness.Eventually(t, 30*time.Second, "the deleted Formation is gone", func() error { return gone(client.ObjectKeyFromObject(owned)) })
 
 	// A Formation without the label may get one, in canonical form only.
 	bare := lifecycleFormation(team, "bare")
@@ -183,7 +184,7 @@ func TestFormationIDLabelPolicy(t *testing.T) {
 	if err := dev.Patch(ctx, legacy, mergePatch(`{"metadata":{"finalizers":null}}`)); err != nil {
 		t.Fatalf("removing the finalizer of the Formation labelled before the policy: %v", err)
 	}
-	eventually(t, 30*time.Second, "the Formation labelled before the policy is gone", func() error { return gone(client.ObjectKeyFromObject(legacy)) })
+	harness.Eventually(t, 30*time.Second, "the Formation labelled before the policy is gone", func() error { return gone(client.ObjectKeyFromObject(legacy)) })
 }
 
 // labelled is f with the label cellos.dev/formation-id set to id.
@@ -215,7 +216,7 @@ func refused(t *testing.T, what, message string, err error) {
 func waitForLabelPolicy(t *testing.T, ns string) {
 	t.Helper()
 	probe := labelled(lifecycleFormation(ns, "policy-probe"), strings.ToUpper(uuid.NewString()))
-	eventually(t, time.Minute, "the label policy is enforced", func() error {
+	harness.Eventually(t, time.Minute, "the label policy is enforced", func() error {
 		err := controlPlane.Client.Create(context.Background(), probe.DeepCopy(), client.DryRunAll)
 		if err == nil {
 			return errors.New("a Formation labelled in upper case is admitted")

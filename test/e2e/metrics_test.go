@@ -18,7 +18,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
 
-	"cellos.dev/cellos-operator/internal/localenv"
+	"cellos.dev/cellos-operator/test/harness"
+	"cellos.dev/cellos-operator/test/localenv"
 )
 
 // scrape reads the secure metrics endpoint with token (none when empty).
@@ -71,7 +72,7 @@ func TestMetricsAreSecureByDefault(t *testing.T) {
 	c := controlPlane.Client
 	js := localenv.StartJetStream(t)
 	m := startManager(t, js.URL(), ns, "--metrics-secure=true")
-	eventually(t, time.Minute, "manager ready", m.ready)
+	harness.Eventually(t, time.Minute, "manager ready", m.Ready)
 
 	b, err := os.ReadFile(filepath.Join(localenv.RepoRoot(), "config", "rbac", "metrics_reader_role.yaml"))
 	if err != nil {
@@ -99,11 +100,11 @@ func TestMetricsAreSecureByDefault(t *testing.T) {
 	stranger := serviceAccountToken(t, ns, "stranger")
 
 	// The endpoint starts beside the probes, with a certificate made at start.
-	eventually(t, time.Minute, "the metrics endpoint listens", func() error {
-		_, _, err := scrape(m.metrics, "")
+	harness.Eventually(t, time.Minute, "the metrics endpoint listens", func() error {
+		_, _, err := scrape(m.MetricsAddr, "")
 		return err
 	})
-	if code, _, err := httpGet("http://" + m.metrics + "/metrics"); err == nil && code == http.StatusOK {
+	if code, _, err := harness.HTTPGet("http://" + m.MetricsAddr + "/metrics"); err == nil && code == http.StatusOK {
 		t.Error("metrics served over plain HTTP")
 	}
 	for _, tc := range []struct {
@@ -116,14 +117,14 @@ func TestMetricsAreSecureByDefault(t *testing.T) {
 		{"an invalid token", "not-a-token", http.StatusInternalServerError},
 		{"a ServiceAccount without the role", stranger, http.StatusForbidden},
 	} {
-		code, body, err := scrape(m.metrics, tc.token)
+		code, body, err := scrape(m.MetricsAddr, tc.token)
 		if err != nil || code != tc.want || strings.Contains(body, "cellos_operator_") {
 			t.Errorf("scrape with %s: code %d (want %d), err %v, metrics served: %v", tc.who, code, tc.want, err, strings.Contains(body, "cellos_operator_"))
 		}
 	}
 	// RBAC changes take a moment to reach the authorizer's cache.
-	eventually(t, time.Minute, "the metrics-reader scrapes", func() error {
-		code, body, err := scrape(m.metrics, reader)
+	harness.Eventually(t, time.Minute, "the metrics-reader scrapes", func() error {
+		code, body, err := scrape(m.MetricsAddr, reader)
 		if err != nil {
 			return err
 		}

@@ -21,7 +21,8 @@ import (
 
 	cellosv1 "cellos.dev/cellos-operator/api/v1"
 	"cellos.dev/cellos-operator/internal/jetstream"
-	"cellos.dev/cellos-operator/internal/localenv"
+	"cellos.dev/cellos-operator/test/harness"
+	"cellos.dev/cellos-operator/test/localenv"
 )
 
 const (
@@ -132,7 +133,7 @@ func adminConnect(t *testing.T, srv *localenv.JetStreamServer, tls *localenv.TLS
 
 // probe reads one of the manager's readiness checks: nil when it passes.
 func (m *manager) probe(name string) error {
-	code, body, err := httpGet("http://" + m.probeAddr + "/readyz/" + name)
+	code, body, err := harness.HTTPGet("http://" + m.ProbeAddr + "/readyz/" + name)
 	if err != nil {
 		return err
 	}
@@ -162,9 +163,9 @@ func TestManagerWithWrongNATSPasswordStaysUpUnready(t *testing.T) {
 
 	var refused error
 	// The probe says only that NATS is not connected; the log says why.
-	eventually(t, time.Minute, "/readyz/nats fails, and the log says the credentials were refused", func() error {
+	harness.Eventually(t, time.Minute, "/readyz/nats fails, and the log says the credentials were refused", func() error {
 		refused = m.probe("nats")
-		logs := m.logs.String()
+		logs := m.Logs()
 		if refused == nil || !strings.Contains(strings.ToLower(logs), "authorization violation") || !strings.Contains(logs, "--nats-password-file") {
 			return fmt.Errorf("readiness: %v", refused)
 		}
@@ -175,32 +176,32 @@ func TestManagerWithWrongNATSPasswordStaysUpUnready(t *testing.T) {
 			t.Errorf("/readyz/nats answers %q, which holds %q", refused, private)
 		}
 	}
-	if m.ready() == nil {
+	if m.Ready() == nil {
 		t.Fatal("/readyz passes with a wrong password")
 	}
 	// nats.go gives up after the same authentication error twice, unless told
 	// otherwise; the operator must keep trying, and not exit.
 	time.Sleep(5 * time.Second)
 	select {
-	case err := <-m.done:
-		t.Fatalf("the manager exited with a wrong password: %v\n%s", err, m.logs)
+	case <-m.Done():
+		t.Fatalf("the manager exited with a wrong password: %v\n%s", m.Err(), m.Logs())
 	default:
 	}
-	if !strings.Contains(m.logs.String(), "Cannot connect to NATS; retrying") {
-		t.Errorf("the log does not say why the operator is not ready:\n%s", m.logs)
+	if !strings.Contains(m.Logs(), "Cannot connect to NATS; retrying") {
+		t.Errorf("the log does not say why the operator is not ready:\n%s", m.Logs())
 	}
 
 	if err := os.WriteFile(passwordFile, []byte(operatorPassword+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, time.Minute, "ready once the password is right", m.ready)
+	harness.Eventually(t, time.Minute, "ready once the password is right", m.Ready)
 	js := adminConnect(t, srv, nil)
 	if _, err := js.Stream(context.Background(), jetstream.DefaultStreamName); err != nil {
 		t.Errorf("the operator did not create the stream: %v", err)
 	}
-	m.stop(t)
+	harness.Stop(t, m.Manager)
 	for _, secret := range []string{operatorPassword, "wrong-" + operatorPassword} {
-		if strings.Contains(m.logs.String(), secret) || strings.Contains(refused.Error(), secret) {
+		if strings.Contains(m.Logs(), secret) || strings.Contains(refused.Error(), secret) {
 			t.Errorf("a password is in the logs or the probe")
 		}
 	}
@@ -213,18 +214,18 @@ func TestManagerNeverLogsTheURLsPassword(t *testing.T) {
 	srv, _ := natsServer(t, documentedPermissions(t), nil)
 	url := strings.Replace(srv.URL(), "nats://", "nats://"+operatorUser+":wrong-"+operatorPassword+"@", 1)
 	m := startManager(t, url, ns)
-	eventually(t, time.Minute, "/readyz/nats fails, and the log says the credentials were refused", func() error {
-		if err := m.probe("nats"); err == nil || !strings.Contains(m.logs.String(), "the URL's userinfo") {
+	harness.Eventually(t, time.Minute, "/readyz/nats fails, and the log says the credentials were refused", func() error {
+		if err := m.probe("nats"); err == nil || !strings.Contains(m.Logs(), "the URL's userinfo") {
 			return fmt.Errorf("readiness: %v", err)
 		}
 		return nil
 	})
-	m.stop(t)
-	if strings.Contains(m.logs.String(), operatorPassword) {
-		t.Errorf("the URL's password is in the logs:\n%s", m.logs)
+	harness.Stop(t, m.Manager)
+	if strings.Contains(m.Logs(), operatorPassword) {
+		t.Errorf("the URL's password is in the logs:\n%s", m.Logs())
 	}
-	if !strings.Contains(m.logs.String(), strings.TrimPrefix(srv.URL(), "nats://")) {
-		t.Errorf("the logs do not name the server:\n%s", m.logs)
+	if !strings.Contains(m.Logs(), strings.TrimPrefix(srv.URL(), "nats://")) {
+		t.Errorf("the logs do not name the server:\n%s", m.Logs())
 	}
 }
 
@@ -249,11 +250,11 @@ func TestManagerWithLeastNATSPermissionsAndTLS(t *testing.T) {
 		"--nats-user", operatorUser, "--nats-password-file", writeSecret(t, operatorPassword),
 		"--nats-tls-ca", tls.CA, "--nats-tls-cert", tls.ClientCert, "--nats-tls-key", tls.ClientKey)
 
-	eventually(t, time.Minute, "unready while the stream is missing, saying so", func() error {
+	harness.Eventually(t, time.Minute, "unready while the stream is missing, saying so", func() error {
 		if err := m.probe("nats"); err != nil {
 			return err
 		}
-		if err := m.probe("projection"); err == nil || !strings.Contains(m.logs.String(), "--create-stream=false") {
+		if err := m.probe("projection"); err == nil || !strings.Contains(m.Logs(), "--create-stream=false") {
 			return fmt.Errorf("readiness: %v", err)
 		}
 		return nil
@@ -267,8 +268,8 @@ func TestManagerWithLeastNATSPermissionsAndTLS(t *testing.T) {
 	// Whoever operates NATS creates the stream; the operator projects it.
 	publish(t, js, readSample(t))
 	want := readExpected(t)
-	eventually(t, 2*time.Minute, "the sample stream projected", func() error { return matchesExpected(ns, want) })
-	eventually(t, time.Minute, "ready", m.ready)
+	harness.Eventually(t, 2*time.Minute, "the sample stream projected", func() error { return matchesExpected(ns, want) })
+	harness.Eventually(t, time.Minute, "ready", m.Ready)
 
 	// A declared Formation: its created event is published, and deleting it
 	// publishes its cancelled event.
@@ -283,7 +284,7 @@ func TestManagerWithLeastNATSPermissionsAndTLS(t *testing.T) {
 		t.Fatal(err)
 	}
 	key := client.ObjectKeyFromObject(declared)
-	eventually(t, time.Minute, "the created event published", func() error {
+	harness.Eventually(t, time.Minute, "the created event published", func() error {
 		var f cellosv1.Formation
 		if err := c.Get(ctx, key, &f); err != nil {
 			return err
@@ -296,7 +297,7 @@ func TestManagerWithLeastNATSPermissionsAndTLS(t *testing.T) {
 	if err := c.Delete(ctx, declared); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, time.Minute, "the cancelled event published, and the Formation gone", func() error {
+	harness.Eventually(t, time.Minute, "the cancelled event published, and the Formation gone", func() error {
 		var f cellosv1.Formation
 		if err := c.Get(ctx, key, &f); client.IgnoreNotFound(err) != nil || err == nil {
 			return fmt.Errorf("still there (%v): phase %q", err, f.Status.Phase)
@@ -306,9 +307,9 @@ func TestManagerWithLeastNATSPermissionsAndTLS(t *testing.T) {
 
 	// The consumer's watchdog checks it every 15 seconds (CONSUMER.INFO).
 	time.Sleep(20 * time.Second)
-	if err := m.ready(); err != nil {
+	if err := m.Ready(); err != nil {
 		t.Errorf("unready after the watchdog's check: %v", err)
 	}
-	m.stop(t)
+	harness.Stop(t, m.Manager)
 	v.check(t)
 }

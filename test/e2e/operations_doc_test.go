@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"cellos.dev/cellos-operator/internal/localenv"
+	"cellos.dev/cellos-operator/test/localenv"
 )
 
 // docs/operations.md describes every flag `manager --help` lists, and no

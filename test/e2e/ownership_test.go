@@ -28,8 +28,9 @@ import (
 
 	cellosv1 "cellos.dev/cellos-operator/api/v1"
 	"cellos.dev/cellos-operator/internal/jetstream"
-	"cellos.dev/cellos-operator/internal/localenv"
 	"cellos.dev/cellos-operator/internal/store"
+	"cellos.dev/cellos-operator/test/harness"
+	"cellos.dev/cellos-operator/test/localenv"
 )
 
 // labelledFormation is a valid declared Formation that carries the label
@@ -209,7 +210,7 @@ func noCancelFor(t *testing.T, jsc natsjs.JetStream, id, after string) {
 // earlier event of the stream is folded and reflected.
 func settled(t *testing.T, jsc natsjs.JetStream, operatorNS string) {
 	t.Helper()
-	if err := cursorPasses(t, operatorNS, passSentinel(t, jsc, operatorNS)); err != nil {
+	if err := cursorPasses(operatorNS, passSentinel(t, jsc, operatorNS)); err != nil {
 		t.Errorf("the cursor does not pass the sentinel: %v", err)
 	}
 }
@@ -399,7 +400,7 @@ func TestOwnerFollowsAfterCreatedEventPurged(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	m.stop(t)
+	harness.Stop(t, m.Manager)
 	s, err := jsc.Stream(ctx, "CELLOS_EVENTS")
 	if err != nil {
 		t.Fatal(err)
@@ -467,7 +468,7 @@ func TestOnlyTheOwnersDeleteCancels(t *testing.T) {
 
 	t.Run("copy", func(t *testing.T) {
 		key := createFormation(t, labelledFormation(nsA, "copy", x))
-		eventually(t, 2*time.Minute, "the operator handles the copy", func() error { return handled(key) })
+		harness.Eventually(t, 2*time.Minute, "the operator handles the copy", func() error { return handled(key) })
 		deleteFormation(t, key)
 		if err := within(2*time.Minute, func() error { return gone(key) }); err != nil {
 			t.Errorf("the deleted copy: %v", err)
@@ -482,7 +483,7 @@ func TestOnlyTheOwnersDeleteCancels(t *testing.T) {
 	t.Run("never-named", func(t *testing.T) {
 		y := uuid.NewString()
 		key := createFormation(t, labelledFormation(nsA, "unnamed", y))
-		eventually(t, 2*time.Minute, "the Formation of an id the stream never named awaits it", func() error {
+		harness.Eventually(t, 2*time.Minute, "the Formation of an id the stream never named awaits it", func() error {
 			return conditionIs(key, cellosv1.ReconcilingCondition, cellosv1.AwaitingStreamReason)
 		})
 		deleteFormation(t, key)
@@ -505,7 +506,7 @@ func TestOnlyTheOwnersDeleteCancels(t *testing.T) {
 		publish(t, jsc, []sampleMessage{supervisorEvent(z, "created"), supervisorEvent(z, "running")})
 		observedIn(t, operatorNS, z, cellosv1.FormationRunning)
 		key := createFormation(t, labelledFormation(operatorNS, "follower", z))
-		eventually(t, 2*time.Minute, "the operator handles the follower", func() error { return handled(key) })
+		harness.Eventually(t, 2*time.Minute, "the operator handles the follower", func() error { return handled(key) })
 		deleteFormation(t, key)
 		if err := within(2*time.Minute, func() error { return gone(key) }); err != nil {
 			t.Errorf("the deleted follower: %v", err)
@@ -628,7 +629,7 @@ func TestDeletedFormationNotResurrectedAfterPurge(t *testing.T) {
 	publish(t, jsc, []sampleMessage{supervisorEvent(x, "running")})
 	phaseIs(t, key, cellosv1.FormationRunning)
 	deleteFormation(t, key)
-	eventually(t, 2*time.Minute, "the deleted Formation goes", func() error { return gone(key) })
+	harness.Eventually(t, 2*time.Minute, "the deleted Formation goes", func() error { return gone(key) })
 	cancelled, err := exactlyOne(jsc, x, cancelledType)
 	if err != nil {
 		t.Fatal(err)
@@ -641,7 +642,7 @@ func TestDeletedFormationNotResurrectedAfterPurge(t *testing.T) {
 	publish(t, jsc, []sampleMessage{supervisorEvent(x, "running"), cellStarted(cellID, x)})
 	settled(t, jsc, operatorNS)
 
-	m.stop(t)
+	harness.Stop(t, m.Manager)
 	s, err := jsc.Stream(ctx, "CELLOS_EVENTS")
 	if err != nil {
 		t.Fatal(err)
@@ -716,7 +717,7 @@ func TestNoDecisionFromAPartialFold(t *testing.T) {
 	m := startManager(t, js.URL(), operatorNS, "--flush-window=50ms")
 	observedKey := types.NamespacedName{Namespace: operatorNS, Name: store.ObjectName(z)}
 	var observed *cellosv1.Formation
-	eventually(t, 3*time.Minute, "the observed Formation runs", func() error {
+	harness.Eventually(t, 3*time.Minute, "the observed Formation runs", func() error {
 		var err error
 		observed, err = getFormation(observedKey)
 		if err != nil {
@@ -729,17 +730,17 @@ func TestNoDecisionFromAPartialFold(t *testing.T) {
 	})
 	t.Logf("the first fold reached the formation in %s", time.Since(began).Round(time.Millisecond))
 	var cell *cellosv1.Cell
-	eventually(t, 2*time.Minute, "the Cell of the observed formation", func() error {
+	harness.Eventually(t, 2*time.Minute, "the Cell of the observed formation", func() error {
 		var err error
 		cell, err = cellIn(operatorNS, cellID)
 		return err
 	})
 
 	refusedKey := createFormation(t, labelledFormation(nsA, "refused", z))
-	eventually(t, 2*time.Minute, "the Formation labelled with the observed formation's id is refused", func() error {
+	harness.Eventually(t, 2*time.Minute, "the Formation labelled with the observed formation's id is refused", func() error {
 		return stalledWith(refusedKey, cellosv1.TakeoverRefusedReason)
 	})
-	eventually(t, time.Minute, "a TakeoverRefused Warning Event on the refused Formation", func() error {
+	harness.Eventually(t, time.Minute, "a TakeoverRefused Warning Event on the refused Formation", func() error {
 		if n, _ := warningEvents(t, refusedKey, cellosv1.TakeoverRefusedReason); n == 0 {
 			return fmt.Errorf("none yet")
 		}
@@ -801,7 +802,7 @@ func TestNoDecisionFromAPartialFold(t *testing.T) {
 	})
 
 	for i := 1; i <= 3; i++ {
-		m.stop(t)
+		harness.Stop(t, m.Manager)
 		began = time.Now()
 		m = startManager(t, js.URL(), operatorNS, "--flush-window=50ms")
 		settled(t, jsc, operatorNS)
@@ -860,7 +861,7 @@ func TestProjectionNamespaceCannotFollowDeclaredFormation(t *testing.T) {
 	if err := within(time.Minute, check); err != nil {
 		t.Errorf("a Formation in the operator's namespace labelled with the owner's formation: %v", err)
 	}
-	eventually(t, time.Minute, "the operator handles the Formation", func() error { return handled(key) })
+	harness.Eventually(t, time.Minute, "the operator handles the Formation", func() error { return handled(key) })
 	_ = check()
 	if len(mirrored) > 0 {
 		t.Errorf("the Formation in the operator's namespace mirrored the owner's formation: %s", mirrored[len(mirrored)-1])
@@ -938,7 +939,7 @@ func TestForgedOwnershipFactsIgnored(t *testing.T) {
 // its results.
 func (m *manager) reconcileTotal(t *testing.T, controller string) float64 {
 	t.Helper()
-	_, body, err := httpGet("http://" + m.metrics + "/metrics")
+	_, body, err := harness.HTTPGet("http://" + m.MetricsAddr + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -976,7 +977,7 @@ func TestRefusalNamesNoNamespace(t *testing.T) {
 
 	_, x := declareAdmitted(t, nsB, "owner")
 	key := createFormation(t, labelledFormation(nsA, "probe", x))
-	eventually(t, 2*time.Minute, "the probe is refused", func() error { return stalledWith(key, cellosv1.TakeoverRefusedReason) })
+	harness.Eventually(t, 2*time.Minute, "the probe is refused", func() error { return stalledWith(key, cellosv1.TakeoverRefusedReason) })
 	f, err := getFormation(key)
 	if err != nil {
 		t.Fatal(err)
@@ -988,7 +989,7 @@ func TestRefusalNamesNoNamespace(t *testing.T) {
 		}
 	}
 	var notes []string
-	eventually(t, time.Minute, "a Warning Event on the refused Formation", func() error {
+	harness.Eventually(t, time.Minute, "a Warning Event on the refused Formation", func() error {
 		var n int
 		n, notes = warningEvents(t, key, "")
 		if n == 0 {
@@ -1014,7 +1015,7 @@ func TestRefusalNamesNoNamespace(t *testing.T) {
 	keys := make([]types.NamespacedName, sameLabelFormations)
 	for i := range keys {
 		keys[i] = createFormation(t, labelledFormation(nsA, fmt.Sprintf("same-label-%d", i), q))
-		eventually(t, time.Minute, keys[i].Name+" awaits the stream", func() error {
+		harness.Eventually(t, time.Minute, keys[i].Name+" awaits the stream", func() error {
 			return conditionIs(keys[i], cellosv1.ReconcilingCondition, cellosv1.AwaitingStreamReason)
 		})
 	}

@@ -19,7 +19,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	cellosv1 "cellos.dev/cellos-operator/api/v1"
-	"cellos.dev/cellos-operator/internal/localenv"
+	"cellos.dev/cellos-operator/test/harness"
+	"cellos.dev/cellos-operator/test/localenv"
 )
 
 // TestPlayground runs `make dev`'s entry point as a user would, waits for the
@@ -27,7 +28,7 @@ import (
 func TestPlayground(t *testing.T) {
 	dir := t.TempDir()
 	devBin := filepath.Join(dir, "cellos-dev")
-	build := exec.Command("go", "build", "-o", devBin, "./cmd/cellos-dev")
+	build := exec.Command("go", "build", "-o", devBin, "./hack/cellos-dev")
 	build.Dir = localenv.RepoRoot()
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("building cellos-dev: %v\n%s", err, out)
@@ -77,7 +78,7 @@ func TestPlayground(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 2*time.Minute, "Formations and Cells appear and a Formation ends", func() error {
+	harness.Eventually(t, 2*time.Minute, "Formations and Cells appear and a Formation ends", func() error {
 		var formations cellosv1.FormationList
 		var cells cellosv1.CellList
 		if err := c.List(context.Background(), &formations); err != nil {

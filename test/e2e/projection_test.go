@@ -25,9 +25,10 @@ import (
 	"cellos.dev/cellos-operator/internal/cursor"
 	"cellos.dev/cellos-operator/internal/ingest"
 	"cellos.dev/cellos-operator/internal/jetstream"
-	"cellos.dev/cellos-operator/internal/localenv"
 	cellosstatus "cellos.dev/cellos-operator/internal/status"
 	"cellos.dev/cellos-operator/internal/store"
+	"cellos.dev/cellos-operator/test/harness"
+	"cellos.dev/cellos-operator/test/localenv"
 )
 
 // sampleDir holds the sample stream and the projection it must produce.
@@ -193,8 +194,7 @@ func matchesExpected(ns string, want expectedProjection) error {
 // cursorAt reads the committed cursor sequence in ns, 0 when there is none.
 func cursorAt(t testing.TB, ns string) uint64 {
 	t.Helper()
-	cm := &cursor.ConfigMap{Client: controlPlane.Client, Key: types.NamespacedName{Namespace: ns, Name: "cellos-projection-cursor"}}
-	p, _, err := cm.Load(context.Background())
+	p, _, err := harness.Cursor(context.Background(), controlPlane.Client, ns)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -204,28 +204,7 @@ func cursorAt(t testing.TB, ns string) uint64 {
 // waitForCursor waits until the committed cursor in ns reaches seq.
 func waitForCursor(t testing.TB, ns string, seq uint64) {
 	t.Helper()
-	eventually(t, 5*time.Minute, fmt.Sprintf("cursor reaches sequence %d", seq), func() error {
-		if got := cursorAt(t, ns); got < seq {
-			return fmt.Errorf("cursor %d", got)
-		}
-		return nil
-	})
-}
-
-// metric reads one sample of the manager's metrics, 0 when absent.
-func (m *manager) metric(t testing.TB, series string) float64 {
-	t.Helper()
-	_, body, err := httpGet("http://" + m.metrics + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, line := range strings.Split(body, "\n") {
-		if v, ok := strings.CutPrefix(line, series+" "); ok {
-			f, _ := strconv.ParseFloat(v, 64)
-			return f
-		}
-	}
-	return 0
+	harness.WaitForCursor(t, controlPlane.Client, ns, cursor.Position{Sequence: seq}, 5*time.Minute)
 }
 
 // sampleRun is a manager that projected the whole sample stream, in a
@@ -244,7 +223,7 @@ func projectSample(t *testing.T) sampleRun {
 	_, r.jsc = r.js.Connect(t)
 	r.m = startManager(t, r.js.URL(), r.ns, "--flush-window=50ms")
 	publish(t, r.jsc, readSample(t))
-	eventually(t, time.Minute, "objects match the expected projection", func() error { return matchesExpected(r.ns, r.want) })
+	harness.Eventually(t, time.Minute, "objects match the expected projection", func() error { return matchesExpected(r.ns, r.want) })
 	waitForCursor(t, r.ns, r.want.LastSequence)
 	return r
 }
@@ -255,21 +234,21 @@ func TestProjectsSampleStream(t *testing.T) {
 
 	var applied float64
 	for _, family := range []string{"cell", "formation", "other"} {
-		applied += m.metric(t, `cellos_operator_events_total{family="`+family+`",result="applied"}`)
+		applied += m.Metric(t, `cellos_operator_events_total{family="`+family+`",result="applied"}`)
 	}
-	rejected := m.metric(t, `cellos_operator_events_total{family="other",result="rejected"}`) +
-		m.metric(t, `cellos_operator_events_total{family="formation",result="rejected"}`)
-	ignored := m.metric(t, `cellos_operator_events_total{family="other",result="ignored"}`) +
-		m.metric(t, `cellos_operator_events_total{family="cell",result="ignored"}`) +
-		m.metric(t, `cellos_operator_events_total{family="formation",result="ignored"}`)
+	rejected := m.Metric(t, `cellos_operator_events_total{family="other",result="rejected"}`) +
+		m.Metric(t, `cellos_operator_events_total{family="formation",result="rejected"}`)
+	ignored := m.Metric(t, `cellos_operator_events_total{family="other",result="ignored"}`) +
+		m.Metric(t, `cellos_operator_events_total{family="cell",result="ignored"}`) +
+		m.Metric(t, `cellos_operator_events_total{family="formation",result="ignored"}`)
 	if int(rejected) != want.Rejected || int(ignored) != want.Ignored || int(applied+rejected+ignored) != int(want.LastSequence) {
 		t.Errorf("events counted: applied %v, rejected %v (want %d), ignored %v (want %d)", applied, rejected, want.Rejected, ignored, want.Ignored)
 	}
-	if got := m.metric(t, "cellos_operator_cursor_sequence"); uint64(got) != want.LastSequence {
+	if got := m.Metric(t, "cellos_operator_cursor_sequence"); uint64(got) != want.LastSequence {
 		t.Errorf("cursor metric %v, want %d", got, want.LastSequence)
 	}
 
-	eventually(t, 30*time.Second, "a Warning Event on the cursor ConfigMap for a rejected event", func() error {
+	harness.Eventually(t, 30*time.Second, "a Warning Event on the cursor ConfigMap for a rejected event", func() error {
 		var evs eventsv1.EventList
 		if err := controlPlane.Client.List(context.Background(), &evs, client.InNamespace(ns)); err != nil {
 			return err
@@ -283,7 +262,7 @@ func TestProjectsSampleStream(t *testing.T) {
 		return fmt.Errorf("none among %d events", len(evs.Items))
 	})
 
-	eventually(t, 30*time.Second, "a Normal Event for the phase a Formation reached", func() error {
+	harness.Eventually(t, 30*time.Second, "a Normal Event for the phase a Formation reached", func() error {
 		var evs eventsv1.EventList
 		if err := controlPlane.Client.List(context.Background(), &evs, client.InNamespace(ns)); err != nil {
 			return err

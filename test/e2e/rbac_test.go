@@ -30,7 +30,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	cellosv1 "cellos.dev/cellos-operator/api/v1"
-	"cellos.dev/cellos-operator/internal/localenv"
+	"cellos.dev/cellos-operator/test/harness"
+	"cellos.dev/cellos-operator/test/localenv"
 )
 
 // The aggregated roles, by the names an install gives them.
@@ -91,7 +92,7 @@ func installClusterRole(t *testing.T, role *rbacv1.ClusterRole) {
 	if err := client.IgnoreNotFound(c.Delete(ctx, &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: role.Name}})); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 30*time.Second, "the earlier ClusterRole "+role.Name+" is gone", func() error {
+	harness.Eventually(t, 30*time.Second, "the earlier ClusterRole "+role.Name+" is gone", func() error {
 		err := c.Get(ctx, client.ObjectKey{Name: role.Name}, &rbacv1.ClusterRole{})
 		if apierrors.IsNotFound(err) {
 			return nil
@@ -135,7 +136,7 @@ func clientAs(t *testing.T, user string) client.Client {
 // authorizer's cache learns of a new binding within moments.
 func allowedTo(t *testing.T, what string, do func() error) {
 	t.Helper()
-	eventually(t, 30*time.Second, what, do)
+	harness.Eventually(t, 30*time.Second, what, do)
 }
 
 // authorizationResourceAttributes is one request, to ask the authorizer
@@ -278,7 +279,7 @@ func TestTeamCannotTakeOverAnotherTeamsFormation(t *testing.T) {
 	allowedTo(t, "the team B user creates a Formation in team B", func() error { return dev.Create(ctx, b.DeepCopy()) })
 	keyB := client.ObjectKeyFromObject(b)
 	var refused cellosv1.Formation
-	eventually(t, 2*time.Minute, "the operator refuses the takeover", func() error {
+	harness.Eventually(t, 2*time.Minute, "the operator refuses the takeover", func() error {
 		if err := c.Get(ctx, keyB, &refused); err != nil {
 			return err
 		}
@@ -291,7 +292,7 @@ func TestTeamCannotTakeOverAnotherTeamsFormation(t *testing.T) {
 	if refused.Status.Phase != "" || refused.Status.LastAppliedSequence != 0 || refused.Status.FormationID == idA {
 		t.Errorf("the refused Formation shows the projection: phase %q at %d, id %q", refused.Status.Phase, refused.Status.LastAppliedSequence, refused.Status.FormationID)
 	}
-	eventually(t, time.Minute, "a Warning Event TakeoverRefused on the refused Formation", func() error {
+	harness.Eventually(t, time.Minute, "a Warning Event TakeoverRefused on the refused Formation", func() error {
 		var evs eventsv1.EventList
 		if err := c.List(ctx, &evs, client.InNamespace(teamB)); err != nil {
 			return err

@@ -19,10 +19,11 @@ import (
 	"cellos.dev/cellos-operator/internal/cursor"
 	"cellos.dev/cellos-operator/internal/fold"
 	"cellos.dev/cellos-operator/internal/jetstream"
-	"cellos.dev/cellos-operator/internal/localenv"
 	"cellos.dev/cellos-operator/internal/simulator"
 	"cellos.dev/cellos-operator/internal/status"
 	"cellos.dev/cellos-operator/internal/store"
+	"cellos.dev/cellos-operator/test/harness"
+	"cellos.dev/cellos-operator/test/localenv"
 )
 
 // After any restart, whatever happened while the operator was down, every
@@ -198,38 +199,16 @@ func restart(t *testing.T, r sampleRun) {
 	t.Helper()
 	want := foldStream(t, r.jsc)
 	startManager(t, r.js.URL(), r.ns, "--flush-window=50ms", "--cursor-commit-interval=200ms")
-	eventually(t, 2*time.Minute, "every object equals the fold of the stream", func() error { return matchesFold(r.ns, want) })
+	harness.Eventually(t, 2*time.Minute, "every object equals the fold of the stream", func() error { return matchesFold(r.ns, want) })
 	waitForCursorOf(t, r.ns, want)
 }
 
 // waitForCursorOf waits until the cursor names want's stream and reaches its
-// last sequence: a cursor of an earlier stream of the same name, however
-// high, does not count.
+// last sequence.
 func waitForCursorOf(t *testing.T, ns string, want streamFold) {
 	t.Helper()
-	cm := &cursor.ConfigMap{Client: controlPlane.Client, Key: types.NamespacedName{Namespace: ns, Name: "cellos-projection-cursor"}}
-	eventually(t, 2*time.Minute, fmt.Sprintf("the cursor reaches sequence %d of the stream", want.last), func() error {
-		p, ok, err := cm.Load(context.Background())
-		switch {
-		case err != nil:
-			return err
-		case !ok:
-			return fmt.Errorf("no cursor")
-		case p.Stream != want.stream.Name || !p.StreamCreated.Equal(want.stream.Created) || p.Sequence < want.last:
-			return fmt.Errorf("cursor at %d of stream %s created %s", p.Sequence, p.Stream, p.StreamCreated)
-		}
-		return nil
-	})
-}
-
-// kill ends the manager with SIGKILL, as the kernel's OOM killer or a lost
-// node would: no shutdown, no last commit.
-func (m *manager) kill(t *testing.T) {
-	t.Helper()
-	if err := m.cmd.Process.Kill(); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("manager: %v", <-m.done)
+	harness.WaitForCursor(t, controlPlane.Client, ns,
+		cursor.Position{Stream: want.stream.Name, StreamCreated: want.stream.Created, Sequence: want.last}, 2*time.Minute)
 }
 
 // The sample's ids, which the recreated streams below reuse.
@@ -305,7 +284,7 @@ func recreateStream(t *testing.T, r sampleRun, msgs []sampleMessage) {
 // does not reach, under the old stream's stamp, and are overwritten.
 func TestRestartAfterStreamRecreated(t *testing.T) {
 	r := projectSample(t)
-	r.m.stop(t)
+	harness.Stop(t, r.m.Manager)
 	recreateStream(t, r, recreatedEvents())
 	restart(t, r)
 	noLeftovers(t, r.ns, foldStream(t, r.jsc))
@@ -314,7 +293,7 @@ func TestRestartAfterStreamRecreated(t *testing.T) {
 // noLeftovers waits until no object of ns is left from an earlier stream.
 func noLeftovers(t *testing.T, ns string, want streamFold) {
 	t.Helper()
-	eventually(t, time.Minute, "no object is left from the old stream", func() error {
+	harness.Eventually(t, time.Minute, "no object is left from the old stream", func() error {
 		if left := leftovers(t, ns, want); len(left) > 0 {
 			return fmt.Errorf("left: %s", strings.Join(left, ", "))
 		}
@@ -329,7 +308,7 @@ func noLeftovers(t *testing.T, ns string, want streamFold) {
 // Trusting status in any of these would leave it as edited.
 func TestRestartAfterStatusEditedByHand(t *testing.T) {
 	r := projectSample(t)
-	r.m.stop(t)
+	harness.Stop(t, r.m.Manager)
 	ctx := context.Background()
 	c := controlPlane.Client
 	cell := func(name string, edit func(*cellosv1.CellStatus)) {
@@ -379,7 +358,7 @@ func TestRestartAfterStatusEditedByHand(t *testing.T) {
 // too long to be its name.
 func TestRestartAfterObjectDeleted(t *testing.T) {
 	r := projectSample(t)
-	r.m.stop(t)
+	harness.Stop(t, r.m.Manager)
 	ctx := context.Background()
 	for _, obj := range []client.Object{
 		&cellosv1.Formation{ObjectMeta: metav1.ObjectMeta{Namespace: r.ns, Name: formation02}},
@@ -398,7 +377,7 @@ func TestRestartAfterObjectDeleted(t *testing.T) {
 // and reaches the stream's last sequence.
 func TestRestartAfterCursorDeleted(t *testing.T) {
 	r := projectSample(t)
-	r.m.stop(t)
+	harness.Stop(t, r.m.Manager)
 	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: r.ns, Name: "cellos-projection-cursor"}}
 	if err := controlPlane.Client.Delete(context.Background(), cm); err != nil {
 		t.Fatal(err)
@@ -431,7 +410,7 @@ func TestRestartAfterKillMidFold(t *testing.T) {
 
 	first := startManager(t, r.js.URL(), r.ns, "--flush-window=50ms", "--cursor-commit-interval=200ms")
 	// Kill once a fifth of the Cells exist: well inside the writing.
-	eventually(t, 2*time.Minute, "the first manager writes some objects", func() error {
+	harness.Eventually(t, 2*time.Minute, "the first manager writes some objects", func() error {
 		var cells cellosv1.CellList
 		if err := controlPlane.Client.List(ctx, &cells, client.InNamespace(r.ns)); err != nil {
 			return err
@@ -441,7 +420,7 @@ func TestRestartAfterKillMidFold(t *testing.T) {
 		}
 		return nil
 	})
-	first.kill(t)
+	first.Kill()
 	if matchesFold(r.ns, want) == nil {
 		t.Fatal("the manager had written everything before it was killed: nothing is left to test")
 	}
@@ -467,7 +446,7 @@ func TestRestartNotNeededForStreamRecreatedWhileRunning(t *testing.T) {
 	r := projectSample(t)
 	recreateStream(t, r, recreatedEvents())
 	want := foldStream(t, r.jsc)
-	eventually(t, 2*time.Minute, "every object equals the fold of the new stream", func() error { return matchesFold(r.ns, want) })
+	harness.Eventually(t, 2*time.Minute, "every object equals the fold of the new stream", func() error { return matchesFold(r.ns, want) })
 	waitForCursorOf(t, r.ns, want)
 	noLeftovers(t, r.ns, want)
 }
@@ -483,7 +462,7 @@ func TestRestartAfterCellIDEditedByHand(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := projectSample(t)
-			r.m.stop(t)
+			harness.Stop(t, r.m.Manager)
 			ctx := context.Background()
 			var obj cellosv1.Cell
 			if err := controlPlane.Client.Get(ctx, types.NamespacedName{Namespace: r.ns, Name: "cell-02daa0b3-0"}, &obj); err != nil {

@@ -13,7 +13,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	cellosv1 "cellos.dev/cellos-operator/api/v1"
-	"cellos.dev/cellos-operator/internal/localenv"
+	"cellos.dev/cellos-operator/test/harness"
+	"cellos.dev/cellos-operator/test/localenv"
 )
 
 // watchCursor samples the cursor until the test ends and fails it if the
@@ -47,12 +48,12 @@ func TestRestartMidStreamLosesNothing(t *testing.T) {
 	first := startManager(t, js.URL(), ns, "--flush-window=50ms")
 	publish(t, jsc, sample[:17])
 	waitForCursor(t, ns, 17)
-	first.stop(t)
+	harness.Stop(t, first.Manager)
 	stoppedAt := cursorAt(t, ns)
 
 	publish(t, jsc, sample[17:])
 	startManager(t, js.URL(), ns, "--flush-window=50ms")
-	eventually(t, time.Minute, "objects match the expected projection", func() error { return matchesExpected(ns, want) })
+	harness.Eventually(t, time.Minute, "objects match the expected projection", func() error { return matchesExpected(ns, want) })
 	waitForCursor(t, ns, want.LastSequence)
 	if stoppedAt < 17 {
 		t.Errorf("cursor after a clean stop is %d, want at least 17", stoppedAt)
@@ -65,7 +66,7 @@ func TestRestartMidStreamLosesNothing(t *testing.T) {
 func TestReplayOfAnAppliedStreamWritesNothing(t *testing.T) {
 	r := projectSample(t)
 	ns, want := r.ns, r.want
-	r.m.stop(t)
+	harness.Stop(t, r.m.Manager)
 
 	var cm corev1.ConfigMap
 	if err := controlPlane.Client.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: "cellos-projection-cursor"}, &cm); err != nil {
@@ -82,10 +83,10 @@ func TestReplayOfAnAppliedStreamWritesNothing(t *testing.T) {
 	}
 	var applied, written float64
 	for _, family := range []string{"cell", "formation"} {
-		applied += second.metric(t, `cellos_operator_events_total{family="`+family+`",result="applied"}`)
+		applied += second.Metric(t, `cellos_operator_events_total{family="`+family+`",result="applied"}`)
 	}
 	for _, kind := range []string{"Cell", "Formation"} {
-		written += second.metric(t, `cellos_operator_status_writes_total{kind="`+kind+`",result="ok"}`)
+		written += second.Metric(t, `cellos_operator_status_writes_total{kind="`+kind+`",result="ok"}`)
 	}
 	if applied == 0 || written != 0 {
 		t.Errorf("replay: %v events folded again, %v status writes; want the whole stream folded and no write", applied, written)
@@ -113,7 +114,7 @@ func TestObjectsHeal(t *testing.T) {
 	if err := c.Status().Update(ctx, &f); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, time.Minute, "deleted and edited objects heal", func() error { return matchesExpected(ns, want) })
+	harness.Eventually(t, time.Minute, "deleted and edited objects heal", func() error { return matchesExpected(ns, want) })
 
 	// A correlated Cell is labelled and owned by its Formation, whose counts
 	// come from its Cells.
@@ -126,7 +127,7 @@ func TestObjectsHeal(t *testing.T) {
 		owned.OwnerReferences[0].Kind != "Formation" || owned.OwnerReferences[0].Name != formationID {
 		t.Errorf("correlated Cell: labels %v, owners %v", owned.Labels, owned.OwnerReferences)
 	}
-	eventually(t, 30*time.Second, "formation counts its Cells", func() error {
+	harness.Eventually(t, 30*time.Second, "formation counts its Cells", func() error {
 		var cells cellosv1.CellList
 		if err := c.List(ctx, &cells, client.InNamespace(ns), client.MatchingLabels{cellosv1.FormationIDLabel: formationID}); err != nil {
 			return err
@@ -149,7 +150,7 @@ func TestObjectsHeal(t *testing.T) {
 func TestRecreatedStreamReplacesTheOldProjection(t *testing.T) {
 	r := projectSample(t)
 	ns, jsc := r.ns, r.jsc
-	r.m.stop(t)
+	harness.Stop(t, r.m.Manager)
 
 	ctx := context.Background()
 	if err := jsc.DeleteStream(ctx, "CELLOS_EVENTS"); err != nil {
@@ -165,7 +166,7 @@ func TestRecreatedStreamReplacesTheOldProjection(t *testing.T) {
 	publish(t, jsc, fresh)
 	startManager(t, r.js.URL(), ns, "--flush-window=50ms")
 	waitForCursor(t, ns, uint64(len(fresh)))
-	eventually(t, time.Minute, "the new stream's projection", func() error {
+	harness.Eventually(t, time.Minute, "the new stream's projection", func() error {
 		var f cellosv1.Formation
 		if err := controlPlane.Client.Get(ctx, types.NamespacedName{Namespace: ns, Name: "02daa0b3-49a7-a4bf-8050-cbb812881d4e"}, &f); err != nil {
 			return err

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"cellos.dev/cellos-operator/test/harness"
 )
 
 // API server outage: kube-apiserver stops mid-stream and comes back on the
@@ -14,7 +16,7 @@ import (
 // await their write (cellos_operator_ingest_paused, a log line, /readyz),
 // so that its memory stays bounded; holds the cursor; and catches up.
 //
-// internal/localenv cannot stop its API server (it keeps its
+// test/localenv cannot stop its API server (it keeps its
 // envtest.Environment to itself), so this suite starts its own control
 // plane, and stops and starts envtest's APIServer on the same port.
 func TestAPIServerOutage(t *testing.T) {
@@ -29,7 +31,7 @@ func TestAPIServerOutage(t *testing.T) {
 	publish(t, jsc, msgs[:before], 0)
 	want, _ := expect(t, jsc)
 	converge(t, ns, want, 5*time.Minute)
-	rssBefore := m.peakMiB()
+	rssBefore := m.PeakMiB()
 
 	// It stops listening at once; its graceful shutdown may take longer.
 	down := time.Now()
@@ -52,10 +54,10 @@ func TestAPIServerOutage(t *testing.T) {
 	// Watch for the length of the outage, and at least a few seconds after
 	// the backlog arrived.
 	for time.Since(down) < length || time.Since(publishedAt) < 5*time.Second {
-		if !m.running() {
-			t.Fatalf("the manager exited while the API server was away: %v\n%s", m.err, tail(m.logs.String(), 40))
+		if !m.Running() {
+			t.Fatalf("the manager exited while the API server was away: %v\n%s", m.Err(), harness.Tail(m.Logs(), 40))
 		}
-		all, err := m.metrics()
+		all, err := m.Metrics()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -63,21 +65,21 @@ func TestAPIServerOutage(t *testing.T) {
 			paused = true
 		}
 		maxSeen = max(maxSeen, all["cellos_operator_unflushed_objects"])
-		folded = sum(all, "cellos_operator_events_total")
+		folded = harness.Sum(all, "cellos_operator_events_total")
 		// The probe withholds why; the log line below says it.
-		if err := m.ready(); err != nil && paused && strings.Contains(err.Error(), "not projecting the stream") {
+		if err := m.Ready(); err != nil && paused && strings.Contains(err.Error(), "not projecting the stream") {
 			pausedReady = true
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
-	rssDown := m.peakMiB()
+	rssDown := m.PeakMiB()
 	if !paused {
 		t.Errorf("cellos_operator_ingest_paused never reached 1 while the API server was away")
 	}
 	if !pausedReady {
 		t.Errorf("/readyz/projection never failed while the fold was paused and the API server away")
 	}
-	if !strings.Contains(m.logs.String(), "Paused the fold") {
+	if !strings.Contains(m.Logs(), "Paused the fold") {
 		t.Errorf("no log line says the fold paused")
 	}
 	if maxSeen > float64(maxUnflushed) {
@@ -95,17 +97,17 @@ func TestAPIServerOutage(t *testing.T) {
 	restarted = true
 	want, snap := expect(t, jsc)
 	recovered, lost := converge(t, ns, want, 10*time.Minute)
-	eventually(t, time.Minute, "the manager is ready again", m.ready)
-	if m.metric(t, "cellos_operator_ingest_paused") != 0 {
+	harness.Eventually(t, time.Minute, "the manager is ready again", m.Ready)
+	if m.Metric(t, "cellos_operator_ingest_paused") != 0 {
 		t.Errorf("still paused after catching up")
 	}
-	if !m.running() {
-		t.Errorf("the manager exited: %v", m.err)
+	if !m.Running() {
+		t.Errorf("the manager exited: %v", m.Err())
 	}
 	regressed := rec.mustHold(t, want, snap)
 	results.add(row{
 		Scenario: "API server outage", Runs: 1, Events: int(want.last), Lost: lost, Regressed: regressed,
-		Recover: durations([]time.Duration{recovered}), PeakMiB: m.peakMiB(),
+		Recover: durations([]time.Duration{recovered}), PeakMiB: m.PeakMiB(),
 		Notes: fmt.Sprintf("kube-apiserver stopped %s while %d events arrived; fold paused at %v unflushed objects (--max-unflushed-objects=%d) with %v of %d events folded; RSS %.0f MiB before, %.0f MiB at the end of the outage; one manager process throughout",
 			length, during, maxSeen, maxUnflushed, folded, published, rssBefore, rssDown),
 	})
@@ -127,7 +129,7 @@ func TestAPIServerOutageWithLeaderElection(t *testing.T) {
 	cfg := managerConfig{natsURL: js.URL(), namespace: ns, args: []string{"--leader-elect"}}
 	m := startManager(t, cfg)
 	all := fleet{m}
-	eventually(t, time.Minute, "the manager leads", func() error { return leads(m) })
+	harness.Eventually(t, time.Minute, "the manager leads", func() error { return leads(m) })
 	publish(t, jsc, msgs[:2000], 0)
 	want, _ := expect(t, jsc)
 	converge(t, ns, want, 5*time.Minute)
@@ -144,15 +146,15 @@ func TestAPIServerOutageWithLeaderElection(t *testing.T) {
 	restart := func() {
 		exits++
 		why := "?"
-		for _, line := range strings.Split(m.logs.String(), "\n") {
+		for _, line := range strings.Split(m.Logs(), "\n") {
 			if strings.Contains(line, `"Operator failed"`) {
 				if i := strings.Index(line, `"error":"`); i >= 0 {
 					why = strings.SplitN(line[i+9:], `"`, 2)[0]
 				}
 			}
 		}
-		reasons = append(reasons, fmt.Sprintf("%s after %s: %s", m.name, exitedAfter.Round(100*time.Millisecond), why))
-		t.Logf("%s exited %s into the outage: %v: %s", m.name, exitedAfter.Round(100*time.Millisecond), m.err, why)
+		reasons = append(reasons, fmt.Sprintf("%s after %s: %s", m.Name, exitedAfter.Round(100*time.Millisecond), why))
+		t.Logf("%s exited %s into the outage: %v: %s", m.Name, exitedAfter.Round(100*time.Millisecond), m.Err(), why)
 		time.Sleep(backoff)
 		backoff *= 2
 		cfg.name = fmt.Sprintf("manager-%d", exits)
@@ -160,7 +162,7 @@ func TestAPIServerOutageWithLeaderElection(t *testing.T) {
 		all = append(all, m)
 	}
 	for time.Since(down) < length {
-		if !m.running() {
+		if !m.Running() {
 			exitedAfter = time.Since(down)
 			restart()
 		}
@@ -173,7 +175,7 @@ func TestAPIServerOutageWithLeaderElection(t *testing.T) {
 	duringOutage := exits
 	want, snap := expect(t, jsc)
 	for deadline := time.Now().Add(10 * time.Minute); ; {
-		if !m.running() {
+		if !m.Running() {
 			exitedAfter = time.Since(down)
 			restart()
 		}

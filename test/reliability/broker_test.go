@@ -7,6 +7,8 @@ import (
 	"time"
 
 	natsjs "github.com/nats-io/nats.go/jetstream"
+
+	"cellos.dev/cellos-operator/test/harness"
 )
 
 // Broker outage: the JetStream server stops for 10 to 30 seconds, several
@@ -31,7 +33,7 @@ func TestBrokerOutage(t *testing.T) {
 	msgs := generate(23, events, adversarial)
 
 	m := startManager(t, managerConfig{natsURL: js.URL(), namespace: ns})
-	eventually(t, time.Minute, "the manager is ready", m.ready)
+	harness.Eventually(t, time.Minute, "the manager is ready", m.Ready)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	published := make(chan error, 1)
@@ -43,7 +45,7 @@ func TestBrokerOutage(t *testing.T) {
 	var recoveries []time.Duration
 	for i := range outages {
 		time.Sleep(up)
-		before, err := m.metrics()
+		before, err := m.Metrics()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -51,15 +53,15 @@ func TestBrokerOutage(t *testing.T) {
 		js.Stop()
 		down := time.Now()
 		// While it lasts: not ready, and the disconnection counted.
-		detected := eventually(t, 30*time.Second, "readiness reports the broker outage", func() error {
-			if m.ready() == nil {
+		detected := harness.Eventually(t, 30*time.Second, "readiness reports the broker outage", func() error {
+			if m.Ready() == nil {
 				return fmt.Errorf("still ready")
 			}
 			return nil
 		})
 		key := `cellos_operator_consumer_errors_total{reason="disconnected"}`
-		eventually(t, 30*time.Second, "metrics report the broker outage", func() error {
-			all, err := m.metrics()
+		harness.Eventually(t, 30*time.Second, "metrics report the broker outage", func() error {
+			all, err := m.Metrics()
 			if err != nil {
 				return err
 			}
@@ -69,22 +71,22 @@ func TestBrokerOutage(t *testing.T) {
 			return nil
 		})
 		for time.Since(down) < length {
-			if err := m.ready(); err == nil {
+			if err := m.Ready(); err == nil {
 				t.Errorf("ready %s into a broker outage", time.Since(down).Round(time.Millisecond))
 			}
-			if !m.running() {
-				t.Fatalf("the manager exited during the broker outage: %v\n%s", m.err, tail(m.logs.String(), 40))
+			if !m.Running() {
+				t.Fatalf("the manager exited during the broker outage: %v\n%s", m.Err(), harness.Tail(m.Logs(), 40))
 			}
 			time.Sleep(500 * time.Millisecond)
 		}
-		why := m.ready()
+		why := m.Ready()
 		js.Restart()
 		back := time.Now()
-		reconnect := eventually(t, 2*time.Minute, "the manager is ready again", m.ready)
+		reconnect := harness.Eventually(t, 2*time.Minute, "the manager is ready again", m.Ready)
 		// Caught up: every event in the stream when it came back is in status.
 		last := lastSequence(t, jsc)
-		eventually(t, 5*time.Minute, "the cursor passes the events of before the outage", func() error {
-			p, _, err := cursorOf(context.Background(), ns)
+		harness.Eventually(t, 5*time.Minute, "the cursor passes the events of before the outage", func() error {
+			p, _, err := harness.Cursor(context.Background(), cp.Client, ns)
 			if err != nil {
 				return err
 			}
@@ -96,8 +98,8 @@ func TestBrokerOutage(t *testing.T) {
 		recoveries = append(recoveries, time.Since(back))
 		t.Logf("outage %d: %s long; not ready after %s (%v); ready %s after the broker came back; cursor past sequence %d after %s",
 			i+1, length, detected.Round(time.Millisecond), why, reconnect.Round(time.Millisecond), last, time.Since(back).Round(time.Millisecond))
-		if !m.running() {
-			t.Fatalf("the manager exited: %v", m.err)
+		if !m.Running() {
+			t.Fatalf("the manager exited: %v", m.Err())
 		}
 	}
 	if err := <-published; err != nil {
@@ -105,13 +107,13 @@ func TestBrokerOutage(t *testing.T) {
 	}
 	want, snap := expect(t, jsc)
 	_, lost := converge(t, ns, want, 5*time.Minute)
-	if m.exitedUnasked() {
-		t.Errorf("the manager exited: %v", m.err)
+	if m.ExitedUnasked() {
+		t.Errorf("the manager exited: %v", m.Err())
 	}
 	regressed := rec.mustHold(t, want, snap)
 	results.add(row{
 		Scenario: "Broker outage", Runs: outages, Events: int(want.last), Lost: lost, Regressed: regressed,
-		Recover: durations(recoveries), PeakMiB: m.peakMiB(),
+		Recover: durations(recoveries), PeakMiB: m.PeakMiB(),
 		Notes: fmt.Sprintf("JetStream stopped %d times (%s) while events kept coming; one manager process throughout; recovery: broker back to cursor past every event published before", outages, lengthsString(lengths[:min(outages, len(lengths))])),
 	})
 }

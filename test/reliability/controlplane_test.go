@@ -18,10 +18,10 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	cellosv1 "cellos.dev/cellos-operator/api/v1"
-	"cellos.dev/cellos-operator/internal/localenv"
+	"cellos.dev/cellos-operator/test/localenv"
 )
 
-// controlPlane is kube-apiserver and etcd from bin/, as internal/localenv
+// controlPlane is kube-apiserver and etcd from bin/, as test/localenv
 // starts them, plus what this suite needs and localenv does not offer: the
 // API server stopped and started again on the same port, certificates and
 // etcd (localenv.NewControlPlane keeps its envtest.Environment to itself),

@@ -6,6 +6,8 @@ import (
 	"math/rand/v2"
 	"testing"
 	"time"
+
+	"cellos.dev/cellos-operator/test/harness"
 )
 
 // fleet is every manager process a scenario ran, for the peak memory.
@@ -14,7 +16,7 @@ type fleet []*manager
 func (f fleet) peakMiB() float64 {
 	var p float64
 	for _, m := range f {
-		p = max(p, m.peakMiB())
+		p = max(p, m.PeakMiB())
 	}
 	return p
 }
@@ -56,32 +58,32 @@ func TestCrashAnywhere(t *testing.T) {
 		case "any time":
 			time.Sleep(time.Duration(300+rng.IntN(4700)) * time.Millisecond)
 		case "after a status write":
-			waitFor(m, 15*time.Second, func() bool { return m.ready() == nil })
+			waitFor(m, 15*time.Second, func() bool { return m.Ready() == nil })
 			seen := rec.statusChanges.Load()
 			if !waitFor(m, 15*time.Second, func() bool { return rec.statusChanges.Load() > seen }) {
 				mode += " (none came)"
 			}
 		case "in a burst of writes":
-			waitFor(m, 15*time.Second, func() bool { return m.ready() == nil })
+			waitFor(m, 15*time.Second, func() bool { return m.Ready() == nil })
 			if !waitFor(m, 15*time.Second, burst(rec, 5, 300*time.Millisecond)) {
 				mode += " (none came)"
 			}
 		case "after a cursor commit":
-			waitFor(m, 15*time.Second, func() bool { return m.ready() == nil })
+			waitFor(m, 15*time.Second, func() bool { return m.Ready() == nil })
 			seen := rec.cursorCommits.Load()
 			if !waitFor(m, 15*time.Second, func() bool { return rec.cursorCommits.Load() > seen }) {
 				mode += " (none came)"
 			}
 		}
-		if m.exitedUnasked() {
-			t.Fatalf("%s exited on its own: %v\n%s", m.name, m.err, tail(m.logs.String(), 40))
+		if m.ExitedUnasked() {
+			t.Fatalf("%s exited on its own: %v\n%s", m.Name, m.Err(), harness.Tail(m.Logs(), 40))
 		}
 		// A status ahead of the cursor: the kill lands between a write and
 		// the commit that covers it.
 		if rec.lastSeq.Load() > rec.cursorSeq.Load() {
 			uncommitted++
 		}
-		m.kill(t)
+		m.Kill()
 		count[mode]++
 	}
 	t.Logf("kills: %v; %d of them with status written beyond the committed cursor", count, uncommitted)
@@ -105,7 +107,7 @@ func TestCrashAnywhere(t *testing.T) {
 // timeout passes; it tells whether cond held.
 func waitFor(m *manager, timeout time.Duration, cond func() bool) bool {
 	deadline := time.Now().Add(timeout)
-	for time.Now().Before(deadline) && m.running() {
+	for time.Now().Before(deadline) && m.Running() {
 		if cond() {
 			return true
 		}

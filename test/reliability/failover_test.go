@@ -11,7 +11,8 @@ import (
 
 	natsjs "github.com/nats-io/nats.go/jetstream"
 
-	"cellos.dev/cellos-operator/internal/localenv"
+	"cellos.dev/cellos-operator/test/harness"
+	"cellos.dev/cellos-operator/test/localenv"
 )
 
 // Failover: two replicas with --leader-elect. The leader is killed with
@@ -39,7 +40,7 @@ func TestFailover(t *testing.T) {
 			f := startFailover(t, run)
 			defer func() {
 				for _, m := range f.all {
-					peak = max(peak, m.peakMiB())
+					peak = max(peak, m.PeakMiB())
 				}
 			}()
 			msgs := generate(uint64(61+run), 4*events, adversarial)
@@ -48,13 +49,13 @@ func TestFailover(t *testing.T) {
 			f.publishAsync(t, msgs[:events])
 			f.waitWrites(t, 20)
 			if withKill {
-				kills = append(kills, f.takeover(t, "SIGKILL", func(m *manager) { m.kill(t) }))
+				kills = append(kills, f.takeover(t, "SIGKILL", func(m *manager) { m.Kill() }))
 			}
 
 			// SIGTERM: the leader releases the lease on its way out.
 			f.publishAsync(t, msgs[events:2*events])
 			f.waitWrites(t, 20)
-			terms = append(terms, f.takeover(t, "SIGTERM", func(m *manager) { m.stop(t) }))
+			terms = append(terms, f.takeover(t, "SIGTERM", func(m *manager) { harness.Stop(t, m) }))
 
 			// SIGSTOP past the lease, with writes pending; then SIGCONT once
 			// the new leader has moved every object further.
@@ -62,20 +63,24 @@ func TestFailover(t *testing.T) {
 			publish(t, f.jsc, msgs[2*events:3*events], 0)
 			f.waitWrites(t, 10)
 			stale := f.leader(t)
-			stale.signal(t, syscall.SIGSTOP)
+			if err := stale.Signal(syscall.SIGSTOP); err != nil {
+				t.Fatal(err)
+			}
 			stopped := time.Now()
 			stales = append(stales, f.waitLeader(t, stale, stopped, "SIGSTOP"))
 			publish(t, f.jsc, msgs[3*events:], 0)
 			want, _ := expect(t, f.jsc)
 			converge(t, f.ns, want, 5*time.Minute)
 			resumed := time.Now()
-			stale.signal(t, syscall.SIGCONT)
+			if err := stale.Signal(syscall.SIGCONT); err != nil {
+				t.Fatal(err)
+			}
 			// It finds it lost the lease and exits; give it time to write.
 			select {
-			case <-stale.done:
+			case <-stale.Done():
 			case <-time.After(30 * time.Second):
 			}
-			t.Logf("stale leader %s resumed after %s paused; it %s", stale.name, resumed.Sub(stopped).Round(100*time.Millisecond), exitString(stale))
+			t.Logf("stale leader %s resumed after %s paused; it %s", stale.Name, resumed.Sub(stopped).Round(100*time.Millisecond), exitString(stale))
 			writes, accepted := f.auditAfter(t, stale, resumed)
 			staleWrites = append(staleWrites, writes)
 			staleAccepted = append(staleAccepted, accepted)
@@ -133,10 +138,10 @@ func startFailover(t *testing.T, run int) *failover {
 	f.rec.addStream(ensureStream(t, f.jsc))
 	first := f.replica(t)
 	begin := time.Now()
-	eventually(t, time.Minute, "the first replica leads", func() error {
+	harness.Eventually(t, time.Minute, "the first replica leads", func() error {
 		err := leads(first)
 		if err != nil && time.Since(begin) > 55*time.Second {
-			err = fmt.Errorf("%w\n%s", err, tail(first.logs.String(), 20))
+			err = fmt.Errorf("%w\n%s", err, harness.Tail(first.Logs(), 20))
 		}
 		return err
 	})
@@ -162,10 +167,10 @@ func (f *failover) replica(t *testing.T) *manager {
 
 // leads is nil when m holds the lease, as its metrics say.
 func leads(m *manager) error {
-	if !m.running() {
-		return fmt.Errorf("%s exited: %v\n%s", m.name, m.err, tail(m.logs.String(), 20))
+	if !m.Running() {
+		return fmt.Errorf("%s exited: %v\n%s", m.Name, m.Err(), harness.Tail(m.Logs(), 20))
 	}
-	all, err := m.metrics()
+	all, err := m.Metrics()
 	if err != nil {
 		return err
 	}
@@ -174,14 +179,14 @@ func leads(m *manager) error {
 			return nil
 		}
 	}
-	return fmt.Errorf("%s does not lead", m.name)
+	return fmt.Errorf("%s does not lead", m.Name)
 }
 
 // leader is the live replica that leads.
 func (f *failover) leader(t *testing.T) *manager {
 	t.Helper()
 	var found *manager
-	eventually(t, time.Minute, "a replica leads", func() error {
+	harness.Eventually(t, time.Minute, "a replica leads", func() error {
 		for _, m := range f.live {
 			if leads(m) == nil {
 				found = m
@@ -217,7 +222,7 @@ func (f *failover) waitLeader(t *testing.T, old *manager, since time.Time, how s
 	}
 	f.live = live
 	var d time.Duration
-	eventually(t, 2*time.Minute, "another replica takes over after "+how, func() error {
+	harness.Eventually(t, 2*time.Minute, "another replica takes over after "+how, func() error {
 		for _, m := range f.live {
 			if leads(m) == nil {
 				d = time.Since(since)
@@ -226,7 +231,7 @@ func (f *failover) waitLeader(t *testing.T, old *manager, since time.Time, how s
 		}
 		return fmt.Errorf("no replica leads")
 	})
-	t.Logf("takeover after %s of %s: %s", how, old.name, d.Round(10*time.Millisecond))
+	t.Logf("takeover after %s of %s: %s", how, old.Name, d.Round(10*time.Millisecond))
 	return d
 }
 
@@ -250,7 +255,7 @@ func (f *failover) waitPublished(t *testing.T) {
 // waitWrites waits until n more status values were written.
 func (f *failover) waitWrites(t *testing.T, n int64) {
 	seen := f.rec.statusChanges.Load()
-	eventually(t, time.Minute, fmt.Sprintf("%d status writes", n), func() error {
+	harness.Eventually(t, time.Minute, fmt.Sprintf("%d status writes", n), func() error {
 		if got := f.rec.statusChanges.Load() - seen; got < n {
 			return fmt.Errorf("%d", got)
 		}
@@ -292,7 +297,7 @@ func (f *failover) auditAfter(t *testing.T, m *manager, since time.Time) (writes
 			}
 		}
 	}
-	t.Logf("%s's requests after it resumed, by verb, resource and code: %v", m.name, byKind)
+	t.Logf("%s's requests after it resumed, by verb, resource and code: %v", m.Name, byKind)
 	return writes, accepted
 }
 
@@ -327,7 +332,7 @@ func (f *failover) attribute(t *testing.T, regression string) string {
 				if ev.ResponseStatus != nil {
 					code = ev.ResponseStatus.Code
 				}
-				who = append(who, fmt.Sprintf("%s at %s (%d)", m.name, ev.RequestReceivedTimestamp.Format("15:04:05.000"), code))
+				who = append(who, fmt.Sprintf("%s at %s (%d)", m.Name, ev.RequestReceivedTimestamp.Format("15:04:05.000"), code))
 			}
 		}
 	}
@@ -335,8 +340,8 @@ func (f *failover) attribute(t *testing.T, regression string) string {
 }
 
 func exitString(m *manager) string {
-	if m.running() {
+	if m.Running() {
 		return "still runs"
 	}
-	return fmt.Sprintf("exited (%v)", m.err)
+	return fmt.Sprintf("exited (%v)", m.Err())
 }

@@ -13,7 +13,8 @@ import (
 
 	"cellos.dev/cellos-operator/internal/cursor"
 	"cellos.dev/cellos-operator/internal/ingest"
-	"cellos.dev/cellos-operator/internal/localenv"
+	"cellos.dev/cellos-operator/test/harness"
+	"cellos.dev/cellos-operator/test/localenv"
 )
 
 // Stream gaps: the stream purged below the cursor, and deleted and created
@@ -46,7 +47,7 @@ func TestStreamGaps(t *testing.T) {
 		runs++
 		total += int(g.want.last)
 		for _, m := range g.managers {
-			peak = max(peak, m.peakMiB())
+			peak = max(peak, m.PeakMiB())
 		}
 	}
 
@@ -88,7 +89,7 @@ func TestStreamGaps(t *testing.T) {
 	t.Run("purged below the cursor while down", func(t *testing.T) {
 		g := startGapRun(t, 53, events)
 		before := g.want
-		g.managers[0].stop(t)
+		harness.Stop(t, g.managers[0])
 		purged := g.purgeHalf(t)
 		g.restart(t)
 		g.want.leftover = &before
@@ -112,7 +113,7 @@ func TestStreamGaps(t *testing.T) {
 	t.Run("deleted and recreated while down", func(t *testing.T) {
 		g := startGapRun(t, 57, events)
 		before := g.want
-		g.managers[0].stop(t)
+		harness.Stop(t, g.managers[0])
 		g.recreate(t, 57, events/2)
 		g.restart(t)
 		g.want.leftover = &before
@@ -154,7 +155,7 @@ func (g *gapRun) manager() *manager { return g.managers[len(g.managers)-1] }
 
 // restart starts a new manager (the last one was stopped, or is stopped now).
 func (g *gapRun) restart(t *testing.T) {
-	g.manager().stop(t)
+	harness.Stop(t, g.manager())
 	g.managers = append(g.managers, startManager(t, managerConfig{name: fmt.Sprintf("manager-%d", len(g.managers)), natsURL: g.js.URL(), namespace: g.ns}))
 	g.want, g.snap = expect(t, g.jsc)
 }
@@ -163,7 +164,7 @@ func (g *gapRun) restart(t *testing.T) {
 // returns the last sequence purged.
 func (g *gapRun) purgeHalf(t *testing.T) uint64 {
 	ctx := context.Background()
-	p, _, err := cursorOf(ctx, g.ns)
+	p, _, err := harness.Cursor(ctx, cp.Client, g.ns)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -221,28 +222,28 @@ func (g *gapRun) expectSurfaced(t *testing.T, timeout time.Duration, what, lastG
 		channels = []channel{
 			{"Warning Event " + ingest.StreamGapReason, func() bool {
 				for _, e := range warningEvents(t, g.ns, ingest.StreamGapReason) {
-					if lastSeen(e).After(m.started) && strings.Contains(e.Message, strings.Replace(lastGap, "-", " to ", 1)) {
+					if lastSeen(e).After(m.Started) && strings.Contains(e.Message, strings.Replace(lastGap, "-", " to ", 1)) {
 						return true
 					}
 				}
 				return false
 			}},
 			{"metric cellos_operator_stream_gaps_total", func() bool { return metricAbove(m, "cellos_operator_stream_gaps_total", 0) }},
-			{"log line", func() bool { return strings.Contains(m.logs.String(), "The stream has a gap") }},
+			{"log line", func() bool { return strings.Contains(m.Logs(), "The stream has a gap") }},
 			{"cursor key " + cursor.LastGapKey + "=" + lastGap, func() bool {
-				p, _, err := cursorOf(context.Background(), g.ns)
+				p, _, err := harness.Cursor(context.Background(), cp.Client, g.ns)
 				return err == nil && p.LastGap == lastGap
 			}},
 		}
 	case "recreated":
 		channels = []channel{
 			{"Warning Event about the recreated stream", func() bool {
-				return len(recreationEvents(t, g.ns, m.started)) > 0
+				return len(recreationEvents(t, g.ns, m.Started)) > 0
 			}},
 			{"metric cellos_operator_stream_recreations_total", func() bool { return metricAbove(m, "cellos_operator_stream_recreations_total", 0) }},
-			{"log line", func() bool { return strings.Contains(m.logs.String(), "The stream was recreated") }},
+			{"log line", func() bool { return strings.Contains(m.Logs(), "The stream was recreated") }},
 			{"cursor of the new stream", func() bool {
-				p, _, err := cursorOf(context.Background(), g.ns)
+				p, _, err := harness.Cursor(context.Background(), cp.Client, g.ns)
 				return err == nil && p.StreamCreated.Equal(g.want.stream.Created) && p.Stream == g.want.stream.Name
 			}},
 		}
@@ -261,8 +262,8 @@ func (g *gapRun) expectSurfaced(t *testing.T, timeout time.Duration, what, lastG
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
-	if m.exitedUnasked() {
-		t.Fatalf("%s exited: %v\n%s", m.name, m.err, tail(m.logs.String(), 40))
+	if m.ExitedUnasked() {
+		t.Fatalf("%s exited: %v\n%s", m.Name, m.Err(), harness.Tail(m.Logs(), 40))
 	}
 	if len(missing) > 0 {
 		t.Errorf("stream %s, %s for %s: not surfaced as %s", what, map[bool]string{true: "after a restart", false: "while running"}[len(g.managers) > 1], timeout, strings.Join(missing, ", "))
@@ -302,6 +303,6 @@ func lastSeen(e corev1.Event) time.Time {
 
 // metricAbove tells whether the manager serves series above v.
 func metricAbove(m *manager, series string, v float64) bool {
-	all, err := m.metrics()
+	all, err := m.Metrics()
 	return err == nil && all[series] > v
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"cellos.dev/cellos-operator/internal/fold"
+	"cellos.dev/cellos-operator/test/harness"
 )
 
 // A hostile publisher, one who may publish anything to cellos.events.>,
@@ -67,11 +68,11 @@ func TestHostilePublisher(t *testing.T) {
 			refused++
 		}
 	}
-	all, err := m.metrics()
+	all, err := m.Metrics()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := sum(all, "cellos_operator_events_total"); got != float64(len(msgs)) {
+	if got := harness.Sum(all, "cellos_operator_events_total"); got != float64(len(msgs)) {
 		t.Errorf("cellos_operator_events_total adds up to %v, want %d", got, len(msgs))
 	}
 	rejected := all[`cellos_operator_events_total{family="other",result="rejected"}`] +
@@ -83,16 +84,16 @@ func TestHostilePublisher(t *testing.T) {
 	// The chart's memory limit: the fold keeps no payload whole, and the
 	// consumer buffers a bounded number of bytes, not of messages.
 	const bound = 512 // MiB
-	if p := m.peakMiB(); p > bound {
+	if p := m.PeakMiB(); p > bound {
 		t.Errorf("peak RSS %.0f MiB, above %d MiB, with %d payloads of almost 1 MiB in the stream", p, bound, 2*big)
 	}
-	if m.exitedUnasked() {
-		t.Errorf("the manager exited: %v", m.err)
+	if m.ExitedUnasked() {
+		t.Errorf("the manager exited: %v", m.Err())
 	}
 	regressed := rec.mustHold(t, want, snap)
 	results.add(row{
 		Scenario: "Hostile publisher", Runs: 1, Events: len(msgs), Lost: lost, Regressed: regressed,
-		Recover: durations([]time.Duration{took}), PeakMiB: m.peakMiB(),
+		Recover: durations([]time.Duration{took}), PeakMiB: m.PeakMiB(),
 		Notes: fmt.Sprintf("%d payloads of almost 1 MiB (documents and specIds), %d distinct cell ids, 50 each of 10 KB ids, JSON nested 128 deep and numbers beyond f64, among %d normal events; %d refused; time: from the first publish to every object and the cursor caught up",
 			2*big, manyIDs, len(normal), refused),
 	})

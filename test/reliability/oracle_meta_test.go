@@ -14,6 +14,7 @@ import (
 	cellosv1 "cellos.dev/cellos-operator/api/v1"
 	"cellos.dev/cellos-operator/internal/cursor"
 	"cellos.dev/cellos-operator/internal/store"
+	"cellos.dev/cellos-operator/test/harness"
 )
 
 // The oracle and the watch must catch what the scenarios look for: a
@@ -26,7 +27,7 @@ func TestOracleCatchesWhatItMust(t *testing.T) {
 	m := startManager(t, managerConfig{natsURL: js.URL(), namespace: ns})
 	want, snap := expect(t, jsc)
 	converge(t, ns, want, 2*time.Minute)
-	m.stop(t)
+	harness.Stop(t, m)
 	if v := rec.check(); len(v.regressions)+len(v.other) != 0 {
 		t.Fatalf("a clean run has violations: %+v", v)
 	}
@@ -70,7 +71,7 @@ func TestOracleCatchesWhatItMust(t *testing.T) {
 	}
 	// The cursor moved back, then ahead of the status just moved back.
 	var cm corev1.ConfigMap
-	key := types.NamespacedName{Namespace: ns, Name: cursorName}
+	key := types.NamespacedName{Namespace: ns, Name: harness.CursorName}
 	for _, seq := range []uint64{want.last - 1, want.last} {
 		if err := cp.Client.Get(ctx, key, &cm); err != nil {
 			t.Fatal(err)
@@ -88,7 +89,7 @@ func TestOracleCatchesWhatItMust(t *testing.T) {
 	if len(bad) != 2 || !strings.Contains(strings.Join(bad, "\n"), "extra Cell") {
 		t.Errorf("the oracle found %d differences, want the edited Cell and the extra one: %v", len(bad), bad)
 	}
-	eventually(t, 30*time.Second, "the watch sees the regressions", func() error {
+	harness.Eventually(t, 30*time.Second, "the watch sees the regressions", func() error {
 		v := rec.check()
 		if len(v.regressions) != 2 {
 			return fmt.Errorf("regressions %v, want the Cell's and the cursor's", v.regressions)

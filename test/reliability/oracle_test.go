@@ -14,21 +14,18 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	cellosv1 "cellos.dev/cellos-operator/api/v1"
 	"cellos.dev/cellos-operator/internal/cursor"
 	"cellos.dev/cellos-operator/internal/fold"
-	"cellos.dev/cellos-operator/internal/localenv"
 	"cellos.dev/cellos-operator/internal/status"
 	"cellos.dev/cellos-operator/internal/store"
+	"cellos.dev/cellos-operator/test/harness"
+	"cellos.dev/cellos-operator/test/localenv"
 )
 
-const (
-	streamName = "CELLOS_EVENTS"
-	cursorName = "cellos-projection-cursor"
-)
+const streamName = "CELLOS_EVENTS"
 
 // message is one stream message as the oracle reads it back.
 type message struct {
@@ -245,26 +242,11 @@ func mismatches(ctx context.Context, ns string, want expectation) ([]string, err
 	return bad, nil
 }
 
-// cursorOf reads the cursor ConfigMap of ns.
-func cursorOf(ctx context.Context, ns string) (cursor.Position, bool, error) {
-	cm := &cursor.ConfigMap{Client: cp.Client, Key: types.NamespacedName{Namespace: ns, Name: cursorName}}
-	return cm.Load(ctx)
-}
-
 // cursorReached is nil once the cursor of ns names want's stream and has
 // reached its last sequence.
 func cursorReached(ctx context.Context, ns string, want expectation) error {
-	p, ok, err := cursorOf(ctx, ns)
-	switch {
-	case err != nil:
-		return err
-	case !ok:
-		return fmt.Errorf("no cursor")
-	case p.Stream != want.stream.Name || !p.StreamCreated.Equal(want.stream.Created) || p.Sequence < want.last:
-		return fmt.Errorf("cursor at %d of stream %s created %s, want %d of the one created %s",
-			p.Sequence, p.Stream, p.StreamCreated.Format(time.RFC3339Nano), want.last, want.stream.Created.Format(time.RFC3339Nano))
-	}
-	return nil
+	return harness.CursorReached(ctx, cp.Client, ns,
+		cursor.Position{Stream: want.stream.Name, StreamCreated: want.stream.Created, Sequence: want.last})
 }
 
 // converge waits until every object of ns equals want and the cursor

@@ -7,6 +7,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"cellos.dev/cellos-operator/test/harness"
 )
 
 // Overload: realistic lifecycles published at 5,000 events a second for a
@@ -27,7 +29,7 @@ func TestOverload(t *testing.T) {
 	msgs := generate(71, n, mix{poison: 0.01, duplicate: 0.01, binary: 0.01})
 
 	m := startManager(t, managerConfig{natsURL: js.URL(), namespace: ns, args: []string{fmt.Sprintf("--max-unflushed-objects=%d", maxUnflushed)}})
-	eventually(t, time.Minute, "the manager is ready", m.ready)
+	harness.Eventually(t, time.Minute, "the manager is ready", m.Ready)
 
 	// Sample what an operator would see, every second, until caught up.
 	type sample struct {
@@ -40,8 +42,8 @@ func TestOverload(t *testing.T) {
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		for ctx.Err() == nil {
-			if all, err := m.metrics(); err == nil {
-				s := sample{lag: all["cellos_operator_lag_events"], unflushed: all["cellos_operator_unflushed_objects"], paused: all["cellos_operator_ingest_paused"], ready: m.ready()}
+			if all, err := m.Metrics(); err == nil {
+				s := sample{lag: all["cellos_operator_lag_events"], unflushed: all["cellos_operator_unflushed_objects"], paused: all["cellos_operator_ingest_paused"], ready: m.Ready()}
 				mu.Lock()
 				samples = append(samples, s)
 				mu.Unlock()
@@ -92,23 +94,23 @@ func TestOverload(t *testing.T) {
 	if maxUnflushedSeen > float64(maxUnflushed) {
 		t.Errorf("cellos_operator_unflushed_objects reached %v, above --max-unflushed-objects=%d", maxUnflushedSeen, maxUnflushed)
 	}
-	if err := m.ready(); err != nil {
+	if err := m.Ready(); err != nil {
 		t.Errorf("not ready after catching up: %v", err)
 	}
-	if lag := m.metric(t, "cellos_operator_lag_events"); lag != 0 {
+	if lag := m.Metric(t, "cellos_operator_lag_events"); lag != 0 {
 		t.Errorf("lag %v after catching up", lag)
 	}
 	const bound = 2048 // MiB: far above what the stream needs, far below unbounded
-	if p := m.peakMiB(); p > bound {
+	if p := m.PeakMiB(); p > bound {
 		t.Errorf("peak RSS %.0f MiB, above %d MiB", p, bound)
 	}
-	if m.exitedUnasked() {
-		t.Errorf("the manager exited: %v", m.err)
+	if m.ExitedUnasked() {
+		t.Errorf("the manager exited: %v", m.Err())
 	}
 	regressed := rec.mustHold(t, want, snap)
 	results.add(row{
 		Scenario: "Overload", Runs: 1, Events: n, Lost: lost, Regressed: regressed,
-		Recover: durations([]time.Duration{caughtUp}), PeakMiB: m.peakMiB(),
+		Recover: durations([]time.Duration{caughtUp}), PeakMiB: m.PeakMiB(),
 		Notes: fmt.Sprintf("%d events/s for %s (%d formations, %d cells); lag up to %.0f events; fold paused at --max-unflushed-objects=%d in %d of %d one-second samples, /readyz failing meanwhile; recovery: end of publishing to every object and the cursor caught up",
 			rate, length, len(want.state.Formations), len(want.state.Cells), maxLag, maxUnflushed, pausedSamples, len(samples)),
 	})

@@ -8,6 +8,7 @@ import (
 
 	"cellos.dev/cellos-operator/internal/fold"
 	"cellos.dev/cellos-operator/internal/store"
+	"cellos.dev/cellos-operator/test/harness"
 )
 
 // Poison input through the live operator: thousands of random and malformed
@@ -47,11 +48,11 @@ func TestPoisonInput(t *testing.T) {
 		}
 	}
 	// Every payload counted, as the fold counts it.
-	all, err := m.metrics()
+	all, err := m.Metrics()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := sum(all, "cellos_operator_events_total"); got != float64(len(msgs)) {
+	if got := harness.Sum(all, "cellos_operator_events_total"); got != float64(len(msgs)) {
 		t.Errorf("cellos_operator_events_total adds up to %v, want %d", got, len(msgs))
 	}
 	for labels, n := range want1 {
@@ -62,11 +63,11 @@ func TestPoisonInput(t *testing.T) {
 	rejected := want1[`{family="other",result="rejected"}`] + want1[`{family="formation",result="rejected"}`] + want1[`{family="cell",result="rejected"}`]
 	// The log samples a flood, as docs/operations.md says: the first 100
 	// lines of a second are all kept; the metric above counts every one.
-	if got := strings.Count(m.logs.String(), `"msg":"Rejected an event"`); got < min(rejected, 100) {
+	if got := strings.Count(m.Logs(), `"msg":"Rejected an event"`); got < min(rejected, 100) {
 		t.Errorf("%d log lines say an event was rejected, want at least %d of the %d", got, min(rejected, 100), rejected)
 	}
 	// Events are sent in the background: give them a moment.
-	eventually(t, 30*time.Second, "a Warning Event RejectedEvent", func() error {
+	harness.Eventually(t, 30*time.Second, "a Warning Event RejectedEvent", func() error {
 		if len(warningEvents(t, ns, "RejectedEvent")) == 0 {
 			return fmt.Errorf("none")
 		}
@@ -81,13 +82,13 @@ func TestPoisonInput(t *testing.T) {
 		}
 		names[n] = id
 	}
-	if m.exitedUnasked() {
-		t.Errorf("the manager exited: %v", m.err)
+	if m.ExitedUnasked() {
+		t.Errorf("the manager exited: %v", m.Err())
 	}
 	regressed := rec.mustHold(t, want, snap)
 	results.add(row{
 		Scenario: "Poison input", Runs: 1, Events: len(msgs), Lost: lost, Regressed: regressed,
-		Recover: durations([]time.Duration{took}), PeakMiB: m.peakMiB(),
+		Recover: durations([]time.Duration{took}), PeakMiB: m.PeakMiB(),
 		Notes: fmt.Sprintf("%d poison payloads of 10 kinds among %d messages, %d of them valid events on %d ids that are no object name; time: from the first publish to every object and the cursor caught up",
 			count(msgs, "poison/"), len(msgs), count(msgs, "awkward-id"), len(awkwardIDs)),
 	})
@@ -141,10 +142,10 @@ func TestIDSpellingAnothersObjectName(t *testing.T) {
 	}
 	if len(bad) > 0 || stuck != nil {
 		t.Fatalf("cells whose id spells another's object name are not each projected (lag %v):\n%s\n%v",
-			m.metric(t, "cellos_operator_lag_events"), strings.Join(bad, "\n"), stuck)
+			m.Metric(t, "cellos_operator_lag_events"), strings.Join(bad, "\n"), stuck)
 	}
-	if m.exitedUnasked() {
-		t.Errorf("the manager exited: %v", m.err)
+	if m.ExitedUnasked() {
+		t.Errorf("the manager exited: %v", m.Err())
 	}
 	rec.mustHold(t, want, snap)
 }

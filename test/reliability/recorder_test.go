@@ -24,6 +24,7 @@ import (
 	"cellos.dev/cellos-operator/internal/cursor"
 	"cellos.dev/cellos-operator/internal/fold"
 	"cellos.dev/cellos-operator/internal/store"
+	"cellos.dev/cellos-operator/test/harness"
 )
 
 // recorder watches the Formations, Cells and cursor ConfigMap of one
@@ -105,7 +106,7 @@ func record(t testing.TB, ns string) *recorder {
 	}{
 		{&cellosv1.FormationList{}, []client.ListOption{client.InNamespace(ns)}},
 		{&cellosv1.CellList{}, []client.ListOption{client.InNamespace(ns)}},
-		{&corev1.ConfigMapList{}, []client.ListOption{client.InNamespace(ns), client.MatchingFieldsSelector{Selector: fields.OneTermEqualSelector("metadata.name", cursorName)}}},
+		{&corev1.ConfigMapList{}, []client.ListOption{client.InNamespace(ns), client.MatchingFieldsSelector{Selector: fields.OneTermEqualSelector("metadata.name", harness.CursorName)}}},
 	}
 	for _, l := range lists {
 		r.wg.Go(func() { r.watch(ctx, c, l.list, l.opts) })

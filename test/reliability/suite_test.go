@@ -18,14 +18,12 @@ package reliability
 import (
 	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"testing"
 
 	"github.com/go-logr/logr"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
-	"cellos.dev/cellos-operator/internal/localenv"
+	"cellos.dev/cellos-operator/test/harness"
 )
 
 var (
@@ -46,20 +44,12 @@ func runSuite(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(dir)
-	managerBin = filepath.Join(dir, "manager")
 	// The manager gets the race detector when the tests have it (make test):
 	// a data race then makes it exit with an error, which the scenario
 	// reports. make test-reliability runs without it, so that the memory
 	// figures are the operator's own.
-	args := []string{"build", "-o", managerBin}
-	if raceEnabled {
-		args = append(args, "-race")
-	}
-	build := exec.Command("go", append(args, "./cmd/manager")...)
-	build.Dir = localenv.RepoRoot()
-	build.Stdout, build.Stderr = os.Stdout, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "building the manager:", err)
+	if managerBin, err = harness.BuildManager(dir, raceEnabled); err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
 

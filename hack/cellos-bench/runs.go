@@ -12,6 +12,7 @@ import (
 
 	"cellos.dev/cellos-operator/internal/cursor"
 	"cellos.dev/cellos-operator/internal/simulator"
+	"cellos.dev/cellos-operator/test/harness"
 )
 
 // System is who projects the stream in a run.
@@ -237,7 +238,7 @@ func (b *bench) runLive(ctx context.Context, wl workload, system System) (res Re
 	}
 	var opPIDs []int
 	if op != nil {
-		opPIDs = append(opPIDs, op.cmd.Process.Pid)
+		opPIDs = append(opPIDs, op.Pid())
 	}
 	meter := startCPUMeter(e.cl.ourPIDs(opPIDs...))
 	start := time.Now()
@@ -336,8 +337,8 @@ func (b *bench) runRebuild(ctx context.Context, wl workload) (rebuild, replay Re
 	if err != nil {
 		return rebuild, replay, err
 	}
-	meter := startCPUMeter(e.cl.ourPIDs(op.cmd.Process.Pid))
-	start := op.started
+	meter := startCPUMeter(e.cl.ourPIDs(op.Pid()))
+	start := op.Started
 	end, err := waitAll(ctx, w, e.o)
 	if err != nil {
 		rebuild.Incomplete = err.Error()
@@ -403,25 +404,24 @@ func (b *bench) replay(ctx context.Context, e *env, res Result) (Result, error) 
 		return res, err
 	}
 	defer func() { _ = op.stop() }()
-	meter := startCPUMeter(e.cl.ourPIDs(op.cmd.Process.Pid))
-	start := op.started
+	meter := startCPUMeter(e.cl.ourPIDs(op.Pid()))
+	start := op.Started
 	var first, folded, settled time.Time
 	for settled.IsZero() {
 		select {
 		case <-ctx.Done():
 			res.Incomplete = "the replay did not settle: " + ctx.Err().Error()
 			return res, nil
-		case err := <-op.done:
-			op.done <- err
-			return res, fmt.Errorf("the manager exited during the replay: %v (log: %s)", err, op.logPath)
+		case <-op.Done():
+			return res, fmt.Errorf("the manager exited during the replay: %v (log: %s)", op.Err(), op.logPath)
 		case <-time.After(10 * time.Millisecond):
 		}
-		m, err := op.scrape()
+		m, err := op.Metrics()
 		if err != nil {
 			continue // not serving yet
 		}
 		now := time.Now()
-		folds := sum(m, "cellos_operator_events_total")
+		folds := harness.Sum(m, "cellos_operator_events_total")
 		if first.IsZero() && folds > 0 {
 			first = now
 		}

@@ -4,6 +4,7 @@ import (
 	cellosv1 "cellos.dev/cellos-operator/api/v1"
 	"cellos.dev/cellos-operator/internal/fold"
 	"cellos.dev/cellos-operator/internal/simulator"
+	"cellos.dev/cellos-operator/internal/status"
 	"cellos.dev/cellos-operator/internal/store"
 )
 
@@ -41,37 +42,23 @@ func newOracle(events []simulator.Event) *oracle {
 	for i, ev := range events {
 		seq := uint64(i + 1)
 		out := o.final.Apply(seq, ev.Subject, nil, ev.Payload)
-		if out.Result != fold.ResultApplied {
-			continue
-		}
-		var ref store.Ref
-		switch out.Family {
-		case fold.FamilyCell:
-			ref = store.Ref{Kind: store.CellKind, ID: out.CellID}
-		case fold.FamilyFormation:
-			ref = store.Ref{Kind: store.FormationKind, ID: out.FormationID}
-		default:
+		ref, ok := store.RefOf(out)
+		if !ok {
 			continue
 		}
 		o.refs[i] = ref
 		o.seqsOf[ref] = append(o.seqsOf[ref], seq)
 	}
+	cells := map[string][]cellosv1.Cell{}
 	for id, c := range o.final.Cells {
 		if c.FormationID == "" {
 			continue
 		}
 		o.cellsOf[c.FormationID] = append(o.cellsOf[c.FormationID], id)
-		n := o.counts[c.FormationID]
-		n.Total++
-		switch c.State {
-		case cellosv1.CellRunning:
-			n.Running++
-		case cellosv1.CellDestroyed:
-			n.Destroyed++
-		default:
-			n.Pending++
-		}
-		o.counts[c.FormationID] = n
+		cells[c.FormationID] = append(cells[c.FormationID], cellosv1.Cell{Status: cellosv1.CellStatus{State: c.State}})
+	}
+	for id, cs := range cells {
+		o.counts[id] = status.CountCells(cs)
 	}
 	return o
 }

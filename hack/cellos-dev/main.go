@@ -12,7 +12,7 @@ import (
 	"syscall"
 	"time"
 
-	"cellos.dev/cellos-operator/internal/playground"
+	"cellos.dev/cellos-operator/hack/cellos-dev/playground"
 )
 
 func main() {

@@ -21,8 +21,8 @@ import (
 
 	cellosv1 "cellos.dev/cellos-operator/api/v1"
 	"cellos.dev/cellos-operator/internal/jetstream"
-	"cellos.dev/cellos-operator/internal/localenv"
 	"cellos.dev/cellos-operator/internal/store"
+	"cellos.dev/cellos-operator/test/localenv"
 )
 
 // benchNamespace is where every run's objects and the cursor live.
@@ -219,39 +219,6 @@ func (n *natsEnv) close() {
 	n.srv.Shutdown()
 	n.srv.WaitForShutdown()
 	_ = os.RemoveAll(n.dir)
-}
-
-// procStat reads a process's CPU time (user and system) and peak resident
-// memory from /proc.
-func procStat(pid int) (cpu time.Duration, peakRSS int64, err error) {
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, 0, err
-	}
-	// The fields after the command name, which is in parentheses.
-	s := string(stat)
-	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
-	utime, err1 := strconv.ParseInt(fields[11], 10, 64)
-	stime, err2 := strconv.ParseInt(fields[12], 10, 64)
-	if err1 != nil || err2 != nil {
-		return 0, 0, fmt.Errorf("parsing /proc/%d/stat: %v %v", pid, err1, err2)
-	}
-	const clockTicks = 100 // USER_HZ on Linux
-	cpu = time.Duration(utime+stime) * time.Second / clockTicks
-	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, 0, err
-	}
-	for line := range strings.SplitSeq(string(status), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
-			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-			if err != nil {
-				return 0, 0, err
-			}
-			return cpu, kb << 10, nil
-		}
-	}
-	return 0, 0, fmt.Errorf("no VmHWM in /proc/%d/status", pid)
 }
 
 // cpuMeter tells how much of the machine other processes took during a

@@ -24,7 +24,6 @@ import (
 	"log"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
@@ -34,13 +33,12 @@ import (
 	"github.com/go-logr/logr"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
-	"cellos.dev/cellos-operator/internal/localenv"
 	"cellos.dev/cellos-operator/internal/simulator"
 )
 
 func main() {
 	var (
-		manager  = flag.String("manager", filepath.Join(localenv.RepoRoot(), "bin", "manager"), "The operator binary to measure (make build writes bin/manager).")
+		manager  = flag.String("manager", "bin/manager", "The operator binary to measure (make build writes bin/manager).")
 		jsonOut  = flag.String("json", "", "Also write every result as JSON to this file, for hack/plot.")
 		goBench  = flag.String("gobench", "", "Output of `go test -bench` to read the fold and start-up figures from, for the targets.")
 		quick    = flag.Bool("quick", false, "Small workloads, for trying the harness out: the figures mean little.")

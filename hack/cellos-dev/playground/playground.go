@@ -7,21 +7,17 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
-	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strconv"
-	"syscall"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	natsjs "github.com/nats-io/nats.go/jetstream"
 
 	"cellos.dev/cellos-operator/internal/jetstream"
-	"cellos.dev/cellos-operator/internal/localenv"
 	"cellos.dev/cellos-operator/internal/simulator"
+	"cellos.dev/cellos-operator/test/harness"
+	"cellos.dev/cellos-operator/test/localenv"
 )
 
 // Config says where the playground keeps its state and what it runs.
@@ -79,8 +75,8 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	defer op.stop()
-	step("Operator ready (metrics at http://%s/metrics)", op.metrics)
+	defer func() { _ = op.Stop() }()
+	step("Operator ready (metrics at http://%s/metrics)", op.MetricsAddr)
 
 	nc, err := nats.Connect(natsURL, nats.Name("cellos-sim"))
 	if err != nil {
@@ -113,8 +109,8 @@ Press Ctrl-C to stop everything.
 
 	select {
 	case <-ctx.Done():
-	case <-op.exited:
-		return fmt.Errorf("the operator exited: %v", op.err)
+	case <-op.Done():
+		return fmt.Errorf("the operator exited: %v", op.Err())
 	case err := <-simDone:
 		if err != nil && ctx.Err() == nil {
 			return fmt.Errorf("the simulator stopped: %w", err)
@@ -125,88 +121,30 @@ Press Ctrl-C to stop everything.
 	return nil
 }
 
-// operator is the operator binary running as a child process.
-type operator struct {
-	cmd     *exec.Cmd
-	metrics string
-	// exited is closed when the operator has exited, with err its exit status.
-	exited chan struct{}
-	err    error
-}
-
-func startOperator(ctx context.Context, cfg Config, kubeconfig, natsURL string) (*operator, error) {
-	probes, err := freeAddr()
+// startOperator runs the operator binary as a child process and waits
+// until it is ready.
+func startOperator(ctx context.Context, cfg Config, kubeconfig, natsURL string) (*harness.Manager, error) {
+	op, err := harness.Start(harness.Config{
+		Name: "operator", Binary: cfg.ManagerBin, Namespace: "default",
+		// Plain HTTP metrics (harness.Flags): the playground's are for
+		// whoever runs it.
+		Args: append(harness.Flags(kubeconfig, natsURL, "default"), "--zap-encoder=console", "--zap-time-encoding=rfc3339"),
+		Echo: cfg.Logs, OwnGroup: true,
+	})
 	if err != nil {
 		return nil, err
 	}
-	metrics, err := freeAddr()
-	if err != nil {
-		return nil, err
-	}
-	cmd := exec.Command(cfg.ManagerBin,
-		"--kubeconfig", kubeconfig,
-		"--nats-url", natsURL,
-		"--namespace", "default",
-		"--health-probe-bind-address", probes,
-		"--metrics-bind-address", metrics,
-		// Plain HTTP: the playground's metrics are for whoever runs it.
-		"--metrics-secure=false",
-		"--zap-encoder=console",
-		"--zap-time-encoding=rfc3339",
-	)
-	cmd.Stdout, cmd.Stderr = cfg.Logs, cfg.Logs
-	// Its own process group: Ctrl-C reaches the playground alone, which then
-	// stops the operator in order.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("starting the operator: %w", err)
-	}
-	op := &operator{cmd: cmd, metrics: metrics, exited: make(chan struct{})}
-	go func() {
-		op.err = cmd.Wait()
-		close(op.exited)
-	}()
-
-	ready := "http://" + probes + "/readyz"
-	for {
-		if resp, err := http.Get(ready); err == nil {
-			_ = resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return op, nil
-			}
-		}
+	for op.Ready() != nil {
 		select {
-		case <-op.exited:
-			return nil, fmt.Errorf("the operator exited before it was ready: %v", op.err)
+		case <-op.Done():
+			return nil, fmt.Errorf("the operator exited before it was ready: %v", op.Err())
 		case <-ctx.Done():
-			op.stop()
+			_ = op.Stop()
 			return nil, ctx.Err()
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
-}
-
-// stop sends SIGTERM, as Kubernetes does, and waits; a hung operator is killed.
-func (o *operator) stop() {
-	if o.cmd.ProcessState != nil {
-		return
-	}
-	_ = o.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-o.exited:
-	case <-time.After(30 * time.Second):
-		_ = o.cmd.Process.Kill()
-		<-o.exited
-	}
-}
-
-func freeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", fmt.Errorf("finding a free port: %w", err)
-	}
-	defer l.Close()
-	return "127.0.0.1:" + strconv.Itoa(l.Addr().(*net.TCPAddr).Port), nil
+	return op, nil
 }
 
 func copyFile(from, to string) error {
