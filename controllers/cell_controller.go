@@ -55,7 +55,7 @@ func (r *CellReconciler) Reconcile(ctx context.Context, req ctrl.Request) (res c
 		return ctrl.Result{}, err
 	}
 	done.obj = cell
-	if ahead(stream, ref, want.LastAppliedSequence, cell.Status.LastAppliedSequence, cell.Status.StreamStamp) {
+	if store.Ahead(stream, ref, want.LastAppliedSequence, cell.Status.LastAppliedSequence, cell.Status.StreamStamp) {
 		return ctrl.Result{}, nil
 	}
 	desired := status.CellStatus(&want, store.Stamp(stream, ref, want.LastAppliedSequence), cell.Generation, cell.Status.Conditions, r.Clock.Now())
@@ -214,7 +214,7 @@ func (r *CellReconciler) reflects(ctx context.Context, key client.ObjectKey, str
 		return false
 	}
 	projected := want.LastAppliedSequence
-	if ahead(stream, ref, projected, cell.Status.LastAppliedSequence, cell.Status.StreamStamp) {
+	if store.Ahead(stream, ref, projected, cell.Status.LastAppliedSequence, cell.Status.StreamStamp) {
 		return true
 	}
 	desired := status.CellStatus(want, store.Stamp(stream, ref, projected), cell.Generation, cell.Status.Conditions, r.Clock.Now())

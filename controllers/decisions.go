@@ -19,22 +19,9 @@ import (
 	"cellos.dev/cellos-operator/internal/store"
 )
 
-// The decisions every reconcile makes, each in one place: whether a status is
-// ahead of the projection, and how a reconcile ends.
-
-// ahead tells whether a status reflects later events of the same stream than
-// the projection, at sequence projected: a replica further along wrote it,
-// and writing would move it backwards. Only a valid stamp makes a status
-// ahead; one of another stream, or edited by hand, is overwritten.
-func ahead(stream store.Stream, ref store.Ref, projected uint64, statusSequence int64, stamp string) bool {
-	return statusSequence > int64(projected) && stampedAt(stream, ref, statusSequence, stamp)
-}
-
-// stampedAt tells whether stamp is the one this stream gives ref's status at
-// statusSequence.
-func stampedAt(stream store.Stream, ref store.Ref, statusSequence int64, stamp string) bool {
-	return statusSequence >= 0 && stamp == store.Stamp(stream, ref, uint64(statusSequence))
-}
+// The decisions every reconcile makes, each in one place: what a reconcile
+// does with a Formation, and how a reconcile ends. Whether a status is ahead
+// of the projection is the stamp rule's (store.Ahead).
 
 // formationAction is what a reconcile does with the Formation at a key.
 type formationAction int

@@ -139,7 +139,7 @@ func TestAhead(t *testing.T) {
 	}
 	for name, c := range cases {
 		t.Run(name, func(t *testing.T) {
-			if got := ahead(stream, ref, 795, c.statusSequence, c.stamp); got != c.ahead {
+			if got := store.Ahead(stream, ref, 795, c.statusSequence, c.stamp); got != c.ahead {
 				t.Errorf("ahead = %v, want %v", got, c.ahead)
 			}
 		})
