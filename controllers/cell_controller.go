@@ -35,6 +35,10 @@ type CellReconciler struct {
 
 // Reconcile writes one Cell.
 func (r *CellReconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.Result, err error) {
+	// Every branch ends here; only the one that mirrors the projection sets
+	// what its write settles.
+	var done settlement
+	defer func() { res, err = r.settle(ctx, done, res, err) }()
 	cell, id, found, err := r.cellAt(ctx, req.NamespacedName)
 	if err != nil || !found {
 		return ctrl.Result{}, err
@@ -48,8 +52,7 @@ func (r *CellReconciler) Reconcile(ctx context.Context, req ctrl.Request) (res c
 		return ctrl.Result{}, nil
 	}
 	ref := store.Ref{Kind: store.CellKind, ID: id}
-	done := settlement{stream: stream, ref: ref, seq: want.LastAppliedSequence, obj: cell}
-	defer func() { res, err = r.settle(ctx, done, err) }()
+	done = settlement{stream: stream, ref: ref, seq: want.LastAppliedSequence, obj: cell}
 
 	if cell, err = r.fetchOrCreate(ctx, cell, want.FormationID); err != nil {
 		return ctrl.Result{}, err

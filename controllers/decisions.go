@@ -121,7 +121,10 @@ const conflictRetry = 100 * time.Millisecond
 // --max-unflushed-objects objects wait.
 const quotaRetry = 10 * time.Second
 
-// settlement is how one reconcile of a projected object ends.
+// settlement is how one reconcile of a projected object ends. The zero
+// settlement is that of a reconcile that writes no projection (a Formation
+// held, refused or giving way, or no object of the stream at all): it
+// counts no event as written, but loses a race as quietly as any other.
 type settlement struct {
 	// stream is the stream the projection was read from.
 	stream store.Stream
@@ -131,6 +134,10 @@ type settlement struct {
 	// obj is what a Warning Event is about.
 	obj client.Object
 }
+
+// projects tells whether the reconcile writes a projection: every settlement
+// but the zero one names the object it is of.
+func (s settlement) projects() bool { return s.ref.Kind != "" }
 
 // quotaWaits are the objects waiting for a ResourceQuota to make room for
 // them, so that each wait raises one Warning Event and one count, however
@@ -160,19 +167,23 @@ func (w *quotaWaits) end(ref store.Ref) {
 	delete(w.refs, ref)
 }
 
-// settle ends a reconcile with err. The object's events up to seq count as
+// settle ends every reconcile, with res and err. A lost race (conflict,
+// already exists) is retried quietly on fresh data, whatever the reconcile
+// did: it means the cache was behind, not that anything failed. A reconcile
+// that writes no projection (the zero settlement) ends otherwise with res and
+// err as they are. For one that does, the object's events up to seq count as
 // written when err is nil, and when the API server refuses the object for
 // good: retrying cannot help, and the cursor must not wait forever. A
-// refusal is logged, counted, and raised as a Warning Event. A lost race
-// (conflict, already exists) is retried quietly on fresh data: it means the
-// cache was behind, not that anything failed. A create over a ResourceQuota
-// is retried every quotaRetry, its events still unwritten, and the wait
-// logged, counted and raised as a Warning Event once. Any other error is
-// returned, to be retried with backoff.
-func (c Config) settle(ctx context.Context, s settlement, err error) (ctrl.Result, error) {
+// refusal is logged, counted, and raised as a Warning Event. A create over a
+// ResourceQuota is retried every quotaRetry, its events still unwritten, and
+// the wait logged, counted and raised as a Warning Event once. Any other
+// error is returned, to be retried with backoff.
+func (c Config) settle(ctx context.Context, s settlement, res ctrl.Result, err error) (ctrl.Result, error) {
 	switch {
 	case apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err):
 		return ctrl.Result{RequeueAfter: conflictRetry}, nil
+	case !s.projects():
+		return res, err
 	case exceedsQuota(err):
 		if c.quotaWaits.begin(s.ref) {
 			ctrl.LoggerFrom(ctx).Info("A ResourceQuota refuses to create this object; waiting for room", "sequence", s.seq, "error", err.Error())
@@ -192,7 +203,7 @@ func (c Config) settle(ctx context.Context, s settlement, err error) (ctrl.Resul
 	}
 	c.quotaWaits.end(s.ref)
 	c.Store.Flushed(s.stream, s.ref, s.seq)
-	return ctrl.Result{}, nil
+	return res, nil
 }
 
 // exceedsQuota tells whether a ResourceQuota refused a create. The quota

@@ -32,6 +32,10 @@ type FormationReconciler struct {
 
 // Reconcile writes one Formation.
 func (r *FormationReconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.Result, err error) {
+	// Every branch ends here; only the one that mirrors the projection sets
+	// what its write settles.
+	var done settlement
+	defer func() { res, err = r.settle(ctx, done, res, err) }()
 	key := req.NamespacedName
 	f, id, err := r.formationAt(ctx, key)
 	if err != nil {
@@ -50,7 +54,7 @@ func (r *FormationReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	settled := r.settled()
 	if f != nil && f.Spec != nil {
 		d := declared{f: f, id: id, want: want, projected: projected, settled: settled}
-		if res, done, err := r.declare(ctx, d); done || err != nil {
+		if res, finished, err := r.declare(ctx, d); finished || err != nil {
 			return res, err
 		}
 	}
@@ -67,8 +71,7 @@ func (r *FormationReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 		return ctrl.Result{}, r.refuseTakeover(ctx, f, id, p.rules.deleted)
 	}
 	ref := store.Ref{Kind: store.FormationKind, ID: id}
-	done := settlement{stream: stream, ref: ref, seq: want.LastAppliedSequence, obj: &cellosv1.Formation{ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name}}}
-	defer func() { res, err = r.settle(ctx, done, err) }()
+	done = settlement{stream: stream, ref: ref, seq: want.LastAppliedSequence, obj: &cellosv1.Formation{ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name}}}
 
 	if f, err = r.createIfMissing(ctx, key, f, id); err != nil {
 		return ctrl.Result{}, err
