@@ -126,7 +126,7 @@ func (r *CellReconciler) refuseCollisions(ctx context.Context, cell *cellosv1.Ce
 		nameCollisionsTotal.WithLabelValues(string(store.CellKind)).Inc()
 		r.Recorder.Eventf(cell, nil, corev1.EventTypeWarning, NameCollisionReason, "Project",
 			"Refused the cell %.128q up to stream sequence %d: its id meets this Cell's name, which cell %.128q holds", other, want.LastAppliedSequence, id)
-		r.Store.Flushed(stream, ref, want.LastAppliedSequence)
+		r.reflected(stream, ref, want.LastAppliedSequence)
 	}
 	return nil
 }
@@ -192,7 +192,7 @@ func (r *CellReconciler) lagging(ctx context.Context, id string) []reconcile.Req
 	}
 	// A cell whose formation lives nowhere lives nowhere too.
 	if key.Name == "" || r.reflects(ctx, key, stream, ref, &want) {
-		r.Store.Flushed(stream, ref, want.LastAppliedSequence)
+		r.reflected(stream, ref, want.LastAppliedSequence)
 		return nil
 	}
 	return request(key)

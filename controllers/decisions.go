@@ -201,9 +201,20 @@ func (c Config) settle(ctx context.Context, s settlement, res ctrl.Result, err e
 		c.Recorder.Eventf(s.obj, nil, corev1.EventTypeWarning, RefusedReason, "Project",
 			"The API server refused the projection up to stream sequence %d: %v", s.seq, err)
 	}
-	c.quotaWaits.end(s.ref)
-	c.Store.Flushed(s.stream, s.ref, s.seq)
+	c.reflected(s.stream, s.ref, s.seq)
 	return res, nil
+}
+
+// reflected ends ref's events up to seq of stream: they count as reflected
+// in status, so that the watermark may pass them, and any wait for quota
+// ends with them. It is the one place an object's events end: a reconcile
+// that wrote them or had them refused for good (settle), a cell refused for
+// a name another holds (refuseCollisions), and, from the lagging map
+// functions, an object that lives nowhere (no reconcile will ever be queued
+// for it) and a Cell the replay finds already written.
+func (c Config) reflected(stream store.Stream, ref store.Ref, seq uint64) {
+	c.quotaWaits.end(ref)
+	c.Store.Flushed(stream, ref, seq)
 }
 
 // exceedsQuota tells whether a ResourceQuota refused a create. The quota

@@ -226,7 +226,7 @@ func (r *FormationReconciler) holder(ctx context.Context, id string) (client.Obj
 	}
 	if key.Name == "" {
 		if want, stream, ok := r.Store.Formation(id); ok {
-			r.Store.Flushed(stream, store.Ref{Kind: store.FormationKind, ID: id}, want.LastAppliedSequence)
+			r.reflected(stream, store.Ref{Kind: store.FormationKind, ID: id}, want.LastAppliedSequence)
 		}
 	}
 	return key, true
