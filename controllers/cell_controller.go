@@ -35,6 +35,10 @@ type CellReconciler struct {
 
 // Reconcile writes one Cell.
 func (r *CellReconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.Result, err error) {
+	// Every branch ends here; only the one that mirrors the projection sets
+	// what its write settles.
+	var done settlement
+	defer func() { res, err = r.settle(ctx, done, res, err) }()
 	cell, id, found, err := r.cellAt(ctx, req.NamespacedName)
 	if err != nil || !found {
 		return ctrl.Result{}, err
@@ -48,14 +52,13 @@ func (r *CellReconciler) Reconcile(ctx context.Context, req ctrl.Request) (res c
 		return ctrl.Result{}, nil
 	}
 	ref := store.Ref{Kind: store.CellKind, ID: id}
-	done := settlement{stream: stream, ref: ref, seq: want.LastAppliedSequence, obj: cell}
-	defer func() { res, err = r.settle(ctx, done, err) }()
+	done = settlement{stream: stream, ref: ref, seq: want.LastAppliedSequence, obj: cell}
 
 	if cell, err = r.fetchOrCreate(ctx, cell, want.FormationID); err != nil {
 		return ctrl.Result{}, err
 	}
 	done.obj = cell
-	if ahead(stream, ref, want.LastAppliedSequence, cell.Status.LastAppliedSequence, cell.Status.StreamStamp) {
+	if store.Ahead(stream, ref, want.LastAppliedSequence, cell.Status.LastAppliedSequence, cell.Status.StreamStamp) {
 		return ctrl.Result{}, nil
 	}
 	desired := status.CellStatus(&want, store.Stamp(stream, ref, want.LastAppliedSequence), cell.Generation, cell.Status.Conditions, r.Clock.Now())
@@ -123,7 +126,7 @@ func (r *CellReconciler) refuseCollisions(ctx context.Context, cell *cellosv1.Ce
 		nameCollisionsTotal.WithLabelValues(string(store.CellKind)).Inc()
 		r.Recorder.Eventf(cell, nil, corev1.EventTypeWarning, cellosv1.NameCollisionReason, "Project",
 			"Refused the cell %.128q up to stream sequence %d: its id meets this Cell's name, which cell %.128q holds", other, want.LastAppliedSequence, id)
-		r.Store.Flushed(stream, ref, want.LastAppliedSequence)
+		r.reflected(stream, ref, want.LastAppliedSequence)
 	}
 	return nil
 }
@@ -189,7 +192,7 @@ func (r *CellReconciler) lagging(ctx context.Context, id string) []reconcile.Req
 	}
 	// A cell whose formation lives nowhere lives nowhere too.
 	if key.Name == "" || r.reflects(ctx, key, stream, ref, &want) {
-		r.Store.Flushed(stream, ref, want.LastAppliedSequence)
+		r.reflected(stream, ref, want.LastAppliedSequence)
 		return nil
 	}
 	return request(key)
@@ -214,7 +217,7 @@ func (r *CellReconciler) reflects(ctx context.Context, key client.ObjectKey, str
 		return false
 	}
 	projected := want.LastAppliedSequence
-	if ahead(stream, ref, projected, cell.Status.LastAppliedSequence, cell.Status.StreamStamp) {
+	if store.Ahead(stream, ref, projected, cell.Status.LastAppliedSequence, cell.Status.StreamStamp) {
 		return true
 	}
 	desired := status.CellStatus(want, store.Stamp(stream, ref, projected), cell.Generation, cell.Status.Conditions, r.Clock.Now())

@@ -19,22 +19,9 @@ import (
 	"cellos.dev/cellos-operator/internal/store"
 )
 
-// The decisions every reconcile makes, each in one place: whether a status is
-// ahead of the projection, and how a reconcile ends.
-
-// ahead tells whether a status reflects later events of the same stream than
-// the projection, at sequence projected: a replica further along wrote it,
-// and writing would move it backwards. Only a valid stamp makes a status
-// ahead; one of another stream, or edited by hand, is overwritten.
-func ahead(stream store.Stream, ref store.Ref, projected uint64, statusSequence int64, stamp string) bool {
-	return statusSequence > int64(projected) && stampedAt(stream, ref, statusSequence, stamp)
-}
-
-// stampedAt tells whether stamp is the one this stream gives ref's status at
-// statusSequence.
-func stampedAt(stream store.Stream, ref store.Ref, statusSequence int64, stamp string) bool {
-	return statusSequence >= 0 && stamp == store.Stamp(stream, ref, uint64(statusSequence))
-}
+// The decisions every reconcile makes, each in one place: what a reconcile
+// does with a Formation, and how a reconcile ends. Whether a status is ahead
+// of the projection is the stamp rule's (store.Ahead).
 
 // formationAction is what a reconcile does with the Formation at a key.
 type formationAction int
@@ -121,7 +108,10 @@ const conflictRetry = 100 * time.Millisecond
 // --max-unflushed-objects objects wait.
 const quotaRetry = 10 * time.Second
 
-// settlement is how one reconcile of a projected object ends.
+// settlement is how one reconcile of a projected object ends. The zero
+// settlement is that of a reconcile that writes no projection (a Formation
+// held, refused or giving way, or no object of the stream at all): it
+// counts no event as written, but loses a race as quietly as any other.
 type settlement struct {
 	// stream is the stream the projection was read from.
 	stream store.Stream
@@ -131,6 +121,10 @@ type settlement struct {
 	// obj is what a Warning Event is about.
 	obj client.Object
 }
+
+// projects tells whether the reconcile writes a projection: every settlement
+// but the zero one names the object it is of.
+func (s settlement) projects() bool { return s.ref.Kind != "" }
 
 // quotaWaits are the objects waiting for a ResourceQuota to make room for
 // them, so that each wait raises one Warning Event and one count, however
@@ -160,19 +154,23 @@ func (w *quotaWaits) end(ref store.Ref) {
 	delete(w.refs, ref)
 }
 
-// settle ends a reconcile with err. The object's events up to seq count as
+// settle ends every reconcile, with res and err. A lost race (conflict,
+// already exists) is retried quietly on fresh data, whatever the reconcile
+// did: it means the cache was behind, not that anything failed. A reconcile
+// that writes no projection (the zero settlement) ends otherwise with res and
+// err as they are. For one that does, the object's events up to seq count as
 // written when err is nil, and when the API server refuses the object for
 // good: retrying cannot help, and the cursor must not wait forever. A
-// refusal is logged, counted, and raised as a Warning Event. A lost race
-// (conflict, already exists) is retried quietly on fresh data: it means the
-// cache was behind, not that anything failed. A create over a ResourceQuota
-// is retried every quotaRetry, its events still unwritten, and the wait
-// logged, counted and raised as a Warning Event once. Any other error is
-// returned, to be retried with backoff.
-func (c Config) settle(ctx context.Context, s settlement, err error) (ctrl.Result, error) {
+// refusal is logged, counted, and raised as a Warning Event. A create over a
+// ResourceQuota is retried every quotaRetry, its events still unwritten, and
+// the wait logged, counted and raised as a Warning Event once. Any other
+// error is returned, to be retried with backoff.
+func (c Config) settle(ctx context.Context, s settlement, res ctrl.Result, err error) (ctrl.Result, error) {
 	switch {
 	case apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err):
 		return ctrl.Result{RequeueAfter: conflictRetry}, nil
+	case !s.projects():
+		return res, err
 	case exceedsQuota(err):
 		if c.quotaWaits.begin(s.ref) {
 			ctrl.LoggerFrom(ctx).Info("A ResourceQuota refuses to create this object; waiting for room", "sequence", s.seq, "error", err.Error())
@@ -190,9 +188,20 @@ func (c Config) settle(ctx context.Context, s settlement, err error) (ctrl.Resul
 		c.Recorder.Eventf(s.obj, nil, corev1.EventTypeWarning, cellosv1.ProjectionRefusedReason, "Project",
 			"The API server refused the projection up to stream sequence %d: %v", s.seq, err)
 	}
-	c.quotaWaits.end(s.ref)
-	c.Store.Flushed(s.stream, s.ref, s.seq)
-	return ctrl.Result{}, nil
+	c.reflected(s.stream, s.ref, s.seq)
+	return res, nil
+}
+
+// reflected ends ref's events up to seq of stream: they count as reflected
+// in status, so that the watermark may pass them, and any wait for quota
+// ends with them. It is the one place an object's events end: a reconcile
+// that wrote them or had them refused for good (settle), a cell refused for
+// a name another holds (refuseCollisions), and, from the lagging map
+// functions, an object that lives nowhere (no reconcile will ever be queued
+// for it) and a Cell the replay finds already written.
+func (c Config) reflected(stream store.Stream, ref store.Ref, seq uint64) {
+	c.quotaWaits.end(ref)
+	c.Store.Flushed(stream, ref, seq)
 }
 
 // exceedsQuota tells whether a ResourceQuota refused a create. The quota

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	ctrl "sigs.k8s.io/controller-runtime"
 	"testing"
 	"time"
 
@@ -139,7 +140,7 @@ func TestAhead(t *testing.T) {
 	}
 	for name, c := range cases {
 		t.Run(name, func(t *testing.T) {
-			if got := ahead(stream, ref, 795, c.statusSequence, c.stamp); got != c.ahead {
+			if got := store.Ahead(stream, ref, 795, c.statusSequence, c.stamp); got != c.ahead {
 				t.Errorf("ahead = %v, want %v", got, c.ahead)
 			}
 		})
@@ -190,7 +191,7 @@ func TestSettle(t *testing.T) {
 			recorder := events.NewFakeRecorder(1)
 			cfg := Config{Store: s, Recorder: recorder, quotaWaits: newQuotaWaits()}
 			ref := store.Ref{Kind: store.CellKind, ID: "c"}
-			res, err := cfg.settle(context.Background(), settlement{stream: s.Stream(), ref: ref, seq: 1, obj: &cellosv1.Cell{}}, c.err)
+			res, err := cfg.settle(context.Background(), settlement{stream: s.Stream(), ref: ref, seq: 1, obj: &cellosv1.Cell{}}, ctrl.Result{}, c.err)
 			if flushed := s.Watermark() == 1; flushed != c.flushed {
 				t.Errorf("flushed = %v, want %v", flushed, c.flushed)
 			}
@@ -225,13 +226,13 @@ func TestQuotaWarningOncePerWait(t *testing.T) {
 	before := testutil.ToFloat64(quotaRefusalsTotal.WithLabelValues("Cell"))
 	waitFor := func(retries int) {
 		for range retries {
-			if res, err := cfg.settle(context.Background(), done, quotaRefusal()); err != nil || res.RequeueAfter != quotaRetry {
+			if res, err := cfg.settle(context.Background(), done, ctrl.Result{}, quotaRefusal()); err != nil || res.RequeueAfter != quotaRetry {
 				t.Fatalf("settled with %v, %v; want a retry after %s", res, err, quotaRetry)
 			}
 		}
 	}
 	waitFor(3)
-	if _, err := cfg.settle(context.Background(), done, nil); err != nil {
+	if _, err := cfg.settle(context.Background(), done, ctrl.Result{}, nil); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(2) // a second wait, after the object was written

@@ -35,6 +35,10 @@ type FormationReconciler struct {
 // Reconcile brings one Formation in line with the stream: it may create,
 // delete (give way), admit, publish or stall it, and writes its status.
 func (r *FormationReconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.Result, err error) {
+	// Every branch ends here; only the one that mirrors the projection sets
+	// what its write settles.
+	var done settlement
+	defer func() { res, err = r.settle(ctx, done, res, err) }()
 	key := req.NamespacedName
 	f, id, err := r.formationAt(ctx, key)
 	if err != nil {
@@ -53,7 +57,7 @@ func (r *FormationReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	settled := r.settled()
 	if f != nil && f.Spec != nil {
 		d := declared{f: f, id: id, want: want, projected: projected, settled: settled}
-		if res, done, err := r.declare(ctx, d); done || err != nil {
+		if res, finished, err := r.declare(ctx, d); finished || err != nil {
 			return res, err
 		}
 	}
@@ -70,14 +74,13 @@ func (r *FormationReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 		return ctrl.Result{}, r.refuseTakeover(ctx, f, id, p.rules.deleted)
 	}
 	ref := store.Ref{Kind: store.FormationKind, ID: id}
-	done := settlement{stream: stream, ref: ref, seq: want.LastAppliedSequence, obj: &cellosv1.Formation{ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name}}}
-	defer func() { res, err = r.settle(ctx, done, err) }()
+	done = settlement{stream: stream, ref: ref, seq: want.LastAppliedSequence, obj: &cellosv1.Formation{ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name}}}
 
 	if f, err = r.createIfMissing(ctx, key, f, id); err != nil {
 		return ctrl.Result{}, err
 	}
 	done.obj = f
-	if ahead(stream, ref, want.LastAppliedSequence, f.Status.LastAppliedSequence, f.Status.StreamStamp) {
+	if store.Ahead(stream, ref, want.LastAppliedSequence, f.Status.LastAppliedSequence, f.Status.StreamStamp) {
 		return ctrl.Result{}, nil
 	}
 	var cells cellosv1.CellList
@@ -226,7 +229,7 @@ func (r *FormationReconciler) holder(ctx context.Context, id string) (client.Obj
 	}
 	if key.Name == "" {
 		if want, stream, ok := r.Store.Formation(id); ok {
-			r.Store.Flushed(stream, store.Ref{Kind: store.FormationKind, ID: id}, want.LastAppliedSequence)
+			r.reflected(stream, store.Ref{Kind: store.FormationKind, ID: id}, want.LastAppliedSequence)
 		}
 	}
 	return key, true

@@ -81,7 +81,7 @@ func (p *pruner) prune(ctx context.Context, stream store.Stream) error {
 			return nil // the stream was recreated again: prune after that fold
 		}
 		ref := store.Ref{Kind: store.FormationKind, ID: f.Status.FormationID}
-		if f.Spec == nil && !known && foreign(stream, ref, f.Status.LastAppliedSequence, f.Status.StreamStamp) {
+		if f.Spec == nil && !known && store.Foreign(stream, ref, f.Status.LastAppliedSequence, f.Status.StreamStamp) {
 			if err := p.remove(ctx, f, store.FormationKind); err != nil {
 				return err
 			}
@@ -98,18 +98,13 @@ func (p *pruner) prune(ctx context.Context, stream store.Stream) error {
 			return nil
 		}
 		ref := store.Ref{Kind: store.CellKind, ID: c.Status.CellID}
-		if !known && foreign(stream, ref, c.Status.LastAppliedSequence, c.Status.StreamStamp) {
+		if !known && store.Foreign(stream, ref, c.Status.LastAppliedSequence, c.Status.StreamStamp) {
 			if err := p.remove(ctx, c, store.CellKind); err != nil {
 				return err
 			}
 		}
 	}
 	return nil
-}
-
-// foreign tells whether a status was stamped from another stream.
-func foreign(stream store.Stream, ref store.Ref, seq int64, stamp string) bool {
-	return stamp != "" && seq > 0 && stamp != store.Stamp(stream, ref, uint64(seq))
 }
 
 func (p *pruner) remove(ctx context.Context, obj client.Object, kind store.Kind) error {

@@ -260,7 +260,7 @@ func addHealthChecks(mgr ctrl.Manager, conn *natsconn.Conn, in *ingest.Ingester)
 		return fmt.Errorf("adding health check: %w", err)
 	}
 	readyLog := ctrl.Log.WithName("readyz")
-	if err := mgr.AddReadyzCheck("nats", withheldReadiness(readyLog, "nats", "not connected to NATS", conn.Healthy)); err != nil {
+	if err := mgr.AddReadyzCheck("nats", unloggedReadiness("not connected to NATS", conn.Healthy)); err != nil {
 		return fmt.Errorf("adding readiness check: %w", err)
 	}
 	if err := mgr.AddReadyzCheck("projection", withheldReadiness(readyLog, "projection", "not projecting the stream", in.Healthy)); err != nil {

@@ -15,8 +15,28 @@ import (
 // is for the log only. The full error is logged once each time it changes,
 // not at every probe.
 func withheldReadiness(log logr.Logger, name, reason string, check func() error) healthz.Checker {
-	r := &readiness{log: log.WithValues("check", name), answer: errors.New(reason + "; the operator's log says why"), check: check}
+	r := &readiness{log: log.WithValues("check", name), answer: withheldAnswer(reason), check: check}
 	return r.probe
+}
+
+// unloggedReadiness is check as a readiness check with the fixed answer of
+// withheldReadiness, for a check whose owner logs each change of its state
+// itself (the NATS connection, natsconn.Conn.Start): logged here too, an
+// outage would be logged twice.
+func unloggedReadiness(reason string, check func() error) healthz.Checker {
+	answer := withheldAnswer(reason)
+	return func(*http.Request) error {
+		if check() != nil {
+			return answer
+		}
+		return nil
+	}
+}
+
+// withheldAnswer is a readiness check's answer for reason, which sends the
+// reader to the log for the error it withholds.
+func withheldAnswer(reason string) error {
+	return errors.New(reason + "; the operator's log says why")
 }
 
 type readiness struct {

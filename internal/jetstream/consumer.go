@@ -184,7 +184,6 @@ type Consumer struct {
 
 	mu          sync.Mutex
 	state       runState
-	connErr     error // last connection problem, reported while the connection is down
 	consumerErr error // current consumer problem, nil while consuming works
 }
 
@@ -209,7 +208,7 @@ func NewConsumer(js natsjs.JetStream, stream string) *Consumer {
 // be (re)created or is stalled, and before Run starts or after it returns.
 func (c *Consumer) Healthy() error {
 	c.mu.Lock()
-	state, connErr, consumerErr := c.state, c.connErr, c.consumerErr
+	state, consumerErr := c.state, c.consumerErr
 	c.mu.Unlock()
 	switch state {
 	case stateNew:
@@ -218,9 +217,8 @@ func (c *Consumer) Healthy() error {
 		return errStopped
 	}
 	if status := c.JS.Conn().Status(); status != nats.CONNECTED {
-		if connErr != nil {
-			return fmt.Errorf("NATS connection is %s: %w", status, connErr)
-		}
+		// Why is the connection's to say (natsconn.Conn.Healthy), and its
+		// log's: the outage is logged there, once.
 		return fmt.Errorf("NATS connection is %s", status)
 	}
 	return consumerErr
@@ -256,7 +254,7 @@ func (c *Consumer) Run(ctx context.Context, startSeq uint64, handle func(context
 	next := max(startSeq, 1)
 	c.handled.Store(next - 1)
 	c.mu.Lock()
-	c.state, c.connErr = stateRunning, nil
+	c.state = stateRunning
 	c.mu.Unlock()
 	c.setConsumerErr(errNotConsuming)
 	defer func() {
@@ -271,7 +269,7 @@ func (c *Consumer) Run(ctx context.Context, startSeq uint64, handle func(context
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		c.watchConnection(log, nc, statusCh)
+		c.watchConnection(nc, statusCh)
 	}()
 	defer func() {
 		nc.RemoveStatusListener(statusCh) // closes statusCh, ending watchConnection
@@ -503,7 +501,7 @@ func (c *Consumer) watch(ctx context.Context, stop context.CancelCauseFunc, log 
 		case <-ticker.C:
 		}
 		if nc.Status() != nats.CONNECTED {
-			// Reported by watchConnection; nats.go resumes after reconnect.
+			// Logged by the connection's owner; nats.go resumes after reconnect.
 			suspect = 0
 			continue
 		}
@@ -610,8 +608,11 @@ func (c *Consumer) verifyStream(ctx context.Context, log logr.Logger) (ok bool, 
 	return false, nil
 }
 
-// watchConnection reports NATS connection state changes until ch is closed.
-func (c *Consumer) watchConnection(log logr.Logger, nc *nats.Conn, ch chan nats.Status) {
+// watchConnection counts NATS connection state changes (OnError) until ch is
+// closed. It logs none of them: the connection's owner (natsconn.Conn)
+// logs its state once for each change, with the reason, so that an outage
+// is logged once however many clients share the connection.
+func (c *Consumer) watchConnection(nc *nats.Conn, ch chan nats.Status) {
 	connected := nc.IsConnected()
 	for status := range ch {
 		switch status {
@@ -624,24 +625,16 @@ func (c *Consumer) watchConnection(log logr.Logger, nc *nats.Conn, ch chan nats.
 			if cause == nil {
 				cause = errConnectionLost
 			}
-			err := fmt.Errorf("lost connection to NATS: %w", cause)
-			c.setConnErr(err)
-			log.Error(err, "Lost connection to NATS", "reason", ReasonDisconnected)
-			c.emit(ReasonDisconnected, err)
+			c.emit(ReasonDisconnected, fmt.Errorf("lost connection to NATS: %w", cause))
 		case nats.CONNECTED:
 			if connected {
 				continue
 			}
 			connected = true
-			c.setConnErr(nil)
-			log.Info("Reconnected to NATS", "natsURL", nc.ConnectedUrlRedacted(), "reason", ReasonReconnected)
 			c.emit(ReasonReconnected, errReconnected)
 		case nats.CLOSED:
 			connected = false
-			err := fmt.Errorf("NATS connection closed: %w", nats.ErrConnectionClosed)
-			c.setConnErr(err)
-			log.Error(err, "NATS connection closed", "reason", ReasonClosed)
-			c.emit(ReasonClosed, err)
+			c.emit(ReasonClosed, fmt.Errorf("NATS connection closed: %w", nats.ErrConnectionClosed))
 		}
 	}
 }
@@ -663,12 +656,6 @@ func (c *Consumer) setConsumerErr(err error) {
 	c.mu.Lock()
 	c.consumerErr = err
 	c.errSet.Store(err != nil)
-	c.mu.Unlock()
-}
-
-func (c *Consumer) setConnErr(err error) {
-	c.mu.Lock()
-	c.connErr = err
 	c.mu.Unlock()
 }
 

@@ -13,9 +13,6 @@ package store
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
-	"strconv"
 	"sync"
 	"time"
 
@@ -360,17 +357,4 @@ func (s *Store) Watermark() uint64 {
 		w = min(w, first-1)
 	}
 	return w
-}
-
-// Stamp is the streamStamp of a status that reflects the object ref up to seq
-// of stream. A status whose stamp differs was written from another stream or
-// edited by hand. It is a digest of public values, not a secret: it tells
-// streams apart, and does not authenticate the writer.
-func Stamp(stream Stream, ref Ref, seq uint64) string {
-	h := sha256.New()
-	for _, part := range []string{stream.Name, stream.Created.UTC().Format(time.RFC3339Nano), string(ref.Kind), ref.ID, strconv.FormatUint(seq, 10)} {
-		// Length-prefixed, so that no two different tuples hash alike.
-		h.Write([]byte(strconv.Itoa(len(part)) + ":" + part))
-	}
-	return hex.EncodeToString(h.Sum(nil)[:12])
 }
