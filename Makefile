@@ -62,15 +62,18 @@ verify: generate manifests $(CONTROLPLANE) $(HELM) ## Regenerate everything and 
 	cd hack/tools && $(GO) mod tidy -diff
 	cd hack/devtools && $(GO) mod tidy -diff
 	cd hack/helm && $(GO) mod tidy -diff
+	cd config/argocd && $(GO) mod tidy -diff
 	@git diff --exit-code -- . || { echo "Generated files are stale: run 'make generate manifests' and commit."; exit 1; }
 	@test -z "$$(git status --porcelain --untracked-files=all -- api config $(CHART))" || { echo "Untracked generated files:"; git status --porcelain --untracked-files=all -- api config $(CHART); exit 1; }
 
 .PHONY: lint
 lint: $(DEVTOOLS) ## Run golangci-lint.
 	$(GOLANGCI_LINT) run ./...
+	cd config/argocd && $(GOLANGCI_LINT) run ./...
 
 .PHONY: test
 test: manifests generate $(CONTROLPLANE) $(HELM) ## Run all tests: unit, envtest, the end-to-end and small reliability suites, and fuzzing.
+	cd config/argocd && $(GO) test ./... -count=1 -race
 	$(GO) test ./... -count=1 -race -timeout 30m
 	$(MAKE) --no-print-directory fuzz
 
@@ -78,6 +81,7 @@ test: manifests generate $(CONTROLPLANE) $(HELM) ## Run all tests: unit, envtest
 # and take minutes each.
 .PHONY: test-unit
 test-unit: manifests generate $(CONTROLPLANE) ## The fast loop: every package but test/e2e and test/reliability (pure code, and envtest with an embedded JetStream).
+	cd config/argocd && $(GO) test ./... -count=1 -race
 	$(GO) test $$($(GO) list ./... | grep -v -e '/test/e2e$$' -e '/test/reliability$$') -count=1 -race -timeout 10m
 
 .PHONY: test-reliability

@@ -163,7 +163,7 @@ func ConfigMapPatch() []byte {
 	var b strings.Builder
 	b.WriteString(`# Argo CD health checks for cellos.dev Formations and Cells.
 # Generated from formation_health.lua and cell_health.lua by
-#   go test ./config/argocd -run TestConfigMapPatch -update
+#   (cd config/argocd && go test -run TestConfigMapPatch -update)
 # Edit the .lua files, not this file. Merge it into argocd-cm:
 #   kubectl -n argocd patch configmap argocd-cm --patch-file config/argocd/argocd-cm-patch.yaml
 # or list it under patches: in the kustomization that installs Argo CD.

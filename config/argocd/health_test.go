@@ -38,7 +38,7 @@ func TestConfigMapPatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	if !bytes.Equal(got, want) {
-		t.Fatalf("%s is stale: run go test ./config/argocd -run TestConfigMapPatch -update", file)
+		t.Fatalf("%s is stale: run (cd config/argocd && go test -run TestConfigMapPatch -update)", file)
 	}
 
 	var cm corev1.ConfigMap

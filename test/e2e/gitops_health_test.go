@@ -8,11 +8,15 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -26,7 +30,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	cellosv1 "cellos.dev/cellos-operator/api/v1"
-	"cellos.dev/cellos-operator/config/argocd"
 	"cellos.dev/cellos-operator/internal/fold"
 	"cellos.dev/cellos-operator/internal/status"
 	"cellos.dev/cellos-operator/test/localenv"
@@ -145,10 +148,7 @@ func TestGitOpsToolsReadFormations(t *testing.T) {
 
 			// The message Argo CD shows is the operator's: that of the
 			// condition that decided.
-			h, err := argocd.ResourceHealth(u.Object)
-			if err != nil {
-				t.Fatal(err)
-			}
+			h := argoCDHealth(t, u)
 			var got cellosv1.Formation
 			if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: tc.name}, &got); err != nil {
 				t.Fatal(err)
@@ -209,7 +209,8 @@ func readBack(t *testing.T, ns, kind, name string) *unstructured.Unstructured {
 }
 
 // assertSeen asks each tool what it sees of u: kubectl get and kubectl wait
-// as binaries, Argo CD's check through gopher-lua, kstatus as Flux calls it.
+// as binaries, Argo CD's check through the argocd-health binary, kstatus as
+// Flux calls it.
 func assertSeen(t *testing.T, u *unstructured.Unstructured, column string, want seen) {
 	t.Helper()
 	resource := strings.ToLower(u.GetKind()) + "/" + u.GetName()
@@ -219,10 +220,7 @@ func assertSeen(t *testing.T, u *unstructured.Unstructured, column string, want 
 		"wait", "-n", u.GetNamespace(), "--for=condition=Ready", "--timeout=0s", resource)
 	waitOut, err := wait.CombinedOutput()
 	got.ready = err == nil
-	h, err := argocd.ResourceHealth(u.Object)
-	if err != nil {
-		t.Fatalf("Argo CD health check: %v", err)
-	}
+	h := argoCDHealth(t, u)
 	got.argo = h.Status
 	res, err := kstatus.Compute(u)
 	if err != nil {
@@ -331,10 +329,64 @@ func TestArgoCDConfigMapPatchInstalls(t *testing.T) {
 	if cm.Data["url"] != "https://argocd.example.com" {
 		t.Errorf("the patch changed another key: url is %q", cm.Data["url"])
 	}
-	for kind, script := range argocd.Scripts {
-		key := argocd.ConfigMapKey(kind)
-		if cm.Data[key] != script {
-			t.Errorf("argocd-cm %s is not %s:\n%s", key, argocd.ScriptFiles[kind], cm.Data[key])
+	for kind, file := range map[string]string{"Formation": "formation_health.lua", "Cell": "cell_health.lua"} {
+		script, err := os.ReadFile(filepath.Join(localenv.RepoRoot(), "config", "argocd", file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		key := "resource.customizations.health.cellos.dev_" + kind
+		if cm.Data[key] != string(script) {
+			t.Errorf("argocd-cm %s is not %s:\n%s", key, file, cm.Data[key])
 		}
 	}
+}
+
+// argoCDHealthBinary is config/argocd's health checker, built once: it runs
+// the checks in a Lua interpreter as Argo CD does, in a module of its own so
+// that the operator's module does not depend on one.
+var argoCDHealthBinary = sync.OnceValues(func() (string, error) {
+	dir, err := os.MkdirTemp("", "argocd-health")
+	if err != nil {
+		return "", err
+	}
+	path := filepath.Join(dir, "argocd-health")
+	cmd := exec.Command("go", "build", "-o", path, "./cmd/argocd-health")
+	cmd.Dir = filepath.Join(localenv.RepoRoot(), "config", "argocd")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("building argocd-health: %w\n%s", err, out)
+	}
+	return path, nil
+})
+
+// argoCDHealth is the health Argo CD shows for u with the checks of
+// config/argocd installed.
+func argoCDHealth(t *testing.T, u *unstructured.Unstructured) (h struct{ Status, Message string }) {
+	t.Helper()
+	bin, err := argoCDHealthBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	obj, err := json.Marshal(u.Object)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin)
+	cmd.Stdin = bytes.NewReader(obj)
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("Argo CD health check of %s/%s: %v: %s", u.GetKind(), u.GetName(), err, exitStderr(err))
+	}
+	if err := json.Unmarshal(out, &h); err != nil {
+		t.Fatalf("argocd-health printed %q: %v", out, err)
+	}
+	return h
+}
+
+// exitStderr is what a command that failed wrote to standard error.
+func exitStderr(err error) string {
+	var exit *exec.ExitError
+	if errors.As(err, &exit) {
+		return strings.TrimSpace(string(exit.Stderr))
+	}
+	return ""
 }
