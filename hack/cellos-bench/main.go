@@ -5,8 +5,9 @@
 // Every run starts a fresh control plane (kube-apiserver and etcd from bin/,
 // as envtest runs them) and a fresh embedded JetStream server, publishes a
 // simulated cellos stream, and measures until every Formation and Cell
-// matches the fold of that stream (internal/fold, run by the harness as an
-// oracle) and, for the operator, its cursor ConfigMap reaches the stream's
+// matches the fold of that stream (the oracle of test/harness: internal/fold
+// run over the events, and each object compared with its projection) and,
+// for the operator, its cursor ConfigMap reaches the stream's
 // last sequence. API writes are the API server's own count,
 // apiserver_request_total, scraped from its /metrics before and after.
 // The operator is bin/manager as a process of its own, with its default

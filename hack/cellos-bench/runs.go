@@ -100,12 +100,12 @@ type bench struct {
 	operatorArgs []string
 }
 
-// env is a fresh control plane and JetStream server, with the oracle of the
-// workload's stream.
+// env is a fresh control plane and JetStream server, with the projection of
+// the workload's stream.
 type env struct {
 	cl  *cluster
 	nt  *natsEnv
-	o   *oracle
+	o   *projection
 	pub *publisher
 }
 
@@ -119,7 +119,7 @@ func (b *bench) newEnv(ctx context.Context, events []simulator.Event) (*env, err
 		cl.stop()
 		return nil, err
 	}
-	o := newOracle(events)
+	o := newProjection(events)
 	o.setStream(nt.stream)
 	return &env{cl: cl, nt: nt, o: o, pub: newPublisher(nt.js, len(events))}, nil
 }
@@ -167,7 +167,7 @@ func (e *env) waitCursor(ctx context.Context, seq uint64) (time.Time, error) {
 }
 
 // waitAll waits for the watch to see every object match the fold.
-func waitAll(ctx context.Context, w *watcher, o *oracle) (time.Time, error) {
+func waitAll(ctx context.Context, w *watcher, o *projection) (time.Time, error) {
 	select {
 	case <-w.all:
 		return w.allAt, nil

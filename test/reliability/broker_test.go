@@ -112,7 +112,7 @@ func TestBrokerOutage(t *testing.T) {
 	}
 	regressed := rec.mustHold(t, want, snap)
 	results.add(row{
-		Scenario: "Broker outage", Runs: outages, Events: int(want.last), Lost: lost, Regressed: regressed,
+		Scenario: "Broker outage", Runs: outages, Events: int(want.Last), Lost: lost, Regressed: regressed,
 		Recover: durations(recoveries), PeakMiB: m.PeakMiB(),
 		Notes: fmt.Sprintf("JetStream stopped %d times (%s) while events kept coming; one manager process throughout; recovery: broker back to cursor past every event published before", outages, lengthsString(lengths[:min(outages, len(lengths))])),
 	})

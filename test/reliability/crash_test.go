@@ -97,7 +97,7 @@ func TestCrashAnywhere(t *testing.T) {
 	recovered, lost := converge(t, ns, want, 10*time.Minute)
 	regressed := rec.mustHold(t, want, snap)
 	results.add(row{
-		Scenario: "Crash anywhere (SIGKILL)", Runs: kills, Events: int(want.last), Lost: lost, Regressed: regressed,
+		Scenario: "Crash anywhere (SIGKILL)", Runs: kills, Events: int(want.Last), Lost: lost, Regressed: regressed,
 		Recover: durations([]time.Duration{recovered}), PeakMiB: all.peakMiB(),
 		Notes: fmt.Sprintf("%d kills (%d with status written beyond the cursor); recovery measured from the last restart", kills, uncommitted),
 	})

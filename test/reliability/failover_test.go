@@ -89,7 +89,7 @@ func TestFailover(t *testing.T) {
 			recovered, l := converge(t, f.ns, want, 5*time.Minute)
 			recoveries = append(recoveries, recovered)
 			lost += l
-			total += int(want.last)
+			total += int(want.Last)
 			v := f.rec.check()
 			staleRegressions = append(staleRegressions, len(v.regressions))
 			staleCounts = append(staleCounts, len(v.counts))
@@ -104,7 +104,7 @@ func TestFailover(t *testing.T) {
 				t.Errorf("the stale leader wrote %d times after it resumed past its lease", accepted)
 			}
 			if len(v.counts) > 0 {
-				t.Errorf("a stale leader resumed past its lease moved Formations' cell counts backwards:\n%s", strings.Join(first(v.counts, 10), "\n"))
+				t.Errorf("a stale leader resumed past its lease moved Formations' cell counts backwards:\n%s", strings.Join(harness.Head(v.counts, 10), "\n"))
 			}
 			regressed += f.rec.mustHold(t, want, snap)
 		})

@@ -45,7 +45,7 @@ func TestStreamGaps(t *testing.T) {
 		recoveries = append(recoveries, recovered)
 		lost += l
 		runs++
-		total += int(g.want.last)
+		total += int(g.want.Last)
 		for _, m := range g.managers {
 			peak = max(peak, m.PeakMiB())
 		}
@@ -71,16 +71,16 @@ func TestStreamGaps(t *testing.T) {
 		// apply on top of it.
 		g.publishMore(t, 52, events/4)
 		g.want, g.snap = expect(t, g.jsc)
-		running := seen.state
-		for _, m := range g.snap.msgs[len(g.snap.msgs)-events/4:] {
-			running.Apply(m.seq, m.subject, m.header, m.data)
+		running := seen.State
+		for _, m := range g.snap.Messages[len(g.snap.Messages)-events/4:] {
+			running.Apply(m.Seq, m.Subject, m.Header, m.Data)
 		}
-		converge(t, g.ns, expectation{stream: g.want.stream, last: g.want.last, state: running}, 2*time.Minute)
+		converge(t, g.ns, harness.Expectation{Stream: g.want.Stream, Last: g.want.Last, State: running}, 2*time.Minute)
 		t.Logf("caught up with the events after the purge %s after it", time.Since(fault).Round(100*time.Millisecond))
 		g.expectSurfaced(t, detect, "gap", fmt.Sprintf("1-%d", purged))
 		// A restart folds the stream as it is now: purged ids keep their status.
 		g.restart(t)
-		g.want.leftover = &expectation{stream: seen.stream, last: seen.last, state: running}
+		g.want.Leftover = &harness.Expectation{Stream: seen.Stream, Last: seen.Last, State: running}
 		recovered, l := converge(t, g.ns, g.want, 2*time.Minute)
 		g.expectSurfaced(t, atStart, "gap", fmt.Sprintf("1-%d", purged))
 		done(t, g, recovered, l)
@@ -92,7 +92,7 @@ func TestStreamGaps(t *testing.T) {
 		harness.Stop(t, g.managers[0])
 		purged := g.purgeHalf(t)
 		g.restart(t)
-		g.want.leftover = &before
+		g.want.Leftover = &before
 		recovered, l := converge(t, g.ns, g.want, 2*time.Minute)
 		g.expectSurfaced(t, atStart, "gap", fmt.Sprintf("1-%d", purged))
 		done(t, g, recovered, l)
@@ -103,7 +103,7 @@ func TestStreamGaps(t *testing.T) {
 		before := g.want
 		fault := time.Now()
 		g.recreate(t, 55, events/2)
-		g.want.leftover = &before
+		g.want.Leftover = &before
 		_, l := converge(t, g.ns, g.want, 2*time.Minute)
 		recovered := time.Since(fault)
 		g.expectSurfaced(t, detect, "recreated", "")
@@ -116,7 +116,7 @@ func TestStreamGaps(t *testing.T) {
 		harness.Stop(t, g.managers[0])
 		g.recreate(t, 57, events/2)
 		g.restart(t)
-		g.want.leftover = &before
+		g.want.Leftover = &before
 		recovered, l := converge(t, g.ns, g.want, 2*time.Minute)
 		g.expectSurfaced(t, atStart, "recreated", "")
 		done(t, g, recovered, l)
@@ -130,8 +130,8 @@ type gapRun struct {
 	jsc      natsjs.JetStream
 	rec      *recorder
 	managers []*manager
-	want     expectation
-	snap     snapshot
+	want     harness.Expectation
+	snap     harness.Snapshot
 }
 
 // startGapRun projects a generated stream of n events and waits until
@@ -244,7 +244,7 @@ func (g *gapRun) expectSurfaced(t *testing.T, timeout time.Duration, what, lastG
 			{"log line", func() bool { return strings.Contains(m.Logs(), "The stream was recreated") }},
 			{"cursor of the new stream", func() bool {
 				p, _, err := harness.Cursor(context.Background(), cp.Client, g.ns)
-				return err == nil && p.StreamCreated.Equal(g.want.stream.Created) && p.Stream == g.want.stream.Name
+				return err == nil && p.StreamCreated.Equal(g.want.Stream.Created) && p.Stream == g.want.Stream.Name
 			}},
 		}
 	}
