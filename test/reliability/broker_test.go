@@ -119,8 +119,8 @@ func TestBrokerOutage(t *testing.T) {
 }
 
 // lastSequence is the stream's last sequence, once the client reaches it.
-func lastSequence(t testing.TB, jsc natsjs.JetStream) uint64 {
-	t.Helper()
+func lastSequence(tb testing.TB, jsc natsjs.JetStream) uint64 {
+	tb.Helper()
 	var err error
 	for range 300 {
 		var s natsjs.Stream
@@ -129,7 +129,7 @@ func lastSequence(t testing.TB, jsc natsjs.JetStream) uint64 {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	t.Fatal(err)
+	tb.Fatal(err)
 	return 0
 }
 

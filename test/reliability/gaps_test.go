@@ -41,6 +41,7 @@ func TestStreamGaps(t *testing.T) {
 	var peak float64
 	var lost, regressed, runs, total int
 	done := func(t *testing.T, g *gapRun, recovered time.Duration, l int) {
+		t.Helper()
 		regressed += g.rec.mustHold(t, g.want, g.snap)
 		recoveries = append(recoveries, recovered)
 		lost += l
@@ -137,6 +138,7 @@ type gapRun struct {
 // startGapRun projects a generated stream of n events and waits until
 // every object equals its fold.
 func startGapRun(t *testing.T, seed uint64, n int) *gapRun {
+	t.Helper()
 	g := &gapRun{ns: newNamespace(t), js: localenv.StartJetStream(t)}
 	_, g.jsc = g.js.Connect(t)
 	g.rec = record(t, g.ns)
@@ -155,6 +157,7 @@ func (g *gapRun) manager() *manager { return g.managers[len(g.managers)-1] }
 
 // restart starts a new manager (the last one was stopped, or is stopped now).
 func (g *gapRun) restart(t *testing.T) {
+	t.Helper()
 	harness.Stop(t, g.manager())
 	g.managers = append(g.managers, startManager(t, managerConfig{name: fmt.Sprintf("manager-%d", len(g.managers)), natsURL: g.js.URL(), namespace: g.ns}))
 	g.want, g.snap = expect(t, g.jsc)
@@ -163,6 +166,7 @@ func (g *gapRun) restart(t *testing.T) {
 // purgeHalf purges the first half of the stream, below the cursor, and
 // returns the last sequence purged.
 func (g *gapRun) purgeHalf(t *testing.T) uint64 {
+	t.Helper()
 	ctx := context.Background()
 	p, _, err := harness.Cursor(ctx, cp.Client, g.ns)
 	if err != nil {
@@ -189,6 +193,7 @@ func (g *gapRun) purgeHalf(t *testing.T) uint64 {
 
 // publishMore publishes n more generated events.
 func (g *gapRun) publishMore(t *testing.T, seed uint64, n int) {
+	t.Helper()
 	publish(t, g.jsc, generate(seed, n, adversarial), 0)
 }
 
@@ -196,6 +201,7 @@ func (g *gapRun) publishMore(t *testing.T, seed uint64, n int) {
 // same generated lifecycles, so that ids come back at lower sequences,
 // while the old statuses claim higher ones.
 func (g *gapRun) recreate(t *testing.T, seed uint64, n int) {
+	t.Helper()
 	ctx := context.Background()
 	if err := g.jsc.DeleteStream(ctx, streamName); err != nil {
 		t.Fatal(err)
@@ -275,6 +281,7 @@ func (g *gapRun) expectSurfaced(t *testing.T, timeout time.Duration, what, lastG
 // recreationEvents lists the Warning Events of ns seen since since that
 // say the stream was recreated.
 func recreationEvents(t *testing.T, ns string, since time.Time) []string {
+	t.Helper()
 	var list corev1.EventList
 	if err := cp.Client.List(context.Background(), &list, client.InNamespace(ns)); err != nil {
 		t.Fatal(err)

@@ -21,13 +21,13 @@ const streamName = "CELLOS_EVENTS"
 
 // expect is the expectation of the stream as it is now, read back with
 // the harness oracle, and the messages it holds.
-func expect(t testing.TB, jsc natsjs.JetStream) (harness.Expectation, harness.Snapshot) {
-	t.Helper()
+func expect(tb testing.TB, jsc natsjs.JetStream) (harness.Expectation, harness.Snapshot) {
+	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	snap, err := harness.ReadStream(ctx, jsc, streamName)
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	return harness.Expect(snap), snap
 }
@@ -45,8 +45,8 @@ func cursorReached(ctx context.Context, ns string, want harness.Expectation) err
 // It waits for the cursor first, a read of one ConfigMap, and compares
 // every object only then, and at most once a second: listing every object
 // of a large run often would slow the API server the operator writes to.
-func converge(t testing.TB, ns string, want harness.Expectation, timeout time.Duration) (time.Duration, int) {
-	t.Helper()
+func converge(tb testing.TB, ns string, want harness.Expectation, timeout time.Duration) (time.Duration, int) {
+	tb.Helper()
 	start := time.Now()
 	deadline := start.Add(timeout)
 	ctx := context.Background()
@@ -63,10 +63,10 @@ func converge(t testing.TB, ns string, want harness.Expectation, timeout time.Du
 		}
 		if time.Now().After(deadline) {
 			if len(bad) > 0 {
-				t.Errorf("after %s, %d objects differ from the fold of the stream (%d formations, %d cells, last sequence %d):\n%s",
+				tb.Errorf("after %s, %d objects differ from the fold of the stream (%d formations, %d cells, last sequence %d):\n%s",
 					timeout, len(bad), len(want.State.Formations), len(want.State.Cells), want.Last, strings.Join(harness.Head(bad, 15), "\n"))
 			} else {
-				t.Errorf("after %s: %v", timeout, err)
+				tb.Errorf("after %s: %v", timeout, err)
 			}
 			return time.Since(start), len(bad)
 		}
@@ -77,26 +77,26 @@ func converge(t testing.TB, ns string, want harness.Expectation, timeout time.Du
 // newScenario starts what every scenario runs against besides the control
 // plane: a namespace of its own, a JetStream server with the stream, and a
 // recorder watching the namespace from the start.
-func newScenario(t testing.TB) (ns string, js *localenv.JetStreamServer, jsc natsjs.JetStream, rec *recorder) {
-	t.Helper()
-	ns = newNamespace(t)
-	js = localenv.StartJetStream(t)
-	_, jsc = js.Connect(t)
-	rec = record(t, ns)
-	rec.addStream(ensureStream(t, jsc))
+func newScenario(tb testing.TB) (ns string, js *localenv.JetStreamServer, jsc natsjs.JetStream, rec *recorder) {
+	tb.Helper()
+	ns = newNamespace(tb)
+	js = localenv.StartJetStream(tb)
+	_, jsc = js.Connect(tb)
+	rec = record(tb, ns)
+	rec.addStream(ensureStream(tb, jsc))
 	return ns, js, jsc, rec
 }
 
 // newNamespace gives a scenario a namespace of its own, emptied of cellos
 // objects at the end (envtest runs no namespace controller): stream ids are
 // global, and the next scenario's operator must not find them.
-func newNamespace(t testing.TB) string {
-	t.Helper()
+func newNamespace(tb testing.TB) string {
+	tb.Helper()
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "reliability-"}}
 	if err := cp.Client.Create(context.Background(), ns); err != nil {
-		t.Fatalf("creating namespace: %v", err)
+		tb.Fatalf("creating namespace: %v", err)
 	}
-	t.Cleanup(func() {
+	tb.Cleanup(func() {
 		// Every manager caches every Formation and Cell of the cluster: the
 		// next scenario starts once this one's are gone. Deleting tens of
 		// thousands outlasts one request, so ask again until they are.
@@ -112,7 +112,7 @@ func newNamespace(t testing.TB) string {
 					break
 				}
 				if time.Now().After(deadline) {
-					t.Logf("emptying namespace %s: %v %v", ns.Name, err, lerr)
+					tb.Logf("emptying namespace %s: %v %v", ns.Name, err, lerr)
 					break
 				}
 				time.Sleep(2 * time.Second)
@@ -123,11 +123,11 @@ func newNamespace(t testing.TB) string {
 }
 
 // warningEvents lists the Warning Events of ns with reason, newest last.
-func warningEvents(t testing.TB, ns, reason string) []corev1.Event {
-	t.Helper()
+func warningEvents(tb testing.TB, ns, reason string) []corev1.Event {
+	tb.Helper()
 	var list corev1.EventList
 	if err := cp.Client.List(context.Background(), &list, client.InNamespace(ns)); err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	var out []corev1.Event
 	for _, e := range list.Items {

@@ -92,11 +92,11 @@ type cursorValue struct {
 }
 
 // record starts a recorder for ns; the test stops it with check.
-func record(t testing.TB, ns string) *recorder {
-	t.Helper()
+func record(tb testing.TB, ns string) *recorder {
+	tb.Helper()
 	c, err := client.NewWithWatch(cp.Config, client.Options{Scheme: cp.Scheme})
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &recorder{ns: ns, cancel: cancel, objects: map[types.UID]*objectLog{}}
@@ -111,7 +111,7 @@ func record(t testing.TB, ns string) *recorder {
 	for _, l := range lists {
 		r.wg.Go(func() { r.watch(ctx, c, l.list, l.opts) })
 	}
-	t.Cleanup(r.stop)
+	tb.Cleanup(r.stop)
 	return r
 }
 
@@ -345,20 +345,20 @@ func (r *recorder) check() verdict {
 // mustHold fails the test on any violation, the cursor's promise against
 // the stream snap of want included, and returns the count of regressions
 // for the report.
-func (r *recorder) mustHold(t testing.TB, want harness.Expectation, snap harness.Snapshot) int {
-	t.Helper()
+func (r *recorder) mustHold(tb testing.TB, want harness.Expectation, snap harness.Snapshot) int {
+	tb.Helper()
 	v := r.check()
 	v.other = append(v.other, r.cursorSound(want, snap)...)
 	if !r.allowCounts {
 		v.other = append(v.other, v.counts...)
 	}
 	for _, s := range harness.Head(v.regressions, 20) {
-		t.Errorf("regressed: %s", s)
+		tb.Errorf("regressed: %s", s)
 	}
 	for _, s := range harness.Head(v.other, 20) {
-		t.Errorf("violation: %s", s)
+		tb.Errorf("violation: %s", s)
 	}
-	t.Logf("watch: %d status values seen, %d cursor values, %d regressions", v.changes, r.cursorCommits.Load(), len(v.regressions))
+	tb.Logf("watch: %d status values seen, %d cursor values, %d regressions", v.changes, r.cursorCommits.Load(), len(v.regressions))
 	return len(v.regressions)
 }
 
