@@ -38,7 +38,8 @@ func foldStream(t *testing.T, jsc natsjs.JetStream) harness.Expectation {
 }
 
 // matchesFold is nil when every Formation and Cell of ns is what want
-// says (harness.Mismatches), else the first of the objects that differ.
+// says (harness.Mismatches), else an error listing the first ten objects
+// that differ.
 func matchesFold(ns string, want harness.Expectation) error {
 	bad, err := harness.Mismatches(context.Background(), controlPlane.Client, ns, want)
 	if err != nil || len(bad) == 0 {
@@ -135,7 +136,9 @@ func recreateStream(t *testing.T, r sampleRun, msgs []sampleMessage) {
 
 // (a) The stream deleted and created again with other, fewer events while
 // the operator was down: the old statuses claim sequences the new stream
-// does not reach, under the old stream's stamp, and are overwritten.
+// does not reach, under the old stream's stamp, and are overwritten; the
+// objects only the old stream named are pruned (the oracle counts any left
+// as extra).
 func TestRestartAfterStreamRecreated(t *testing.T) {
 	r := projectSample(t)
 	harness.Stop(t, r.m.Manager)
@@ -283,7 +286,8 @@ func TestRestartAfterKillMidFold(t *testing.T) {
 
 // (f) The stream deleted and created again while the operator runs: it
 // notices, folds the new stream from its first event, and projects it onto
-// the existing objects, over statuses that claim later sequences.
+// the existing objects, over statuses that claim later sequences; the
+// objects only the old stream named are pruned.
 func TestRestartNotNeededForStreamRecreatedWhileRunning(t *testing.T) {
 	r := projectSample(t)
 	recreateStream(t, r, recreatedEvents())

@@ -35,7 +35,7 @@ func ReadStream(ctx context.Context, jsc natsjs.JetStream, name string) (Snapsho
 	var s natsjs.Stream
 	var err error
 	for range 300 {
-		if s, err = jsc.Stream(ctx, name); err == nil {
+		if s, err = jsc.Stream(ctx, name); err == nil || ctx.Err() != nil {
 			break
 		}
 		time.Sleep(100 * time.Millisecond)
