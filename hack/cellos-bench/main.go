@@ -5,8 +5,9 @@
 // Every run starts a fresh control plane (kube-apiserver and etcd from bin/,
 // as envtest runs them) and a fresh embedded JetStream server, publishes a
 // simulated cellos stream, and measures until every Formation and Cell
-// matches the fold of that stream (internal/fold, run by the harness as an
-// oracle) and, for the operator, its cursor ConfigMap reaches the stream's
+// matches the fold of that stream (the oracle of test/harness: internal/fold
+// run over the events, and each object compared with its projection) and,
+// for the operator, its cursor ConfigMap reaches the stream's
 // last sequence. API writes are the API server's own count,
 // apiserver_request_total, scraped from its /metrics before and after.
 // The operator is bin/manager as a process of its own, with its default
@@ -36,33 +37,47 @@ import (
 	"cellos.dev/cellos-operator/internal/simulator"
 )
 
-func main() {
-	var (
-		manager  = flag.String("manager", "bin/manager", "The operator binary to measure (make build writes bin/manager).")
-		jsonOut  = flag.String("json", "", "Also write every result as JSON to this file, for hack/plot.")
-		goBench  = flag.String("gobench", "", "Output of `go test -bench` to read the fold and start-up figures from, for the targets.")
-		quick    = flag.Bool("quick", false, "Small workloads, for trying the harness out: the figures mean little.")
-		budget   = flag.Duration("budget", 11*time.Minute, "Time for the whole run; the rebuild and memory points are scaled down, or skipped, to fit what is left of it.")
-		deadline = flag.Int64("deadline", 0, "A Unix time the run must end by, as well as -budget: make bench passes its own start plus 14 minutes, so that a first build of the tools leaves less time to the largest points rather than overrunning.")
-		steady   = flag.Duration("steady", 20*time.Second, "How long the steady workload offers events.")
-		rate     = flag.Float64("rate", 500, "The steady workload's offered rate, events a second.")
-		maxCells = flag.Int("max-cells", 100_000, "Cells of the largest memory point, if the budget allows.")
-		keepLogs = flag.Bool("keep-logs", false, "Keep the operator's logs (their folder is printed).")
-		opArgs   = flag.String("operator-args", "", "Extra flags for the operator, space-separated, to try its knobs (make bench passes none: the defaults are measured).")
-		memOnly  = flag.Bool("memory-only", false, "Run only the memory point at -max-cells, whatever the budget: the ceiling writes it, the operator replays it (100,000 Cells take about 10 minutes here).")
-		only     = flag.String("only", "", "Run only these live workloads (comma-separated: burst-small, burst, chatty, steady) and systems (operator, naive, ceiling), and no rebuild or memory point; for experiments.")
-	)
+// options are the command's flags.
+type options struct {
+	manager, jsonOut, goBench, opArgs, only string
+	quick, keepLogs, memOnly                bool
+	budget, steady                          time.Duration
+	deadline                                int64
+	rate                                    float64
+	maxCells                                int
+}
+
+func parseFlags() options {
+	var o options
+	flag.StringVar(&o.manager, "manager", "bin/manager", "The operator binary to measure (make build writes bin/manager).")
+	flag.StringVar(&o.jsonOut, "json", "", "Also write every result as JSON to this file, for hack/plot.")
+	flag.StringVar(&o.goBench, "gobench", "", "Output of `go test -bench` to read the fold and start-up figures from, for the targets.")
+	flag.BoolVar(&o.quick, "quick", false, "Small workloads, for trying the harness out: the figures mean little.")
+	flag.DurationVar(&o.budget, "budget", 11*time.Minute, "Time for the whole run; the rebuild and memory points are scaled down, or skipped, to fit what is left of it.")
+	flag.Int64Var(&o.deadline, "deadline", 0, "A Unix time the run must end by, as well as -budget: make bench passes its own start plus 14 minutes, so that a first build of the tools leaves less time to the largest points rather than overrunning.")
+	flag.DurationVar(&o.steady, "steady", 20*time.Second, "How long the steady workload offers events.")
+	flag.Float64Var(&o.rate, "rate", 500, "The steady workload's offered rate, events a second.")
+	flag.IntVar(&o.maxCells, "max-cells", 100_000, "Cells of the largest memory point, if the budget allows.")
+	flag.BoolVar(&o.keepLogs, "keep-logs", false, "Keep the operator's logs (their folder is printed).")
+	flag.StringVar(&o.opArgs, "operator-args", "", "Extra flags for the operator, space-separated, to try its knobs (make bench passes none: the defaults are measured).")
+	flag.BoolVar(&o.memOnly, "memory-only", false, "Run only the memory point at -max-cells, whatever the budget: the ceiling writes it, the operator replays it (100,000 Cells take about 10 minutes here).")
+	flag.StringVar(&o.only, "only", "", "Run only these live workloads (comma-separated: burst-small, burst, chatty, steady) and systems (operator, naive, ceiling), and no rebuild or memory point; for experiments.")
 	flag.Parse()
+	return o
+}
+
+func main() {
+	opts := parseFlags()
 	log.SetFlags(log.Ltime)
 	ctrllog.SetLogger(logr.Discard()) // the harness's watch logs nothing worth reading
-	if _, err := os.Stat(*manager); err != nil {
+	if _, err := os.Stat(opts.manager); err != nil {
 		log.Fatalf("no operator binary: %v (run make build)", err)
 	}
 	logDir, err := os.MkdirTemp("", "cellos-bench-logs-")
 	if err != nil {
 		log.Fatal(err)
 	}
-	if *keepLogs {
+	if opts.keepLogs {
 		log.Printf("the operator's logs go to %s", logDir)
 	} else {
 		defer os.RemoveAll(logDir)
@@ -70,47 +85,78 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	b := &bench{manager: *manager, logDir: logDir, operatorArgs: strings.Fields(*opArgs)}
-	p := plan(*quick, *rate, *steady, *maxCells)
-	// Each of the two lists, workloads and systems, selects all when -only
-	// names none of its kind.
-	onlyList := strings.Split(*only, ",")
+	s := &session{opts: opts, began: time.Now(), loadAtStart: loadAverage(),
+		bench: &bench{manager: opts.manager, logDir: logDir, operatorArgs: strings.Fields(opts.opArgs)}}
+	p := plan(opts.quick, opts.rate, opts.steady, opts.maxCells)
+	if opts.memOnly {
+		p.live, p.rebuild.cfg.Formations = nil, 0
+	}
+	s.runLive(ctx, p.live)
+	if opts.only != "" {
+		p.rebuild.cfg.Formations, p.large.cfg.Formations = 0, 0
+	}
+	ceil := s.runRebuild(ctx, p.rebuild)
+	s.runMemory(ctx, p.large, ceil)
+	for _, skipped := range s.skipped {
+		log.Printf("skipped for time: %s", skipped)
+	}
+	s.writeReport()
+}
+
+// session is one invocation of the command: the runs it measured so far,
+// those it skipped for time, and the time it has left.
+type session struct {
+	opts        options
+	bench       *bench
+	began       time.Time
+	loadAtStart string
+	results     []Result
+	skipped     []string
+}
+
+// left is the time left of the budget and before the deadline.
+func (s *session) left() time.Duration {
+	l := s.opts.budget - time.Since(s.began)
+	if s.opts.deadline > 0 {
+		l = min(l, time.Until(time.Unix(s.opts.deadline, 0)))
+	}
+	return l
+}
+
+// record keeps a run's result, incomplete when it failed, and logs it.
+func (s *session) record(r Result, err error) {
+	if err != nil {
+		log.Printf("%s/%s: %v", r.Workload, r.System, err)
+		if r.Incomplete == "" {
+			r.Incomplete = err.Error()
+		}
+	}
+	log.Printf("%-22s %-8s %7d events %6d objects  %8.0f events/s  %.3f writes/event%s", r.Workload, r.System, r.Events, r.Objects, r.EventsPerSec, r.WritesPerEvent, incomplete(r))
+	s.results = append(s.results, r)
+}
+
+// skip records a point skipped because it needed about need.
+func (s *session) skip(what string, need time.Duration) {
+	s.skipped = append(s.skipped, fmt.Sprintf("%s (about %s needed, %s left)", what, need.Round(time.Second), s.left().Round(time.Second)))
+}
+
+// runLive runs each live workload with each system that -only selects.
+// Each of the two lists, workloads and systems, selects all when -only
+// names none of its kind.
+func (s *session) runLive(ctx context.Context, workloads []workload) {
+	onlyList := strings.Split(s.opts.only, ",")
 	anyOf := func(names ...string) bool {
 		return slices.ContainsFunc(names, func(n string) bool { return slices.Contains(onlyList, n) })
 	}
 	selected := func(name string, kind []string) bool {
-		return *only == "" || !anyOf(kind...) || slices.Contains(onlyList, name)
+		return s.opts.only == "" || !anyOf(kind...) || slices.Contains(onlyList, name)
 	}
 	workloadNames := []string{}
-	for _, wl := range p.live {
+	for _, wl := range workloads {
 		workloadNames = append(workloadNames, wl.name)
 	}
 	systemNames := []string{string(Operator), string(Naive), string(Ceiling)}
-	began := time.Now()
-	loadAtStart := loadAverage()
-	left := func() time.Duration {
-		l := *budget - time.Since(began)
-		if *deadline > 0 {
-			l = min(l, time.Until(time.Unix(*deadline, 0)))
-		}
-		return l
-	}
-	var skipped []string
-	var results []Result
-	record := func(r Result, err error) {
-		if err != nil {
-			log.Printf("%s/%s: %v", r.Workload, r.System, err)
-			if r.Incomplete == "" {
-				r.Incomplete = err.Error()
-			}
-		}
-		log.Printf("%-22s %-8s %7d events %6d objects  %8.0f events/s  %.3f writes/event%s", r.Workload, r.System, r.Events, r.Objects, r.EventsPerSec, r.WritesPerEvent, incomplete(r))
-		results = append(results, r)
-	}
-	if *memOnly {
-		p.live, p.rebuild.cfg.Formations = nil, 0
-	}
-	for _, wl := range p.live {
+	for _, wl := range workloads {
 		for _, sys := range []System{Operator, Naive, Ceiling} {
 			if !selected(wl.name, workloadNames) || !selected(string(sys), systemNames) {
 				continue
@@ -118,81 +164,85 @@ func main() {
 			if ctx.Err() != nil {
 				log.Fatal(ctx.Err())
 			}
-			r, err := b.runLive(ctx, wl, sys)
-			record(r, err)
+			s.record(s.bench.runLive(ctx, wl, sys))
 		}
 	}
+}
 
-	if *only != "" {
-		p.rebuild.cfg.Formations, p.large.cfg.Formations = 0, 0
+// runRebuild runs the rebuild from sequence 1 into an empty cluster and a
+// restart over it, then the ceiling on the same stream. Each is skipped
+// when the burst's rates say it would not fit the time left. It returns
+// the ceiling's result, which sizes the memory point.
+func (s *session) runRebuild(ctx context.Context, wl workload) (ceil Result) {
+	if wl.cfg.Formations <= 0 {
+		return ceil
 	}
-	// Rebuild from sequence 1 into an empty cluster, and a restart over it;
-	// then the ceiling on the same stream. Each is skipped when the burst's
-	// rates say it would not fit the time left.
-	var ceil Result
-	if p.rebuild.cfg.Formations > 0 {
-		events := len(p.rebuild.events())
-		objects := p.rebuild.cfg.Formations * (p.rebuild.cfg.CellsPerFormation + 1)
-		if need := estimate(results, "burst", Operator, events, 0) + 30*time.Second; need > left() {
-			skipped = append(skipped, fmt.Sprintf("%s rebuild and replay (about %s needed, %s left)", p.rebuild.name, need.Round(time.Second), left().Round(time.Second)))
-		} else {
-			rebuild, replay, err := b.runRebuild(ctx, p.rebuild)
-			record(rebuild, err)
-			if replay.Seconds > 0 || err == nil {
-				record(replay, nil)
-			}
-		}
-		if need := estimate(results, "burst", Ceiling, 0, 2*objects) + 15*time.Second; need > left() {
-			skipped = append(skipped, fmt.Sprintf("%s ceiling (about %s needed, %s left)", p.rebuild.name, need.Round(time.Second), left().Round(time.Second)))
-		} else {
-			var err error
-			ceil, _, err = b.runCeilingAt(ctx, p.rebuild, true, false)
-			record(ceil, err)
+	events := len(wl.events())
+	objects := wl.cfg.Formations * (wl.cfg.CellsPerFormation + 1)
+	if need := estimate(s.results, "burst", Operator, events, 0) + 30*time.Second; need > s.left() {
+		s.skip(wl.name+" rebuild and replay", need)
+	} else {
+		rebuild, replay, err := s.bench.runRebuild(ctx, wl)
+		s.record(rebuild, err)
+		if replay.Seconds > 0 || err == nil {
+			s.record(replay, nil)
 		}
 	}
+	if need := estimate(s.results, "burst", Ceiling, 0, 2*objects) + 15*time.Second; need > s.left() {
+		s.skip(wl.name+" ceiling", need)
+		return ceil
+	}
+	ceil, _, err := s.bench.runCeilingAt(ctx, wl, true, false)
+	s.record(ceil, err)
+	return ceil
+}
 
-	// The largest point: the ceiling writes it, the operator replays it.
-	large := p.large
-	if !*quick && !*memOnly {
-		large = fit(large, ceil, left())
+// runMemory runs the largest point, scaled to the time left by the rate
+// of the rebuild's ceiling: the ceiling writes it, the operator replays
+// it.
+func (s *session) runMemory(ctx context.Context, large workload, rebuildCeiling Result) {
+	if !s.opts.quick && !s.opts.memOnly {
+		large = fit(large, rebuildCeiling, s.left())
 	}
-	if *only == "" && large.cfg.Formations*large.cfg.CellsPerFormation < *maxCells {
+	if s.opts.only == "" && large.cfg.Formations*large.cfg.CellsPerFormation < s.opts.maxCells {
 		instead := "none measured instead"
 		if n := large.cfg.Formations * large.cfg.CellsPerFormation; n > 0 {
 			instead = fmt.Sprintf("measured at %d instead", n)
 		}
-		skipped = append(skipped, fmt.Sprintf("the memory point at %d Cells did not fit the %s left; %s", *maxCells, left().Round(time.Second), instead))
+		s.skipped = append(s.skipped, fmt.Sprintf("the memory point at %d Cells did not fit the %s left; %s", s.opts.maxCells, s.left().Round(time.Second), instead))
 	}
 	if large.cfg.Formations > 0 {
-		ceil, replay, err := b.runCeilingAt(ctx, large, false, true)
-		record(ceil, err)
+		ceil, replay, err := s.bench.runCeilingAt(ctx, large, false, true)
+		s.record(ceil, err)
 		if err == nil {
-			record(replay, nil)
+			s.record(replay, nil)
 		}
 	}
-	for _, s := range skipped {
-		log.Printf("skipped for time: %s", s)
-	}
+}
 
+// writeReport prints the report, and writes every result as JSON when
+// -json asks.
+func (s *session) writeReport() {
 	var gb goBenchFigures
-	if *goBench != "" {
+	if s.opts.goBench != "" {
 		var err error
-		if gb, err = readGoBench(*goBench); err != nil {
-			log.Printf("reading %s: %v", *goBench, err)
+		if gb, err = readGoBench(s.opts.goBench); err != nil {
+			log.Printf("reading %s: %v", s.opts.goBench, err)
 		}
 	}
-	rep := report{results: results, gobench: gb, steadyRate: *rate, requestedCells: *maxCells, elapsed: time.Since(began), skipped: skipped,
-		load: fmt.Sprintf("load average %s at the start, %s at the end", loadAtStart, loadAverage())}
+	rep := report{results: s.results, gobench: gb, steadyRate: s.opts.rate, requestedCells: s.opts.maxCells, elapsed: time.Since(s.began), skipped: s.skipped,
+		load: fmt.Sprintf("load average %s at the start, %s at the end", s.loadAtStart, loadAverage())}
 	rep.print(os.Stdout)
-	if *jsonOut != "" {
-		out, _ := json.MarshalIndent(struct {
-			Machine string   `json:"machine"`
-			Load    string   `json:"load"`
-			Results []Result `json:"results"`
-		}{machine(), rep.load, results}, "", "  ")
-		if err := os.WriteFile(*jsonOut, append(out, '\n'), 0o644); err != nil {
-			log.Fatal(err)
-		}
+	if s.opts.jsonOut == "" {
+		return
+	}
+	out, _ := json.MarshalIndent(struct {
+		Machine string   `json:"machine"`
+		Load    string   `json:"load"`
+		Results []Result `json:"results"`
+	}{machine(), rep.load, s.results}, "", "  ")
+	if err := os.WriteFile(s.opts.jsonOut, append(out, '\n'), 0o644); err != nil {
+		log.Fatal(err)
 	}
 }
 

@@ -33,8 +33,25 @@ func (rep report) find(workload string, system System) *Result {
 	return nil
 }
 
+// print writes the whole report.
 func (rep report) print(out io.Writer) {
 	fmt.Fprintf(out, "\ncellos-bench on %s, %s in all; %s\n\n", machine(), rep.elapsed.Round(time.Second), rep.load)
+	rep.printTable(out)
+	rep.printWrites(out)
+	rep.printCores(out)
+	rep.printMemory(out)
+	for _, s := range rep.skipped {
+		fmt.Fprintf(out, "- skipped to end in time: %s\n", s)
+	}
+	fmt.Fprintln(out, "\nTargets:")
+	for _, t := range rep.targets() {
+		fmt.Fprintf(out, "- %s: %s (%s)\n", t.name, t.verdict, t.figure)
+	}
+}
+
+// printTable writes one row per run, the operator's compared with the
+// ceiling and the naive projector on the same workload.
+func (rep report) printTable(out io.Writer) {
 	fmt.Fprintln(out, "| workload | system | events | objects | events/s | writes/event (minimum) | of ceiling | × naive | latency p50 / p99 | operator CPU per 1k events | operator peak RSS | other load (cores) |")
 	fmt.Fprintln(out, "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
 	for _, r := range rep.results {
@@ -60,7 +77,10 @@ func (rep report) print(out io.Writer) {
 		fmt.Fprintf(out, "| %s | %s | %d | %d | %s | %.3f (%.3f) | %s | %s | %s | %s | %s | %.1f |\n",
 			r.Workload, r.System, r.Events, r.Objects, rate, r.WritesPerEvent, r.MinPerEvent, ratio, naive, lat, cpu, rss, r.OtherCores)
 	}
+}
 
+// printWrites writes each run's API writes by kind, most frequent first.
+func (rep report) printWrites(out io.Writer) {
 	fmt.Fprintln(out, "\nAPI writes by kind, per event (apiserver_request_total; leases excluded; failed writes in parentheses):")
 	for _, r := range rep.results {
 		if r.Events == 0 || r.Writes == nil {
@@ -84,7 +104,10 @@ func (rep report) print(out io.Writer) {
 		}
 		fmt.Fprintf(out, "- %s, %s: %.0f writes%s: %s\n", r.Workload, r.System, r.WritesTotal, failed, strings.Join(parts, ", "))
 	}
+}
 
+// printCores writes the CPU each process of each run used.
+func (rep report) printCores(out io.Writer) {
 	fmt.Fprintln(out, "\nCPU by process, in cores on average over each run (the machine has 2 when no one else uses it):")
 	for _, r := range rep.results {
 		if len(r.Cores) == 0 {
@@ -102,7 +125,11 @@ func (rep report) print(out io.Writer) {
 		parts = append(parts, fmt.Sprintf("other processes %.2f", r.OtherCores))
 		fmt.Fprintf(out, "- %s, %s: %s\n", r.Workload, r.System, strings.Join(parts, ", "))
 	}
+}
 
+// printMemory writes the operator's peak memory per object at each point
+// of at least 1000 Cells, and the marginal cost between the replays.
+func (rep report) printMemory(out io.Writer) {
 	fmt.Fprintln(out, "\nMemory at scale (the operator's peak RSS, VmHWM):")
 	var mems []memPoint
 	for _, r := range rep.results {
@@ -115,15 +142,6 @@ func (rep report) print(out io.Writer) {
 	if a, b := memReplays(mems); a != nil && b != nil && b.objects > a.objects {
 		fmt.Fprintf(out, "- marginal, replay %s to %s: %.0f bytes per object\n", a.name, b.name,
 			(b.rssMiB-a.rssMiB)*(1<<20)/float64(b.objects-a.objects))
-	}
-
-	for _, s := range rep.skipped {
-		fmt.Fprintf(out, "- skipped to end in time: %s\n", s)
-	}
-
-	fmt.Fprintln(out, "\nTargets:")
-	for _, t := range rep.targets() {
-		fmt.Fprintf(out, "- %s: %s (%s)\n", t.name, t.verdict, t.figure)
 	}
 }
 
@@ -167,78 +185,121 @@ func verdict(ok bool) string {
 	return "NOT met"
 }
 
-func (rep report) targets() []target {
-	var ts []target
-	unmeasured := func(name string) { ts = append(ts, target{name, "not measured", "its run is missing or incomplete"}) }
+// unmeasured is a target whose run is missing or incomplete.
+func unmeasured(name string) target {
+	return target{name, "not measured", "its run is missing or incomplete"}
+}
 
+// targets are the performance issue's targets, in its order.
+func (rep report) targets() []target {
+	return []target{
+		rep.burstTarget(),
+		rep.writesTarget("burst"),
+		rep.writesTarget("chatty"),
+		rep.chattyTarget(),
+		rep.replayTarget(),
+		rep.foldTarget(),
+		rep.latencyTarget(),
+		rep.memoryTarget(),
+	}
+}
+
+// burstTarget: the operator's events/s on the burst against the ceiling's.
+func (rep report) burstTarget() target {
 	name := "burst: at least 80% of the ceiling's events/s (floor 60%)"
-	if op, c := rep.find("burst", Operator), rep.find("burst", Ceiling); op != nil && c != nil {
-		share := op.EventsPerSec / c.EventsPerSec
-		v := verdict(share >= 0.8)
-		if share < 0.8 && share >= 0.6 {
-			v = "floor met, target NOT met"
-		}
-		ts = append(ts, target{name, v, fmt.Sprintf("%.0f%%: %.0f of %.0f events/s", 100*share, op.EventsPerSec, c.EventsPerSec)})
-	} else {
-		unmeasured(name)
+	op, c := rep.find("burst", Operator), rep.find("burst", Ceiling)
+	if op == nil || c == nil {
+		return unmeasured(name)
 	}
-	for _, wl := range []string{"burst", "chatty"} {
-		name := wl + ": writes per event at most 1.05 × the minimum"
-		if op := rep.find(wl, Operator); op != nil {
-			ts = append(ts, target{name, verdict(op.WritesPerEvent <= 1.05*op.MinPerEvent),
-				fmt.Sprintf("%.3f against %.3f, %.2f×; Formations and Cells alone %.3f", op.WritesPerEvent, op.MinPerEvent,
-					op.WritesPerEvent/op.MinPerEvent, op.WritesObjects/float64(op.Events))})
-		} else {
-			unmeasured(name)
-		}
+	share := op.EventsPerSec / c.EventsPerSec
+	v := verdict(share >= 0.8)
+	if share < 0.8 && share >= 0.6 {
+		v = "floor met, target NOT met"
 	}
-	name = "chatty: at least 10× the naive projector"
-	if op, n := rep.find("chatty", Operator), rep.find("chatty", Naive); op != nil && n != nil {
-		ts = append(ts, target{name, verdict(op.EventsPerSec >= 10*n.EventsPerSec),
-			fmt.Sprintf("%.1f×: %.0f against %.0f events/s", op.EventsPerSec/n.EventsPerSec, op.EventsPerSec, n.EventsPerSec)})
-	} else {
-		unmeasured(name)
+	return target{name, v, fmt.Sprintf("%.0f%%: %.0f of %.0f events/s", 100*share, op.EventsPerSec, c.EventsPerSec)}
+}
+
+// writesTarget: the operator's writes per event on workload wl against the
+// minimum.
+func (rep report) writesTarget(wl string) target {
+	name := wl + ": writes per event at most 1.05 × the minimum"
+	op := rep.find(wl, Operator)
+	if op == nil {
+		return unmeasured(name)
 	}
-	name = "restart replay: at least 100,000 events/s with 0 writes"
+	return target{name, verdict(op.WritesPerEvent <= 1.05*op.MinPerEvent),
+		fmt.Sprintf("%.3f against %.3f, %.2f×; Formations and Cells alone %.3f", op.WritesPerEvent, op.MinPerEvent,
+			op.WritesPerEvent/op.MinPerEvent, op.WritesObjects/float64(op.Events))}
+}
+
+// chattyTarget: the operator against the naive projector on the chatty
+// workload.
+func (rep report) chattyTarget() target {
+	name := "chatty: at least 10× the naive projector"
+	op, n := rep.find("chatty", Operator), rep.find("chatty", Naive)
+	if op == nil || n == nil {
+		return unmeasured(name)
+	}
+	return target{name, verdict(op.EventsPerSec >= 10*n.EventsPerSec),
+		fmt.Sprintf("%.1f×: %.0f against %.0f events/s", op.EventsPerSec/n.EventsPerSec, op.EventsPerSec, n.EventsPerSec)}
+}
+
+// replayTarget: every restart replay of the operator, fast and writing
+// nothing.
+func (rep report) replayTarget() target {
+	name := "restart replay: at least 100,000 events/s with 0 writes"
 	var replays []string
 	ok := true
 	for _, r := range rep.results {
-		if r.System == Operator && strings.HasSuffix(r.Workload, "replay") {
-			if r.Incomplete != "" {
-				ok = false
-				replays = append(replays, r.Workload+" incomplete")
-				continue
-			}
-			ok = ok && r.EventsPerSec >= 100_000 && r.WritesTotal == 0
-			replays = append(replays, fmt.Sprintf("%s: %s events/s from start to every object compared, %.0f writes", r.Workload, count(r.EventsPerSec), r.WritesTotal))
+		if r.System != Operator || !strings.HasSuffix(r.Workload, "replay") {
+			continue
 		}
-	}
-	if len(replays) > 0 {
-		ts = append(ts, target{name, verdict(ok), strings.Join(replays, "; ")})
-	} else {
-		unmeasured(name)
-	}
-	name = "decode and fold: at least 500,000 events/s on one core"
-	if rep.gobench.applyEventsPerSec > 0 {
-		fig := fmt.Sprintf("BenchmarkApply %s events/s", count(rep.gobench.applyEventsPerSec))
-		if rep.gobench.startUpEventsPerSec > 0 {
-			fig += fmt.Sprintf("; BenchmarkStartUp, 1M events from JetStream into the store, %s events/s, %.1f s", count(rep.gobench.startUpEventsPerSec), rep.gobench.startUpSeconds)
+		if r.Incomplete != "" {
+			ok = false
+			replays = append(replays, r.Workload+" incomplete")
+			continue
 		}
-		ts = append(ts, target{name, verdict(rep.gobench.applyEventsPerSec >= 500_000), fig})
-	} else {
-		ts = append(ts, target{name, "not measured", "pass -gobench with the output of go test -bench"})
+		ok = ok && r.EventsPerSec >= 100_000 && r.WritesTotal == 0
+		replays = append(replays, fmt.Sprintf("%s: %s events/s from start to every object compared, %.0f writes", r.Workload, count(r.EventsPerSec), r.WritesTotal))
 	}
-	name = fmt.Sprintf("p99 event-to-status latency at most 300 ms at %.0f events/s", rep.steadyRate)
-	if op := rep.find("steady", Operator); op != nil {
-		fig := fmt.Sprintf("p99 %s, p50 %s", ms(op.P99ms), ms(op.P50ms))
-		if op.BehindAtPublishEnd > 0 {
-			fig += fmt.Sprintf("; the cursor %d events behind when publishing ended", op.BehindAtPublishEnd)
-		}
-		ts = append(ts, target{name, verdict(op.P99ms <= 300), fig})
-	} else {
-		unmeasured(name)
+	if len(replays) == 0 {
+		return unmeasured(name)
 	}
-	name = "at most 2 KiB RSS per projected object at 100,000 Cells"
+	return target{name, verdict(ok), strings.Join(replays, "; ")}
+}
+
+// foldTarget: the fold's rate, from go test -bench.
+func (rep report) foldTarget() target {
+	name := "decode and fold: at least 500,000 events/s on one core"
+	if rep.gobench.applyEventsPerSec <= 0 {
+		return target{name, "not measured", "pass -gobench with the output of go test -bench"}
+	}
+	fig := fmt.Sprintf("BenchmarkApply %s events/s", count(rep.gobench.applyEventsPerSec))
+	if rep.gobench.startUpEventsPerSec > 0 {
+		fig += fmt.Sprintf("; BenchmarkStartUp, 1M events from JetStream into the store, %s events/s, %.1f s", count(rep.gobench.startUpEventsPerSec), rep.gobench.startUpSeconds)
+	}
+	return target{name, verdict(rep.gobench.applyEventsPerSec >= 500_000), fig}
+}
+
+// latencyTarget: the operator's event-to-status latency on the steady
+// workload.
+func (rep report) latencyTarget() target {
+	name := fmt.Sprintf("p99 event-to-status latency at most 300 ms at %.0f events/s", rep.steadyRate)
+	op := rep.find("steady", Operator)
+	if op == nil {
+		return unmeasured(name)
+	}
+	fig := fmt.Sprintf("p99 %s, p50 %s", ms(op.P99ms), ms(op.P50ms))
+	if op.BehindAtPublishEnd > 0 {
+		fig += fmt.Sprintf("; the cursor %d events behind when publishing ended", op.BehindAtPublishEnd)
+	}
+	return target{name, verdict(op.P99ms <= 300), fig}
+}
+
+// memoryTarget: the operator's memory per object at its largest complete
+// run.
+func (rep report) memoryTarget() target {
+	name := "at most 2 KiB RSS per projected object at 100,000 Cells"
 	var largest *Result
 	for i := range rep.results {
 		r := &rep.results[i]
@@ -246,17 +307,15 @@ func (rep report) targets() []target {
 			largest = r
 		}
 	}
-	if largest != nil {
-		per := largest.PeakRSSMiB * (1 << 20) / float64(largest.Objects)
-		v := verdict(per <= 2048)
-		if largest.Cells < 100_000 {
-			v = "not measured at 100,000 Cells; at " + strconv.Itoa(largest.Cells) + " Cells " + strings.ToLower(verdict(per <= 2048))
-		}
-		ts = append(ts, target{name, v, fmt.Sprintf("%.0f bytes per object, %.0f MiB for %d objects (%s)", per, largest.PeakRSSMiB, largest.Objects, largest.Workload)})
-	} else {
-		unmeasured(name)
+	if largest == nil {
+		return unmeasured(name)
 	}
-	return ts
+	per := largest.PeakRSSMiB * (1 << 20) / float64(largest.Objects)
+	v := verdict(per <= 2048)
+	if largest.Cells < 100_000 {
+		v = "not measured at 100,000 Cells; at " + strconv.Itoa(largest.Cells) + " Cells " + strings.ToLower(verdict(per <= 2048))
+	}
+	return target{name, v, fmt.Sprintf("%.0f bytes per object, %.0f MiB for %d objects (%s)", per, largest.PeakRSSMiB, largest.Objects, largest.Workload)}
 }
 
 // goBenchFigures are the figures of `go test -bench` the targets need.

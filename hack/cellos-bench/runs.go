@@ -100,12 +100,12 @@ type bench struct {
 	operatorArgs []string
 }
 
-// env is a fresh control plane and JetStream server, with the oracle of the
-// workload's stream.
+// env is a fresh control plane and JetStream server, with the projection of
+// the workload's stream.
 type env struct {
 	cl  *cluster
 	nt  *natsEnv
-	o   *oracle
+	o   *projection
 	pub *publisher
 }
 
@@ -119,7 +119,7 @@ func (b *bench) newEnv(ctx context.Context, events []simulator.Event) (*env, err
 		cl.stop()
 		return nil, err
 	}
-	o := newOracle(events)
+	o := newProjection(events)
 	o.setStream(nt.stream)
 	return &env{cl: cl, nt: nt, o: o, pub: newPublisher(nt.js, len(events))}, nil
 }
@@ -167,7 +167,7 @@ func (e *env) waitCursor(ctx context.Context, seq uint64) (time.Time, error) {
 }
 
 // waitAll waits for the watch to see every object match the fold.
-func waitAll(ctx context.Context, w *watcher, o *oracle) (time.Time, error) {
+func waitAll(ctx context.Context, w *watcher, o *projection) (time.Time, error) {
 	select {
 	case <-w.all:
 		return w.allAt, nil
@@ -193,55 +193,128 @@ func (b *bench) runLive(ctx context.Context, wl workload, system System) (res Re
 	if err != nil {
 		return res, err
 	}
-	var op *operatorProc
-	var cpu0 time.Duration
-	var ceil *ceiling
-	var nv *naive
-	stopSystem := func() {}
-	switch system {
-	case Operator:
-		if op, err = startOperator(b.manager, e.cl, e.nt.url, b.logDir, b.operatorArgs...); err != nil {
-			return res, err
-		}
+	sys, err := b.startSystem(ctx, e, system)
+	if sys != nil {
 		defer func() {
-			if serr := op.stop(); serr != nil && err == nil {
+			if serr := sys.stop(); serr != nil && err == nil {
 				log.Printf("%s/%s: %v", wl.name, system, serr)
 			}
 		}()
-		if err := op.waitReady(ctx, time.Minute); err != nil {
-			return res, err
-		}
-		if cpu0, _, err = op.stat(); err != nil {
-			return res, err
-		}
-	case Naive:
-		nv = newNaive(e.cl.c, e.cl.ns, e.nt.stream)
-		nctx, ncancel := context.WithCancel(ctx)
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			if err := nv.run(nctx, e.nt); err != nil && nctx.Err() == nil {
-				log.Printf("naive projector: %v", err)
-			}
-		}()
-		stopSystem = func() { ncancel(); <-done }
-	case Ceiling:
-		ceil = newCeiling(ctx, e.cl.c, e.cl.ns, e.o)
-		e.pub.onAck = func(seq uint64) { ceil.ack(ctx, seq) }
-		stopSystem = ceil.close
 	}
-	defer func() { stopSystem() }()
+	if err != nil {
+		return res, err
+	}
 
 	before, err := e.cl.requests(ctx)
 	if err != nil {
 		return res, err
 	}
-	var opPIDs []int
-	if op != nil {
-		opPIDs = append(opPIDs, op.Pid())
+	meter := startCPUMeter(e.cl.ourPIDs(sys.pids()...))
+	start, end, err := e.publishAndMatch(ctx, w, wl, system, &res)
+	if err != nil {
+		return res, err
 	}
-	meter := startCPUMeter(e.cl.ourPIDs(opPIDs...))
-	start := time.Now()
+	after, err := e.cl.requests(context.WithoutCancel(ctx))
+	if err != nil {
+		return res, err
+	}
+	res.OtherCores, res.Cores = meter.read()
+	res.Seconds = end.Sub(start).Seconds()
+	res.EventsPerSec = float64(len(events)) / res.Seconds
+	res.setWrites(diffWrites(before, after))
+	if wl.rate > 0 {
+		res.setLatencies(w)
+	}
+	return res, sys.measure(&res, len(events), start)
+}
+
+// liveSystem is the system a live run measures, running: the operator, the
+// naive projector or the ceiling.
+type liveSystem struct {
+	op   *operatorProc
+	cpu0 time.Duration // the operator's CPU time once ready
+	nv   *naive
+	ceil *ceiling
+	// stop stops it; only the operator's stop can fail.
+	stop func() error
+}
+
+// startSystem starts system on e: the operator as a process of its own,
+// waited for until ready; the naive projector, reading the stream; or the
+// ceiling, writing as the stream acknowledges the workload's events. The
+// system returned, even with an error, is to be stopped.
+func (b *bench) startSystem(ctx context.Context, e *env, system System) (*liveSystem, error) {
+	s := &liveSystem{stop: func() error { return nil }}
+	switch system {
+	case Operator:
+		op, err := startOperator(b.manager, e.cl, e.nt.url, b.logDir, b.operatorArgs...)
+		if err != nil {
+			return nil, err
+		}
+		s.op, s.stop = op, op.stop
+		if err := op.waitReady(ctx, time.Minute); err != nil {
+			return s, err
+		}
+		if s.cpu0, _, err = op.stat(); err != nil {
+			return s, err
+		}
+	case Naive:
+		s.nv = newNaive(e.cl.c, e.cl.ns, e.nt.stream)
+		nctx, ncancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			if err := s.nv.run(nctx, e.nt); err != nil && nctx.Err() == nil {
+				log.Printf("naive projector: %v", err)
+			}
+		}()
+		s.stop = func() error { ncancel(); <-done; return nil }
+	case Ceiling:
+		s.ceil = newCeiling(ctx, e.cl.c, e.cl.ns, e.o)
+		e.pub.onAck = func(seq uint64) { s.ceil.ack(ctx, seq) }
+		s.stop = func() error { s.ceil.close(); return nil }
+	}
+	return s, nil
+}
+
+// pids are the processes of the system besides this one's.
+func (s *liveSystem) pids() []int {
+	if s.op != nil {
+		return []int{s.op.Pid()}
+	}
+	return nil
+}
+
+// measure records the system's own figures of a run that started at
+// start: the operator's CPU and memory, the other systems' failed writes.
+func (s *liveSystem) measure(res *Result, events int, start time.Time) error {
+	switch {
+	case s.op != nil:
+		cpu1, rss, err := s.op.stat()
+		if err != nil {
+			return err
+		}
+		res.CPUSecPer1k = (cpu1 - s.cpu0).Seconds() * 1000 / float64(events)
+		res.PeakRSSMiB = float64(rss) / (1 << 20)
+	case s.nv != nil:
+		res.Failed = s.nv.failed.Load()
+	case s.ceil != nil:
+		res.Failed = s.ceil.failed.Load()
+		if at := s.ceil.doneAt(); !at.IsZero() {
+			res.Note = fmt.Sprintf("last write acknowledged at %.2f s", at.Sub(start).Seconds())
+		}
+	}
+	return nil
+}
+
+// publishAndMatch publishes the workload at its rate and waits until the
+// watch sees every object match the fold and, for the operator, the cursor
+// reach the last sequence. It returns when publishing started and when
+// that was; a run that did not get there in time ends now, marked
+// incomplete in res. The error is the publisher's.
+func (e *env) publishAndMatch(ctx context.Context, w *watcher, wl workload, system System, res *Result) (start, end time.Time, err error) {
+	events := e.o.events
+	start = time.Now()
 	published := make(chan error, 1)
 	var publishedAt time.Time
 	go func() {
@@ -252,9 +325,9 @@ func (b *bench) runLive(ctx context.Context, wl workload, system System) (res Re
 		}
 		published <- err
 	}()
-	end, err := waitAll(ctx, w, e.o)
+	end, err = waitAll(ctx, w, e.o)
 	if perr := <-published; perr != nil {
-		return res, perr
+		return start, end, perr
 	}
 	res.PublishSeconds = publishedAt.Sub(start).Seconds()
 	if err != nil {
@@ -272,40 +345,18 @@ func (b *bench) runLive(ctx context.Context, wl workload, system System) (res Re
 			end = at
 		}
 	}
-	after, err := e.cl.requests(context.WithoutCancel(ctx))
-	if err != nil {
-		return res, err
+	return start, end, nil
+}
+
+// setLatencies records the event-to-status latencies the watch saw.
+func (r *Result) setLatencies(w *watcher) {
+	lat, n := w.latencies()
+	r.Latencies = len(lat)
+	r.P50ms = float64(quantile(lat, 0.50)) / float64(time.Millisecond)
+	r.P99ms = float64(quantile(lat, 0.99)) / float64(time.Millisecond)
+	if len(lat) < n {
+		r.Note = fmt.Sprintf("latency of %d of %d events", len(lat), n)
 	}
-	res.OtherCores, res.Cores = meter.read()
-	res.Seconds = end.Sub(start).Seconds()
-	res.EventsPerSec = float64(len(events)) / res.Seconds
-	res.setWrites(diffWrites(before, after))
-	if wl.rate > 0 {
-		lat, n := w.latencies()
-		res.Latencies = len(lat)
-		res.P50ms = float64(quantile(lat, 0.50)) / float64(time.Millisecond)
-		res.P99ms = float64(quantile(lat, 0.99)) / float64(time.Millisecond)
-		if len(lat) < n {
-			res.Note = fmt.Sprintf("latency of %d of %d events", len(lat), n)
-		}
-	}
-	switch system {
-	case Operator:
-		cpu1, rss, err := op.stat()
-		if err != nil {
-			return res, err
-		}
-		res.CPUSecPer1k = (cpu1 - cpu0).Seconds() * 1000 / float64(len(events))
-		res.PeakRSSMiB = float64(rss) / (1 << 20)
-	case Naive:
-		res.Failed = nv.failed.Load()
-	case Ceiling:
-		res.Failed = ceil.failed.Load()
-		if at := ceil.doneAt(); !at.IsZero() {
-			res.Note = fmt.Sprintf("last write acknowledged at %.2f s", at.Sub(start).Seconds())
-		}
-	}
-	return res, nil
 }
 
 // runRebuild publishes the whole stream first, then starts the operator

@@ -19,7 +19,7 @@ import (
 // user's kubectl get -w would: it tells when every object's status equals
 // the final projection, and for each event when a status first reflected it.
 type watcher struct {
-	o   *oracle
+	o   *projection
 	pub *publisher
 
 	mu       sync.Mutex
@@ -33,7 +33,7 @@ type watcher struct {
 
 // watch starts a watch of the namespace's Formations and Cells; it stops when
 // ctx ends.
-func watch(ctx context.Context, cl *cluster, o *oracle, pub *publisher) (*watcher, error) {
+func watch(ctx context.Context, cl *cluster, o *projection, pub *publisher) (*watcher, error) {
 	w := &watcher{o: o, pub: pub, matched: map[store.Ref]bool{}, next: map[store.Ref]int{}, all: make(chan struct{})}
 	c, err := cache.New(cl.cfg, cache.Options{
 		Scheme:            cl.cp.Scheme,
@@ -74,14 +74,14 @@ func (w *watcher) seen(obj any) {
 		}
 		ref = store.Ref{Kind: store.FormationKind, ID: o.Status.FormationID}
 		seq = o.Status.LastAppliedSequence
-		match = w.o.formationMatches(ref.ID, &o.Status)
+		match = w.o.formationMatches(o)
 	case *cellosv1.Cell:
 		if o.Status.CellID == "" {
 			return
 		}
 		ref = store.Ref{Kind: store.CellKind, ID: o.Status.CellID}
 		seq = o.Status.LastAppliedSequence
-		match = w.o.cellMatches(ref.ID, &o.Status)
+		match = w.o.cellMatches(o)
 	default:
 		return
 	}

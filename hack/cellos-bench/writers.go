@@ -162,7 +162,7 @@ func (n *naive) cell(ctx context.Context, id string) error {
 type ceiling struct {
 	c       client.Client
 	ns      string
-	o       *oracle
+	o       *projection
 	tasks   chan func() error
 	created map[string]*createdFormation
 	failed  atomic.Int64
@@ -181,7 +181,7 @@ type createdFormation struct {
 // ceilingWorkers is how many writes the ceiling has in flight.
 const ceilingWorkers = 16
 
-func newCeiling(ctx context.Context, c client.Client, ns string, o *oracle) *ceiling {
+func newCeiling(ctx context.Context, c client.Client, ns string, o *projection) *ceiling {
 	w := &ceiling{c: c, ns: ns, o: o, tasks: make(chan func() error, 2*o.objects()+1), created: map[string]*createdFormation{}}
 	for id := range o.final.Formations {
 		w.created[id] = &createdFormation{done: make(chan struct{})}

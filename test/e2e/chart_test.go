@@ -36,11 +36,11 @@ import (
 // The chart, rendered by the helm that `make test` builds into bin/.
 var chartDir = filepath.Join(localenv.RepoRoot(), "charts", "cellos-operator")
 
-func helm(t testing.TB, args ...string) string {
-	t.Helper()
+func helm(tb testing.TB, args ...string) string {
+	tb.Helper()
 	out, err := runHelm(args...)
 	if err != nil {
-		t.Fatalf("helm %s: %v", strings.Join(args, " "), err)
+		tb.Fatalf("helm %s: %v", strings.Join(args, " "), err)
 	}
 	return out
 }
@@ -58,23 +58,23 @@ func runHelm(args ...string) (string, error) {
 }
 
 // render is helm template of the chart as release in namespace ns.
-func render(t testing.TB, release, ns string, args ...string) string {
-	t.Helper()
-	return helm(t, append([]string{"template", release, chartDir, "--namespace", ns}, args...)...)
+func render(tb testing.TB, release, ns string, args ...string) string {
+	tb.Helper()
+	return helm(tb, append([]string{"template", release, chartDir, "--namespace", ns}, args...)...)
 }
 
 // applyServerSide applies manifests with server-side apply, first as a dry
 // run, in which the API server validates and defaults every object, then
 // for real. The admission policies among them go when the test ends.
-func applyServerSide(t testing.TB, manifests string) {
-	t.Helper()
-	removeAdmissionPolicies(t, decodeAll(t, manifests))
-	file := filepath.Join(t.TempDir(), "manifests.yaml")
+func applyServerSide(tb testing.TB, manifests string) {
+	tb.Helper()
+	removeAdmissionPolicies(tb, decodeAll(tb, manifests))
+	file := filepath.Join(tb.TempDir(), "manifests.yaml")
 	if err := os.WriteFile(file, []byte(manifests), 0o600); err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	for _, dryRun := range []string{"--dry-run=server", "--dry-run=none"} {
-		kubectl(t, "apply", "--server-side", "--field-manager=chart-test", dryRun, "-f", file)
+		kubectl(tb, "apply", "--server-side", "--field-manager=chart-test", dryRun, "-f", file)
 	}
 }
 
@@ -200,28 +200,28 @@ func TestChartAppliesWithEachCIValuesFile(t *testing.T) {
 }
 
 // valuesWatchNamespaces is watchNamespaces in a values file.
-func valuesWatchNamespaces(t testing.TB, file string) []string {
-	t.Helper()
+func valuesWatchNamespaces(tb testing.TB, file string) []string {
+	tb.Helper()
 	b, err := os.ReadFile(file)
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	var values struct {
 		WatchNamespaces []string `json:"watchNamespaces"`
 	}
 	if err := yaml.Unmarshal(b, &values); err != nil {
-		t.Fatalf("%s: %v", file, err)
+		tb.Fatalf("%s: %v", file, err)
 	}
 	return values.WatchNamespaces
 }
 
 // ensureNamespace makes the namespace name unless it exists: one that a
 // values file names, the same in every run.
-func ensureNamespace(t testing.TB, name string) {
-	t.Helper()
+func ensureNamespace(tb testing.TB, name string) {
+	tb.Helper()
 	err := controlPlane.Client.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}})
 	if err != nil && !apierrors.IsAlreadyExists(err) {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 }
 
@@ -246,8 +246,8 @@ func managerRoleBindings(objs []*unstructured.Unstructured) (clusterWide bool, n
 }
 
 // deployment is the one Deployment among objs.
-func deployment(t testing.TB, objs []*unstructured.Unstructured) *unstructured.Unstructured {
-	t.Helper()
+func deployment(tb testing.TB, objs []*unstructured.Unstructured) *unstructured.Unstructured {
+	tb.Helper()
 	var found []*unstructured.Unstructured
 	for _, obj := range objs {
 		if obj.GetKind() == "Deployment" {
@@ -255,7 +255,7 @@ func deployment(t testing.TB, objs []*unstructured.Unstructured) *unstructured.U
 		}
 	}
 	if len(found) != 1 {
-		t.Fatalf("%d Deployments rendered, want 1", len(found))
+		tb.Fatalf("%d Deployments rendered, want 1", len(found))
 	}
 	return found[0]
 }
@@ -454,8 +454,8 @@ type access struct {
 // assertAccess asks the API server, with a SubjectAccessReview each, whether
 // user in groups may make each request: every one of allowed, and none of
 // denied.
-func assertAccess(t testing.TB, user string, groups []string, allowed, denied []access) {
-	t.Helper()
+func assertAccess(tb testing.TB, user string, groups []string, allowed, denied []access) {
+	tb.Helper()
 	for _, c := range []struct {
 		want bool
 		list []access
@@ -468,10 +468,10 @@ func assertAccess(t testing.TB, user string, groups []string, allowed, denied []
 				},
 			}}
 			if err := controlPlane.Client.Create(context.Background(), sar); err != nil {
-				t.Fatal(err)
+				tb.Fatal(err)
 			}
 			if sar.Status.Allowed != c.want {
-				t.Errorf("%+v: allowed %v, want %v", a, sar.Status.Allowed, c.want)
+				tb.Errorf("%+v: allowed %v, want %v", a, sar.Status.Allowed, c.want)
 			}
 		}
 	}
@@ -668,19 +668,19 @@ func TestChartNamespacedInstall(t *testing.T) {
 
 // impersonatingKubeconfig is the test control plane's kubeconfig, acting as
 // user with groups.
-func impersonatingKubeconfig(t testing.TB, user string, groups []string) string {
-	t.Helper()
+func impersonatingKubeconfig(tb testing.TB, user string, groups []string) string {
+	tb.Helper()
 	cfg, err := clientcmd.LoadFromFile(controlPlane.KubeconfigPath)
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	for _, auth := range cfg.AuthInfos {
 		auth.Impersonate = user
 		auth.ImpersonateGroups = groups
 	}
-	path := filepath.Join(t.TempDir(), "kubeconfig")
+	path := filepath.Join(tb.TempDir(), "kubeconfig")
 	if err := clientcmd.WriteToFile(*cfg, path); err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	return path
 }
@@ -696,8 +696,8 @@ func grepLines(s, substr string) string {
 }
 
 // decodeAll decodes every object of a multi-document YAML stream.
-func decodeAll(t testing.TB, manifests string) []*unstructured.Unstructured {
-	t.Helper()
+func decodeAll(tb testing.TB, manifests string) []*unstructured.Unstructured {
+	tb.Helper()
 	d := yaml.NewYAMLOrJSONDecoder(strings.NewReader(manifests), 4096)
 	var objs []*unstructured.Unstructured
 	for {
@@ -705,7 +705,7 @@ func decodeAll(t testing.TB, manifests string) []*unstructured.Unstructured {
 		if err := d.Decode(&obj); errors.Is(err, io.EOF) {
 			return objs
 		} else if err != nil {
-			t.Fatal(err)
+			tb.Fatal(err)
 		}
 		if obj != nil {
 			objs = append(objs, &unstructured.Unstructured{Object: obj})
@@ -845,11 +845,11 @@ func rbacLabels(obj *unstructured.Unstructured) map[string]string {
 	return out
 }
 
-func container(t testing.TB, deploy *unstructured.Unstructured) map[string]any {
-	t.Helper()
+func container(tb testing.TB, deploy *unstructured.Unstructured) map[string]any {
+	tb.Helper()
 	cs, _, _ := unstructured.NestedSlice(deploy.Object, "spec", "template", "spec", "containers")
 	if len(cs) != 1 {
-		t.Fatalf("%s: %d containers, want 1", deploy.GetName(), len(cs))
+		tb.Fatalf("%s: %d containers, want 1", deploy.GetName(), len(cs))
 	}
 	return cs[0].(map[string]any)
 }
@@ -876,8 +876,8 @@ func flagNames(c map[string]any) []string {
 	return out
 }
 
-func spread(t testing.TB, deploy *unstructured.Unstructured) []string {
-	t.Helper()
+func spread(tb testing.TB, deploy *unstructured.Unstructured) []string {
+	tb.Helper()
 	cs, _, _ := unstructured.NestedSlice(deploy.Object, "spec", "template", "spec", "topologySpreadConstraints")
 	var out []string
 	for _, c := range cs {
@@ -891,8 +891,8 @@ func spread(t testing.TB, deploy *unstructured.Unstructured) []string {
 // policies and bindings among objs, and waits until the API server admits
 // a Formation labelled in upper case again: they are cluster-wide, and
 // would act on every later test's Formations.
-func removeAdmissionPolicies(t testing.TB, objs []*unstructured.Unstructured) {
-	t.Helper()
+func removeAdmissionPolicies(tb testing.TB, objs []*unstructured.Unstructured) {
+	tb.Helper()
 	var policies []*unstructured.Unstructured
 	for _, obj := range objs {
 		switch obj.GetKind() {
@@ -906,16 +906,16 @@ func removeAdmissionPolicies(t testing.TB, objs []*unstructured.Unstructured) {
 	if len(policies) == 0 {
 		return
 	}
-	t.Cleanup(func() {
+	tb.Cleanup(func() {
 		ctx := context.Background()
 		for _, o := range policies {
 			if err := client.IgnoreNotFound(controlPlane.Client.Delete(ctx, o)); err != nil {
-				t.Errorf("deleting %s %s: %v", o.GetKind(), o.GetName(), err)
+				tb.Errorf("deleting %s %s: %v", o.GetKind(), o.GetName(), err)
 			}
 		}
 		probe := lifecycleFormation("default", "policy-probe")
 		probe.Labels = map[string]string{cellosv1.FormationIDLabel: strings.ToUpper(uuid.NewString())}
-		harness.Eventually(t, time.Minute, "the deleted admission policies are no longer enforced", func() error {
+		harness.Eventually(tb, time.Minute, "the deleted admission policies are no longer enforced", func() error {
 			return controlPlane.Client.Create(ctx, probe.DeepCopy(), client.DryRunAll)
 		})
 	})

@@ -18,50 +18,50 @@ import (
 // namespace controller and no garbage collector, so the test empties it of
 // cellos objects at the end, finalizers included: stream ids are global, and
 // the next test's operator must not find them.
-func newNamespace(t testing.TB) string {
-	t.Helper()
+func newNamespace(tb testing.TB) string {
+	tb.Helper()
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "e2e-"}}
 	if err := controlPlane.Client.Create(context.Background(), ns); err != nil {
-		t.Fatalf("creating namespace: %v", err)
+		tb.Fatalf("creating namespace: %v", err)
 	}
-	emptyOnCleanup(t, ns.Name)
+	emptyOnCleanup(tb, ns.Name)
 	return ns.Name
 }
 
 // emptyOnCleanup empties namespace ns of cellos objects, finalizers
 // included, when the test ends.
-func emptyOnCleanup(t testing.TB, ns string) {
-	t.Helper()
-	t.Cleanup(func() {
+func emptyOnCleanup(tb testing.TB, ns string) {
+	tb.Helper()
+	tb.Cleanup(func() {
 		ctx := context.Background()
 		c := controlPlane.Client
 		var formations cellosv1.FormationList
 		if err := c.List(ctx, &formations, client.InNamespace(ns)); err != nil {
-			t.Errorf("listing Formations in %s: %v", ns, err)
+			tb.Errorf("listing Formations in %s: %v", ns, err)
 		}
 		for i := range formations.Items {
 			f := &formations.Items[i]
 			if len(f.Finalizers) > 0 {
 				f.Finalizers = nil
 				if err := client.IgnoreNotFound(c.Update(ctx, f)); err != nil {
-					t.Errorf("removing finalizers of %s: %v", f.Name, err)
+					tb.Errorf("removing finalizers of %s: %v", f.Name, err)
 				}
 			}
 		}
 		for _, obj := range []client.Object{&cellosv1.Formation{}, &cellosv1.Cell{}} {
 			if err := c.DeleteAllOf(ctx, obj, client.InNamespace(ns)); err != nil {
-				t.Errorf("emptying namespace %s: %v", ns, err)
+				tb.Errorf("emptying namespace %s: %v", ns, err)
 			}
 		}
 	})
 }
 
-func kubectl(t testing.TB, args ...string) string {
-	t.Helper()
+func kubectl(tb testing.TB, args ...string) string {
+	tb.Helper()
 	cmd := exec.Command(localenv.Binary("kubectl"), append([]string{"--kubeconfig", controlPlane.KubeconfigPath}, args...)...)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
-		t.Fatalf("kubectl %s: %v\n%s", strings.Join(args, " "), err, out)
+		tb.Fatalf("kubectl %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
 	return string(out)
 }

@@ -67,11 +67,11 @@ type streamEvent struct {
 
 // ensureEventStream creates the stream as the operator would, so that the
 // test can read it before the manager has started.
-func ensureEventStream(t testing.TB, jsc natsjs.JetStream) natsjs.Stream {
-	t.Helper()
+func ensureEventStream(tb testing.TB, jsc natsjs.JetStream) natsjs.Stream {
+	tb.Helper()
 	s, err := jetstream.EnsureStream(context.Background(), jsc, "CELLOS_EVENTS")
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	return s
 }

@@ -23,32 +23,32 @@ type manager struct{ *harness.Manager }
 
 // startManager runs the manager built for the tests against the test control
 // plane, with the given extra flags and its metrics in plain HTTP.
-func startManager(t testing.TB, natsURL, namespace string, extra ...string) *manager {
-	t.Helper()
-	return runManager(t, harness.Config{Namespace: namespace,
+func startManager(tb testing.TB, natsURL, namespace string, extra ...string) *manager {
+	tb.Helper()
+	return runManager(tb, harness.Config{Namespace: namespace,
 		Args: append(harness.Flags(controlPlane.KubeconfigPath, natsURL, namespace), extra...)})
 }
 
 // startManagerAs runs the manager with a kubeconfig of the test's choosing,
 // and its metrics served as the chart serves them.
-func startManagerAs(t testing.TB, kubeconfig, natsURL, namespace string, extra ...string) *manager {
-	t.Helper()
-	return runManager(t, harness.Config{Namespace: namespace,
+func startManagerAs(tb testing.TB, kubeconfig, natsURL, namespace string, extra ...string) *manager {
+	tb.Helper()
+	return runManager(tb, harness.Config{Namespace: namespace,
 		Args: append([]string{"--kubeconfig", kubeconfig, "--nats-url", natsURL}, extra...)})
 }
 
 // runManager runs the manager as c says, the tests' build unless c names
 // another; the test stops it with SIGTERM when it ends. Its logs go to
 // stdout too under go test -v.
-func runManager(t testing.TB, c harness.Config) *manager {
-	t.Helper()
+func runManager(tb testing.TB, c harness.Config) *manager {
+	tb.Helper()
 	if c.Binary == "" {
 		c.Binary = managerBin
 	}
 	if testing.Verbose() {
 		c.Echo = os.Stdout
 	}
-	return &manager{harness.StartManager(t, c)}
+	return &manager{harness.StartManager(tb, c)}
 }
 
 func TestManagerStartsReadyAndLeads(t *testing.T) {

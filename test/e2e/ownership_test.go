@@ -216,8 +216,8 @@ func settled(t *testing.T, jsc natsjs.JetStream, operatorNS string) {
 }
 
 // publishEvent publishes one CloudEvent with the given envelope and data on
-// subject, and returns its sequence.
-func publishEvent(t *testing.T, jsc natsjs.JetStream, subject, source, typ string, data map[string]string) uint64 {
+// subject.
+func publishEvent(t *testing.T, jsc natsjs.JetStream, subject, source, typ string, data map[string]string) {
 	t.Helper()
 	payload, err := json.Marshal(map[string]any{
 		"specversion": "1.0", "id": uuid.NewString(), "source": source, "type": typ,
@@ -229,11 +229,9 @@ func publishEvent(t *testing.T, jsc natsjs.JetStream, subject, source, typ strin
 	if _, err := jetstream.EnsureStream(context.Background(), jsc, "CELLOS_EVENTS"); err != nil {
 		t.Fatal(err)
 	}
-	ack, err := jsc.Publish(context.Background(), subject, payload)
-	if err != nil {
+	if _, err := jsc.Publish(context.Background(), subject, payload); err != nil {
 		t.Fatalf("publishing on %s: %v", subject, err)
 	}
-	return ack.Sequence
 }
 
 // cellStarted is a cell's started event naming its formation.

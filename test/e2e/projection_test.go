@@ -192,19 +192,19 @@ func matchesExpected(ns string, want expectedProjection) error {
 }
 
 // cursorAt reads the committed cursor sequence in ns, 0 when there is none.
-func cursorAt(t testing.TB, ns string) uint64 {
-	t.Helper()
+func cursorAt(tb testing.TB, ns string) uint64 {
+	tb.Helper()
 	p, _, err := harness.Cursor(context.Background(), controlPlane.Client, ns)
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	return p.Sequence
 }
 
 // waitForCursor waits until the committed cursor in ns reaches seq.
-func waitForCursor(t testing.TB, ns string, seq uint64) {
-	t.Helper()
-	harness.WaitForCursor(t, controlPlane.Client, ns, cursor.Position{Sequence: seq}, 5*time.Minute)
+func waitForCursor(tb testing.TB, ns string, seq uint64) {
+	tb.Helper()
+	harness.WaitForCursor(tb, controlPlane.Client, ns, cursor.Position{Sequence: seq}, 5*time.Minute)
 }
 
 // sampleRun is a manager that projected the whole sample stream, in a
@@ -316,6 +316,7 @@ func assertKstatus(t *testing.T, ns string) {
 
 // longCellID is the sample's cell id that is too long to be a name.
 func longCellID(t *testing.T) string {
+	t.Helper()
 	for id := range readExpected(t).Cells {
 		if len(id) > 253 {
 			return id

@@ -1,6 +1,8 @@
 // Package harness runs the operator as its tests and tools meet it: the
 // manager binary built once per process, started and stopped with its logs
-// kept, its peak memory sampled, and its cursor read.
+// kept, its peak memory sampled, and its cursor read. It also holds the one
+// oracle they judge it by (oracle.go): the fold of the stream, compared
+// with every Formation and Cell.
 //
 // It does not import "testing", so that tools may start a manager too;
 // the helpers that fail a test take a TB, which *testing.T satisfies.

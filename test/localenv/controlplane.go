@@ -46,13 +46,13 @@ func Binary(name string) string {
 // StartControlPlane starts kube-apiserver and etcd from bin/ (or from
 // KUBEBUILDER_ASSETS), installs the CRDs from config/crd/bases, and stops it
 // all when the test ends. `make test` builds the binaries first.
-func StartControlPlane(t testing.TB) *ControlPlane {
-	t.Helper()
+func StartControlPlane(tb testing.TB) *ControlPlane {
+	tb.Helper()
 	cp, stop, err := NewControlPlane("")
 	if err != nil {
-		t.Fatalf("starting control plane: %v", err)
+		tb.Fatalf("starting control plane: %v", err)
 	}
-	t.Cleanup(stop)
+	tb.Cleanup(stop)
 	return cp
 }
 

@@ -73,9 +73,9 @@ type JetStreamServer struct {
 
 // StartJetStream starts a JetStream server on 127.0.0.1 with a random free port
 // and a store in t.TempDir(). It is shut down when the test ends.
-func StartJetStream(t testing.TB) *JetStreamServer {
-	t.Helper()
-	return StartJetStreamWith(t, ServerConfig{})
+func StartJetStream(tb testing.TB) *JetStreamServer {
+	tb.Helper()
+	return StartJetStreamWith(tb, ServerConfig{})
 }
 
 // ServerConfig changes what StartJetStreamWith starts.
@@ -89,13 +89,13 @@ type ServerConfig struct {
 }
 
 // StartJetStreamWith is StartJetStream with the server changed by cfg.
-func StartJetStreamWith(t testing.TB, cfg ServerConfig) *JetStreamServer {
-	t.Helper()
-	s := &JetStreamServer{t: t, storeDir: t.TempDir(), config: cfg}
+func StartJetStreamWith(tb testing.TB, cfg ServerConfig) *JetStreamServer {
+	tb.Helper()
+	s := &JetStreamServer{t: tb, storeDir: tb.TempDir(), config: cfg}
 	s.start()
 	// The first start picked a free port; pin it so Restart reuses it.
 	s.port = s.srv.Addr().(*net.TCPAddr).Port
-	t.Cleanup(s.Stop)
+	tb.Cleanup(s.Stop)
 	return s
 }
 
@@ -143,21 +143,21 @@ func (s *JetStreamServer) start() {
 
 // Connect opens a client connection that retries reconnects forever and
 // quickly (so restart tests don't wait), and closes it when the test ends.
-func (s *JetStreamServer) Connect(t testing.TB) (*nats.Conn, natsjs.JetStream) {
-	t.Helper()
+func (s *JetStreamServer) Connect(tb testing.TB) (*nats.Conn, natsjs.JetStream) {
+	tb.Helper()
 	nc, err := nats.Connect(s.URL(),
-		nats.Name(t.Name()),
+		nats.Name(tb.Name()),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(50*time.Millisecond),
 		nats.ReconnectJitter(0, 0),
 	)
 	if err != nil {
-		t.Fatalf("connect to nats-server: %v", err)
+		tb.Fatalf("connect to nats-server: %v", err)
 	}
-	t.Cleanup(nc.Close)
+	tb.Cleanup(nc.Close)
 	js, err := natsjs.New(nc)
 	if err != nil {
-		t.Fatalf("create JetStream context: %v", err)
+		tb.Fatalf("create JetStream context: %v", err)
 	}
 	return nc, js
 }

@@ -106,7 +106,7 @@ func TestAPIServerOutage(t *testing.T) {
 	}
 	regressed := rec.mustHold(t, want, snap)
 	results.add(row{
-		Scenario: "API server outage", Runs: 1, Events: int(want.last), Lost: lost, Regressed: regressed,
+		Scenario: "API server outage", Runs: 1, Events: int(want.Last), Lost: lost, Regressed: regressed,
 		Recover: durations([]time.Duration{recovered}), PeakMiB: m.PeakMiB(),
 		Notes: fmt.Sprintf("kube-apiserver stopped %s while %d events arrived; fold paused at %v unflushed objects (--max-unflushed-objects=%d) with %v of %d events folded; RSS %.0f MiB before, %.0f MiB at the end of the outage; one manager process throughout",
 			length, during, maxSeen, maxUnflushed, folded, published, rssBefore, rssDown),
@@ -195,7 +195,7 @@ func TestAPIServerOutageWithLeaderElection(t *testing.T) {
 	}
 	regressed := rec.mustHold(t, want, snap)
 	results.add(row{
-		Scenario: "API server outage, --leader-elect", Runs: 1, Events: int(want.last), Lost: lost, Regressed: regressed,
+		Scenario: "API server outage, --leader-elect", Runs: 1, Events: int(want.Last), Lost: lost, Regressed: regressed,
 		Recover: durations([]time.Duration{recovered}), PeakMiB: all.peakMiB(),
 		Notes: fmt.Sprintf("kube-apiserver stopped %s; the manager exited %d times (restarted after 10s, 20s, ..., as a kubelet would): %s; recovery: API server back to every object and the cursor caught up", length, exits, strings.Join(reasons, "; ")),
 	})

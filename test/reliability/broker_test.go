@@ -112,15 +112,15 @@ func TestBrokerOutage(t *testing.T) {
 	}
 	regressed := rec.mustHold(t, want, snap)
 	results.add(row{
-		Scenario: "Broker outage", Runs: outages, Events: int(want.last), Lost: lost, Regressed: regressed,
+		Scenario: "Broker outage", Runs: outages, Events: int(want.Last), Lost: lost, Regressed: regressed,
 		Recover: durations(recoveries), PeakMiB: m.PeakMiB(),
 		Notes: fmt.Sprintf("JetStream stopped %d times (%s) while events kept coming; one manager process throughout; recovery: broker back to cursor past every event published before", outages, lengthsString(lengths[:min(outages, len(lengths))])),
 	})
 }
 
 // lastSequence is the stream's last sequence, once the client reaches it.
-func lastSequence(t testing.TB, jsc natsjs.JetStream) uint64 {
-	t.Helper()
+func lastSequence(tb testing.TB, jsc natsjs.JetStream) uint64 {
+	tb.Helper()
 	var err error
 	for range 300 {
 		var s natsjs.Stream
@@ -129,7 +129,7 @@ func lastSequence(t testing.TB, jsc natsjs.JetStream) uint64 {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	t.Fatal(err)
+	tb.Fatal(err)
 	return 0
 }
 

@@ -58,20 +58,20 @@ func TestCrashAnywhere(t *testing.T) {
 		case "any time":
 			time.Sleep(time.Duration(300+rng.IntN(4700)) * time.Millisecond)
 		case "after a status write":
-			waitFor(m, 15*time.Second, func() bool { return m.Ready() == nil })
+			waitFor(m, func() bool { return m.Ready() == nil })
 			seen := rec.statusChanges.Load()
-			if !waitFor(m, 15*time.Second, func() bool { return rec.statusChanges.Load() > seen }) {
+			if !waitFor(m, func() bool { return rec.statusChanges.Load() > seen }) {
 				mode += " (none came)"
 			}
 		case "in a burst of writes":
-			waitFor(m, 15*time.Second, func() bool { return m.Ready() == nil })
-			if !waitFor(m, 15*time.Second, burst(rec, 5, 300*time.Millisecond)) {
+			waitFor(m, func() bool { return m.Ready() == nil })
+			if !waitFor(m, burst(rec, 5, 300*time.Millisecond)) {
 				mode += " (none came)"
 			}
 		case "after a cursor commit":
-			waitFor(m, 15*time.Second, func() bool { return m.Ready() == nil })
+			waitFor(m, func() bool { return m.Ready() == nil })
 			seen := rec.cursorCommits.Load()
-			if !waitFor(m, 15*time.Second, func() bool { return rec.cursorCommits.Load() > seen }) {
+			if !waitFor(m, func() bool { return rec.cursorCommits.Load() > seen }) {
 				mode += " (none came)"
 			}
 		}
@@ -97,16 +97,20 @@ func TestCrashAnywhere(t *testing.T) {
 	recovered, lost := converge(t, ns, want, 10*time.Minute)
 	regressed := rec.mustHold(t, want, snap)
 	results.add(row{
-		Scenario: "Crash anywhere (SIGKILL)", Runs: kills, Events: int(want.last), Lost: lost, Regressed: regressed,
+		Scenario: "Crash anywhere (SIGKILL)", Runs: kills, Events: int(want.Last), Lost: lost, Regressed: regressed,
 		Recover: durations([]time.Duration{recovered}), PeakMiB: all.peakMiB(),
 		Notes: fmt.Sprintf("%d kills (%d with status written beyond the cursor); recovery measured from the last restart", kills, uncommitted),
 	})
 }
 
-// waitFor polls cond every 2ms until it holds, the manager exits, or the
-// timeout passes; it tells whether cond held.
-func waitFor(m *manager, timeout time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(timeout)
+// killMomentTimeout bounds the wait for a kill's moment: a manager that is
+// not ready, or writes nothing, within it is killed all the same.
+const killMomentTimeout = 15 * time.Second
+
+// waitFor polls cond every 2ms until it holds, the manager exits, or
+// killMomentTimeout passes; it tells whether cond held.
+func waitFor(m *manager, cond func() bool) bool {
+	deadline := time.Now().Add(killMomentTimeout)
 	for time.Now().Before(deadline) && m.Running() {
 		if cond() {
 			return true

@@ -89,7 +89,7 @@ func TestFailover(t *testing.T) {
 			recovered, l := converge(t, f.ns, want, 5*time.Minute)
 			recoveries = append(recoveries, recovered)
 			lost += l
-			total += int(want.last)
+			total += int(want.Last)
 			v := f.rec.check()
 			staleRegressions = append(staleRegressions, len(v.regressions))
 			staleCounts = append(staleCounts, len(v.counts))
@@ -104,7 +104,7 @@ func TestFailover(t *testing.T) {
 				t.Errorf("the stale leader wrote %d times after it resumed past its lease", accepted)
 			}
 			if len(v.counts) > 0 {
-				t.Errorf("a stale leader resumed past its lease moved Formations' cell counts backwards:\n%s", strings.Join(first(v.counts, 10), "\n"))
+				t.Errorf("a stale leader resumed past its lease moved Formations' cell counts backwards:\n%s", strings.Join(harness.Head(v.counts, 10), "\n"))
 			}
 			regressed += f.rec.mustHold(t, want, snap)
 		})
@@ -132,6 +132,7 @@ type failover struct {
 }
 
 func startFailover(t *testing.T, run int) *failover {
+	t.Helper()
 	f := &failover{run: run, ns: newNamespace(t), js: localenv.StartJetStream(t), users: map[*manager]string{}}
 	_, f.jsc = f.js.Connect(t)
 	f.rec = record(t, f.ns)
@@ -238,12 +239,14 @@ func (f *failover) waitLeader(t *testing.T, old *manager, since time.Time, how s
 // publishAsync publishes msgs at about 200 a second in the background, so
 // that the leader ends in the middle of them.
 func (f *failover) publishAsync(t *testing.T, msgs []msg) {
+	t.Helper()
 	f.waitPublished(t)
 	f.pub = make(chan error, 1)
 	go func() { f.pub <- publishCtx(context.Background(), f.jsc, msgs, 200) }()
 }
 
 func (f *failover) waitPublished(t *testing.T) {
+	t.Helper()
 	if f.pub != nil {
 		if err := <-f.pub; err != nil {
 			t.Fatal(err)
@@ -254,6 +257,7 @@ func (f *failover) waitPublished(t *testing.T) {
 
 // waitWrites waits until n more status values were written.
 func (f *failover) waitWrites(t *testing.T, n int64) {
+	t.Helper()
 	seen := f.rec.statusChanges.Load()
 	harness.Eventually(t, time.Minute, fmt.Sprintf("%d status writes", n), func() error {
 		if got := f.rec.statusChanges.Load() - seen; got < n {
@@ -304,6 +308,7 @@ func (f *failover) auditAfter(t *testing.T, m *manager, since time.Time) (writes
 // attribute names, from the audit log, who wrote the status a regression
 // went back to.
 func (f *failover) attribute(t *testing.T, regression string) string {
+	t.Helper()
 	var kind, name string
 	var seq int64
 	if _, err := fmt.Sscanf(regression, "%s %s went back from sequence", &kind, &name); err != nil {

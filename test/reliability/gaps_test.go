@@ -41,11 +41,12 @@ func TestStreamGaps(t *testing.T) {
 	var peak float64
 	var lost, regressed, runs, total int
 	done := func(t *testing.T, g *gapRun, recovered time.Duration, l int) {
+		t.Helper()
 		regressed += g.rec.mustHold(t, g.want, g.snap)
 		recoveries = append(recoveries, recovered)
 		lost += l
 		runs++
-		total += int(g.want.last)
+		total += int(g.want.Last)
 		for _, m := range g.managers {
 			peak = max(peak, m.PeakMiB())
 		}
@@ -71,16 +72,16 @@ func TestStreamGaps(t *testing.T) {
 		// apply on top of it.
 		g.publishMore(t, 52, events/4)
 		g.want, g.snap = expect(t, g.jsc)
-		running := seen.state
-		for _, m := range g.snap.msgs[len(g.snap.msgs)-events/4:] {
-			running.Apply(m.seq, m.subject, m.header, m.data)
+		running := seen.State
+		for _, m := range g.snap.Messages[len(g.snap.Messages)-events/4:] {
+			running.Apply(m.Seq, m.Subject, m.Header, m.Data)
 		}
-		converge(t, g.ns, expectation{stream: g.want.stream, last: g.want.last, state: running}, 2*time.Minute)
+		converge(t, g.ns, harness.Expectation{Stream: g.want.Stream, Last: g.want.Last, State: running}, 2*time.Minute)
 		t.Logf("caught up with the events after the purge %s after it", time.Since(fault).Round(100*time.Millisecond))
 		g.expectSurfaced(t, detect, "gap", fmt.Sprintf("1-%d", purged))
 		// A restart folds the stream as it is now: purged ids keep their status.
 		g.restart(t)
-		g.want.leftover = &expectation{stream: seen.stream, last: seen.last, state: running}
+		g.want.Leftover = &harness.Expectation{Stream: seen.Stream, Last: seen.Last, State: running}
 		recovered, l := converge(t, g.ns, g.want, 2*time.Minute)
 		g.expectSurfaced(t, atStart, "gap", fmt.Sprintf("1-%d", purged))
 		done(t, g, recovered, l)
@@ -92,7 +93,7 @@ func TestStreamGaps(t *testing.T) {
 		harness.Stop(t, g.managers[0])
 		purged := g.purgeHalf(t)
 		g.restart(t)
-		g.want.leftover = &before
+		g.want.Leftover = &before
 		recovered, l := converge(t, g.ns, g.want, 2*time.Minute)
 		g.expectSurfaced(t, atStart, "gap", fmt.Sprintf("1-%d", purged))
 		done(t, g, recovered, l)
@@ -103,7 +104,7 @@ func TestStreamGaps(t *testing.T) {
 		before := g.want
 		fault := time.Now()
 		g.recreate(t, 55, events/2)
-		g.want.leftover = &before
+		g.want.Leftover = &before
 		_, l := converge(t, g.ns, g.want, 2*time.Minute)
 		recovered := time.Since(fault)
 		g.expectSurfaced(t, detect, "recreated", "")
@@ -116,7 +117,7 @@ func TestStreamGaps(t *testing.T) {
 		harness.Stop(t, g.managers[0])
 		g.recreate(t, 57, events/2)
 		g.restart(t)
-		g.want.leftover = &before
+		g.want.Leftover = &before
 		recovered, l := converge(t, g.ns, g.want, 2*time.Minute)
 		g.expectSurfaced(t, atStart, "recreated", "")
 		done(t, g, recovered, l)
@@ -130,13 +131,14 @@ type gapRun struct {
 	jsc      natsjs.JetStream
 	rec      *recorder
 	managers []*manager
-	want     expectation
-	snap     snapshot
+	want     harness.Expectation
+	snap     harness.Snapshot
 }
 
 // startGapRun projects a generated stream of n events and waits until
 // every object equals its fold.
 func startGapRun(t *testing.T, seed uint64, n int) *gapRun {
+	t.Helper()
 	g := &gapRun{ns: newNamespace(t), js: localenv.StartJetStream(t)}
 	_, g.jsc = g.js.Connect(t)
 	g.rec = record(t, g.ns)
@@ -155,6 +157,7 @@ func (g *gapRun) manager() *manager { return g.managers[len(g.managers)-1] }
 
 // restart starts a new manager (the last one was stopped, or is stopped now).
 func (g *gapRun) restart(t *testing.T) {
+	t.Helper()
 	harness.Stop(t, g.manager())
 	g.managers = append(g.managers, startManager(t, managerConfig{name: fmt.Sprintf("manager-%d", len(g.managers)), natsURL: g.js.URL(), namespace: g.ns}))
 	g.want, g.snap = expect(t, g.jsc)
@@ -163,6 +166,7 @@ func (g *gapRun) restart(t *testing.T) {
 // purgeHalf purges the first half of the stream, below the cursor, and
 // returns the last sequence purged.
 func (g *gapRun) purgeHalf(t *testing.T) uint64 {
+	t.Helper()
 	ctx := context.Background()
 	p, _, err := harness.Cursor(ctx, cp.Client, g.ns)
 	if err != nil {
@@ -189,6 +193,7 @@ func (g *gapRun) purgeHalf(t *testing.T) uint64 {
 
 // publishMore publishes n more generated events.
 func (g *gapRun) publishMore(t *testing.T, seed uint64, n int) {
+	t.Helper()
 	publish(t, g.jsc, generate(seed, n, adversarial), 0)
 }
 
@@ -196,6 +201,7 @@ func (g *gapRun) publishMore(t *testing.T, seed uint64, n int) {
 // same generated lifecycles, so that ids come back at lower sequences,
 // while the old statuses claim higher ones.
 func (g *gapRun) recreate(t *testing.T, seed uint64, n int) {
+	t.Helper()
 	ctx := context.Background()
 	if err := g.jsc.DeleteStream(ctx, streamName); err != nil {
 		t.Fatal(err)
@@ -244,7 +250,7 @@ func (g *gapRun) expectSurfaced(t *testing.T, timeout time.Duration, what, lastG
 			{"log line", func() bool { return strings.Contains(m.Logs(), "The stream was recreated") }},
 			{"cursor of the new stream", func() bool {
 				p, _, err := harness.Cursor(context.Background(), cp.Client, g.ns)
-				return err == nil && p.StreamCreated.Equal(g.want.stream.Created) && p.Stream == g.want.stream.Name
+				return err == nil && p.StreamCreated.Equal(g.want.Stream.Created) && p.Stream == g.want.Stream.Name
 			}},
 		}
 	}
@@ -275,6 +281,7 @@ func (g *gapRun) expectSurfaced(t *testing.T, timeout time.Duration, what, lastG
 // recreationEvents lists the Warning Events of ns seen since since that
 // say the stream was recreated.
 func recreationEvents(t *testing.T, ns string, since time.Time) []string {
+	t.Helper()
 	var list corev1.EventList
 	if err := cp.Client.List(context.Background(), &list, client.InNamespace(ns)); err != nil {
 		t.Fatal(err)

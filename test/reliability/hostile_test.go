@@ -49,7 +49,7 @@ func TestHostilePublisher(t *testing.T) {
 
 	// The oracle's own reading: the bounds refuse what they must, and
 	// nothing else.
-	_, outs := foldOf(snap)
+	_, outs := harness.Fold(snap.Messages)
 	refused := 0
 	for i, out := range outs {
 		kind := msgs[i].kind

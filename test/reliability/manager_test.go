@@ -22,8 +22,8 @@ type managerConfig struct {
 
 // startManager runs bin/manager against the control plane with metrics in
 // plain HTTP; the test stops it with SIGTERM when it ends, if it still runs.
-func startManager(t testing.TB, c managerConfig) *manager {
-	t.Helper()
+func startManager(tb testing.TB, c managerConfig) *manager {
+	tb.Helper()
 	if c.kubeconfig == "" {
 		c.kubeconfig = cp.KubeconfigPath
 	}
@@ -32,5 +32,5 @@ func startManager(t testing.TB, c managerConfig) *manager {
 	if os.Getenv("RELIABILITY_MANAGER_LOGS") != "" {
 		cfg.Echo = harness.Prefixed(os.Stdout, cmp.Or(c.name, "manager")+" | ")
 	}
-	return harness.StartManager(t, cfg)
+	return harness.StartManager(tb, cfg)
 }

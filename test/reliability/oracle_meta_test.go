@@ -17,10 +17,12 @@ import (
 	"cellos.dev/cellos-operator/test/harness"
 )
 
-// The oracle and the watch must catch what the scenarios look for: a
-// status moved backwards, a status that differs from the fold, an extra
-// object, a cursor moved backwards, and a cursor ahead of status. Each is
-// made by hand here, with the operator stopped.
+// The oracle (harness.Mismatches) and the watch must catch what the
+// scenarios look for, against a real API server: a status moved backwards,
+// a status that differs from the fold, an extra object, a cursor moved
+// backwards, and a cursor ahead of status. Each is made by hand here, with
+// the operator stopped. The harness's own tests check every other way a
+// status can differ from the fold.
 func TestOracleCatchesWhatItMust(t *testing.T) {
 	ns, js, jsc, rec := newScenario(t)
 	publish(t, jsc, generate(5, 200, mix{}), 0)
@@ -55,7 +57,7 @@ func TestOracleCatchesWhatItMust(t *testing.T) {
 	ref := store.Ref{Kind: store.CellKind, ID: cell.Status.CellID}
 	back := cell.Status.LastAppliedSequence - 1
 	cell.Status.LastAppliedSequence = back
-	cell.Status.StreamStamp = store.Stamp(want.stream, ref, uint64(back))
+	cell.Status.StreamStamp = store.Stamp(want.Stream, ref, uint64(back))
 	if err := cp.Client.Status().Update(ctx, cell); err != nil {
 		t.Fatal(err)
 	}
@@ -65,14 +67,14 @@ func TestOracleCatchesWhatItMust(t *testing.T) {
 	if err := cp.Client.Create(ctx, extra); err != nil {
 		t.Fatal(err)
 	}
-	extra.Status = cellosv1.CellStatus{CellID: "not-in-the-stream", LastAppliedSequence: 1, StreamStamp: store.Stamp(want.stream, store.Ref{Kind: store.CellKind, ID: "not-in-the-stream"}, 1)}
+	extra.Status = cellosv1.CellStatus{CellID: "not-in-the-stream", LastAppliedSequence: 1, StreamStamp: store.Stamp(want.Stream, store.Ref{Kind: store.CellKind, ID: "not-in-the-stream"}, 1)}
 	if err := cp.Client.Status().Update(ctx, extra); err != nil {
 		t.Fatal(err)
 	}
 	// The cursor moved back, then ahead of the status just moved back.
 	var cm corev1.ConfigMap
 	key := types.NamespacedName{Namespace: ns, Name: harness.CursorName}
-	for _, seq := range []uint64{want.last - 1, want.last} {
+	for _, seq := range []uint64{want.Last - 1, want.Last} {
 		if err := cp.Client.Get(ctx, key, &cm); err != nil {
 			t.Fatal(err)
 		}
@@ -82,7 +84,7 @@ func TestOracleCatchesWhatItMust(t *testing.T) {
 		}
 	}
 
-	bad, err := mismatches(ctx, ns, want)
+	bad, err := harness.Mismatches(ctx, cp.Client, ns, want)
 	if err != nil {
 		t.Fatal(err)
 	}

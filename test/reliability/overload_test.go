@@ -112,6 +112,6 @@ func TestOverload(t *testing.T) {
 		Scenario: "Overload", Runs: 1, Events: n, Lost: lost, Regressed: regressed,
 		Recover: durations([]time.Duration{caughtUp}), PeakMiB: m.PeakMiB(),
 		Notes: fmt.Sprintf("%d events/s for %s (%d formations, %d cells); lag up to %.0f events; fold paused at --max-unflushed-objects=%d in %d of %d one-second samples, /readyz failing meanwhile; recovery: end of publishing to every object and the cursor caught up",
-			rate, length, len(want.state.Formations), len(want.state.Cells), maxLag, maxUnflushed, pausedSamples, len(samples)),
+			rate, length, len(want.State.Formations), len(want.State.Cells), maxLag, maxUnflushed, pausedSamples, len(samples)),
 	})
 }

@@ -35,7 +35,7 @@ func TestPoisonInput(t *testing.T) {
 	took += time.Since(start) - took
 
 	// The oracle's own reading: every valid event applies, no poison does.
-	_, outs := foldOf(snap)
+	_, outs := harness.Fold(snap.Messages)
 	want1 := map[string]int{}
 	for i, out := range outs {
 		want1[`{family="`+string(out.Family)+`",result="`+string(out.Result)+`"}`]++
@@ -75,7 +75,7 @@ func TestPoisonInput(t *testing.T) {
 	})
 	// Each object's name is its id's, and no two ids share one.
 	names := map[string]string{}
-	for id := range want.state.Cells {
+	for id := range want.State.Cells {
 		n := store.ObjectName(id)
 		if other, ok := names[n]; ok {
 			t.Errorf("cells %.60q and %.60q both named %s", id, other, n)
@@ -133,7 +133,7 @@ func TestIDSpellingAnothersObjectName(t *testing.T) {
 	var stuck error
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(250 * time.Millisecond) {
 		var err error
-		if bad, err = mismatches(t.Context(), ns, want); err != nil {
+		if bad, err = harness.Mismatches(t.Context(), cp.Client, ns, want); err != nil {
 			t.Fatal(err)
 		}
 		if stuck = cursorReached(t.Context(), ns, want); len(bad) == 0 && stuck == nil {

@@ -92,11 +92,11 @@ type cursorValue struct {
 }
 
 // record starts a recorder for ns; the test stops it with check.
-func record(t testing.TB, ns string) *recorder {
-	t.Helper()
+func record(tb testing.TB, ns string) *recorder {
+	tb.Helper()
 	c, err := client.NewWithWatch(cp.Config, client.Options{Scheme: cp.Scheme})
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &recorder{ns: ns, cancel: cancel, objects: map[types.UID]*objectLog{}}
@@ -111,7 +111,7 @@ func record(t testing.TB, ns string) *recorder {
 	for _, l := range lists {
 		r.wg.Go(func() { r.watch(ctx, c, l.list, l.opts) })
 	}
-	t.Cleanup(r.stop)
+	tb.Cleanup(r.stop)
 	return r
 }
 
@@ -345,20 +345,20 @@ func (r *recorder) check() verdict {
 // mustHold fails the test on any violation, the cursor's promise against
 // the stream snap of want included, and returns the count of regressions
 // for the report.
-func (r *recorder) mustHold(t testing.TB, want expectation, snap snapshot) int {
-	t.Helper()
+func (r *recorder) mustHold(tb testing.TB, want harness.Expectation, snap harness.Snapshot) int {
+	tb.Helper()
 	v := r.check()
 	v.other = append(v.other, r.cursorSound(want, snap)...)
 	if !r.allowCounts {
 		v.other = append(v.other, v.counts...)
 	}
-	for _, s := range first(v.regressions, 20) {
-		t.Errorf("regressed: %s", s)
+	for _, s := range harness.Head(v.regressions, 20) {
+		tb.Errorf("regressed: %s", s)
 	}
-	for _, s := range first(v.other, 20) {
-		t.Errorf("violation: %s", s)
+	for _, s := range harness.Head(v.other, 20) {
+		tb.Errorf("violation: %s", s)
 	}
-	t.Logf("watch: %d status values seen, %d cursor values, %d regressions", v.changes, r.cursorCommits.Load(), len(v.regressions))
+	tb.Logf("watch: %d status values seen, %d cursor values, %d regressions", v.changes, r.cursorCommits.Load(), len(v.regressions))
 	return len(v.regressions)
 }
 
@@ -367,11 +367,10 @@ func (r *recorder) mustHold(t testing.TB, want expectation, snap snapshot) int {
 // status, as it stood just before that commit (by etcd revision), already
 // reflected every event at or below c. It checks at most 300 of the cursor
 // values, spread over the run.
-func (r *recorder) cursorSound(want expectation, snap snapshot) []string {
+func (r *recorder) cursorSound(want harness.Expectation, snap harness.Snapshot) []string {
 	applied := map[store.Ref][]int64{}
-	s := fold.NewState()
-	for _, m := range snap.msgs {
-		out := s.Apply(m.seq, m.subject, m.header, m.data)
+	_, outs := harness.Fold(snap.Messages)
+	for _, out := range outs {
 		if out.Result != fold.ResultApplied {
 			continue
 		}
@@ -379,7 +378,7 @@ func (r *recorder) cursorSound(want expectation, snap snapshot) []string {
 		if out.Family == fold.FamilyFormation {
 			ref = store.Ref{Kind: store.FormationKind, ID: out.FormationID}
 		}
-		applied[ref] = append(applied[ref], int64(m.seq))
+		applied[ref] = append(applied[ref], int64(out.Seq))
 	}
 
 	r.mu.Lock()
@@ -389,7 +388,7 @@ func (r *recorder) cursorSound(want expectation, snap snapshot) []string {
 	for _, l := range r.objects {
 		for _, o := range l.obs {
 			ref := store.Ref{Kind: l.kind, ID: o.id}
-			if store.Stamp(want.stream, ref, uint64(o.seq)) == o.stamp {
+			if store.Stamp(want.Stream, ref, uint64(o.seq)) == o.stamp {
 				seen[ref] = append(seen[ref], point{o.rv, o.seq})
 			}
 		}
@@ -397,7 +396,7 @@ func (r *recorder) cursorSound(want expectation, snap snapshot) []string {
 	var cursors []cursorValue
 	for _, c := range r.cursors {
 		inBlind := slices.ContainsFunc(r.blind, func(w [2]int64) bool { return c.rv > w[0] && c.rv <= w[1] })
-		if c.Stream == want.stream.Name && c.StreamCreated.Equal(want.stream.Created) && c.Sequence > 0 && !inBlind {
+		if c.Stream == want.Stream.Name && c.StreamCreated.Equal(want.Stream.Created) && c.Sequence > 0 && !inBlind {
 			cursors = append(cursors, c)
 		}
 	}

@@ -265,11 +265,11 @@ func poisonMessage(rng *rand.Rand) msg {
 }
 
 // ensureStream creates the stream as the operator would, and returns it.
-func ensureStream(t testing.TB, jsc natsjs.JetStream) store.Stream {
-	t.Helper()
+func ensureStream(tb testing.TB, jsc natsjs.JetStream) store.Stream {
+	tb.Helper()
 	s, err := jetstream.EnsureStream(context.Background(), jsc, streamName)
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	info := s.CachedInfo()
 	return store.Stream{Name: info.Config.Name, Created: info.Created}
@@ -277,10 +277,10 @@ func ensureStream(t testing.TB, jsc natsjs.JetStream) store.Stream {
 
 // publish sends msgs in order, at most rate a second (0: as fast as the
 // server acknowledges), and fails the test on a message not acknowledged.
-func publish(t testing.TB, jsc natsjs.JetStream, msgs []msg, rate float64) {
-	t.Helper()
+func publish(tb testing.TB, jsc natsjs.JetStream, msgs []msg, rate float64) {
+	tb.Helper()
 	if err := publishCtx(context.Background(), jsc, msgs, rate); err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 }
 

@@ -1,0 +1,93 @@
+package main
+
+import (
+	cellosv1 "cellos.dev/cellos-operator/api/v1"
+	"cellos.dev/cellos-operator/internal/fold"
+	"cellos.dev/cellos-operator/internal/simulator"
+	"cellos.dev/cellos-operator/internal/status"
+	"cellos.dev/cellos-operator/internal/store"
+	"cellos.dev/cellos-operator/test/harness"
+)
+
+// projection is what the stream of a workload folds into, known before it
+// is published: the harness oracle's fold (harness.Fold) of the events the
+// bench publishes, in order, to a stream that starts empty, so that event i
+// has sequence i+1. Besides every object's final projection, it knows which
+// object each sequence changes, for the latency watch and the ceiling
+// writer.
+type projection struct {
+	events []simulator.Event
+	final  *fold.State
+	// refs is the object each sequence changed (refs[seq-1]); Kind is empty
+	// for an event that changed none.
+	refs []store.Ref
+	// seqsOf lists, for each object, the sequences that changed it.
+	seqsOf map[store.Ref][]uint64
+	// counts are each formation's final cell counts: those of its cells in
+	// the fold, which every system creates.
+	counts map[string]cellosv1.CellCounts
+	// stream is the stream the events went to, for the stamps.
+	stream store.Stream
+	stamps map[store.Ref]string
+}
+
+func newProjection(events []simulator.Event) *projection {
+	msgs := make([]harness.Message, len(events))
+	for i, ev := range events {
+		msgs[i] = harness.Message{Seq: uint64(i + 1), Subject: ev.Subject, Data: ev.Payload}
+	}
+	final, outs := harness.Fold(msgs)
+	p := &projection{
+		events: events,
+		final:  final,
+		refs:   make([]store.Ref, len(events)),
+		seqsOf: map[store.Ref][]uint64{},
+		counts: map[string]cellosv1.CellCounts{},
+	}
+	for i, out := range outs {
+		ref, ok := store.RefOf(out)
+		if !ok {
+			continue
+		}
+		p.refs[i] = ref
+		p.seqsOf[ref] = append(p.seqsOf[ref], uint64(i+1))
+	}
+	cells := map[string][]cellosv1.Cell{}
+	for _, c := range final.Cells {
+		if c.FormationID != "" {
+			cells[c.FormationID] = append(cells[c.FormationID], cellosv1.Cell{Status: cellosv1.CellStatus{State: c.State}})
+		}
+	}
+	for id, cs := range cells {
+		p.counts[id] = status.CountCells(cs)
+	}
+	return p
+}
+
+// objects is how many objects the stream projects into.
+func (p *projection) objects() int { return len(p.final.Formations) + len(p.final.Cells) }
+
+// setStream records the stream the events went to, and each object's final
+// stamp under it.
+func (p *projection) setStream(s store.Stream) {
+	p.stream = s
+	p.stamps = make(map[store.Ref]string, len(p.seqsOf))
+	for ref, seqs := range p.seqsOf {
+		p.stamps[ref] = store.Stamp(s, ref, seqs[len(seqs)-1])
+	}
+}
+
+// formationMatches tells whether a Formation is its formation's final
+// projection, as the harness oracle compares it, with the fold's cell
+// counts.
+func (p *projection) formationMatches(f *cellosv1.Formation) bool {
+	want, ok := p.final.Formations[f.Status.FormationID]
+	return ok && harness.FormationMismatch(p.stream, want, p.counts[want.ID], f) == ""
+}
+
+// cellMatches tells whether a Cell is its cell's final projection, as the
+// harness oracle compares it.
+func (p *projection) cellMatches(c *cellosv1.Cell) bool {
+	want, ok := p.final.Cells[c.Status.CellID]
+	return ok && harness.CellMismatch(p.stream, want, c) == ""
+}
