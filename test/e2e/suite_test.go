@@ -5,13 +5,12 @@ package e2e
 import (
 	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"testing"
 
 	"github.com/go-logr/logr"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
+	"cellos.dev/cellos-operator/test/harness"
 	"cellos.dev/cellos-operator/test/localenv"
 )
 
@@ -33,14 +32,10 @@ func runSuite(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(dir)
-	managerBin = filepath.Join(dir, "manager")
 	// With the race detector: a data race makes the manager exit with an
 	// error, which fails the test that stops it.
-	build := exec.Command("go", "build", "-race", "-o", managerBin, "./cmd/manager")
-	build.Dir = localenv.RepoRoot()
-	build.Stdout, build.Stderr = os.Stdout, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "building the manager:", err)
+	if managerBin, err = harness.BuildManager(dir, true); err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
 
