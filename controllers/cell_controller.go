@@ -15,7 +15,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
-	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	cellosv1 "cellos.dev/cellos-operator/api/v1"
 	"cellos.dev/cellos-operator/internal/fold"
@@ -34,24 +33,25 @@ type CellReconciler struct {
 // +kubebuilder:rbac:groups=cellos.dev,resources=cells/status,verbs=update
 
 // Reconcile writes one Cell.
-func (r *CellReconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.Result, err error) {
+func (r *CellReconciler) Reconcile(ctx context.Context, req Request) (res ctrl.Result, err error) {
 	// Every branch ends here; only the one that mirrors the projection sets
 	// what its write settles.
 	var done settlement
 	defer func() { res, err = r.settle(ctx, done, res, err) }()
-	cell, id, found, err := r.cellAt(ctx, req.NamespacedName)
-	if err != nil || !found {
+	cell, holder, err := r.cellAt(ctx, req)
+	if err != nil {
 		return ctrl.Result{}, err
 	}
-	if err := r.refuseCollisions(ctx, cell, id); err != nil {
-		return ctrl.Result{}, err
+	if holder != req.ID {
+		r.refuseCollision(ctx, cell, req.ID, holder)
+		return ctrl.Result{}, nil
 	}
-	want, stream, ok := r.Store.Cell(id)
+	want, stream, ok := r.Store.Cell(req.ID)
 	if !ok {
 		// Not a cell of the stream (yet): there is nothing to mirror.
 		return ctrl.Result{}, nil
 	}
-	ref := store.Ref{Kind: store.CellKind, ID: id}
+	ref := store.Ref{Kind: store.CellKind, ID: req.ID}
 	done = settlement{stream: stream, ref: ref, seq: want.LastAppliedSequence, obj: cell}
 
 	if cell, err = r.fetchOrCreate(ctx, cell, want.FormationID); err != nil {
@@ -69,66 +69,67 @@ func (r *CellReconciler) Reconcile(ctx context.Context, req ctrl.Request) (res c
 	return ctrl.Result{}, updateStatus(ctx, r.Client, store.CellKind, cell)
 }
 
-// cellAt finds which cell the Cell at key is for: the one its status names,
-// or, before its first write, the id placed at key. The Cell itself is empty
-// (but named) when it does not exist yet. found is false when no cell of the
-// stream belongs at key.
-func (r *CellReconciler) cellAt(ctx context.Context, key client.ObjectKey) (cell *cellosv1.Cell, id string, found bool, err error) {
+// cellAt reads the Cell at req.Key, empty (but named) when it does not exist
+// yet, and the cell it holds: the one its status names, or before its first
+// write, the first of the ids that meet its name and are placed at it
+// (firstPlaced), which is almost always req.ID.
+func (r *CellReconciler) cellAt(ctx context.Context, req Request) (cell *cellosv1.Cell, holder string, err error) {
 	cell = &cellosv1.Cell{}
-	if err := r.Get(ctx, key, cell); client.IgnoreNotFound(err) != nil {
-		return nil, "", false, fmt.Errorf("reading Cell: %w", err)
+	if err := r.Get(ctx, req.Key, cell); client.IgnoreNotFound(err) != nil {
+		return nil, "", fmt.Errorf("reading Cell: %w", err)
 	} else if err != nil {
-		cell = &cellosv1.Cell{ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name}}
+		cell = &cellosv1.Cell{ObjectMeta: metav1.ObjectMeta{Namespace: req.Key.Namespace, Name: req.Key.Name}}
 	}
 	if id, ok := cellIDOf(cell); ok {
-		return cell, id, true, nil
+		return cell, id, nil
 	}
-	p := r.placer(r.Client)
-	for _, id := range r.Store.IDsNamed(store.CellKind, key.Name) {
+	holder, err = r.firstPlaced(ctx, req)
+	return cell, holder, err
+}
+
+// firstPlaced is the cell that the Cell at req.Key, not yet written, goes
+// to: of the ids that meet its name, in the order the stream named them
+// (store.CellsNamed), the first that the stream knows and that is placed
+// there. The request was placed there, so no other is placed unless two ids
+// collide.
+func (r *CellReconciler) firstPlaced(ctx context.Context, req Request) (string, error) {
+	for _, id := range r.Store.CellsNamed(req.Key.Name) {
+		if id == req.ID {
+			break
+		}
 		want, _, ok := r.Store.Cell(id)
 		if !ok {
 			continue
 		}
-		placed, err := p.cellKey(ctx, id, want.FormationID)
+		placed, err := r.placer(r.Client).cellKey(ctx, id, want.FormationID)
 		if err != nil {
-			return nil, "", false, err
+			return "", err
 		}
-		if placed == key {
-			return cell, id, true, nil
+		if placed == req.Key {
+			return id, nil
 		}
 	}
-	return nil, "", false, nil
+	return req.ID, nil
 }
 
-// refuseCollisions refuses every lagging cell placed on the Cell of the cell
-// id: its id meets id's object name, which takes a collision of 128 bits of
-// SHA-256 (store.ObjectName). One Cell cannot hold two cells, and a cell
-// without one would hold the cursor back for good, so the id the Cell holds,
-// or before it is written the one the stream named first (cellAt), keeps the
-// name; each other is refused with a Warning Event on the Cell, counted, and
-// its events count as reflected.
-func (r *CellReconciler) refuseCollisions(ctx context.Context, cell *cellosv1.Cell, id string) error {
-	key := client.ObjectKeyFromObject(cell)
-	for _, other := range r.Store.IDsNamed(store.CellKind, key.Name) {
-		ref := store.Ref{Kind: store.CellKind, ID: other}
-		want, stream, ok := r.Store.Cell(other)
-		if other == id || !ok || !r.Store.Lags(ref) {
-			continue
-		}
-		placed, err := r.placer(r.Client).cellKey(ctx, other, want.FormationID)
-		if err != nil {
-			return err
-		}
-		if placed != key {
-			continue
-		}
-		ctrl.LoggerFrom(ctx).Error(nil, "Refused a cell whose id meets another cell's object name", "cellID", other, "sequence", want.LastAppliedSequence)
-		nameCollisionsTotal.WithLabelValues(string(store.CellKind)).Inc()
-		r.Recorder.Eventf(cell, nil, corev1.EventTypeWarning, cellosv1.NameCollisionReason, "Project",
-			"Refused the cell %.128q up to stream sequence %d: its id meets this Cell's name, which cell %.128q holds", other, want.LastAppliedSequence, id)
-		r.reflected(stream, ref, want.LastAppliedSequence)
+// refuseCollision refuses the cell id, placed on the Cell of the cell
+// holder: its id meets holder's object name, which takes a collision of 128
+// bits of SHA-256 (store.ObjectName). One Cell cannot hold two cells, and a
+// cell without one would hold the cursor back for good, so the id the Cell
+// holds (cellAt) keeps the name, and id is refused with a Warning Event on
+// the Cell, counted, and its events count as reflected. An id that no longer
+// lags was refused already, or has nothing to refuse.
+func (r *CellReconciler) refuseCollision(ctx context.Context, cell *cellosv1.Cell, id, holder string) {
+	ref := store.Ref{Kind: store.CellKind, ID: id}
+	want, stream, ok := r.Store.Cell(id)
+	if !ok || !r.Store.Lags(ref) {
+		return
 	}
-	return nil
+	ctrl.LoggerFrom(ctx).Error(nil, "Refused a cell whose id meets another cell's object name", "cellID", id, "sequence", want.LastAppliedSequence)
+	nameCollisionsTotal.WithLabelValues(string(store.CellKind)).Inc()
+	r.Recorder.Eventf(cell, nil, corev1.EventTypeWarning, cellosv1.NameCollisionReason, "Project",
+		"Refused the cell %.128q up to stream sequence %d: its id meets this Cell's name, which cell %.128q holds", id, want.LastAppliedSequence, holder)
+	r.reflected(stream, ref, want.LastAppliedSequence)
 }
 
 // fetchOrCreate returns cell correlated with its formation, created when the
@@ -179,7 +180,7 @@ func (r *CellReconciler) correlate(ctx context.Context, cell *cellosv1.Cell, for
 // lives nowhere has no status to write, and one whose status already
 // reflects the projection, as during the replay after a restart, needs no
 // reconcile: their events count as reflected at once.
-func (r *CellReconciler) lagging(ctx context.Context, id string) []reconcile.Request {
+func (r *CellReconciler) lagging(ctx context.Context, id string) []Request {
 	want, stream, ok := r.Store.Cell(id)
 	if !ok {
 		return nil
@@ -195,7 +196,7 @@ func (r *CellReconciler) lagging(ctx context.Context, id string) []reconcile.Req
 		r.reflected(stream, ref, want.LastAppliedSequence)
 		return nil
 	}
-	return request(key)
+	return requestFor(key, id)
 }
 
 // reflects tells whether the cached Cell at key needs no write for ref at
@@ -224,9 +225,19 @@ func (r *CellReconciler) reflects(ctx context.Context, key client.ObjectKey, str
 	return equality.Semantic.DeepEqual(cell.Status, desired)
 }
 
+// cellOf maps a Cell to itself, for the cell its status names. A Cell not
+// yet written is left to the reconcile writing it, whose write maps it
+// here.
+func (r *CellReconciler) cellOf(_ context.Context, c client.Object) []Request {
+	if id, ok := cellIDOf(c.(*cellosv1.Cell)); ok {
+		return requestFor(client.ObjectKeyFromObject(c), id)
+	}
+	return nil
+}
+
 // cellsOfFormation maps a new Formation to the Cells that carry its id, so
 // that Cells seen before their Formation existed get their owner.
-func (r *CellReconciler) cellsOfFormation(ctx context.Context, f client.Object) []reconcile.Request {
+func (r *CellReconciler) cellsOfFormation(ctx context.Context, f client.Object) []Request {
 	id := f.GetLabels()[cellosv1.FormationIDLabel]
 	if id == "" {
 		return nil
@@ -236,9 +247,9 @@ func (r *CellReconciler) cellsOfFormation(ctx context.Context, f client.Object) 
 		ctrl.LoggerFrom(ctx).Error(err, "Listing the Cells of a new Formation")
 		return nil
 	}
-	reqs := make([]reconcile.Request, 0, len(cells.Items))
+	reqs := make([]Request, 0, len(cells.Items))
 	for i := range cells.Items {
-		reqs = append(reqs, request(client.ObjectKeyFromObject(&cells.Items[i]))...)
+		reqs = append(reqs, r.cellOf(ctx, &cells.Items[i])...)
 	}
 	return reqs
 }
@@ -246,15 +257,18 @@ func (r *CellReconciler) cellsOfFormation(ctx context.Context, f client.Object) 
 // SetupWithManager watches Cells, to heal them; new Formations, to own their
 // Cells; and the store's lagging cells.
 func (r *CellReconciler) SetupWithManager(mgr ctrl.Manager) error {
-	return ctrl.NewControllerManagedBy(mgr).
-		For(&cellosv1.Cell{}).
-		Watches(&cellosv1.Formation{}, handler.EnqueueRequestsFromMapFunc(r.cellsOfFormation),
+	const name = "cell"
+	return builder.TypedControllerManagedBy[Request](mgr).
+		Named(name).
+		Watches(&cellosv1.Cell{}, handler.TypedEnqueueRequestsFromMapFunc(r.cellOf)).
+		Watches(&cellosv1.Formation{}, handler.TypedEnqueueRequestsFromMapFunc(r.cellsOfFormation),
 			builder.WithPredicates(predicate.Funcs{
 				UpdateFunc:  func(event.UpdateEvent) bool { return false },
 				DeleteFunc:  func(event.DeleteEvent) bool { return false },
 				GenericFunc: func(event.GenericEvent) bool { return false },
 			})).
-		WatchesRawSource(r.Store.Source(store.CellKind, afterWindow(r.FlushWindow, r.lagging))).
-		WithOptions(controller.Options{MaxConcurrentReconciles: r.Workers}).
+		WatchesRawSource(store.Source(r.Store, store.CellKind, afterWindow(r.FlushWindow, r.lagging))).
+		WithOptions(controller.TypedOptions[Request]{MaxConcurrentReconciles: r.Workers}).
+		WithLogConstructor(logFor(mgr, name)).
 		Complete(r)
 }

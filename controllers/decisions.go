@@ -196,7 +196,7 @@ func (c Config) settle(ctx context.Context, s settlement, res ctrl.Result, err e
 // in status, so that the watermark may pass them, and any wait for quota
 // ends with them. It is the one place an object's events end: a reconcile
 // that wrote them or had them refused for good (settle), a cell refused for
-// a name another holds (refuseCollisions), and, from the lagging map
+// a name another holds (refuseCollision), and, from the lagging map
 // functions, an object that lives nowhere (no reconcile will ever be queued
 // for it) and a Cell the replay finds already written.
 func (c Config) reflected(stream store.Stream, ref store.Ref, seq uint64) {

@@ -113,8 +113,9 @@ func TestPlaceCell(t *testing.T) {
 	}
 	for name, c := range cases {
 		t.Run(name, func(t *testing.T) {
-			if got := placeCell(c.id, c.named, "team-a"); got != c.want {
-				t.Errorf("placed at %s, want %s", got, c.want)
+			got, err := placeCell(c.id, c.named, func() (string, error) { return "team-a", nil })
+			if err != nil || got != c.want {
+				t.Errorf("placed at %s (%v), want %s", got, err, c.want)
 			}
 		})
 	}

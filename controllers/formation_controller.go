@@ -9,10 +9,10 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
-	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	cellosv1 "cellos.dev/cellos-operator/api/v1"
 	"cellos.dev/cellos-operator/internal/fold"
@@ -34,14 +34,15 @@ type FormationReconciler struct {
 
 // Reconcile brings one Formation in line with the stream: it may create,
 // delete (give way), admit, publish or stall it, and writes its status.
-func (r *FormationReconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.Result, err error) {
+func (r *FormationReconciler) Reconcile(ctx context.Context, req Request) (res ctrl.Result, err error) {
 	// Every branch ends here; only the one that mirrors the projection sets
 	// what its write settles.
 	var done settlement
 	defer func() { res, err = r.settle(ctx, done, res, err) }()
-	key := req.NamespacedName
-	f, id, err := r.formationAt(ctx, key)
-	if err != nil {
+	key := req.Key
+	f, id, err := r.formationAt(ctx, req)
+	if err != nil || id != req.ID {
+		// A Formation for another id is reconciled by the requests for that one.
 		return ctrl.Result{}, err
 	}
 	if f != nil && id != "" && !fold.IsCanonical(id) {
@@ -108,29 +109,20 @@ func (r *FormationReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	return ctrl.Result{}, nil
 }
 
-// formationAt reads the Formation at key (nil when there is none) and the
-// formation id it is for: its label, or for a missing Formation the id
-// placed at key. The id is empty when the Formation carries no label, or
-// when no formation of the stream belongs at a missing key.
-func (r *FormationReconciler) formationAt(ctx context.Context, key client.ObjectKey) (*cellosv1.Formation, string, error) {
+// formationAt reads the Formation at req.Key (nil when there is none) and
+// the formation id it is for: its label, or for a missing Formation the id
+// of the request, which placement then tells whether it belongs there. The
+// id is empty when the Formation carries no label.
+func (r *FormationReconciler) formationAt(ctx context.Context, req Request) (*cellosv1.Formation, string, error) {
 	f := &cellosv1.Formation{}
-	err := r.Get(ctx, key, f)
+	err := r.Get(ctx, req.Key, f)
 	if err == nil {
 		return f, f.Labels[cellosv1.FormationIDLabel], nil
 	}
 	if client.IgnoreNotFound(err) != nil {
 		return nil, "", fmt.Errorf("reading Formation: %w", err)
 	}
-	for _, id := range r.Store.IDsNamed(store.FormationKind, key.Name) {
-		placed, err := r.placer(r.Client).formationKey(ctx, id)
-		if err != nil {
-			return nil, "", err
-		}
-		if placed == key {
-			return nil, id, nil
-		}
-	}
-	return nil, "", nil
+	return nil, req.ID, nil
 }
 
 // refuseTakeover stalls a Formation labelled with a formation it may not
@@ -205,7 +197,7 @@ func (r *FormationReconciler) createIfMissing(ctx context.Context, key client.Ob
 }
 
 // lagging maps a formation id whose projection changed to its Formation.
-func (r *FormationReconciler) lagging(ctx context.Context, id string) []reconcile.Request {
+func (r *FormationReconciler) lagging(ctx context.Context, id string) []Request {
 	key, ok := r.holder(ctx, id)
 	if ok && key.Name == "" {
 		// The event just folded stays in the stream for max_age: so must
@@ -214,7 +206,7 @@ func (r *FormationReconciler) lagging(ctx context.Context, id string) []reconcil
 			ctrl.LoggerFrom(ctx).Error(err, "Refreshing a tombstone", "formationID", id)
 		}
 	}
-	return request(key)
+	return requestFor(key, id)
 }
 
 // holder is the Formation that holds the formation with this id; an empty
@@ -236,7 +228,7 @@ func (r *FormationReconciler) holder(ctx context.Context, id string) (client.Obj
 }
 
 // formationOfCell maps a Cell to its Formation, whose counts it changes.
-func (r *FormationReconciler) formationOfCell(ctx context.Context, cell client.Object) []reconcile.Request {
+func (r *FormationReconciler) formationOfCell(ctx context.Context, cell client.Object) []Request {
 	if id := cell.GetLabels()[cellosv1.FormationIDLabel]; id != "" {
 		return r.lagging(ctx, id)
 	}
@@ -249,10 +241,18 @@ func (r *FormationReconciler) formationOfCell(ctx context.Context, cell client.O
 // whatever the number of Formations with the label, so that n of them cost
 // O(n) reconciles, not O(n²). An update is mapped with the old object too, so
 // the formation a relabelled Formation stops following is placed again: a
-// reconcile queued for it on that Formation now follows the new label.
-func (r *FormationReconciler) formationsOfID(ctx context.Context, f client.Object) []reconcile.Request {
-	reqs := request(client.ObjectKeyFromObject(f))
+// reconcile queued for it on that Formation now follows the new label. A
+// Formation named with another formation's id stands where that
+// formation's observed Formation would (store.ObjectName keeps a canonical
+// id as it is), so that formation is placed there again too: once such a
+// Formation is deleted, its place is free.
+func (r *FormationReconciler) formationsOfID(ctx context.Context, f client.Object) []Request {
+	key := client.ObjectKeyFromObject(f)
 	id := f.GetLabels()[cellosv1.FormationIDLabel]
+	reqs := requestFor(key, id)
+	if named := f.GetName(); named != id && fold.IsCanonical(named) {
+		reqs = append(reqs, requestFor(key, named)...)
+	}
 	if !fold.IsCanonical(id) {
 		return reqs
 	}
@@ -260,20 +260,22 @@ func (r *FormationReconciler) formationsOfID(ctx context.Context, f client.Objec
 	if !ok {
 		return reqs
 	}
-	// The queue holds a key once, so a request twice costs one reconcile.
+	// The queue holds a request once, so one twice costs one reconcile.
 	observed := client.ObjectKey{Namespace: r.Namespace, Name: store.ObjectName(id)}
-	return append(append(reqs, request(holder)...), request(observed)...)
+	return append(append(reqs, requestFor(holder, id)...), requestFor(observed, id)...)
 }
 
 // SetupWithManager watches Formations, to heal them and settle who holds an
 // id; Cells, for the counts, gathered over the count window; and the store's
 // lagging formations.
 func (r *FormationReconciler) SetupWithManager(mgr ctrl.Manager) error {
-	return ctrl.NewControllerManagedBy(mgr).
-		Named("formation").
-		Watches(&cellosv1.Formation{}, handler.EnqueueRequestsFromMapFunc(r.formationsOfID)).
+	const name = "formation"
+	return builder.TypedControllerManagedBy[Request](mgr).
+		Named(name).
+		Watches(&cellosv1.Formation{}, handler.TypedEnqueueRequestsFromMapFunc(r.formationsOfID)).
 		Watches(&cellosv1.Cell{}, afterWindow(max(r.CountWindow, r.FlushWindow), r.formationOfCell)).
-		WatchesRawSource(r.Store.Source(store.FormationKind, afterWindow(r.FlushWindow, r.lagging))).
-		WithOptions(controller.Options{MaxConcurrentReconciles: r.Workers}).
+		WatchesRawSource(store.Source(r.Store, store.FormationKind, afterWindow(r.FlushWindow, r.lagging))).
+		WithOptions(controller.TypedOptions[Request]{MaxConcurrentReconciles: r.Workers}).
+		WithLogConstructor(logFor(mgr, name)).
 		Complete(r)
 }

@@ -132,21 +132,20 @@ func (p placer) formationsOf(ctx context.Context, id string) ([]cellosv1.Formati
 
 // cellKey is where the cell with this id, of the formation with formationID
 // (empty when its events name none), lives; an empty key when it lives
-// nowhere, as its formation does.
+// nowhere, as its formation does. The formation is placed only for a cell
+// that has no Cell yet.
 func (p placer) cellKey(ctx context.Context, id, formationID string) (client.ObjectKey, error) {
 	var list cellosv1.CellList
 	if err := p.List(ctx, &list, client.MatchingFields{cellIDIndex: id}, client.UnsafeDisableDeepCopy); err != nil {
 		return client.ObjectKey{}, fmt.Errorf("listing the Cells of cell %q: %w", id, err)
 	}
-	namespace := p.namespace
-	if formationID != "" {
-		key, err := p.formationKey(ctx, formationID)
-		if err != nil {
-			return client.ObjectKey{}, err
+	return placeCell(id, list.Items, func() (string, error) {
+		if formationID == "" {
+			return p.namespace, nil
 		}
-		namespace = key.Namespace
-	}
-	return placeCell(id, list.Items, namespace), nil
+		key, err := p.formationKey(ctx, formationID)
+		return key.Namespace, err
+	})
 }
 
 // formationRules is what placement knows of a formation besides the
@@ -230,18 +229,20 @@ func placedBefore(a, b *cellosv1.Formation) bool {
 }
 
 // placeCell places a cell on the Cell whose status already names it, so a
-// Cell never moves; else beside its formation, in namespace; nowhere (an
-// empty key) when namespace is empty, as its formation lives nowhere.
-func placeCell(id string, named []cellosv1.Cell, namespace string) client.ObjectKey {
+// Cell never moves; else beside its formation, in the namespace
+// formationNamespace returns; nowhere (an empty key) when that is empty, as
+// its formation lives nowhere.
+func placeCell(id string, named []cellosv1.Cell, formationNamespace func() (string, error)) (client.ObjectKey, error) {
 	existing := slices.IndexFunc(named, func(c cellosv1.Cell) bool {
 		got, ok := cellIDOf(&c)
 		return ok && got == id && c.DeletionTimestamp == nil
 	})
-	switch {
-	case existing >= 0:
-		return client.ObjectKeyFromObject(&named[existing])
-	case namespace == "":
-		return client.ObjectKey{}
+	if existing >= 0 {
+		return client.ObjectKeyFromObject(&named[existing]), nil
 	}
-	return client.ObjectKey{Namespace: namespace, Name: store.ObjectName(id)}
+	namespace, err := formationNamespace()
+	if err != nil || namespace == "" {
+		return client.ObjectKey{}, err
+	}
+	return client.ObjectKey{Namespace: namespace, Name: store.ObjectName(id)}, nil
 }

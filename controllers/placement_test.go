@@ -130,3 +130,50 @@ func TestRelabelledFormationDoesNotPinTheWatermark(t *testing.T) {
 		})
 	}
 }
+
+// A Formation of formation Y named with formation X's id stands where X's
+// observed Formation belongs (a formation id is its own object name), so
+// X's events wait. Once that Formation is deleted, X gets its Formation and
+// the watermark passes X's event, without another event of X.
+func TestFormationNamedWithAnotherIDFreesItsPlace(t *testing.T) {
+	const x, y = "1b4e28ba-2fa1-41d2-883f-0016d3cca427", "6fa459ea-ee8a-4ca4-894e-db77e160355e"
+	ns := newNamespace(t)
+	r := startReconcilers(t, ns)
+	ctx := context.Background()
+	c := controlPlane.Client
+
+	squatter := &cellosv1.Formation{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: x, Labels: map[string]string{cellosv1.FormationIDLabel: y}}}
+	if err := c.Create(ctx, squatter); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the Formation awaits the stream", func() error {
+		var f cellosv1.Formation
+		if err := c.Get(ctx, client.ObjectKeyFromObject(squatter), &f); err != nil {
+			return err
+		}
+		if cond := meta.FindStatusCondition(f.Status.Conditions, cellosv1.ReconcilingCondition); cond == nil || cond.Reason != cellosv1.AwaitingStreamReason {
+			return fmt.Errorf("status %+v", f.Status)
+		}
+		return nil
+	})
+	seq := r.apply(t, `{"type":"dev.cellos.events.cell.formation.v1.created","data":{"formationId":"`+x+`"}}`)
+	// X's event is handed over and reconciled while the Formation of Y
+	// stands in its place.
+	time.Sleep(time.Second)
+	if err := c.Delete(ctx, squatter); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "X's Formation mirrors its event and the watermark passes it", func() error {
+		var f cellosv1.Formation
+		if err := c.Get(ctx, client.ObjectKeyFromObject(squatter), &f); err != nil {
+			return err
+		}
+		if f.Labels[cellosv1.FormationIDLabel] != x || f.Status.LastAppliedSequence != int64(seq) {
+			return fmt.Errorf("label %q, at %d", f.Labels[cellosv1.FormationIDLabel], f.Status.LastAppliedSequence)
+		}
+		if w := r.store.Watermark(); w < seq {
+			return fmt.Errorf("watermark %d, want %d", w, seq)
+		}
+		return nil
+	})
+}

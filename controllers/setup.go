@@ -14,6 +14,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/go-logr/logr"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/clock"
@@ -21,7 +23,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
-	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"cellos.dev/cellos-operator/internal/store"
 	"cellos.dev/cellos-operator/internal/tombstone"
@@ -95,28 +96,51 @@ func Setup(ctx context.Context, mgr ctrl.Manager, cfg Config) error {
 	return nil
 }
 
+// Request asks for one reconcile: of the object at Key, for the stream id
+// ID. The id travels with the key from where it is known (the store's
+// lagging id, a Formation's label, a Cell's status), so that no reconcile
+// has to tell from a name which id it is for. The object, when it exists,
+// has the last word: a Formation is for the id its label names, a Cell for
+// the one its status names. ID is empty for a Formation without a label.
+type Request struct {
+	Key types.NamespacedName
+	ID  string
+}
+
+// requestFor is the one request for key and id, or none when key is empty.
+func requestFor(key client.ObjectKey, id string) []Request {
+	if key.Name == "" {
+		return nil
+	}
+	return []Request{{Key: key, ID: id}}
+}
+
+// logFor is the logger of controller's reconciles, each with the object
+// its request is for.
+func logFor(mgr ctrl.Manager, controller string) func(*Request) logr.Logger {
+	log := mgr.GetLogger().WithValues("controller", controller)
+	return func(req *Request) logr.Logger {
+		if req == nil {
+			return log
+		}
+		return log.WithValues("namespace", req.Key.Namespace, "name", req.Key.Name)
+	}
+}
+
 // afterWindow queues the requests that toRequests finds for a change after
-// the flush window. The queue holds a key once, so every change inside the
-// window is written by one reconcile.
-func afterWindow[T any](window time.Duration, toRequests func(context.Context, T) []reconcile.Request) handler.TypedEventHandler[T, reconcile.Request] {
-	type queue = workqueue.TypedRateLimitingInterface[reconcile.Request]
+// the flush window. The queue holds a request once, so every change inside
+// the window is written by one reconcile.
+func afterWindow[T any](window time.Duration, toRequests func(context.Context, T) []Request) handler.TypedEventHandler[T, Request] {
+	type queue = workqueue.TypedRateLimitingInterface[Request]
 	add := func(ctx context.Context, obj T, q queue) {
 		for _, req := range toRequests(ctx, obj) {
 			q.AddAfter(req, window)
 		}
 	}
-	return handler.TypedFuncs[T, reconcile.Request]{
+	return handler.TypedFuncs[T, Request]{
 		CreateFunc:  func(ctx context.Context, e event.TypedCreateEvent[T], q queue) { add(ctx, e.Object, q) },
 		UpdateFunc:  func(ctx context.Context, e event.TypedUpdateEvent[T], q queue) { add(ctx, e.ObjectNew, q) },
 		DeleteFunc:  func(ctx context.Context, e event.TypedDeleteEvent[T], q queue) { add(ctx, e.Object, q) },
 		GenericFunc: func(ctx context.Context, e event.TypedGenericEvent[T], q queue) { add(ctx, e.Object, q) },
 	}
-}
-
-// request is the one request for key, or none when it is empty.
-func request(key client.ObjectKey) []reconcile.Request {
-	if key.Name == "" {
-		return nil
-	}
-	return []reconcile.Request{{NamespacedName: key}}
 }

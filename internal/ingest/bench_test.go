@@ -92,7 +92,7 @@ func drain(b *testing.B, s *store.Store) (stop func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	q := workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[reconcile.Request]())
 	for _, kind := range []store.Kind{store.FormationKind, store.CellKind} {
-		if err := s.Source(kind, handler.TypedFuncs[string, reconcile.Request]{}).Start(ctx, q); err != nil {
+		if err := store.Source(s, kind, handler.TypedFuncs[string, reconcile.Request]{}).Start(ctx, q); err != nil {
 			b.Fatal(err)
 		}
 	}

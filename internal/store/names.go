@@ -11,7 +11,7 @@ import (
 // hashLen is how many hex digits of SHA-256 tell sanitized names apart: 128
 // bits. Two ids a publisher chooses both meet one name only after about 2^64
 // hashes (the birthday bound), beyond brute force; and even then only those
-// two ids collide, the loser refused in the open (see IDsNamed). Meeting the
+// two ids collide, the loser refused in the open (see CellsNamed). Meeting the
 // name of an id someone else chose takes a second preimage: 2^128 hashes.
 // The whole name stays within 253 bytes: the sanitized id is cut to make room.
 const hashLen = 32

@@ -3,23 +3,23 @@
 // state, which objects' status lags it, and the low watermark that the cursor
 // commits.
 //
-// The store knows objects by their stream ids, and by the object names those
-// ids derive (ObjectName), both ways, so that a controller asked for an
-// object that does not exist yet can tell which id it is for (IDsNamed).
-// Which object, in which namespace, holds an id is the controllers' decision,
-// made from their cache; the store does no I/O beyond handing the
-// controllers the ids that changed.
+// The store knows objects by their stream ids; the controllers carry the id
+// in each request, from the store's hand-off to the reconcile. Which object,
+// in which namespace, holds an id is the controllers' decision, made from
+// their cache; the store does no I/O beyond handing the controllers the ids
+// that changed. The one name it keeps is each cell's object name
+// (CellsNamed), to settle which of two cell ids that meet one name keeps it.
 package store
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"time"
 
 	"k8s.io/client-go/util/workqueue"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
-	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	"cellos.dev/cellos-operator/internal/fold"
@@ -58,11 +58,9 @@ type Store struct {
 	mu     sync.RWMutex
 	stream Stream
 	state  *fold.State
-	// names maps each id to its object name, and byName the other way, so
-	// that a controller asked for an object that does not exist yet can tell
-	// which id it is for.
-	names  map[Ref]string
-	byName map[Kind]map[string][]string
+	// cellsNamed holds the cell ids by their object name, in the order the
+	// stream first named them (see CellsNamed).
+	cellsNamed map[string][]string
 	// dirty holds, for each object whose status lags the projection, the
 	// lowest sequence not yet written. The watermark stays below all of them.
 	dirty map[Ref]uint64
@@ -120,8 +118,7 @@ func (s *Store) Reset(stream Stream) {
 	s.state = fold.NewState()
 	s.state.OperatorPrefix = s.operatorPrefix
 	s.state.MaxEventBytes = s.maxEventBytes
-	s.names = map[Ref]string{}
-	s.byName = map[Kind]map[string][]string{FormationKind: {}, CellKind: {}}
+	s.cellsNamed = map[string][]string{}
 	s.dirty = map[Ref]uint64{}
 	s.announced = map[Ref]bool{}
 	s.processed = 0
@@ -195,12 +192,13 @@ func (s *Store) Stream() Stream {
 	return s.stream
 }
 
-// Source is the channel of kind's lagging ids, for that kind's controller.
-// h turns an id into requests; it reads the projection after the store
-// counts the id as taken, so that an event folded meanwhile sends it again.
-func (s *Store) Source(kind Kind, h handler.TypedEventHandler[string, reconcile.Request]) source.Source {
-	return source.Channel(s.lagging[kind], handler.TypedFuncs[string, reconcile.Request]{
-		GenericFunc: func(ctx context.Context, e event.TypedGenericEvent[string], q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+// Source is the channel of kind's lagging ids in s, for that kind's
+// controller, whose requests are of type R. h turns an id into requests; it
+// reads the projection after the store counts the id as taken, so that an
+// event folded meanwhile sends it again.
+func Source[R comparable](s *Store, kind Kind, h handler.TypedEventHandler[string, R]) source.TypedSource[R] {
+	return source.TypedChannel(s.lagging[kind], handler.TypedFuncs[string, R]{
+		GenericFunc: func(ctx context.Context, e event.TypedGenericEvent[string], q workqueue.TypedRateLimitingInterface[R]) {
 			s.take(Ref{Kind: kind, ID: e.Object})
 			h.Generic(ctx, e, q)
 		},
@@ -237,19 +235,26 @@ func (s *Store) apply(seq uint64, subject string, header map[string][]string, pa
 	if !ok {
 		return out, ref, false
 	}
-	if _, known := s.names[ref]; !known {
-		name := ObjectName(ref.ID)
-		s.names[ref] = name
-		s.byName[ref.Kind][name] = append(s.byName[ref.Kind][name], ref.ID)
-	}
 	if _, ok := s.dirty[ref]; !ok {
 		s.dirty[ref] = seq
+		if ref.Kind == CellKind {
+			s.nameCell(ref.ID)
+		}
 	}
 	if s.announced[ref] {
 		return out, ref, false
 	}
 	s.announced[ref] = true
 	return out, ref, true
+}
+
+// nameCell records id under its object name, once, after the ids the
+// stream named before it.
+func (s *Store) nameCell(id string) {
+	name := ObjectName(id)
+	if !slices.Contains(s.cellsNamed[name], id) {
+		s.cellsNamed[name] = append(s.cellsNamed[name], id)
+	}
 }
 
 // RefOf names the object an applied event changed, if any. The family, not the id,
@@ -292,15 +297,18 @@ func (s *Store) Cell(id string) (fold.Cell, Stream, bool) {
 	return *c, s.stream, true
 }
 
-// IDsNamed returns the ids of kind whose object name is name: a controller
-// asked for an object that does not exist yet learns which id it is for, in
-// the order the stream first named them. Distinct ids share a name only by a
+// CellsNamed returns the cell ids whose object name is name, in the order
+// the stream first named them. Distinct ids share a name only by a
 // collision of 128 bits of SHA-256 (see ObjectName), so there is almost
-// always one; the Cell controller refuses any other in the open.
-func (s *Store) IDsNamed(kind Kind, name string) []string {
+// always one. A request carries its own id only, so when two such ids race
+// for a Cell that no status claims yet, this order alone tells that the
+// first keeps it; the Cell controller refuses the others in the open.
+// Formations need no such list: their ids are canonical UUIDs, which are
+// their own object names.
+func (s *Store) CellsNamed(name string) []string {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	return append([]string(nil), s.byName[kind][name]...)
+	return slices.Clone(s.cellsNamed[name])
 }
 
 // Lags tells whether ref's status lags the projection: some event folded

@@ -95,17 +95,14 @@ func TestEventsAfterASnapshotKeepTheObjectDirty(t *testing.T) {
 	}
 }
 
-func TestIDsNamed(t *testing.T) {
+func TestCellsNamed(t *testing.T) {
 	s := New(0, "", 0)
 	apply(t, s, 1, createdA())
 	apply(t, s, 2, started("Cell 0", formationA))
-	if got := s.IDsNamed(FormationKind, formationA); len(got) != 1 || got[0] != formationA {
-		t.Errorf("IDsNamed(Formation, %s) = %q", formationA, got)
+	if got := s.CellsNamed(ObjectName("Cell 0")); len(got) != 1 || got[0] != "Cell 0" {
+		t.Errorf("CellsNamed(%s) = %q", ObjectName("Cell 0"), got)
 	}
-	if got := s.IDsNamed(CellKind, ObjectName("Cell 0")); len(got) != 1 || got[0] != "Cell 0" {
-		t.Errorf("IDsNamed(Cell, %s) = %q", ObjectName("Cell 0"), got)
-	}
-	if got := s.IDsNamed(CellKind, formationA); len(got) != 0 {
+	if got := s.CellsNamed(formationA); len(got) != 0 {
 		t.Errorf("a formation's name names cells %q", got)
 	}
 }
@@ -115,6 +112,7 @@ func TestResetStartsAnotherStream(t *testing.T) {
 	first := Stream{Name: "CELLOS_EVENTS", Created: time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)}
 	s.Reset(first)
 	apply(t, s, 1, createdA())
+	apply(t, s, 2, started("cell-0", formationA))
 	second := Stream{Name: "CELLOS_EVENTS", Created: first.Created.Add(time.Hour)}
 	s.Reset(second)
 	if _, stream, ok := s.Formation(formationA); ok || stream != second {
@@ -123,7 +121,7 @@ func TestResetStartsAnotherStream(t *testing.T) {
 	if w := s.Watermark(); w != 0 {
 		t.Fatalf("watermark %d after Reset, want 0", w)
 	}
-	if got := s.IDsNamed(FormationKind, formationA); len(got) != 0 {
+	if got := s.CellsNamed(ObjectName("cell-0")); len(got) != 0 {
 		t.Fatalf("names kept across Reset: %q", got)
 	}
 	// A write from the first stream's projection, settled late, does not
@@ -164,7 +162,7 @@ func TestSourceHandsTheControllerItsIDs(t *testing.T) {
 			got <- e.Object
 		},
 	}
-	src := s.Source(CellKind, h)
+	src := Source(s, CellKind, h)
 	q := workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[reconcile.Request]())
 	defer q.ShutDown()
 	ctx, cancel := context.WithCancel(context.Background())
