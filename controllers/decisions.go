@@ -53,9 +53,12 @@ const (
 // (Config.settled) or at least loaded its tombstones. Adopt or wait: a
 // declared Formation takes an id over from an observed one, and a second
 // declared one of an id waits while the first keeps it; no Formation takes
-// over another namespace's formation. A Formation that holds its
-// projection mirrors it at any time; every other decision waits until the
-// projection has settled.
+// over another namespace's formation. Two decisions need not wait for the
+// projection to settle: where there is no Formation and none belongs
+// (nothingHere), nothing is done, and a Formation that holds its projection
+// mirrors it, though a missing one is created only once the tombstones are
+// loaded, so that a deleted formation is not brought back. Every other
+// decision waits until the projection has settled.
 func decideFormation(f *cellosv1.Formation, id string, key client.ObjectKey, p placement, settled, tombstonesLoaded bool) formationAction {
 	holds := id != "" && p.key == key && p.rules.projected
 	switch {
@@ -196,9 +199,10 @@ func (c Config) settle(ctx context.Context, s settlement, res ctrl.Result, err e
 // in status, so that the watermark may pass them, and any wait for quota
 // ends with them. It is the one place an object's events end: a reconcile
 // that wrote them or had them refused for good (settle), a cell refused for
-// a name another holds (refuseCollision), and, from the lagging map
-// functions, an object that lives nowhere (no reconcile will ever be queued
-// for it) and a Cell the replay finds already written.
+// a name another holds (refuseCollision), and, from the map functions
+// (the lagging ones, and formationsOfID through holder), an object that
+// lives nowhere (no reconcile will ever be queued for it) and a Cell the
+// replay finds already written.
 func (c Config) reflected(stream store.Stream, ref store.Ref, seq uint64) {
 	c.quotaWaits.end(ref)
 	c.Store.Flushed(stream, ref, seq)

@@ -29,9 +29,7 @@ type Publisher interface {
 
 // declared is one reconcile of a declared Formation f with formation id id
 // (empty before admission), whose projection is want when projected, and
-// whether the projection has settled (Config.settled). done tells whether
-// the reconcile ends here; otherwise the stream drives f like any other
-// Formation.
+// whether the projection has settled (Config.settled).
 type declared struct {
 	f         *cellosv1.Formation
 	id        string
@@ -42,7 +40,9 @@ type declared struct {
 
 // declare runs the steps of a declared Formation's lifecycle that are due.
 // Only the Formation that owns its formation (owns) has a lifecycle: a copy
-// or a follower publishes nothing and holds nothing.
+// or a follower publishes nothing and holds nothing. done tells whether the
+// reconcile ends here; otherwise the stream drives f like any other
+// Formation.
 func (r *FormationReconciler) declare(ctx context.Context, d declared) (res ctrl.Result, done bool, err error) {
 	f := d.f
 	switch {

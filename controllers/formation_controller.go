@@ -196,12 +196,17 @@ func (r *FormationReconciler) createIfMissing(ctx context.Context, key client.Ob
 	return f, nil
 }
 
-// lagging maps a formation id whose projection changed to its Formation.
+// lagging maps a formation id to its Formation: an id whose projection
+// changed (the store's watch), or the id of a changed Cell's formation
+// (formationOfCell). A formation that lives nowhere gets no request; its
+// events count as reflected (holder) and its tombstone, if any, is refreshed.
 func (r *FormationReconciler) lagging(ctx context.Context, id string) []Request {
 	key, ok := r.holder(ctx, id)
 	if ok && key.Name == "" {
-		// The event just folded stays in the stream for max_age: so must
-		// the tombstone that keeps it from bringing the formation back.
+		// An event of the formation may just have been folded, and it stays
+		// in the stream for max_age: so must the tombstone that keeps it
+		// from bringing the formation back. Refresh rewrites only a
+		// tombstone old enough, so a call for a Cell change costs little.
 		if err := r.Tombstones.Refresh(ctx, id); err != nil {
 			ctrl.LoggerFrom(ctx).Error(err, "Refreshing a tombstone", "formationID", id)
 		}

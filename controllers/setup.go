@@ -45,9 +45,13 @@ type Config struct {
 	Workers int
 	// Clock stamps condition transitions.
 	Clock clock.PassiveClock
-	// Recorder raises a Normal Event for each phase a Formation reaches, and
+	// Recorder raises a Normal Event for each phase a Formation reaches and
 	// for each step of a declared one's lifecycle, and a Warning Event when
-	// the API server refuses an object.
+	// the API server refuses a projection for good (ProjectionRefused), a
+	// ResourceQuota refuses a create (QuotaExceeded), a Cell's id meets
+	// another's name (NameCollision), a Formation is refused (InvalidSpec at
+	// admission; stalled with TakeoverRefused or InvalidFormationID), or a
+	// publish fails (PublishFailed).
 	Recorder events.EventRecorder
 	// Publisher publishes declared Formations' events.
 	Publisher Publisher
@@ -61,8 +65,13 @@ type Config struct {
 
 // settled tells whether the projection holds every ownership fact: the fold
 // has reached the end the stream had at start, and the tombstones are
-// loaded. Until then, no Formation is refused, deleted, given way or
-// cancelled: a partial fold would decide from facts it has not read yet.
+// loaded. Until then, the decisions that read those facts wait: no takeover
+// is refused, no observed Formation gives way (is deleted), none is marked
+// as awaiting the stream, and no declared one is cancelled, as a partial
+// fold would decide from facts it has not read yet (decideFormation tells
+// which decisions do not wait). Refusals that need no stream facts do not
+// wait either: an invalid formation id label (refuseInvalidID) or an
+// invalid spec at admission.
 func (c Config) settled() bool {
 	replayed, _ := c.Store.Replayed()
 	select {
@@ -128,8 +137,10 @@ func logFor(mgr ctrl.Manager, controller string) func(*Request) logr.Logger {
 }
 
 // afterWindow queues the requests that toRequests finds for a change after
-// the flush window. The queue holds a request once, so every change inside
-// the window is written by one reconcile.
+// window: FlushWindow for the store's changes, and the longer of CountWindow
+// and FlushWindow for Cell changes to a Formation's counts. The queue holds
+// a request once, so every change inside the window is written by one
+// reconcile.
 func afterWindow[T any](window time.Duration, toRequests func(context.Context, T) []Request) handler.TypedEventHandler[T, Request] {
 	type queue = workqueue.TypedRateLimitingInterface[Request]
 	add := func(ctx context.Context, obj T, q queue) {

@@ -87,9 +87,10 @@ const (
 
 // Event reasons name what a Kubernetes Event reports. The Events raised on
 // a phase change of a Formation take the phase's condition reason above
-// (PendingReason, RunningReason, ...), and those about publishing take
-// PublishedReason, PublishFailedReason, CancelledReason and
-// InvalidSpecReason.
+// (PendingReason, RunningReason, ...); those about publishing take
+// PublishedReason, PublishFailedReason and CancelledReason; a spec refused
+// at admission takes InvalidSpecReason; and a Formation stalled takes its
+// Stalled reason, TakeoverRefusedReason or InvalidFormationIDReason.
 const (
 	// AdmittedReason: a declared Formation was admitted and given its
 	// formation id.

@@ -32,8 +32,10 @@ type Result struct {
 	Events   int    `json:"events"`
 	Objects  int    `json:"objects"`
 	Cells    int    `json:"cells"`
-	// Seconds is from the first publish (or, for a rebuild or replay, the
-	// operator's start) until every object matched the fold and, for the
+	// Seconds is from the first publish (or, for the operator's rebuild or
+	// replay, its start; for the ceiling's rebuild point, its first write)
+	// until every object matched the fold (for a ceiling point run without
+	// watching the objects, its last write acknowledged) and, for the
 	// operator, the cursor reached the last sequence.
 	Seconds      float64 `json:"seconds"`
 	EventsPerSec float64 `json:"eventsPerSec"`
@@ -517,7 +519,7 @@ func (b *bench) replay(ctx context.Context, e *env, res Result) (Result, error) 
 }
 
 // runCeilingAt writes a whole published stream with the ceiling writer,
-// and, when replay is set, then starts the operator over it to measure a
+// and, when withReplay is set, then starts the operator over it to measure a
 // replay (and its memory) at that scale. With watchObjects unset the
 // ceiling's end is its last write acknowledged, not a watch seeing it,
 // which spares the harness a watch of every object.

@@ -203,9 +203,11 @@ func NewConsumer(js natsjs.JetStream, stream string) *Consumer {
 
 // Healthy reports whether the consumer is able to deliver messages, for a
 // readiness or liveness probe. It returns nil while messages flow or while
-// the consumer is idle on a healthy connection, and an error describing the
-// last problem while the NATS connection is down, while the consumer cannot
-// be (re)created or is stalled, and before Run starts or after it returns.
+// the consumer is idle on a healthy connection; while the NATS connection is
+// not connected, an error naming only its status (why is for
+// natsconn.Conn.Healthy to say); the last problem while the consumer cannot
+// be (re)created or is stalled; and an error before Run starts or after it
+// returns.
 func (c *Consumer) Healthy() error {
 	c.mu.Lock()
 	state, consumerErr := c.state, c.consumerErr

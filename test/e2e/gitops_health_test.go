@@ -22,7 +22,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	k8syaml "k8s.io/apimachinery/pkg/util/yaml"
@@ -38,27 +37,6 @@ import (
 const gitopsFormationID = "3f6c2a1e-8b4d-4f7a-9c2e-5d1b7a9e0c34"
 
 var gitopsNow = time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
-
-// gitopsSummary sets Ready, Reconciling and Stalled as the operator writes
-// them: the one named True, the other two False, with one reason.
-func gitopsSummary(s *cellosv1.FormationStatus, trueType, reason, message string) {
-	s.ObservedGeneration = 1
-	for _, t := range []string{cellosv1.ReadyCondition, cellosv1.ReconcilingCondition, cellosv1.StalledCondition} {
-		c := metav1.Condition{Type: t, Status: metav1.ConditionFalse, Reason: reason, Message: message, ObservedGeneration: 1, LastTransitionTime: metav1.NewTime(gitopsNow)}
-		if t == trueType {
-			c.Status = metav1.ConditionTrue
-		}
-		meta.SetStatusCondition(&s.Conditions, c)
-	}
-}
-
-func gitopsPublished(s *cellosv1.FormationStatus, ok bool, reason, message string) {
-	c := metav1.Condition{Type: cellosv1.PublishedCondition, Status: metav1.ConditionFalse, Reason: reason, Message: message, ObservedGeneration: 1, LastTransitionTime: metav1.NewTime(gitopsNow)}
-	if ok {
-		c.Status = metav1.ConditionTrue
-	}
-	meta.SetStatusCondition(&s.Conditions, c)
-}
 
 // gitopsPhase is the status the operator writes for a formation in phase.
 func gitopsPhase(phase cellosv1.FormationPhase, degraded bool) func(*cellosv1.FormationStatus) {
@@ -90,16 +68,16 @@ func TestGitOpsToolsReadFormations(t *testing.T) {
 		// and calls the object Current; docs/gitops.md says so.
 		{"applied", nil, false, seen{"", false, "Progressing", kstatus.CurrentStatus}},
 		{"awaiting-admission", func(s *cellosv1.FormationStatus) {
-			gitopsSummary(s, cellosv1.ReconcilingCondition, cellosv1.AwaitingAdmissionReason, "Waiting for the operator to admit this formation")
+			status.SetHeld(s, 1, false, cellosv1.AwaitingAdmissionReason, "Waiting for the operator to admit this formation", gitopsNow)
 		}, false, seen{"", false, "Progressing", kstatus.InProgressStatus}},
 		{"publish-failed", func(s *cellosv1.FormationStatus) {
 			s.FormationID = gitopsFormationID
-			gitopsSummary(s, cellosv1.ReconcilingCondition, cellosv1.AwaitingAdmissionReason, "Waiting for the created event to be published")
-			gitopsPublished(s, false, cellosv1.PublishFailedReason, "Publishing the created event failed: nats: timeout; retrying")
+			status.SetHeld(s, 1, false, cellosv1.AwaitingAdmissionReason, "Waiting for the created event to be published", gitopsNow)
+			status.SetPublished(s, 1, false, cellosv1.PublishFailedReason, "Publishing the created event failed: nats: timeout; retrying", gitopsNow)
 		}, false, seen{"", false, "Progressing", kstatus.InProgressStatus}},
 		{"awaiting-stream", func(s *cellosv1.FormationStatus) {
 			s.FormationID = gitopsFormationID
-			gitopsPublished(s, true, cellosv1.PublishedReason, "The created event is in the stream")
+			status.SetPublished(s, 1, true, cellosv1.PublishedReason, "The created event is in the stream", gitopsNow)
 			status.SetAwaitingStream(s, 1, gitopsNow)
 		}, false, seen{"", false, "Progressing", kstatus.InProgressStatus}},
 		{"pending", gitopsPhase(cellosv1.FormationPending, false), false, seen{"Pending", false, "Progressing", kstatus.InProgressStatus}},
@@ -109,10 +87,10 @@ func TestGitOpsToolsReadFormations(t *testing.T) {
 		{"failed", gitopsPhase(cellosv1.FormationFailed, false), false, seen{"Failed", false, "Degraded", kstatus.FailedStatus}},
 		{"cancelled", gitopsPhase(cellosv1.FormationCancelled, false), false, seen{"Cancelled", false, "Degraded", kstatus.FailedStatus}},
 		{"invalid-spec", func(s *cellosv1.FormationStatus) {
-			gitopsSummary(s, cellosv1.StalledCondition, cellosv1.InvalidSpecReason, "The spec breaks an admission rule; create a corrected Formation")
+			status.SetHeld(s, 1, true, cellosv1.InvalidSpecReason, "The spec breaks an admission rule; create a corrected Formation", gitopsNow)
 		}, false, seen{"", false, "Degraded", kstatus.FailedStatus}},
 		{"takeover-refused", func(s *cellosv1.FormationStatus) {
-			gitopsSummary(s, cellosv1.StalledCondition, cellosv1.TakeoverRefusedReason, "The formation belongs to another namespace")
+			status.SetHeld(s, 1, true, cellosv1.TakeoverRefusedReason, "The formation belongs to another namespace", gitopsNow)
 		}, false, seen{"", false, "Degraded", kstatus.FailedStatus}},
 		{"deleting", gitopsPhase(cellosv1.FormationRunning, false), true, seen{"Running", false, "Progressing", kstatus.TerminatingStatus}},
 	}

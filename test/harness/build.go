@@ -4,8 +4,9 @@
 // oracle they judge it by (oracle.go): the fold of the stream, compared
 // with every Formation and Cell.
 //
-// It does not import "testing", so that tools may start a manager too;
-// the helpers that fail a test take a TB, which *testing.T satisfies.
+// The helpers that fail a test take a TB, which *testing.T satisfies, so
+// that callers without a *testing.T (tools such as hack/cellos-bench) can
+// pass their own. The package still links "testing", through test/localenv.
 package harness
 
 import (

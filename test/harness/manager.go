@@ -18,7 +18,8 @@ import (
 
 // Config says how to run a manager.
 type Config struct {
-	// Name names the process in errors and echoed logs; "manager" when empty.
+	// Name names the process in errors; "manager" when empty. Echoed logs
+	// are written unprefixed: callers label them with Prefixed.
 	Name   string
 	Binary string
 	// Namespace is the manager's own namespace, given as POD_NAMESPACE, as
@@ -196,7 +197,8 @@ func (m *Manager) Kill() {
 }
 
 // Stop sends SIGTERM, as Kubernetes does, and waits for a clean exit; it
-// returns why the exit was not clean.
+// returns why the exit was not clean. When the process has exited already,
+// it returns nil without signalling: ExitedUnasked tells of such an exit.
 func (m *Manager) Stop() error {
 	if !m.Running() {
 		return nil
@@ -222,8 +224,9 @@ func (m *Manager) Stop() error {
 	}
 }
 
-// LoggedFaults lists each panic, data race or fatal error in the logs,
-// with what follows it.
+// LoggedFaults lists the first panic, the first data race and the first
+// fatal error in the logs (strings.Index), each with the last 60 lines of
+// the logs from it on.
 func (m *Manager) LoggedFaults() []string {
 	var faults []string
 	logs := m.Logs()

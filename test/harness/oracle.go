@@ -69,7 +69,9 @@ func Mismatches(ctx context.Context, c client.Reader, ns string, want Expectatio
 // status is its projection (a Formation's cell counts being those of the
 // Cells labelled with its id); every Cell has a status; and no object
 // holds an id the fold does not name, unless want.Leftover allows it. It
-// returns one line per object that differs, sorted.
+// returns one entry per id that differs (per formation or cell id, and per
+// extra id), and one per Cell without a status, sorted; an entry that shows
+// got and want spans lines.
 func Compare(formations []cellosv1.Formation, cells []cellosv1.Cell, want Expectation) []string {
 	var bad []string
 	byFormation := map[string][]*cellosv1.Formation{}

@@ -12,8 +12,8 @@ import (
 	"cellos.dev/cellos-operator/internal/cursor"
 )
 
-// TB is the part of testing.TB the helpers use; naming it here keeps
-// "testing" out of the tools that link this package.
+// TB is the part of testing.TB the helpers use: *testing.T satisfies it,
+// and callers without one (tools such as the bench) pass their own.
 type TB interface {
 	Helper()
 	Cleanup(func())
@@ -22,7 +22,10 @@ type TB interface {
 }
 
 // StartManager runs a manager as c says; when the test ends it stops it,
-// and fails the test on an unclean exit or a panic or data race in its logs.
+// and fails the test on an unclean exit after SIGTERM, or on a panic, data
+// race or fatal error in its logs. A process that exited before the test
+// ended is not checked for how it exited (Stop returns nil for it); its
+// logs still are.
 func StartManager(t TB, c Config) *Manager {
 	t.Helper()
 	m, err := Start(c)
@@ -78,8 +81,9 @@ func CursorReached(ctx context.Context, c client.Client, ns string, want cursor.
 	return nil
 }
 
-// Eventually polls cond until it holds or the timeout passes, and returns
-// how long it took.
+// Eventually polls cond every 100 ms until it holds, and returns how long
+// it took; once the timeout passes, it fails the test (Fatalf) with cond's
+// last error.
 func Eventually(t TB, timeout time.Duration, what string, cond func() error) time.Duration {
 	t.Helper()
 	start := time.Now()

@@ -8,7 +8,8 @@ import (
 	"cellos.dev/cellos-operator/test/harness"
 )
 
-// manager is one bin/manager process.
+// manager is one process of the manager binary that harness.BuildManager
+// builds into a temporary folder at the suite's start (managerBin).
 type manager = harness.Manager
 
 // managerConfig says how to run a manager.
@@ -20,8 +21,9 @@ type managerConfig struct {
 	args       []string
 }
 
-// startManager runs bin/manager against the control plane with metrics in
-// plain HTTP; the test stops it with SIGTERM when it ends, if it still runs.
+// startManager runs the suite's manager binary (managerBin) against the
+// control plane with metrics in plain HTTP; the test stops it with SIGTERM
+// when it ends, if it still runs.
 func startManager(tb testing.TB, c managerConfig) *manager {
 	tb.Helper()
 	if c.kubeconfig == "" {

@@ -43,8 +43,9 @@ func cursorReached(ctx context.Context, ns string, want harness.Expectation) err
 // differ (0 when they converged); it fails the test when they did not.
 //
 // It waits for the cursor first, a read of one ConfigMap, and compares
-// every object only then, and at most once a second: listing every object
-// of a large run often would slow the API server the operator writes to.
+// every object only then, every 100 ms plus 1 ms per object the fold names,
+// and at most a second apart: listing every object of a large run often
+// would slow the API server the operator writes to.
 func converge(tb testing.TB, ns string, want harness.Expectation, timeout time.Duration) (time.Duration, int) {
 	tb.Helper()
 	start := time.Now()

@@ -1,8 +1,9 @@
 // Package reliability is the operator's reliability suite: crashes, broker
 // and API server outages, poison input, stream gaps, leader failover and
 // overload, each against a real kube-apiserver with etcd (envtest) and a
-// real JetStream server, with the operator running as the bin/manager
-// process where a crash is the point.
+// real JetStream server, with the operator running as a process of the
+// manager binary, which harness.BuildManager builds into a temporary folder
+// when the suite starts, where a crash is the point.
 //
 // After every scenario one oracle decides: every Formation and Cell in the
 // operator's namespace equals the pure fold (internal/fold) of the messages
