@@ -225,14 +225,15 @@ func (m *Manager) Stop() error {
 }
 
 // LoggedFaults lists the first panic, the first data race and the first
-// fatal error in the logs (strings.Index), each with the last 60 lines of
-// the logs from it on.
+// fatal error in the logs, each with the 60 lines that begin with it: the
+// report of a data race, which does not stop the process, is followed by
+// whatever the manager logged next.
 func (m *Manager) LoggedFaults() []string {
 	var faults []string
 	logs := m.Logs()
 	for _, bad := range []string{"panic:", "WARNING: DATA RACE", "fatal error:"} {
 		if i := strings.Index(logs, bad); i >= 0 {
-			faults = append(faults, fmt.Sprintf("%s logged %q:\n%s", m.Name, bad, Tail(logs[i:], 60)))
+			faults = append(faults, fmt.Sprintf("%s logged %q:\n%s", m.Name, bad, strings.Join(Head(strings.Split(logs[i:], "\n"), 60), "\n")))
 		}
 	}
 	return faults
