@@ -85,6 +85,23 @@ func (p *projection) formationMatches(f *cellosv1.Formation) bool {
 	return ok && harness.FormationMismatch(p.stream, want, p.counts[want.ID], f) == ""
 }
 
+// observed is what the watch reads of an object: the id its status holds
+// (ok is false before a status names one), the last sequence it reflects,
+// and whether it is its final projection.
+func (p *projection) observed(obj any) (ref store.Ref, seq int64, final, ok bool) {
+	switch o := obj.(type) {
+	case *cellosv1.Formation:
+		ref, seq = store.Ref{Kind: store.FormationKind, ID: o.Status.FormationID}, o.Status.LastAppliedSequence
+		final = p.formationMatches(o)
+	case *cellosv1.Cell:
+		ref, seq = store.Ref{Kind: store.CellKind, ID: o.Status.CellID}, o.Status.LastAppliedSequence
+		final = p.cellMatches(o)
+	default:
+		return ref, 0, false, false
+	}
+	return ref, seq, final, ref.ID != ""
+}
+
 // cellMatches tells whether a Cell is its cell's final projection, as the
 // harness oracle compares it.
 func (p *projection) cellMatches(c *cellosv1.Cell) bool {

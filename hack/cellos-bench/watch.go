@@ -64,25 +64,8 @@ func watch(ctx context.Context, cl *cluster, o *projection, pub *publisher) (*wa
 
 func (w *watcher) seen(obj any) {
 	now := time.Now()
-	var ref store.Ref
-	var seq int64
-	var match bool
-	switch o := obj.(type) {
-	case *cellosv1.Formation:
-		if o.Status.FormationID == "" {
-			return
-		}
-		ref = store.Ref{Kind: store.FormationKind, ID: o.Status.FormationID}
-		seq = o.Status.LastAppliedSequence
-		match = w.o.formationMatches(o)
-	case *cellosv1.Cell:
-		if o.Status.CellID == "" {
-			return
-		}
-		ref = store.Ref{Kind: store.CellKind, ID: o.Status.CellID}
-		seq = o.Status.LastAppliedSequence
-		match = w.o.cellMatches(o)
-	default:
+	ref, seq, match, ok := w.o.observed(obj)
+	if !ok {
 		return
 	}
 	w.mu.Lock()
