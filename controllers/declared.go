@@ -99,6 +99,9 @@ func (r *FormationReconciler) publishCreated(ctx context.Context, f *cellosv1.Fo
 		status.SetPublished(&f.Status, f.Generation, true, cellosv1.PublishedReason, "The created event is in the stream", now)
 		return updateStatus(ctx, r.Client, store.FormationKind, f)
 	}
+	if _, acked := r.createdAcked.Load(f.UID); acked {
+		return r.recordPublished(ctx, f, id)
+	}
 	if err := r.Publisher.Created(ctx, id, f); err != nil {
 		r.Recorder.Eventf(f, nil, corev1.EventTypeWarning, cellosv1.PublishFailedReason, "Publish", "Publishing the created event failed; retrying: %v", err)
 		status.SetPublished(&f.Status, f.Generation, false, cellosv1.PublishFailedReason, err.Error(), now)
@@ -107,6 +110,14 @@ func (r *FormationReconciler) publishCreated(ctx context.Context, f *cellosv1.Fo
 		}
 		return err
 	}
+	r.createdAcked.Store(f.UID, struct{}{})
+	return r.recordPublished(ctx, f, id)
+}
+
+// recordPublished records in f's status that its created event is in the
+// stream.
+func (r *FormationReconciler) recordPublished(ctx context.Context, f *cellosv1.Formation, id string) error {
+	now := r.Clock.Now()
 	status.SetPublished(&f.Status, f.Generation, true, cellosv1.PublishedReason, "The created event is in the stream", now)
 	status.SetAwaitingStream(&f.Status, f.Generation, now)
 	if err := updateStatus(ctx, r.Client, store.FormationKind, f); err != nil {
@@ -163,6 +174,7 @@ func (r *FormationReconciler) releaseFinalizer(ctx context.Context, f *cellosv1.
 	}
 	before := f.DeepCopy()
 	controllerutil.RemoveFinalizer(f, cellosv1.CancelFinalizer)
+	r.createdAcked.Delete(f.UID)
 	return r.patchMeta(ctx, before, f, "releasing the deleted Formation")
 }
 

@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"sync"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -27,6 +28,12 @@ import (
 type FormationReconciler struct {
 	client.Client
 	Config
+
+	// createdAcked holds the uid of each Formation whose created event
+	// JetStream acked in this process. The cache may still show the
+	// Formation unpublished to the next reconcile, which would publish it
+	// again; this does not wait for the cache.
+	createdAcked sync.Map
 }
 
 // +kubebuilder:rbac:groups=cellos.dev,resources=formations,verbs=list;watch;create;patch;delete
