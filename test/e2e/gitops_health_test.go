@@ -323,11 +323,7 @@ func TestArgoCDConfigMapPatchInstalls(t *testing.T) {
 // the checks in a Lua interpreter as Argo CD does, in a module of its own so
 // that the operator's module does not depend on one.
 var argoCDHealthBinary = sync.OnceValues(func() (string, error) {
-	dir, err := os.MkdirTemp("", "argocd-health")
-	if err != nil {
-		return "", err
-	}
-	path := filepath.Join(dir, "argocd-health")
+	path := filepath.Join(binDir, "argocd-health")
 	cmd := exec.Command("go", "build", "-o", path, "./cmd/argocd-health")
 	cmd.Dir = filepath.Join(localenv.RepoRoot(), "config", "argocd")
 	if out, err := cmd.CombinedOutput(); err != nil {

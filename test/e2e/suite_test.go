@@ -17,6 +17,8 @@ import (
 var (
 	controlPlane *localenv.ControlPlane
 	managerBin   string
+	// binDir holds the binaries the suite builds; it goes when the suite ends.
+	binDir string
 )
 
 func TestMain(m *testing.M) {
@@ -27,6 +29,7 @@ func runSuite(m *testing.M) int {
 	// The tests' clients log nothing worth reading; the manager logs its own.
 	ctrllog.SetLogger(logr.Discard())
 	dir, err := os.MkdirTemp("", "cellos-e2e-")
+	binDir = dir
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
