@@ -53,6 +53,11 @@ func (r *CellReconciler) Reconcile(ctx context.Context, req Request) (res ctrl.R
 	}
 	ref := store.Ref{Kind: store.CellKind, ID: req.ID}
 	done = settlement{stream: stream, ref: ref, seq: want.LastAppliedSequence, obj: cell}
+	if r.cellExpired(want) {
+		// Gone for good: neither created again nor written; the expirer
+		// deletes the Cell if it is still there.
+		return ctrl.Result{}, nil
+	}
 
 	if cell, err = r.fetchOrCreate(ctx, cell, want.FormationID); err != nil {
 		return ctrl.Result{}, err

@@ -17,6 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	cellosv1 "cellos.dev/cellos-operator/api/v1"
+	"cellos.dev/cellos-operator/internal/fold"
 	"cellos.dev/cellos-operator/internal/store"
 )
 
@@ -187,8 +188,8 @@ func TestSettle(t *testing.T) {
 	}
 	for name, c := range cases {
 		t.Run(name, func(t *testing.T) {
-			s := store.New(0, "", 0)
-			s.Apply(context.Background(), 1, "", nil, []byte(`{"type":"dev.cellos.events.cell.lifecycle.v1.started","data":{"cellId":"c"}}`))
+			s := store.New(0, "", 0, fold.TTLs{})
+			s.Apply(context.Background(), 1, time.Time{}, "", nil, []byte(`{"type":"dev.cellos.events.cell.lifecycle.v1.started","data":{"cellId":"c"}}`))
 			recorder := events.NewFakeRecorder(1)
 			cfg := Config{Store: s, Recorder: recorder, quotaWaits: newQuotaWaits()}
 			ref := store.Ref{Kind: store.CellKind, ID: "c"}
@@ -219,8 +220,8 @@ func quotaRefusal() error {
 // A create a ResourceQuota keeps refusing raises one Warning Event and one
 // count per wait for room, not one per retry.
 func TestQuotaWarningOncePerWait(t *testing.T) {
-	s := store.New(0, "", 0)
-	s.Apply(context.Background(), 1, "", nil, []byte(`{"type":"dev.cellos.events.cell.lifecycle.v1.started","data":{"cellId":"c"}}`))
+	s := store.New(0, "", 0, fold.TTLs{})
+	s.Apply(context.Background(), 1, time.Time{}, "", nil, []byte(`{"type":"dev.cellos.events.cell.lifecycle.v1.started","data":{"cellId":"c"}}`))
 	recorder := events.NewFakeRecorder(10)
 	cfg := Config{Store: s, Recorder: recorder, quotaWaits: newQuotaWaits()}
 	done := settlement{stream: s.Stream(), ref: store.Ref{Kind: store.CellKind, ID: "c"}, seq: 1, obj: &cellosv1.Cell{}}

@@ -22,7 +22,8 @@ import (
 )
 
 // FormationReconciler makes each Formation's status equal to the projection
-// of its formation's events, with cell counts derived from its Cells. It also
+// of its formation's events, with the fold's counts of its cells, expired
+// ones included. It also
 // admits declared Formations and publishes their events (declared.go), and
 // refuses a Formation that may not follow the formation it is labelled with.
 type FormationReconciler struct {
@@ -83,6 +84,11 @@ func (r *FormationReconciler) Reconcile(ctx context.Context, req Request) (res c
 	}
 	ref := store.Ref{Kind: store.FormationKind, ID: id}
 	done = settlement{stream: stream, ref: ref, seq: want.LastAppliedSequence, obj: &cellosv1.Formation{ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name}}}
+	if (f == nil || f.Spec == nil) && r.expired(want.Expires(r.TTLs)) {
+		// Gone for good: neither created again nor written; the expirer
+		// deletes the Formation if it is still there.
+		return ctrl.Result{}, nil
+	}
 
 	if f, err = r.createIfMissing(ctx, key, f, id); err != nil {
 		return ctrl.Result{}, err
@@ -91,12 +97,8 @@ func (r *FormationReconciler) Reconcile(ctx context.Context, req Request) (res c
 	if store.Ahead(stream, ref, want.LastAppliedSequence, f.Status.LastAppliedSequence, f.Status.StreamStamp) {
 		return ctrl.Result{}, nil
 	}
-	var cells cellosv1.CellList
-	if err := r.List(ctx, &cells, client.MatchingFields{formationIDIndex: id}); err != nil {
-		return ctrl.Result{}, fmt.Errorf("listing the Formation's Cells: %w", err)
-	}
 	desired := status.FormationStatus(&want, store.Stamp(stream, ref, want.LastAppliedSequence),
-		status.CountCells(cells.Items), f.Generation, f.Status.Conditions, r.Clock.Now())
+		r.Store.Counts(id), f.Generation, f.Status.Conditions, r.Clock.Now())
 	if status.SameDocument(desired.Document, f.Status.Document) {
 		desired.Document = f.Status.Document
 	}

@@ -28,7 +28,7 @@ func init() {
 // projected and the current stream does not name: so that after a recreated
 // stream no object is left over. It runs on the leader.
 type pruner struct {
-	client.Client
+	deleter
 	Config
 }
 
@@ -82,7 +82,7 @@ func (p *pruner) prune(ctx context.Context, stream store.Stream) error {
 		}
 		ref := store.Ref{Kind: store.FormationKind, ID: f.Status.FormationID}
 		if f.Spec == nil && !known && store.Foreign(stream, ref, f.Status.LastAppliedSequence, f.Status.StreamStamp) {
-			if err := p.remove(ctx, f, store.FormationKind); err != nil {
+			if err := p.removeLeftover(ctx, f, store.FormationKind); err != nil {
 				return err
 			}
 		}
@@ -99,7 +99,7 @@ func (p *pruner) prune(ctx context.Context, stream store.Stream) error {
 		}
 		ref := store.Ref{Kind: store.CellKind, ID: c.Status.CellID}
 		if !known && store.Foreign(stream, ref, c.Status.LastAppliedSequence, c.Status.StreamStamp) {
-			if err := p.remove(ctx, c, store.CellKind); err != nil {
+			if err := p.removeLeftover(ctx, c, store.CellKind); err != nil {
 				return err
 			}
 		}
@@ -107,10 +107,9 @@ func (p *pruner) prune(ctx context.Context, stream store.Stream) error {
 	return nil
 }
 
-func (p *pruner) remove(ctx context.Context, obj client.Object, kind store.Kind) error {
-	uid := obj.GetUID()
-	if err := p.Delete(ctx, obj, client.Preconditions{UID: &uid}); client.IgnoreNotFound(err) != nil {
-		return fmt.Errorf("deleting %s %s: %w", kind, client.ObjectKeyFromObject(obj), err)
+func (p *pruner) removeLeftover(ctx context.Context, obj client.Object, kind store.Kind) error {
+	if deleted, err := p.remove(ctx, obj, kind); !deleted {
+		return err
 	}
 	prunedTotal.WithLabelValues(string(kind)).Inc()
 	ctrl.LoggerFrom(ctx).Info("Deleted an object only a recreated stream named", "kind", kind, "object", client.ObjectKeyFromObject(obj))

@@ -24,6 +24,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 
+	"cellos.dev/cellos-operator/internal/fold"
 	"cellos.dev/cellos-operator/internal/store"
 	"cellos.dev/cellos-operator/internal/tombstone"
 )
@@ -58,6 +59,9 @@ type Config struct {
 	// Tombstones remember the formations whose declared Formation was
 	// deleted, after the stream has forgotten them.
 	Tombstones *tombstone.Set
+	// TTLs say how long final objects stay before they are deleted; the
+	// fold releases them by the same TTLs.
+	TTLs fold.TTLs
 
 	// quotaWaits, shared by both reconcilers, are set by Setup.
 	quotaWaits *quotaWaits
@@ -86,7 +90,8 @@ func (c Config) settled() bool {
 // tried again.
 const settleRetry = time.Second
 
-// Setup registers the cache indexes, both reconcilers and the pruner with mgr.
+// Setup registers the cache indexes, both reconcilers, the pruner and the
+// expirer with mgr.
 func Setup(ctx context.Context, mgr ctrl.Manager, cfg Config) error {
 	if err := addIndexes(ctx, mgr.GetFieldIndexer()); err != nil {
 		return err
@@ -99,8 +104,11 @@ func Setup(ctx context.Context, mgr ctrl.Manager, cfg Config) error {
 	if err := (&CellReconciler{Client: c, Config: cfg}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the Cell controller: %w", err)
 	}
-	if err := mgr.Add(&pruner{Client: c, Config: cfg}); err != nil {
+	if err := mgr.Add(&pruner{deleter: deleter{c}, Config: cfg}); err != nil {
 		return fmt.Errorf("adding the pruner: %w", err)
+	}
+	if err := setupExpiry(mgr, &expirer{Config: cfg, deleter: deleter{c}}); err != nil {
+		return err
 	}
 	return nil
 }

@@ -61,8 +61,8 @@ func TestStampedCellIsComparedWithTheFold(t *testing.T) {
 			ns := newNamespace(t)
 			stream := store.Stream{Name: "CELLOS_EVENTS", Created: time.Now().Truncate(time.Second)}
 			whole := fold.NewState()
-			whole.Apply(1, "", nil, started(id))
-			whole.Apply(2, "", nil, destroyed(id))
+			whole.Apply(1, time.Time{}, "", nil, started(id))
+			whole.Apply(2, time.Time{}, "", nil, destroyed(id))
 			stamp := store.Stamp(stream, store.Ref{Kind: store.CellKind, ID: id}, 2)
 			cell := &cellosv1.Cell{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: id}}
 			if err := controlPlane.Client.Create(ctx, cell); err != nil {
@@ -88,8 +88,8 @@ func TestStampedCellIsComparedWithTheFold(t *testing.T) {
 			remains := fold.NewState()
 			for seq := uint64(1); seq <= 2; seq++ {
 				if payload, ok := c.remains[seq]; ok {
-					remains.Apply(seq, "", nil, payload)
-					r.store.Apply(ctx, seq, "", nil, payload)
+					remains.Apply(seq, time.Time{}, "", nil, payload)
+					r.store.Apply(ctx, seq, time.Time{}, "", nil, payload)
 				}
 			}
 			eventually(t, "the Cell equals the fold of what remains", func() error {

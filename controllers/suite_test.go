@@ -49,7 +49,7 @@ type reconcilers struct {
 
 func startReconcilers(t *testing.T, namespace string, options ...func(*Config)) *reconcilers {
 	t.Helper()
-	r := &reconcilers{store: store.New(0, "", 0)}
+	r := &reconcilers{store: store.New(0, "", 0, fold.TTLs{})}
 	stream := store.Stream{Name: jetstream.DefaultStreamName, Created: time.Now()}
 	r.store.Reset(stream)
 	r.store.MarkReplayed(stream)
@@ -104,7 +104,7 @@ func (r *reconcilers) apply(t *testing.T, payload string) uint64 {
 func (r *reconcilers) applyOn(t *testing.T, subject, payload string) uint64 {
 	t.Helper()
 	r.nextSequence++
-	out := r.store.Apply(context.Background(), r.nextSequence, subject, nil, []byte(payload))
+	out := r.store.Apply(context.Background(), r.nextSequence, time.Now(), subject, nil, []byte(payload))
 	if out.Result != fold.ResultApplied {
 		t.Fatalf("event %d was not applied: %s %s", r.nextSequence, out.Result, out.Reason)
 	}

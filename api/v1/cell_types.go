@@ -71,6 +71,11 @@ type CellStatus struct {
 	// +optional
 	ExitCode *int32 `json:"exitCode,omitempty"`
 
+	// finishedAt is when the stream stored the event that destroyed the
+	// cell, to the second. The Cell is deleted --cell-ttl after it.
+	// +optional
+	FinishedAt *metav1.Time `json:"finishedAt,omitempty"`
+
 	// lastAppliedSequence is the highest stream sequence folded into this
 	// status. On replay, events at or below it are skipped for this object.
 	// +optional

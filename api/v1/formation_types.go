@@ -85,8 +85,8 @@ type FormationStatus struct {
 	// +kubebuilder:validation:MaxLength=32
 	Cells string `json:"cells,omitempty"`
 
-	// cellCounts counts the Cells correlated to this formation, by state.
-	// They are derived from the Cell objects, never incremented per event.
+	// cellCounts counts the cells correlated to this formation, by state,
+	// as the stream tells them: a Cell deleted after its TTL still counts.
 	// +optional
 	CellCounts CellCounts `json:"cellCounts,omitzero"`
 
@@ -96,6 +96,14 @@ type FormationStatus struct {
 	// +kubebuilder:pruning:PreserveUnknownFields
 	// +kubebuilder:validation:Schemaless
 	Document *runtime.RawExtension `json:"document,omitempty"`
+
+	// finishedAt is when the stream stored the event that made the phase
+	// final (Succeeded, Failed or Cancelled), to the second. A Formation
+	// the operator created from the stream is deleted, with its Cells,
+	// --formation-ttl after it; a declared one is never deleted by the
+	// operator.
+	// +optional
+	FinishedAt *metav1.Time `json:"finishedAt,omitempty"`
 
 	// lastAppliedSequence is the highest stream sequence folded into this
 	// status. On replay, events at or below it are skipped for this object.

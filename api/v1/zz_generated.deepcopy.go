@@ -98,6 +98,10 @@ func (in *CellStatus) DeepCopyInto(out *CellStatus) {
 		*out = new(int32)
 		**out = **in
 	}
+	if in.FinishedAt != nil {
+		in, out := &in.FinishedAt, &out.FinishedAt
+		*out = (*in).DeepCopy()
+	}
 	if in.Conditions != nil {
 		in, out := &in.Conditions, &out.Conditions
 		*out = make([]metav1.Condition, len(*in))
@@ -223,6 +227,10 @@ func (in *FormationStatus) DeepCopyInto(out *FormationStatus) {
 		in, out := &in.Document, &out.Document
 		*out = new(runtime.RawExtension)
 		(*in).DeepCopyInto(*out)
+	}
+	if in.FinishedAt != nil {
+		in, out := &in.FinishedAt, &out.FinishedAt
+		*out = (*in).DeepCopy()
 	}
 	if in.Conditions != nil {
 		in, out := &in.Conditions, &out.Conditions

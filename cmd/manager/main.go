@@ -87,6 +87,7 @@ type options struct {
 	flushWindow, countWindow, commitInterval time.Duration
 	writers, maxUnflushed, maxEventBytes     int
 	consumerBufferBytes                      int
+	ttls                                     fold.TTLs
 }
 
 // parseFlags reads the command line, and sets up logging as it asks.
@@ -112,6 +113,8 @@ func parseFlags() options {
 	flag.IntVar(&opts.maxEventBytes, "max-event-bytes", fold.DefaultMaxEventBytes, "The largest message folded, payload and headers, in bytes; a larger one is rejected before it is decoded. A stream the operator creates refuses messages over 1 MiB at publish.")
 	flag.IntVar(&opts.maxUnflushed, "max-unflushed-objects", 10000, "How many objects may await their status write before the fold stops pulling the stream, which bounds memory while the API server is away; 0 for no bound.")
 	flag.IntVar(&opts.consumerBufferBytes, "consumer-buffer-bytes", jetstream.DefaultBufferBytes, "Bytes each pull from the stream may bring, which bounds the events buffered in memory to about twice this; raised to the NATS server's max_payload when below it.")
+	flag.DurationVar(&opts.ttls.Cell, "cell-ttl", time.Hour, "How long a Cell stays after it was destroyed (status.finishedAt), before the operator deletes it; 0 keeps Cells for ever.")
+	flag.DurationVar(&opts.ttls.Formation, "formation-ttl", 24*time.Hour, "How long a Formation the operator created from the stream stays after it succeeded, failed or was cancelled (status.finishedAt), before the operator deletes it with its Cells; 0 keeps them for ever. Declared Formations are never deleted by the operator.")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -124,6 +127,9 @@ func run() error {
 	setupLog := ctrl.Log.WithName("setup")
 	if opts.consumerBufferBytes <= 0 {
 		return fmt.Errorf("--consumer-buffer-bytes %d: must be positive", opts.consumerBufferBytes)
+	}
+	if opts.ttls.Cell < 0 || opts.ttls.Formation < 0 {
+		return fmt.Errorf("--cell-ttl %s, --formation-ttl %s: a TTL must be 0 (keep for ever) or positive", opts.ttls.Cell, opts.ttls.Formation)
 	}
 
 	ownNamespace := operatorNamespace()
@@ -222,7 +228,7 @@ func addProjection(ctx context.Context, mgr ctrl.Manager, conn *natsconn.Conn, o
 	if err != nil {
 		return nil, fmt.Errorf("opening JetStream: %w", err)
 	}
-	projection := store.New(opts.maxUnflushed, opts.publishSubjectPrefix, opts.maxEventBytes)
+	projection := store.New(opts.maxUnflushed, opts.publishSubjectPrefix, opts.maxEventBytes, opts.ttls)
 	in := &ingest.Ingester{
 		Reader:              mgr.GetAPIReader(),
 		JetStream:           js,
@@ -242,7 +248,7 @@ func addProjection(ctx context.Context, mgr ctrl.Manager, conn *natsconn.Conn, o
 		return nil, fmt.Errorf("adding the tombstones: %w", err)
 	}
 	err = controllers.Setup(ctx, mgr, controllers.Config{
-		Store: projection, Namespace: opts.namespace, FlushWindow: opts.flushWindow, CountWindow: opts.countWindow, Workers: opts.writers,
+		Store: projection, Namespace: opts.namespace, FlushWindow: opts.flushWindow, CountWindow: opts.countWindow, Workers: opts.writers, TTLs: opts.ttls,
 		Clock: clock.RealClock{}, Recorder: mgr.GetEventRecorder("cellos-operator"),
 		Publisher:  &publish.Publisher{JetStream: js, SubjectPrefix: opts.publishSubjectPrefix, Clock: clock.RealClock{}},
 		Tombstones: tombstones,

@@ -4,7 +4,6 @@ import (
 	cellosv1 "cellos.dev/cellos-operator/api/v1"
 	"cellos.dev/cellos-operator/internal/fold"
 	"cellos.dev/cellos-operator/internal/simulator"
-	"cellos.dev/cellos-operator/internal/status"
 	"cellos.dev/cellos-operator/internal/store"
 	"cellos.dev/cellos-operator/test/harness"
 )
@@ -23,9 +22,6 @@ type projection struct {
 	refs []store.Ref
 	// seqsOf lists, for each object, the sequences that changed it.
 	seqsOf map[store.Ref][]uint64
-	// counts are each formation's final cell counts: those of its cells in
-	// the fold, which every system creates.
-	counts map[string]cellosv1.CellCounts
 	// stream is the stream the events went to, for the stamps.
 	stream store.Stream
 	stamps map[store.Ref]string
@@ -42,7 +38,6 @@ func newProjection(events []simulator.Event) *projection {
 		final:  final,
 		refs:   make([]store.Ref, len(events)),
 		seqsOf: map[store.Ref][]uint64{},
-		counts: map[string]cellosv1.CellCounts{},
 	}
 	for i, out := range outs {
 		ref, ok := store.RefOf(out)
@@ -51,15 +46,6 @@ func newProjection(events []simulator.Event) *projection {
 		}
 		p.refs[i] = ref
 		p.seqsOf[ref] = append(p.seqsOf[ref], uint64(i+1))
-	}
-	cells := map[string][]cellosv1.Cell{}
-	for _, c := range final.Cells {
-		if c.FormationID != "" {
-			cells[c.FormationID] = append(cells[c.FormationID], cellosv1.Cell{Status: cellosv1.CellStatus{State: c.State}})
-		}
-	}
-	for id, cs := range cells {
-		p.counts[id] = status.CountCells(cs)
 	}
 	return p
 }
@@ -82,7 +68,7 @@ func (p *projection) setStream(s store.Stream) {
 // counts.
 func (p *projection) formationMatches(f *cellosv1.Formation) bool {
 	want, ok := p.final.Formations[f.Status.FormationID]
-	return ok && harness.FormationMismatch(p.stream, want, p.counts[want.ID], f) == ""
+	return ok && harness.FormationMismatch(p.stream, want, p.final.Counts(want.ID), f) == ""
 }
 
 // observed is what the watch reads of an object: the id its status holds

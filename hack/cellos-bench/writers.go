@@ -73,13 +73,12 @@ type naive struct {
 	stream store.Stream
 	state  *fold.State
 	uids   map[string]types.UID // formation id → its Formation's uid
-	cells  map[string][]string  // formation id → its cells, as seen so far
 	failed atomic.Int64
 	last   atomic.Uint64
 }
 
 func newNaive(c client.Client, ns string, stream store.Stream) *naive {
-	return &naive{c: c, ns: ns, stream: stream, state: fold.NewState(), uids: map[string]types.UID{}, cells: map[string][]string{}}
+	return &naive{c: c, ns: ns, stream: stream, state: fold.NewState(), uids: map[string]types.UID{}}
 }
 
 // run consumes the stream from its first event until ctx ends.
@@ -87,7 +86,7 @@ func (n *naive) run(ctx context.Context, env *natsEnv) error {
 	consumer := jetstream.NewConsumer(env.js, env.stream.Name)
 	consumer.StreamCreated = env.stream.Created
 	return consumer.Run(ctx, 1, func(ctx context.Context, msg jetstream.Message) error {
-		out := n.state.Apply(msg.Sequence, msg.Subject, msg.Header, msg.Payload)
+		out := n.state.Apply(msg.Sequence, msg.Time, msg.Subject, msg.Header, msg.Payload)
 		if out.Result == fold.ResultApplied {
 			var err error
 			switch out.Family {
@@ -117,20 +116,8 @@ func (n *naive) formation(ctx context.Context, id string) error {
 		return err
 	}
 	n.uids[id] = f.UID
-	var counts cellosv1.CellCounts
-	for _, cid := range n.cells[id] {
-		counts.Total++
-		switch n.state.Cells[cid].State {
-		case cellosv1.CellRunning:
-			counts.Running++
-		case cellosv1.CellDestroyed:
-			counts.Destroyed++
-		default:
-			counts.Pending++
-		}
-	}
 	ref := store.Ref{Kind: store.FormationKind, ID: id}
-	f.Status = status.FormationStatus(want, store.Stamp(n.stream, ref, want.LastAppliedSequence), counts, f.Generation, f.Status.Conditions, time.Now())
+	f.Status = status.FormationStatus(want, store.Stamp(n.stream, ref, want.LastAppliedSequence), n.state.Counts(id), f.Generation, f.Status.Conditions, time.Now())
 	return n.c.Status().Update(ctx, f)
 }
 
@@ -140,9 +127,7 @@ func (n *naive) cell(ctx context.Context, id string) error {
 	err := n.c.Get(ctx, client.ObjectKey{Namespace: n.ns, Name: store.ObjectName(id)}, c)
 	if apierrors.IsNotFound(err) {
 		c = newCell(n.ns, id, want.FormationID, n.uids[want.FormationID])
-		if err = n.c.Create(ctx, c); err == nil && want.FormationID != "" {
-			n.cells[want.FormationID] = append(n.cells[want.FormationID], id)
-		}
+		err = n.c.Create(ctx, c)
 	}
 	if err != nil {
 		return err
@@ -260,7 +245,7 @@ func (w *ceiling) formationStatus(ctx context.Context, id string) error {
 	f := cf.f
 	want := w.o.final.Formations[id]
 	ref := store.Ref{Kind: store.FormationKind, ID: id}
-	f.Status = status.FormationStatus(want, w.o.stamps[ref], w.o.counts[id], f.Generation, nil, time.Now())
+	f.Status = status.FormationStatus(want, w.o.stamps[ref], w.o.final.Counts(id), f.Generation, nil, time.Now())
 	return retry(ctx, "writing Formation status", func() error { return w.c.Status().Update(ctx, f) })
 }
 

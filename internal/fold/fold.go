@@ -124,6 +124,11 @@ type Formation struct {
 	// LastAppliedSequence is the highest stream sequence folded into this
 	// formation; events at or below it are skipped.
 	LastAppliedSequence uint64
+	// FinishedAt is the JetStream time, to the second, of the event that
+	// made the phase final (Succeeded, Failed or Cancelled); nil while it is
+	// not, or when the event's time was unknown. The formation expires
+	// FormationTTL after it (see Expire).
+	FinishedAt *time.Time
 }
 
 // Cell is the projection of one cell's lifecycle events.
@@ -158,6 +163,10 @@ type Cell struct {
 	// LastAppliedSequence is the highest stream sequence folded into this
 	// cell; events at or below it are skipped.
 	LastAppliedSequence uint64
+	// FinishedAt is the JetStream time, to the second, of the event that
+	// destroyed the cell; nil while it is not destroyed, or when the event's
+	// time was unknown. The cell expires CellTTL after it.
+	FinishedAt *time.Time
 }
 
 // State is the whole projection. Formations are keyed by Formation.ID and
@@ -175,11 +184,25 @@ type State struct {
 	// MaxEventBytes is the largest message accepted, headers included
 	// (DefaultMaxEventBytes when 0).
 	MaxEventBytes int
+	// TTLs say how long final objects stay. Like OperatorPrefix they
+	// configure the fold, which stays a function of the stream and them.
+	TTLs TTLs
+	// Tallies counts each formation's cells by state, keyed by formation
+	// id, including the cells that expired: a formation's counts are what
+	// its cells did, not what the fold still holds of them.
+	Tallies map[string]*Tally
+	// LastSequence is the highest sequence applied. An event at or below it
+	// for an id the fold does not hold is a message handed over twice after
+	// its object expired, and is skipped rather than starting it afresh.
+	LastSequence uint64
+
+	// expiries orders the final objects by when they expire.
+	expiries expiryQueue
 }
 
 // NewState returns an empty projection, the state before the first event.
 func NewState() *State {
-	return &State{Formations: map[string]*Formation{}, Cells: map[string]*Cell{}}
+	return &State{Formations: map[string]*Formation{}, Cells: map[string]*Cell{}, Tallies: map[string]*Tally{}}
 }
 
 // Result classifies what Apply did with an event, for metrics and logs. Every
@@ -231,9 +254,14 @@ type Outcome struct {
 	FormationID string
 	// CellID is the cell that changed, set only when Applied.
 	CellID string
+	// Expired lists the objects the fold released before it applied the
+	// event, because the event's time passed their expiry.
+	Expired []Expiry
 }
 
-// Apply folds the message with stream sequence seq into the state: the
+// Apply folds the message with stream sequence seq and JetStream time at
+// into the state, after releasing every object that expired by at (the
+// zero time when unknown: nothing expires and no FinishedAt is set): the
 // subject it was published on, its NATS header (nil for a message without
 // one, as cellos publishes them) and its raw payload, so that an event in binary content mode folds as the same
 // event in the JSON event format would. It never fails and never panics:
@@ -242,7 +270,17 @@ type Outcome struct {
 //
 // Neither header nor payload is retained; the state keeps copies of what it
 // needs.
-func (s *State) Apply(seq uint64, subject string, header map[string][]string, payload []byte) Outcome {
+func (s *State) Apply(seq uint64, at time.Time, subject string, header map[string][]string, payload []byte) Outcome {
+	expired := s.expire(at)
+	out := s.apply(seq, at.UTC().Truncate(time.Second), subject, header, payload)
+	out.Expired = expired
+	if out.Result == ResultApplied {
+		s.LastSequence = max(s.LastSequence, seq)
+	}
+	return out
+}
+
+func (s *State) apply(seq uint64, at time.Time, subject string, header map[string][]string, payload []byte) Outcome {
 	if size, limit := messageSize(header, payload), s.maxEventBytes(); size > limit {
 		return Outcome{Seq: seq, Result: ResultRejected, Family: FamilyOther,
 			Reason: fmt.Sprintf("message of %d bytes is larger than the largest event accepted, %d bytes", size, limit)}
@@ -257,17 +295,20 @@ func (s *State) Apply(seq uint64, subject string, header map[string][]string, pa
 	if s.Cells == nil {
 		s.Cells = map[string]*Cell{}
 	}
+	if s.Tallies == nil {
+		s.Tallies = map[string]*Tally{}
+	}
 	// Cell types are matched first, as in the reference, so that a change to
 	// the formation prefixes can never swallow a cell event.
 	switch ev.Type {
 	case TypeCellStarted, TypeCellCommandCompleted, TypeCellDestroyed:
-		return s.applyCell(seq, ev)
+		return s.applyCell(seq, at, ev)
 	}
 	if phase, ok := strings.CutPrefix(ev.Type, FormationTypePrefix); ok {
-		return s.applyFormation(seq, subject, ev, phase)
+		return s.applyFormation(seq, at, subject, ev, phase)
 	}
 	if phase, ok := strings.CutPrefix(ev.Type, legacyFormationPrefix); ok {
-		return s.applyFormation(seq, subject, ev, phase)
+		return s.applyFormation(seq, at, subject, ev, phase)
 	}
 	reason := fmt.Sprintf("event type %s is not projected", cloudevent.Quote(ev.Type))
 	if ev.Type == "" {
@@ -309,8 +350,8 @@ func oversized(ev cloudevent.Event, keys ...string) string {
 	return ""
 }
 
-// applyCell folds one of the three cell event types.
-func (s *State) applyCell(seq uint64, ev cloudevent.Event) Outcome {
+// applyCell folds one of the three cell event types, stored at time at.
+func (s *State) applyCell(seq uint64, at time.Time, ev cloudevent.Event) Outcome {
 	out := Outcome{Seq: seq, Family: FamilyCell, EventID: ev.ID}
 	// An empty string is still a string: the reference keys a cell on it.
 	cellID, ok := ev.DataString("cellId")
@@ -337,10 +378,18 @@ func (s *State) applyCell(seq uint64, ev cloudevent.Event) Outcome {
 		out.Reason = fmt.Sprintf("cell %s already at sequence %d", cloudevent.Quote(cellID), c.LastAppliedSequence)
 		return out
 	}
+	if c == nil && seq <= s.LastSequence {
+		out.Result = ResultSkipped
+		out.Reason = fmt.Sprintf("cell %s is not held and the fold is already at sequence %d", cloudevent.Quote(cellID), s.LastSequence)
+		return out
+	}
 	if c == nil {
 		c = &Cell{ID: cellID, State: cellosv1.CellPending}
 		s.Cells[cellID] = c
+	} else {
+		s.tally(c, -1)
 	}
+	defer s.tally(c, +1)
 
 	// Identity fields arrive on whichever event first carries them (a
 	// command.completed may come before started) and later events only
@@ -378,18 +427,19 @@ func (s *State) applyCell(seq uint64, ev cloudevent.Event) Outcome {
 			c.Outcome = o
 		}
 	}
+	c.FinishedAt = s.finish(c.State == cellosv1.CellDestroyed, c.FinishedAt, at, s.TTLs.Cell, CellKind, cellID)
 	c.LastAppliedSequence = seq
 	out.Result = ResultApplied
 	out.CellID = cellID
 	return out
 }
 
-// applyFormation folds a formation lifecycle event, published on subject,
-// whose type ended in phase.
+// applyFormation folds a formation lifecycle event, published on subject
+// and stored at time at, whose type ended in phase.
 // The checks run in the reference's order (id, then UUID, then phase), which
 // decides whether an event with both a bad id and an unknown phase is
 // rejected (it is) or ignored.
-func (s *State) applyFormation(seq uint64, subject string, ev cloudevent.Event, phase string) Outcome {
+func (s *State) applyFormation(seq uint64, at time.Time, subject string, ev cloudevent.Event, phase string) Outcome {
 	out := Outcome{Seq: seq, Family: FamilyFormation, EventID: ev.ID}
 	// The canonical emitter uses camelCase, archives use snake_case, and the
 	// subject is the last resort.
@@ -439,6 +489,11 @@ func (s *State) applyFormation(seq uint64, subject string, ev cloudevent.Event, 
 		out.Reason = fmt.Sprintf("formation %s already at sequence %d", id, f.LastAppliedSequence)
 		return out
 	}
+	if f == nil && seq <= s.LastSequence {
+		out.Result = ResultSkipped
+		out.Reason = fmt.Sprintf("formation %s is not held and the fold is already at sequence %d", id, s.LastSequence)
+		return out
+	}
 	if f == nil {
 		doc := ev.Data // Decode copied it out of the payload
 		if doc == nil {
@@ -463,6 +518,7 @@ func (s *State) applyFormation(seq uint64, subject string, ev cloudevent.Event, 
 			f.Deleted = true
 		}
 	}
+	f.FinishedAt = s.finish(final(f.Phase), f.FinishedAt, at, s.TTLs.Formation, FormationKind, id)
 	f.LastAppliedSequence = seq
 	out.Result = ResultApplied
 	out.FormationID = id

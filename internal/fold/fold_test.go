@@ -388,13 +388,20 @@ func TestApplyCellEvents(t *testing.T) {
 			cells:   map[string]*Cell{"c1": {ID: "c1", SpecID: "s1", RunID: "r1", FormationID: fid, State: cellosv1.CellRunning, StartedAt: ts(t1), DestroyedAt: ts(t2), LastAppliedSequence: 3}},
 		},
 		{
-			name: "cell event for another cell is not skipped by this one's sequence", before: []step{{9, startedEvent}}, seq: 4,
+			name:   "cell event for another cell is not skipped by this one's sequence",
+			before: []step{{4, obj(typ(tStarted), tm(t1), data(`{"cellId":"c2"}`))}, {9, startedEvent}}, seq: 6,
 			payload: obj(typ(tStarted), tm(t1), data(`{"cellId":"c2"}`)),
-			want:    Outcome{Seq: 4, Result: ResultApplied, Family: FamilyCell, CellID: "c2"},
+			want:    Outcome{Seq: 6, Result: ResultApplied, Family: FamilyCell, CellID: "c2"},
 			cells: map[string]*Cell{
 				"c1": {ID: "c1", SpecID: "s1", RunID: "r1", FormationID: fid, State: cellosv1.CellRunning, StartedAt: ts(t1), LastAppliedSequence: 9},
-				"c2": {ID: "c2", State: cellosv1.CellRunning, StartedAt: ts(t1), LastAppliedSequence: 4},
+				"c2": {ID: "c2", State: cellosv1.CellRunning, StartedAt: ts(t1), LastAppliedSequence: 6},
 			},
+		},
+		{
+			name: "an event below the fold's sequence does not bring back a cell it does not hold", before: []step{{9, startedEvent}}, seq: 4,
+			payload: obj(typ(tStarted), tm(t1), data(`{"cellId":"c2"}`)),
+			want:    Outcome{Seq: 4, Result: ResultSkipped, Family: FamilyCell}, wantReason: `cell "c2" is not held and the fold is already at sequence 9`,
+			cells:   map[string]*Cell{"c1": {ID: "c1", SpecID: "s1", RunID: "r1", FormationID: fid, State: cellosv1.CellRunning, StartedAt: ts(t1), LastAppliedSequence: 9}},
 		},
 		{
 			name: "cell type wins over the formation gate even with formation data", seq: 1,
@@ -679,9 +686,15 @@ func TestApplyFormationEvents(t *testing.T) {
 			formations: map[string]*Formation{fid: {ID: fid, Name: "one", Phase: cellosv1.FormationPending, Document: pendingFormation.Document, LastAppliedSequence: 10}},
 		},
 		{
-			name: "formation and cell sequences are tracked per object", before: []step{{5, startedEvent}}, seq: 2, payload: createdEvent,
-			want:       Outcome{Seq: 2, Result: ResultApplied, Family: FamilyFormation, EventID: "f1", FormationID: fid},
-			formations: map[string]*Formation{fid: {ID: fid, Name: "one", Phase: cellosv1.FormationPending, Document: pendingFormation.Document, LastAppliedSequence: 2}},
+			name: "formation and cell sequences are tracked per object", before: []step{{1, createdEvent}, {5, startedEvent}}, seq: 3,
+			payload:    obj(typ(tFormation+"running"), data(`{"formationId":"`+fid+`"}`)),
+			want:       Outcome{Seq: 3, Result: ResultApplied, Family: FamilyFormation, FormationID: fid},
+			formations: map[string]*Formation{fid: {ID: fid, Name: "one", Phase: cellosv1.FormationRunning, Document: pendingFormation.Document, LastAppliedSequence: 3}},
+			cells:      map[string]*Cell{"c1": {ID: "c1", SpecID: "s1", RunID: "r1", FormationID: fid, State: cellosv1.CellRunning, StartedAt: ts(t1), LastAppliedSequence: 5}},
+		},
+		{
+			name: "an event below the fold's sequence does not bring back a formation it does not hold", before: []step{{5, startedEvent}}, seq: 2, payload: createdEvent,
+			want:       Outcome{Seq: 2, Result: ResultSkipped, Family: FamilyFormation, EventID: "f1"}, wantReason: "formation " + fid + " is not held and the fold is already at sequence 5",
 			cells:      map[string]*Cell{"c1": {ID: "c1", SpecID: "s1", RunID: "r1", FormationID: fid, State: cellosv1.CellRunning, StartedAt: ts(t1), LastAppliedSequence: 5}},
 		},
 	})
@@ -696,14 +709,14 @@ func runApply(t *testing.T, tests []applyCase) {
 		t.Run(tt.name, func(t *testing.T) {
 			s := NewState()
 			for _, st := range tt.before {
-				if out := s.Apply(st.seq, "", nil, []byte(st.payload)); out.Result != ResultApplied {
+				if out := s.Apply(st.seq, time.Time{}, "", nil, []byte(st.payload)); out.Result != ResultApplied {
 					t.Fatalf("setup event %d: %+v", st.seq, out)
 				}
 			}
-			got := s.Apply(tt.seq, "", tt.header, []byte(tt.payload))
+			got := s.Apply(tt.seq, time.Time{}, "", tt.header, []byte(tt.payload))
 			reason := got.Reason
 			got.Reason = ""
-			if got != tt.want {
+			if !reflect.DeepEqual(got, tt.want) {
 				t.Errorf("Outcome = %+v, want %+v", got, tt.want)
 			}
 			if tt.wantReason == "" && reason != "" {
@@ -889,7 +902,7 @@ func TestApplyBounds(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			s := NewState()
 			s.MaxEventBytes = tt.maxEventBytes
-			out := s.Apply(1, "", tt.header, []byte(tt.payload))
+			out := s.Apply(1, time.Time{}, "", tt.header, []byte(tt.payload))
 			if out.Result != tt.want || !strings.Contains(out.Reason, tt.wantReason) {
 				t.Fatalf("got %s (%.200s), want %s with a reason that says %q", out.Result, out.Reason, tt.want, tt.wantReason)
 			}
@@ -920,8 +933,8 @@ func TestRunIDFirstPresentStands(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			s := NewState()
-			s.Apply(1, "", nil, []byte(obj(typ(tStarted), data(`{"cellId":"c1"`+tt.first+`}`))))
-			s.Apply(2, "", nil, []byte(obj(typ(tDestroyed), data(`{"cellId":"c1","runId":"r1"}`))))
+			s.Apply(1, time.Time{}, "", nil, []byte(obj(typ(tStarted), data(`{"cellId":"c1"`+tt.first+`}`))))
+			s.Apply(2, time.Time{}, "", nil, []byte(obj(typ(tDestroyed), data(`{"cellId":"c1","runId":"r1"}`))))
 			if got := s.Cells["c1"].RunID; got != tt.want {
 				t.Errorf("runId %q, want %q", got, tt.want)
 			}
@@ -931,11 +944,11 @@ func TestRunIDFirstPresentStands(t *testing.T) {
 
 func TestApplyZeroState(t *testing.T) {
 	var s State
-	if out := s.Apply(1, "", nil, []byte(obj(typ(tStarted), data(`{"cellId":"c"}`)))); out.Result != ResultApplied {
+	if out := s.Apply(1, time.Time{}, "", nil, []byte(obj(typ(tStarted), data(`{"cellId":"c"}`)))); out.Result != ResultApplied {
 		t.Fatalf("cell on zero State: %+v", out)
 	}
 	var s2 State
-	if out := s2.Apply(1, "", nil, []byte(obj(typ(tFormation+"created"), subj(fid)))); out.Result != ResultApplied {
+	if out := s2.Apply(1, time.Time{}, "", nil, []byte(obj(typ(tFormation+"created"), subj(fid)))); out.Result != ResultApplied {
 		t.Fatalf("formation on zero State: %+v", out)
 	}
 }
@@ -949,7 +962,7 @@ func TestApplyDoesNotRetainPayload(t *testing.T) {
 		[]byte(obj(typ(tDestroyed), tm(t1), data(`{"cellId":"c1","specId":"s","runId":"r","outcome":"ok"}`))),
 	}
 	for i, p := range payloads {
-		s.Apply(uint64(i+1), "", nil, p)
+		s.Apply(uint64(i+1), time.Time{}, "", nil, p)
 		for j := range p {
 			p[j] = '#'
 		}
@@ -994,7 +1007,7 @@ func foldSample(tb testing.TB) (*State, []Outcome) {
 	s := NewState()
 	var outs []Outcome
 	for i, p := range readSample(tb) {
-		outs = append(outs, s.Apply(uint64(i+1), "", nil, p))
+		outs = append(outs, s.Apply(uint64(i+1), time.Time{}, "", nil, p))
 	}
 	return s, outs
 }
@@ -1210,7 +1223,7 @@ func TestReplaySkipsEverything(t *testing.T) {
 	reference, _ := foldSample(t)
 	for i, p := range readSample(t) {
 		seq := uint64(i + 1)
-		out := s.Apply(seq, "", nil, p)
+		out := s.Apply(seq, time.Time{}, "", nil, p)
 		switch first[i].Result {
 		case ResultApplied:
 			if out.Result != ResultSkipped || out.FormationID != "" || out.CellID != "" {
@@ -1256,7 +1269,7 @@ func FuzzApply(f *testing.F) {
 			header = binary(ceType, "ce-subject", fid)
 		}
 		s := NewState()
-		out := s.Apply(seq, "", header, payload)
+		out := s.Apply(seq, time.Time{}, "", header, payload)
 		switch out.Result {
 		case ResultApplied:
 			if out.Reason != "" {
@@ -1271,7 +1284,7 @@ func FuzzApply(f *testing.F) {
 			if len(s.Formations)+len(s.Cells) != 1 {
 				t.Fatalf("one event changed %d objects", len(s.Formations)+len(s.Cells))
 			}
-			again := s.Apply(seq, "", header, payload)
+			again := s.Apply(seq, time.Time{}, "", header, payload)
 			if again.Result != ResultSkipped {
 				t.Fatalf("same sequence applied twice: %+v", again)
 			}
@@ -1326,7 +1339,7 @@ func BenchmarkApply(b *testing.B) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := range b.N {
-		if out := s.Apply(uint64(i+1), "", nil, stream[i%len(stream)]); out.Result != ResultApplied {
+		if out := s.Apply(uint64(i+1), time.Time{}, "", nil, stream[i%len(stream)]); out.Result != ResultApplied {
 			b.Fatalf("event %d: %+v", i, out)
 		}
 	}
@@ -1399,7 +1412,7 @@ func TestDeclaredFormationFacts(t *testing.T) {
 			s := NewState()
 			s.OperatorPrefix = c.prefix
 			for i, e := range c.events {
-				if out := s.Apply(uint64(i+1), e.subject, nil, e.payload); out.Result != ResultApplied {
+				if out := s.Apply(uint64(i+1), time.Time{}, e.subject, nil, e.payload); out.Result != ResultApplied {
 					t.Fatalf("event %d: %s %s", i+1, out.Result, out.Reason)
 				}
 			}
@@ -1434,9 +1447,9 @@ func TestReasonsQuoteLittleOfEachValue(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			s := NewState()
 			if tt.before != "" {
-				s.Apply(2, "", nil, []byte(tt.before))
+				s.Apply(2, time.Time{}, "", nil, []byte(tt.before))
 			}
-			out := s.Apply(1, "", nil, []byte(tt.payload))
+			out := s.Apply(1, time.Time{}, "", nil, []byte(tt.payload))
 			if out.Reason == "" || len(out.Reason) > 400 || !strings.Contains(out.Reason, " bytes)") {
 				t.Errorf("reason of %d bytes, want a short one that gives the value's length: %.500s", len(out.Reason), out.Reason)
 			}

@@ -8,6 +8,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 	"k8s.io/apimachinery/pkg/util/validation"
@@ -92,7 +93,7 @@ func FuzzFoldStream(f *testing.F) {
 		for i, m := range msgs {
 			seq := base + uint64(i) + 1
 			before := snapshot(first)
-			out := first.Apply(seq, m.subject, m.header, m.payload)
+			out := first.Apply(seq, time.Time{}, m.subject, m.header, m.payload)
 			outs = append(outs, out)
 			checkOutcome(t, seq, out)
 			checkChange(t, before, first, out)
@@ -101,7 +102,7 @@ func FuzzFoldStream(f *testing.F) {
 
 		again := fold.NewState()
 		for i, m := range msgs {
-			if out := again.Apply(base+uint64(i)+1, m.subject, m.header, m.payload); !reflect.DeepEqual(out, outs[i]) {
+			if out := again.Apply(base+uint64(i)+1, time.Time{}, m.subject, m.header, m.payload); !reflect.DeepEqual(out, outs[i]) {
 				t.Fatalf("message %d folds to %+v the second time, %+v the first", i, out, outs[i])
 			}
 		}
@@ -110,7 +111,7 @@ func FuzzFoldStream(f *testing.F) {
 		}
 		before := snapshot(first)
 		for i, m := range msgs {
-			out := first.Apply(base+uint64(i)+1, m.subject, m.header, m.payload)
+			out := first.Apply(base+uint64(i)+1, time.Time{}, m.subject, m.header, m.payload)
 			if outs[i].Result == fold.ResultApplied && out.Result != fold.ResultSkipped {
 				t.Fatalf("replayed message %d: %+v, want skipped", i, out)
 			}

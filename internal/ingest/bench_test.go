@@ -10,6 +10,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
+	"cellos.dev/cellos-operator/internal/fold"
 	"cellos.dev/cellos-operator/internal/jetstream"
 	"cellos.dev/cellos-operator/internal/simulator"
 	"cellos.dev/cellos-operator/internal/store"
@@ -46,7 +47,7 @@ func BenchmarkStartUp(b *testing.B) {
 	var total time.Duration
 	var heap uint64
 	for b.Loop() {
-		s := store.New(0, "", 0)
+		s := store.New(0, "", 0, fold.TTLs{})
 		stop := drain(b, s)
 		c := jetstream.NewConsumer(js, jetstream.DefaultStreamName)
 		runCtx, cancel := context.WithCancel(ctx)
@@ -55,7 +56,7 @@ func BenchmarkStartUp(b *testing.B) {
 		start := time.Now()
 		go func() {
 			returned <- c.Run(runCtx, 1, func(ctx context.Context, msg jetstream.Message) error {
-				s.Apply(ctx, msg.Sequence, msg.Subject, msg.Header, msg.Payload)
+				s.Apply(ctx, msg.Sequence, msg.Time, msg.Subject, msg.Header, msg.Payload)
 				if msg.Sequence == uint64(published) {
 					close(done)
 				}

@@ -234,7 +234,7 @@ func (in *Ingester) handle(ctx context.Context, msg jetstream.Message) error {
 		in.gap(ctx, last+1, msg.Sequence-1, "the projection cannot reflect their events")
 	}
 	in.lastSeq.Store(msg.Sequence)
-	out := in.Store.Apply(ctx, msg.Sequence, msg.Subject, msg.Header, msg.Payload)
+	out := in.Store.Apply(ctx, msg.Sequence, msg.Time, msg.Subject, msg.Header, msg.Payload)
 	if msg.Sequence == in.replayTo {
 		in.Store.MarkReplayed(in.stream)
 	}

@@ -110,6 +110,9 @@ type Message struct {
 	// Sequence is the stream sequence, the value the cursor ConfigMap
 	// stores once every event up to it is reflected in status.
 	Sequence uint64
+	// Time is when the stream stored the message: the clock final objects
+	// expire by, the same on every replay.
+	Time time.Time
 	// Subject is the subject the message was published on.
 	Subject string
 	// Payload is the message body.
@@ -411,6 +414,7 @@ func (c *Consumer) deliver(ctx, sctx context.Context, log logr.Logger, iter nats
 
 		m := Message{
 			Sequence:   seq,
+			Time:       meta.Timestamp,
 			Subject:    msg.Subject(),
 			Payload:    msg.Data(),
 			Header:     header(msg.Headers()),

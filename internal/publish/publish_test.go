@@ -103,7 +103,7 @@ func TestCreatedIsPublishedOnceWithTheContractsFields(t *testing.T) {
 	// The fold reads it as the operator's own created event of a formation
 	// declared in team-a.
 	s := fold.NewState()
-	if out := s.Apply(msg.Sequence, msg.Subject, msg.Header, msg.Data); out.Result != fold.ResultApplied {
+	if out := s.Apply(msg.Sequence, time.Time{}, msg.Subject, msg.Header, msg.Data); out.Result != fold.ResultApplied {
 		t.Fatalf("fold: %s %s", out.Result, out.Reason)
 	}
 	if f := s.Formations[formationID]; f.Phase != cellosv1.FormationPending || f.Namespace != "team-a" || f.Name != "research" {
@@ -143,7 +143,7 @@ func TestCancelledIsPublishedOnce(t *testing.T) {
 	}
 	s := fold.NewState()
 	for _, msg := range msgs {
-		s.Apply(msg.Sequence, msg.Subject, msg.Header, msg.Data)
+		s.Apply(msg.Sequence, time.Time{}, msg.Subject, msg.Header, msg.Data)
 	}
 	if f := s.Formations[formationID]; f.Phase != cellosv1.FormationCancelled || !f.Deleted {
 		t.Errorf("folded %+v, want Cancelled and deleted", f)

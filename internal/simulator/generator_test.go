@@ -188,7 +188,7 @@ func checkStream(t *testing.T, cfg simulator.Config, cells, inFlight int, events
 			}
 		}
 
-		out := state.Apply(seq, ev.Subject, nil, ev.Payload)
+		out := state.Apply(seq, time.Time{}, ev.Subject, nil, ev.Payload)
 		if out.Result != fold.ResultApplied {
 			t.Fatalf("event %d %s: %s (%s)\n%s", seq, ev.Type, out.Result, out.Reason, ev.Payload)
 		}
@@ -311,7 +311,7 @@ func TestDegradedPassesThroughRunning(t *testing.T) {
 	state := fold.NewState()
 	seen := map[string]string{} // formation id → what was observed, in order
 	for i, ev := range events {
-		if out := state.Apply(uint64(i+1), ev.Subject, nil, ev.Payload); out.Result != fold.ResultApplied {
+		if out := state.Apply(uint64(i+1), time.Time{}, ev.Subject, nil, ev.Payload); out.Result != fold.ResultApplied {
 			t.Fatalf("event %d: %s (%s)", i+1, out.Result, out.Reason)
 		}
 		if ev.FormationPhase() == "" {
@@ -366,7 +366,7 @@ func TestGeneratorContinuous(t *testing.T) {
 		if !ok {
 			t.Fatalf("continuous generator ran dry after %d events", i)
 		}
-		if out := state.Apply(uint64(i+1), ev.Subject, nil, ev.Payload); out.Result != fold.ResultApplied {
+		if out := state.Apply(uint64(i+1), time.Time{}, ev.Subject, nil, ev.Payload); out.Result != fold.ResultApplied {
 			t.Fatalf("event %d: %s (%s)", i+1, out.Result, out.Reason)
 		}
 		switch ev.FormationPhase() {

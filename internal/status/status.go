@@ -32,6 +32,7 @@ func FormationStatus(f *fold.Formation, stamp string, counts cellosv1.CellCounts
 		Cells:               fmt.Sprintf("%d/%d", counts.Running, counts.Total),
 		CellCounts:          counts,
 		LastAppliedSequence: int64(f.LastAppliedSequence),
+		FinishedAt:          metaTime(f.FinishedAt),
 		StreamStamp:         stamp,
 		ObservedGeneration:  generation,
 		Conditions:          append([]metav1.Condition(nil), existing...),
@@ -58,23 +59,6 @@ func storable(doc json.RawMessage) bool {
 	return json.Unmarshal(doc, &v) == nil && v != nil
 }
 
-// CountCells counts Cells by state, for a Formation's status.
-func CountCells(cells []cellosv1.Cell) cellosv1.CellCounts {
-	var n cellosv1.CellCounts
-	for i := range cells {
-		n.Total++
-		switch cells[i].Status.State {
-		case cellosv1.CellRunning:
-			n.Running++
-		case cellosv1.CellDestroyed:
-			n.Destroyed++
-		default:
-			n.Pending++
-		}
-	}
-	return n
-}
-
 // CellStatus is the status a Cell must have: the projection c with its stream
 // stamp, and kstatus conditions for the object's generation. Conditions that
 // do not change keep their lastTransitionTime.
@@ -90,6 +74,7 @@ func CellStatus(c *fold.Cell, stamp string, generation int64, existing []metav1.
 		Outcome:             c.Outcome,
 		ExitCode:            c.ExitCode,
 		LastAppliedSequence: int64(c.LastAppliedSequence),
+		FinishedAt:          metaTime(c.FinishedAt),
 		StreamStamp:         stamp,
 		ObservedGeneration:  generation,
 		Conditions:          append([]metav1.Condition(nil), existing...),

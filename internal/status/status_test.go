@@ -130,23 +130,6 @@ func TestConditionsKeepTransitionTimeWhileUnchanged(t *testing.T) {
 	}
 }
 
-func TestCountCells(t *testing.T) {
-	cells := []cellosv1.Cell{
-		{Status: cellosv1.CellStatus{State: cellosv1.CellRunning}},
-		{Status: cellosv1.CellStatus{State: cellosv1.CellRunning}},
-		{Status: cellosv1.CellStatus{State: cellosv1.CellDestroyed}},
-		{Status: cellosv1.CellStatus{State: cellosv1.CellPending}},
-	}
-	want := cellosv1.CellCounts{Total: 4, Running: 2, Destroyed: 1, Pending: 1}
-	if got := CountCells(cells); got != want {
-		t.Fatalf("CountCells = %+v, want %+v", got, want)
-	}
-	f := &fold.Formation{ID: "x", Phase: cellosv1.FormationRunning, LastAppliedSequence: 1}
-	if s := FormationStatus(f, "", want, 1, nil, now); s.Cells != "2/4" {
-		t.Fatalf("cells column %q, want 2/4", s.Cells)
-	}
-}
-
 func TestSameDocument(t *testing.T) {
 	raw := func(s string) *runtime.RawExtension { return &runtime.RawExtension{Raw: []byte(s)} }
 	cases := map[string]struct {

@@ -22,16 +22,17 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
+	cellosv1 "cellos.dev/cellos-operator/api/v1"
 	"cellos.dev/cellos-operator/internal/fold"
 )
 
 // Kind tells which kind of object a stream id names.
-type Kind string
+type Kind = fold.Kind
 
 // The kinds the projection writes.
 const (
-	FormationKind Kind = "Formation"
-	CellKind      Kind = "Cell"
+	FormationKind = fold.FormationKind
+	CellKind      = fold.CellKind
 )
 
 // Ref names one projected object by its kind and stream id.
@@ -87,14 +88,17 @@ type Store struct {
 	operatorPrefix string
 	// maxEventBytes is the largest message the fold accepts.
 	maxEventBytes int
+	// ttls say how long the fold holds final objects.
+	ttls fold.TTLs
 }
 
 // New returns an empty Store that lets at most maxUnflushed objects lag
 // their status before AwaitRoom holds the fold back (0: no bound), and
 // takes ownership facts only from the operator's events below
 // operatorPrefix (fold.DefaultOperatorPrefix when empty), and refuses
-// messages larger than maxEventBytes (fold.DefaultMaxEventBytes when 0).
-func New(maxUnflushed int, operatorPrefix string, maxEventBytes int) *Store {
+// messages larger than maxEventBytes (fold.DefaultMaxEventBytes when 0),
+// and releases final objects after ttls.
+func New(maxUnflushed int, operatorPrefix string, maxEventBytes int, ttls fold.TTLs) *Store {
 	s := &Store{
 		lagging: map[Kind]chan event.TypedGenericEvent[string]{
 			FormationKind: make(chan event.TypedGenericEvent[string], laggingBuffer),
@@ -104,6 +108,7 @@ func New(maxUnflushed int, operatorPrefix string, maxEventBytes int) *Store {
 		room:           make(chan struct{}, 1),
 		operatorPrefix: operatorPrefix,
 		maxEventBytes:  maxEventBytes,
+		ttls:           ttls,
 	}
 	s.Reset(Stream{})
 	return s
@@ -118,6 +123,7 @@ func (s *Store) Reset(stream Stream) {
 	s.state = fold.NewState()
 	s.state.OperatorPrefix = s.operatorPrefix
 	s.state.MaxEventBytes = s.maxEventBytes
+	s.state.TTLs = s.ttls
 	s.cellsNamed = map[string][]string{}
 	s.dirty = map[Ref]uint64{}
 	s.announced = map[Ref]bool{}
@@ -212,11 +218,11 @@ func (s *Store) take(ref Ref) {
 	delete(s.announced, ref)
 }
 
-// Apply folds one message, published on subject, and tells the controller of
+// Apply folds one message, published on subject and stored at time at, and tells the controller of
 // the object it changed, unless its id already waits for the controller. It
 // blocks while that controller is laggingBuffer ids behind, until ctx ends.
-func (s *Store) Apply(ctx context.Context, seq uint64, subject string, header map[string][]string, payload []byte) fold.Outcome {
-	out, ref, announce := s.apply(seq, subject, header, payload)
+func (s *Store) Apply(ctx context.Context, seq uint64, at time.Time, subject string, header map[string][]string, payload []byte) fold.Outcome {
+	out, ref, announce := s.apply(seq, at, subject, header, payload)
 	if announce {
 		select {
 		case s.lagging[ref.Kind] <- event.TypedGenericEvent[string]{Object: ref.ID}:
@@ -226,11 +232,12 @@ func (s *Store) Apply(ctx context.Context, seq uint64, subject string, header ma
 	return out
 }
 
-func (s *Store) apply(seq uint64, subject string, header map[string][]string, payload []byte) (fold.Outcome, Ref, bool) {
+func (s *Store) apply(seq uint64, at time.Time, subject string, header map[string][]string, payload []byte) (fold.Outcome, Ref, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := s.state.Apply(seq, subject, header, payload)
+	out := s.state.Apply(seq, at, subject, header, payload)
 	s.processed = max(s.processed, seq)
+	s.forget(out.Expired)
 	ref, ok := RefOf(out)
 	if !ok {
 		return out, ref, false
@@ -246,6 +253,41 @@ func (s *Store) apply(seq uint64, subject string, header map[string][]string, pa
 	}
 	s.announced[ref] = true
 	return out, ref, true
+}
+
+// forget drops what the store keeps of released objects: a status no longer
+// lags a projection that is gone, and a released cell id no longer claims
+// its object name.
+func (s *Store) forget(released []fold.Expiry) {
+	for _, e := range released {
+		ref := Ref(e)
+		delete(s.dirty, ref)
+		if ref.Kind == CellKind {
+			name := ObjectName(ref.ID)
+			s.cellsNamed[name] = slices.DeleteFunc(s.cellsNamed[name], func(id string) bool { return id == ref.ID })
+			if len(s.cellsNamed[name]) == 0 {
+				delete(s.cellsNamed, name)
+			}
+		}
+	}
+	if len(released) > 0 {
+		s.signalRoom()
+	}
+}
+
+// Live counts the objects of each kind the fold holds.
+func (s *Store) Live() (formations, cells int) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return len(s.state.Formations), len(s.state.Cells)
+}
+
+// Counts returns the counts of formation id's cells, expired ones
+// included.
+func (s *Store) Counts(id string) cellosv1.CellCounts {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.state.Counts(id)
 }
 
 // nameCell records id under its object name, once, after the ids the

@@ -10,6 +10,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	"cellos.dev/cellos-operator/internal/fold"
 )
 
 func started(cellID, formationID string) []byte {
@@ -27,7 +29,7 @@ const formationA = "02daa0b3-49a7-a4bf-8050-cbb812881d4e"
 // id off the store's channel as a controller would.
 func apply(t *testing.T, s *Store, seq uint64, payload []byte) Ref {
 	t.Helper()
-	out := s.Apply(context.Background(), seq, "", nil, payload)
+	out := s.Apply(context.Background(), seq, time.Time{}, "", nil, payload)
 	ref, ok := RefOf(out)
 	if ok {
 		<-s.lagging[ref.Kind]
@@ -39,26 +41,26 @@ func apply(t *testing.T, s *Store, seq uint64, payload []byte) Ref {
 // An object changed by many events before its controller takes its id is
 // announced once; an event after the controller took it announces it again.
 func TestAnObjectWaitsForItsControllerOnce(t *testing.T) {
-	s := New(0, "", 0)
+	s := New(0, "", 0, fold.TTLs{})
 	ctx := context.Background()
 	for seq := range uint64(3) {
-		s.Apply(ctx, seq+1, "", nil, started("cell-0", ""))
+		s.Apply(ctx, seq+1, time.Time{}, "", nil, started("cell-0", ""))
 	}
-	s.Apply(ctx, 4, "", nil, started("cell-1", ""))
+	s.Apply(ctx, 4, time.Time{}, "", nil, started("cell-1", ""))
 	if n := len(s.lagging[CellKind]); n != 2 {
 		t.Fatalf("%d ids wait for the controller after 3 events of cell-0 and 1 of cell-1, want 2", n)
 	}
 	first := <-s.lagging[CellKind]
 	s.take(Ref{Kind: CellKind, ID: first.Object})
-	s.Apply(ctx, 5, "", nil, started("cell-0", ""))
-	s.Apply(ctx, 6, "", nil, started("cell-1", ""))
+	s.Apply(ctx, 5, time.Time{}, "", nil, started("cell-0", ""))
+	s.Apply(ctx, 6, time.Time{}, "", nil, started("cell-1", ""))
 	if n := len(s.lagging[CellKind]); n != 2 {
 		t.Fatalf("%d ids wait after cell-0 was taken and both changed again, want 2 (cell-1 still waiting, cell-0 again)", n)
 	}
 }
 
 func TestWatermarkWaitsForEveryWrite(t *testing.T) {
-	s := New(0, "", 0)
+	s := New(0, "", 0, fold.TTLs{})
 	f := apply(t, s, 1, createdA())
 	c0 := apply(t, s, 2, started("cell-0", formationA))
 	apply(t, s, 3, []byte(`not json`))
@@ -81,7 +83,7 @@ func TestWatermarkWaitsForEveryWrite(t *testing.T) {
 }
 
 func TestEventsAfterASnapshotKeepTheObjectDirty(t *testing.T) {
-	s := New(0, "", 0)
+	s := New(0, "", 0, fold.TTLs{})
 	c := apply(t, s, 1, started("cell-0", ""))
 	apply(t, s, 2, started("cell-0", ""))
 	// A write of the projection as of sequence 1 leaves sequence 2 unwritten.
@@ -96,7 +98,7 @@ func TestEventsAfterASnapshotKeepTheObjectDirty(t *testing.T) {
 }
 
 func TestCellsNamed(t *testing.T) {
-	s := New(0, "", 0)
+	s := New(0, "", 0, fold.TTLs{})
 	apply(t, s, 1, createdA())
 	apply(t, s, 2, started("Cell 0", formationA))
 	if got := s.CellsNamed(ObjectName("Cell 0")); len(got) != 1 || got[0] != "Cell 0" {
@@ -108,7 +110,7 @@ func TestCellsNamed(t *testing.T) {
 }
 
 func TestResetStartsAnotherStream(t *testing.T) {
-	s := New(0, "", 0)
+	s := New(0, "", 0, fold.TTLs{})
 	first := Stream{Name: "CELLOS_EVENTS", Created: time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)}
 	s.Reset(first)
 	apply(t, s, 1, createdA())
@@ -155,7 +157,7 @@ func TestStampTellsStreamsAndSequencesApart(t *testing.T) {
 }
 
 func TestSourceHandsTheControllerItsIDs(t *testing.T) {
-	s := New(0, "", 0)
+	s := New(0, "", 0, fold.TTLs{})
 	got := make(chan string, 1)
 	h := handler.TypedFuncs[string, reconcile.Request]{
 		GenericFunc: func(_ context.Context, e event.TypedGenericEvent[string], _ workqueue.TypedRateLimitingInterface[reconcile.Request]) {
@@ -170,7 +172,7 @@ func TestSourceHandsTheControllerItsIDs(t *testing.T) {
 	if err := src.Start(ctx, q); err != nil {
 		t.Fatal(err)
 	}
-	s.Apply(ctx, 1, "", nil, started("cell-0", ""))
+	s.Apply(ctx, 1, time.Time{}, "", nil, started("cell-0", ""))
 	select {
 	case id := <-got:
 		if id != "cell-0" {
@@ -182,7 +184,7 @@ func TestSourceHandsTheControllerItsIDs(t *testing.T) {
 }
 
 func TestAwaitRoomHoldsTheFoldAtTheBound(t *testing.T) {
-	s := New(2, "", 0)
+	s := New(2, "", 0, fold.TTLs{})
 	c0 := apply(t, s, 1, started("cell-0", ""))
 	apply(t, s, 2, started("cell-1", ""))
 	paused := make(chan int, 1)

@@ -25,7 +25,6 @@ import (
 	"cellos.dev/cellos-operator/internal/cursor"
 	"cellos.dev/cellos-operator/internal/ingest"
 	"cellos.dev/cellos-operator/internal/jetstream"
-	cellosstatus "cellos.dev/cellos-operator/internal/status"
 	"cellos.dev/cellos-operator/internal/store"
 	"cellos.dev/cellos-operator/test/harness"
 	"cellos.dev/cellos-operator/test/localenv"
@@ -184,11 +183,29 @@ func matchesExpected(ns string, want expectedProjection) error {
 				labelled = append(labelled, cell)
 			}
 		}
-		if got, want := f.Status.CellCounts, cellosstatus.CountCells(labelled); got != want {
+		if got, want := f.Status.CellCounts, countCells(labelled); got != want {
 			return fmt.Errorf("formation %s counts %+v, its Cells %+v", f.Name, got, want)
 		}
 	}
 	return nil
+}
+
+// countCells counts Cells by state, as their Formation's counts must when
+// none has expired.
+func countCells(cells []cellosv1.Cell) cellosv1.CellCounts {
+	var n cellosv1.CellCounts
+	for i := range cells {
+		n.Total++
+		switch cells[i].Status.State {
+		case cellosv1.CellRunning:
+			n.Running++
+		case cellosv1.CellDestroyed:
+			n.Destroyed++
+		default:
+			n.Pending++
+		}
+	}
+	return n
 }
 
 // cursorAt reads the committed cursor sequence in ns, 0 when there is none.

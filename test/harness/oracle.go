@@ -38,9 +38,31 @@ type Expectation struct {
 	Leftover *Expectation
 }
 
-// Expect is the expectation of a snapshot: the fold of its messages.
+// Expect is the expectation of a snapshot for an operator that keeps
+// every object: the fold of its messages.
 func Expect(snap Snapshot) Expectation {
-	state, _ := Fold(snap.Messages)
+	return ExpectTTLs(snap, fold.TTLs{}, time.Time{})
+}
+
+// ExpectTTLs is the expectation of a snapshot, at now, for an operator with
+// ttls: the fold of its messages with those TTLs, less every object that
+// has expired by now, which must have been deleted.
+func ExpectTTLs(snap Snapshot, ttls fold.TTLs, now time.Time) Expectation {
+	state, _ := FoldTTLs(snap.Messages, ttls)
+	expired := func(at time.Time, ok bool) bool { return ok && !now.Before(at) }
+	for id, f := range state.Formations {
+		if expired(f.Expires(ttls)) {
+			delete(state.Formations, id)
+			for cell := range state.Tallies[id].Live {
+				delete(state.Cells, cell)
+			}
+		}
+	}
+	for id, c := range state.Cells {
+		if expired(c.Expires(ttls)) {
+			delete(state.Cells, id)
+		}
+	}
 	return Expectation{Stream: snap.Stream, Last: snap.Last, State: state}
 }
 
@@ -66,9 +88,9 @@ func Mismatches(ctx context.Context, c client.Reader, ns string, want Expectatio
 
 // Compare compares the Formations and Cells of one namespace with want:
 // each id the fold names is on exactly one object, named after it, whose
-// status is its projection (a Formation's cell counts being those of the
-// Cells labelled with its id); every Cell has a status; and no object
-// holds an id the fold does not name, unless want.Leftover allows it. It
+// status is its projection (a Formation's cell counts being the fold's);
+// every Cell has a status; and no object holds an id the fold does not
+// name, unless want.Leftover allows it. It
 // returns one entry per id that differs (per formation or cell id, and per
 // extra id), and one per Cell without a status, sorted; an entry that shows
 // got and want spans lines.
@@ -81,7 +103,6 @@ func Compare(formations []cellosv1.Formation, cells []cellosv1.Cell, want Expect
 		byFormation[id] = append(byFormation[id], f)
 	}
 	byCell := map[string][]*cellosv1.Cell{}
-	cellsOf := map[string][]cellosv1.Cell{}
 	for i := range cells {
 		c := &cells[i]
 		if c.Status.LastAppliedSequence == 0 {
@@ -89,9 +110,6 @@ func Compare(formations []cellosv1.Formation, cells []cellosv1.Cell, want Expect
 			continue
 		}
 		byCell[c.Status.CellID] = append(byCell[c.Status.CellID], c)
-		if id := c.Labels[cellosv1.FormationIDLabel]; id != "" {
-			cellsOf[id] = append(cellsOf[id], *c)
-		}
 	}
 
 	checkFormation := func(id string, exp Expectation, leftover bool) {
@@ -102,7 +120,7 @@ func Compare(formations []cellosv1.Formation, cells []cellosv1.Cell, want Expect
 		}
 		// A Formation only purged events or a deleted stream named keeps
 		// its last status, cell counts included, even as its Cells change.
-		counts := status.CountCells(cellsOf[id])
+		counts := exp.State.Counts(id)
 		if leftover {
 			counts = found[0].Status.CellCounts
 		}
@@ -157,9 +175,10 @@ func Compare(formations []cellosv1.Formation, cells []cellosv1.Cell, want Expect
 // says what differs, starting with a space or a new line.
 func FormationMismatch(stream store.Stream, want *fold.Formation, counts cellosv1.CellCounts, f *cellosv1.Formation) string {
 	s := f.Status
-	got := fmt.Sprint(f.Name, "|", s.FormationID, "|", s.FormationName, "|", s.Phase, "|", s.LastAppliedSequence, "|", s.StreamStamp, "|", s.CellCounts)
+	got := fmt.Sprint(f.Name, "|", s.FormationID, "|", s.FormationName, "|", s.Phase, "|", s.LastAppliedSequence, "|", s.StreamStamp, "|", s.CellCounts,
+		"|", metaTimeString(s.FinishedAt))
 	exp := fmt.Sprint(store.ObjectName(want.ID), "|", want.ID, "|", want.Name, "|", want.Phase, "|", want.LastAppliedSequence, "|",
-		store.Stamp(stream, store.Ref{Kind: store.FormationKind, ID: want.ID}, want.LastAppliedSequence), "|", counts)
+		store.Stamp(stream, store.Ref{Kind: store.FormationKind, ID: want.ID}, want.LastAppliedSequence), "|", counts, "|", foldTimeString(want.FinishedAt))
 	if got != exp {
 		return fmt.Sprintf("\n   got %s\n  want %s", got, exp)
 	}
@@ -176,10 +195,11 @@ func CellMismatch(stream store.Stream, want *fold.Cell, c *cellosv1.Cell) string
 	s := c.Status
 	got := strings.Join([]string{c.Name, s.CellID, s.SpecID, s.RunID, s.FormationID, string(s.State),
 		metaTimeString(s.StartedAt), metaTimeString(s.DestroyedAt), s.Outcome, exitCodeString(s.ExitCode),
-		fmt.Sprint(s.LastAppliedSequence), s.StreamStamp}, "|")
+		fmt.Sprint(s.LastAppliedSequence), s.StreamStamp, metaTimeString(s.FinishedAt)}, "|")
 	exp := strings.Join([]string{store.ObjectName(want.ID), want.ID, want.SpecID, want.RunID, want.FormationID, string(want.State),
 		foldTimeString(want.StartedAt), foldTimeString(want.DestroyedAt), want.Outcome, exitCodeString(want.ExitCode),
-		fmt.Sprint(want.LastAppliedSequence), store.Stamp(stream, store.Ref{Kind: store.CellKind, ID: want.ID}, want.LastAppliedSequence)}, "|")
+		fmt.Sprint(want.LastAppliedSequence), store.Stamp(stream, store.Ref{Kind: store.CellKind, ID: want.ID}, want.LastAppliedSequence),
+		foldTimeString(want.FinishedAt)}, "|")
 	if got != exp {
 		return fmt.Sprintf("\n   got %.300s\n  want %.300s", got, exp)
 	}

@@ -14,7 +14,9 @@ import (
 
 // Message is one stream message as the oracle folds it.
 type Message struct {
-	Seq     uint64
+	Seq uint64
+	// Time is when the stream stored the message, the fold's clock.
+	Time    time.Time
 	Subject string
 	Header  map[string][]string
 	Data    []byte
@@ -88,20 +90,27 @@ func readMessages(ctx context.Context, jsc natsjs.JetStream, name string, last u
 		if len(msg.Headers()) > 0 {
 			header = msg.Headers()
 		}
-		msgs = append(msgs, Message{Seq: meta.Sequence.Stream, Subject: msg.Subject(), Header: header, Data: slices.Clone(msg.Data())})
+		msgs = append(msgs, Message{Seq: meta.Sequence.Stream, Time: meta.Timestamp, Subject: msg.Subject(), Header: header, Data: slices.Clone(msg.Data())})
 		if meta.Sequence.Stream >= last {
 			return msgs, nil
 		}
 	}
 }
 
-// Fold is the pure fold (internal/fold) of msgs, in order, and each one's
-// outcome.
+// Fold is the pure fold (internal/fold) of msgs, in order, with no TTL,
+// and each one's outcome.
 func Fold(msgs []Message) (*fold.State, []fold.Outcome) {
+	return FoldTTLs(msgs, fold.TTLs{})
+}
+
+// FoldTTLs is the pure fold of msgs, in order, with ttls, and each one's
+// outcome.
+func FoldTTLs(msgs []Message, ttls fold.TTLs) (*fold.State, []fold.Outcome) {
 	s := fold.NewState()
+	s.TTLs = ttls
 	outs := make([]fold.Outcome, 0, len(msgs))
 	for _, m := range msgs {
-		outs = append(outs, s.Apply(m.Seq, m.Subject, m.Header, m.Data))
+		outs = append(outs, s.Apply(m.Seq, m.Time, m.Subject, m.Header, m.Data))
 	}
 	return s, outs
 }
