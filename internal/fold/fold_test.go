@@ -401,7 +401,7 @@ func TestApplyCellEvents(t *testing.T) {
 			name: "an event below the fold's sequence does not bring back a cell it does not hold", before: []step{{9, startedEvent}}, seq: 4,
 			payload: obj(typ(tStarted), tm(t1), data(`{"cellId":"c2"}`)),
 			want:    Outcome{Seq: 4, Result: ResultSkipped, Family: FamilyCell}, wantReason: `cell "c2" is not held and the fold is already at sequence 9`,
-			cells:   map[string]*Cell{"c1": {ID: "c1", SpecID: "s1", RunID: "r1", FormationID: fid, State: cellosv1.CellRunning, StartedAt: ts(t1), LastAppliedSequence: 9}},
+			cells: map[string]*Cell{"c1": {ID: "c1", SpecID: "s1", RunID: "r1", FormationID: fid, State: cellosv1.CellRunning, StartedAt: ts(t1), LastAppliedSequence: 9}},
 		},
 		{
 			name: "cell type wins over the formation gate even with formation data", seq: 1,
@@ -694,8 +694,8 @@ func TestApplyFormationEvents(t *testing.T) {
 		},
 		{
 			name: "an event below the fold's sequence does not bring back a formation it does not hold", before: []step{{5, startedEvent}}, seq: 2, payload: createdEvent,
-			want:       Outcome{Seq: 2, Result: ResultSkipped, Family: FamilyFormation, EventID: "f1"}, wantReason: "formation " + fid + " is not held and the fold is already at sequence 5",
-			cells:      map[string]*Cell{"c1": {ID: "c1", SpecID: "s1", RunID: "r1", FormationID: fid, State: cellosv1.CellRunning, StartedAt: ts(t1), LastAppliedSequence: 5}},
+			want: Outcome{Seq: 2, Result: ResultSkipped, Family: FamilyFormation, EventID: "f1"}, wantReason: "formation " + fid + " is not held and the fold is already at sequence 5",
+			cells: map[string]*Cell{"c1": {ID: "c1", SpecID: "s1", RunID: "r1", FormationID: fid, State: cellosv1.CellRunning, StartedAt: ts(t1), LastAppliedSequence: 5}},
 		},
 	})
 }
