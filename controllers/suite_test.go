@@ -49,10 +49,8 @@ type reconcilers struct {
 
 func startReconcilers(t *testing.T, namespace string, options ...func(*Config)) *reconcilers {
 	t.Helper()
-	r := &reconcilers{store: store.New(0, "", 0, fold.TTLs{})}
+	r := &reconcilers{}
 	stream := store.Stream{Name: jetstream.DefaultStreamName, Created: time.Now()}
-	r.store.Reset(stream)
-	r.store.MarkReplayed(stream)
 	_, js := localenv.StartJetStream(t).Connect(t)
 	if _, err := jetstream.EnsureStream(context.Background(), js, stream.Name); err != nil {
 		t.Fatal(err)
@@ -70,13 +68,18 @@ func startReconcilers(t *testing.T, namespace string, options ...func(*Config)) 
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cfg := Config{
-		Store: r.store, Namespace: namespace, FlushWindow: 10 * time.Millisecond,
+		Namespace: namespace, FlushWindow: 10 * time.Millisecond,
 		Clock: clock.RealClock{}, Workers: 2, Recorder: mgr.GetEventRecorder("cellos-operator"),
 		Tombstones: r.tombstones,
 	}
 	for _, option := range options {
 		option(&cfg)
 	}
+	// The fold releases objects by the TTLs the controllers delete them by.
+	r.store = store.New(0, "", 0, cfg.TTLs)
+	r.store.Reset(stream)
+	r.store.MarkReplayed(stream)
+	cfg.Store = r.store
 	if err := Setup(ctx, mgr, cfg); err != nil {
 		t.Fatal(err)
 	}

@@ -343,6 +343,9 @@ func (in *Ingester) commitLoop(ctx context.Context, pos cursor.Position) {
 			lagEvents.Set(float64(last - w))
 		}
 		unflushedObjects.Set(float64(in.Store.Unflushed()))
+		formations, cells := in.Store.Live()
+		liveObjects.WithLabelValues(string(store.FormationKind)).Set(float64(formations))
+		liveObjects.WithLabelValues(string(store.CellKind)).Set(float64(cells))
 		in.mu.Lock()
 		gap := in.lastGap
 		in.mu.Unlock()

@@ -37,6 +37,11 @@ var (
 		Help: "Objects whose status lags the projection; at --max-unflushed-objects the fold pauses.",
 	})
 
+	liveObjects = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "cellos_operator_live_objects",
+		Help: "Formations and Cells the fold holds, by kind: those not yet expired, which bound the operator's memory.",
+	}, []string{"kind"})
+
 	ingestPaused = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "cellos_operator_ingest_paused",
 		Help: "1 while the fold stops pulling the stream because too many objects await their status write.",
@@ -59,5 +64,5 @@ var (
 )
 
 func init() {
-	metrics.Registry.MustRegister(eventsTotal, cursorSequence, streamLastSequence, lagEvents, streamRecreationsTotal, unflushedObjects, ingestPaused, streamGapsTotal, streamGapEventsTotal, consumerErrorsTotal)
+	metrics.Registry.MustRegister(eventsTotal, cursorSequence, streamLastSequence, lagEvents, streamRecreationsTotal, unflushedObjects, liveObjects, ingestPaused, streamGapsTotal, streamGapEventsTotal, consumerErrorsTotal)
 }
