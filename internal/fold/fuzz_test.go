@@ -88,21 +88,21 @@ func FuzzFoldStream(f *testing.F) {
 	f.Fuzz(func(t *testing.T, input []byte, base uint64) {
 		msgs := split(input)
 		base %= 1 << 62
-		first := fold.NewState()
+		first := newFuzzState()
 		var outs []fold.Outcome
 		for i, m := range msgs {
 			seq := base + uint64(i) + 1
 			before := snapshot(first)
-			out := first.Apply(seq, time.Time{}, m.subject, m.header, m.payload)
+			out := first.Apply(seq, fuzzTime(i), m.subject, m.header, m.payload)
 			outs = append(outs, out)
 			checkOutcome(t, seq, out)
 			checkChange(t, before, first, out)
 		}
 		checkKeys(t, first)
 
-		again := fold.NewState()
+		again := newFuzzState()
 		for i, m := range msgs {
-			if out := again.Apply(base+uint64(i)+1, time.Time{}, m.subject, m.header, m.payload); !reflect.DeepEqual(out, outs[i]) {
+			if out := again.Apply(base+uint64(i)+1, fuzzTime(i), m.subject, m.header, m.payload); !reflect.DeepEqual(out, outs[i]) {
 				t.Fatalf("message %d folds to %+v the second time, %+v the first", i, out, outs[i])
 			}
 		}
@@ -111,7 +111,7 @@ func FuzzFoldStream(f *testing.F) {
 		}
 		before := snapshot(first)
 		for i, m := range msgs {
-			out := first.Apply(base+uint64(i)+1, time.Time{}, m.subject, m.header, m.payload)
+			out := first.Apply(base+uint64(i)+1, fuzzTime(i), m.subject, m.header, m.payload)
 			if outs[i].Result == fold.ResultApplied && out.Result != fold.ResultSkipped {
 				t.Fatalf("replayed message %d: %+v, want skipped", i, out)
 			}
@@ -120,6 +120,21 @@ func FuzzFoldStream(f *testing.F) {
 			t.Fatal("replaying the stream onto its fold changed it")
 		}
 	})
+}
+
+// fuzzTTLs are short beside the second between fuzzed messages, so that
+// objects expire, and start afresh, within one input.
+var fuzzTTLs = fold.TTLs{Cell: 2 * time.Second, Formation: 3 * time.Second}
+
+func newFuzzState() *fold.State {
+	s := fold.NewState()
+	s.TTLs = fuzzTTLs
+	return s
+}
+
+// fuzzTime is the JetStream time of the i-th fuzzed message: one a second.
+func fuzzTime(i int) time.Time {
+	return time.Date(2027, 1, 1, 0, 0, i, 0, time.UTC)
 }
 
 type message struct {
@@ -208,9 +223,21 @@ func checkOutcome(t *testing.T, seq uint64, out fold.Outcome) {
 	}
 }
 
-// checkChange checks that out changed exactly what it says it did.
+// checkChange checks that out changed exactly what it says it did: released
+// the objects it names as expired, then applied its event.
 func checkChange(t *testing.T, before, after *fold.State, out fold.Outcome) {
 	t.Helper()
+	for _, e := range out.Expired {
+		held := map[fold.Kind]bool{fold.CellKind: before.Cells[e.ID] != nil, fold.FormationKind: before.Formations[e.ID] != nil}
+		if !held[e.Kind] {
+			t.Fatalf("sequence %d released %s %q, which the fold did not hold", out.Seq, e.Kind, e.ID)
+		}
+		if e.Kind == fold.FormationKind {
+			delete(before.Formations, e.ID)
+		} else {
+			delete(before.Cells, e.ID)
+		}
+	}
 	if out.Result != fold.ResultApplied {
 		if !reflect.DeepEqual(before, snapshot(after)) {
 			t.Fatalf("sequence %d, %s, changed the state", out.Seq, out.Result)
