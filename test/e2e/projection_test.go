@@ -95,7 +95,7 @@ func readExpected(t *testing.T) expectedProjection {
 }
 
 // publish sends messages to the stream, creating it as the operator would.
-func publish(t *testing.T, js natsjs.JetStream, msgs []sampleMessage) {
+func publish(t testing.TB, js natsjs.JetStream, msgs []sampleMessage) {
 	t.Helper()
 	ctx := context.Background()
 	if _, err := jetstream.EnsureStream(ctx, js, "CELLOS_EVENTS"); err != nil {
