@@ -94,9 +94,11 @@ func (d deleter) remove(ctx context.Context, obj client.Object, kind store.Kind)
 
 // expirer deletes the Formations and Cells whose TTL after status.finishedAt
 // has passed. Its queue is the delayed queue: an object not yet due is
-// queued again for the moment it expires, so nothing polls. One worker per
-// kind paces the deletes, one at a time beside the status writers' many,
-// so that a wave of expiries never starves the status writes.
+// queued again for the moment it expires, so nothing polls. A quarter of
+// the status writers' workers per kind paces the deletes: a wave of
+// expiries never starves the status writes, yet the deletes keep up with
+// objects finishing at the rate they are written (one worker per kind fell
+// behind a steady 100 events/s in the soak of docs/performance.md).
 type expirer struct {
 	Config
 	deleter
@@ -204,8 +206,8 @@ var finished = predicate.NewPredicateFuncs(func(obj client.Object) bool {
 	return false
 })
 
-// setupExpiry adds the expirer's two controllers, one worker each, for the
-// kinds whose TTL is not 0.
+// setupExpiry adds the expirer's two controllers, for the kinds whose TTL
+// is not 0.
 func setupExpiry(mgr ctrl.Manager, e *expirer) error {
 	kinds := []struct {
 		name   string
@@ -223,7 +225,7 @@ func setupExpiry(mgr ctrl.Manager, e *expirer) error {
 		err := builder.ControllerManagedBy(mgr).
 			Named(k.name).
 			For(k.object, builder.WithPredicates(finished)).
-			WithOptions(controller.Options{MaxConcurrentReconciles: 1}).
+			WithOptions(controller.Options{MaxConcurrentReconciles: max(1, e.Workers/4)}).
 			Complete(reconcile.Func(k.expire))
 		if err != nil {
 			return fmt.Errorf("setting up the %s controller: %w", k.name, err)
