@@ -62,7 +62,9 @@ type Fallback struct {
 	Err    error
 }
 
-func (f *Fallback) Error() string { return fmt.Sprintf("checkpoint not used (%s): %v", f.Reason, f.Err) }
+func (f *Fallback) Error() string {
+	return fmt.Sprintf("checkpoint not used (%s): %v", f.Reason, f.Err)
+}
 func (f *Fallback) Unwrap() error { return f.Err }
 
 func fallback(reason Reason, format string, args ...any) *Fallback {

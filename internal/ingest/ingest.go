@@ -26,6 +26,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	cellosv1 "cellos.dev/cellos-operator/api/v1"
+	"cellos.dev/cellos-operator/internal/checkpoint"
 	"cellos.dev/cellos-operator/internal/cloudevent"
 	"cellos.dev/cellos-operator/internal/cursor"
 	"cellos.dev/cellos-operator/internal/fold"
@@ -69,6 +70,11 @@ type Ingester struct {
 	// ConsumerBufferBytes bounds the bytes of each pull from the stream
 	// (jetstream.DefaultBufferBytes when 0).
 	ConsumerBufferBytes int
+	// Checkpoints keeps the fold's checkpoints, written every
+	// CheckpointInterval and on a graceful stop, and loaded at start; nil
+	// folds every start from the stream's first event.
+	Checkpoints        *checkpoint.Bucket
+	CheckpointInterval time.Duration
 
 	// rejections limits Warning Events, so that a flood of bad events
 	// cannot flood the API server; every rejection is still logged and counted.
@@ -127,19 +133,26 @@ func (in *Ingester) foldStream(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	in.lastSeq.Store(0)
+	// next is the first sequence the fold lacks: after the checkpoint's,
+	// else the stream's very first.
+	next := in.restore(ctx, stream, info.State.LastSeq) + 1
+	in.lastSeq.Store(next - 1)
 	in.replayTo, in.stream = info.State.LastSeq, stream
-	if info.State.Msgs == 0 {
+	if info.State.Msgs == 0 || next > info.State.LastSeq {
 		in.Store.MarkReplayed(stream)
 	}
-	if info.State.FirstSeq > 1 {
-		in.gap(ctx, 1, info.State.FirstSeq-1, "the projection cannot reflect their events")
+	if info.State.FirstSeq > next {
+		in.gap(ctx, next, info.State.FirstSeq-1, "the projection cannot reflect their events")
 	}
+	from := max(next, info.State.FirstSeq)
 
 	commitCtx, stopCommits := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	wg.Go(func() { in.commitLoop(commitCtx, pos) })
-	wg.Go(func() { in.watchPurges(commitCtx, info.Created, info.State.FirstSeq) })
+	wg.Go(func() { in.watchPurges(commitCtx, info.Created, from) })
+	if in.Checkpoints != nil {
+		wg.Go(func() { in.checkpointLoop(commitCtx, next-1) })
+	}
 	defer wg.Wait()
 	defer stopCommits()
 
@@ -151,9 +164,9 @@ func (in *Ingester) foldStream(ctx context.Context) error {
 	in.mu.Lock()
 	in.consumer = consumer
 	in.mu.Unlock()
-	logr.FromContextOrDiscard(ctx).Info("Folding the stream from its first event", "stream", in.Stream,
+	logr.FromContextOrDiscard(ctx).Info("Folding the stream", "stream", in.Stream, "from", from,
 		"created", info.Created, "lastSequence", info.State.LastSeq, "cursor", pos.Sequence)
-	if err := consumer.Run(ctx, info.State.FirstSeq, in.handle); err != nil {
+	if err := consumer.Run(ctx, from, in.handle); err != nil {
 		return fmt.Errorf("consuming stream %s: %w", in.Stream, err)
 	}
 	return nil
