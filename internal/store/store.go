@@ -453,7 +453,8 @@ func (s *Store) Snapshot(use func(Snapshot)) {
 // Restore takes snap, a checkpoint of the stream the store was Reset to, as
 // the fold up to snap.Sequence, and hands every object it holds to the
 // controllers, in the order of their last events, as folding those events
-// would have: they compare each status with it. It blocks like Apply.
+// would have: they compare each status with it. It blocks like Apply. The
+// store keeps snap.State and snap.CellsNamed as its own.
 func (s *Store) Restore(ctx context.Context, snap Snapshot) {
 	refs := s.restore(snap)
 	for _, ref := range refs {
