@@ -1,12 +1,16 @@
-// Package ingest runs the projection on the elected leader: it consumes the
-// stream from its first event, folds it into the store, which tells the
-// controllers what lags, and commits the cursor.
+// Package ingest runs the projection on the elected leader: it restores the
+// fold from its checkpoint, consumes the stream after it (from its first
+// event without one), folds it into the store, which tells the controllers
+// what lags, commits the cursor, and checkpoints the fold.
 //
-// Every start folds the whole stream again rather than trusting the objects'
-// status or the cursor: status is always the fold of the stream it came
-// from, whatever happened while the operator was down (a recreated stream, a
-// status edited by hand, a deleted object or cursor). The controllers write
-// only what differs, so replaying an applied stream costs reads, not writes.
+// Every start has the fold of the whole stream before it writes, rather
+// than trusting the objects' status or the cursor: status is always the fold
+// of the stream it came from, whatever happened while the operator was down
+// (a recreated stream, a status edited by hand, a deleted object or cursor).
+// A checkpoint only saves folding again what it covers, and is used only
+// when it is of this very stream, with these settings. The controllers
+// write only what differs, so replaying an applied stream costs reads, not
+// writes.
 package ingest
 
 import (
@@ -295,8 +299,8 @@ func (in *Ingester) gap(ctx context.Context, first, last uint64, cost string) {
 }
 
 // watchPurges surfaces events purged from the stream after they were
-// folded: the projection keeps them, but a restart, which folds the stream
-// from its first event, no longer can. A purge of events not yet folded
+// folded: the projection keeps them, but a restart without a checkpoint,
+// which folds the stream from its first event, no longer can. A purge of events not yet folded
 // shows as a jump in the sequences the consumer delivers instead.
 func (in *Ingester) watchPurges(ctx context.Context, created time.Time, first uint64) {
 	tick := time.NewTicker(purgeCheckInterval)
