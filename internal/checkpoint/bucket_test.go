@@ -32,8 +32,10 @@ func TestBucketSavesAndLoads(t *testing.T) {
 	}
 	evs := events(200, 3)
 	st := newState(fold.TTLs{})
+	done := 0
 	for _, cut := range []int{len(evs) / 2, len(evs)} {
-		foldFrom(st, uint64(st.LastSequence+1), evs[st.LastSequence:cut])
+		foldFrom(st, uint64(done+1), evs[done:cut])
+		done = cut
 		snap := snapshotOf(st, uint64(cut))
 		data := encode(t, snap)
 		if err := b.Save(ctx, stream.Name, data); err != nil {

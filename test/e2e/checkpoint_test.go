@@ -197,6 +197,7 @@ func TestCheckpointFallsBackToAFullFold(t *testing.T) {
 		spoil func(t *testing.T) []string
 	}{
 		{checkpoint.Missing, func(t *testing.T) []string {
+			t.Helper()
 			obs, _ := r.object(t)
 			if err := obs.Delete(context.Background(), "CELLOS_EVENTS"); err != nil {
 				t.Fatal(err)
@@ -204,18 +205,21 @@ func TestCheckpointFallsBackToAFullFold(t *testing.T) {
 			return nil
 		}},
 		{checkpoint.Corrupt, func(t *testing.T) []string {
+			t.Helper()
 			obs, data := r.object(t)
 			data[len(data)-1] ^= 0xff
 			r.putObject(t, obs, data)
 			return nil
 		}},
 		{checkpoint.Format, func(t *testing.T) []string {
+			t.Helper()
 			obs, data := r.object(t)
 			data[len("CELLOSCP")]++ // the format version
 			r.putObject(t, obs, data)
 			return nil
 		}},
 		{checkpoint.Ahead, func(t *testing.T) []string {
+			t.Helper()
 			// As when the stream is restored from a backup older than the
 			// checkpoint: it covers sequences the stream does not hold.
 			obs, data := r.object(t)
@@ -242,6 +246,7 @@ func TestCheckpointFallsBackToAFullFold(t *testing.T) {
 			return []string{fmt.Sprintf("--max-event-bytes=%d", 2*fold.DefaultMaxEventBytes)}
 		}},
 		{checkpoint.OtherStream, func(t *testing.T) []string {
+			t.Helper()
 			// The stream deleted and created again with the same events:
 			// the sequences match, the creation time does not.
 			if err := r.jsc.DeleteStream(context.Background(), "CELLOS_EVENTS"); err != nil {
