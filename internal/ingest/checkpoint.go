@@ -6,48 +6,10 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
-	"github.com/prometheus/client_golang/prometheus"
-	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"cellos.dev/cellos-operator/internal/checkpoint"
 	"cellos.dev/cellos-operator/internal/store"
 )
-
-// The checkpoints' metrics, on the manager's /metrics endpoint.
-var (
-	checkpointFallbacksTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "cellos_operator_checkpoint_fallbacks_total",
-		Help: "Starts that folded the stream from its first event because the checkpoint could not be used, by reason.",
-	}, []string{"reason"})
-
-	checkpointBytes = prometheus.NewGauge(prometheus.GaugeOpts{
-		Name: "cellos_operator_checkpoint_bytes",
-		Help: "Size of the last checkpoint written or loaded.",
-	})
-
-	checkpointSequence = prometheus.NewGauge(prometheus.GaugeOpts{
-		Name: "cellos_operator_checkpoint_sequence",
-		Help: "The stream sequence the last checkpoint written or loaded covers.",
-	})
-
-	checkpointDuration = prometheus.NewHistogram(prometheus.HistogramOpts{
-		Name:    "cellos_operator_checkpoint_duration_seconds",
-		Help:    "Time to encode and write one checkpoint.",
-		Buckets: prometheus.ExponentialBuckets(0.005, 2, 12),
-	})
-
-	checkpointWriteFailuresTotal = prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "cellos_operator_checkpoint_write_failures_total",
-		Help: "Checkpoints that could not be encoded or written.",
-	})
-)
-
-func init() {
-	metrics.Registry.MustRegister(checkpointFallbacksTotal, checkpointBytes, checkpointSequence, checkpointDuration, checkpointWriteFailuresTotal)
-	for _, r := range checkpoint.Reasons {
-		checkpointFallbacksTotal.WithLabelValues(string(r))
-	}
-}
 
 // restore loads the checkpoint of stream into the store, just Reset, and
 // returns the sequence it covers; 0, for a fold from the first event, when
