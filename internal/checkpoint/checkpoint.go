@@ -16,6 +16,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"math"
 	"reflect"
 	"time"
 
@@ -104,7 +105,9 @@ var (
 	// Sorted map keys make equal states encode to equal bytes; RFC 3339
 	// times keep the nanoseconds and the offset the fold holds.
 	encMode = must(cbor.EncOptions{Sort: cbor.SortCoreDeterministic, Time: cbor.TimeRFC3339Nano, IndefLength: cbor.IndefLengthForbidden}.EncMode())
-	decMode = must(cbor.DecOptions{}.DecMode())
+	// The fold holds as many objects as are live: no bound below the
+	// largest the library allows (its defaults refuse maps over 131,072).
+	decMode = must(cbor.DecOptions{MaxMapPairs: math.MaxInt32, MaxArrayElements: math.MaxInt32}.DecMode())
 	// bodyType is the hash of what this binary encodes.
 	bodyType = typeHash(reflect.TypeFor[body]())
 )

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"maps"
 	"reflect"
 	"testing"
@@ -96,6 +97,25 @@ func TestRoundTrip(t *testing.T) {
 	}
 	if len(st.Formations) == 0 || len(st.Cells) == 0 {
 		t.Fatal("the stream folded to nothing")
+	}
+}
+
+// A checkpoint of more objects than the CBOR library decodes by default
+// decodes.
+func TestManyObjects(t *testing.T) {
+	const n = 140_000
+	named := make(map[string][]string, n)
+	for i := range n {
+		id := fmt.Sprint(i)
+		named[id] = []string{id}
+	}
+	snap := store.Snapshot{Stream: stream, Sequence: n, Settings: settings(fold.TTLs{}), State: newState(fold.TTLs{}), CellsNamed: named}
+	got, err := Decode(encode(t, snap), want(snap))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got.CellsNamed) != n {
+		t.Errorf("decoded %d cell names, encoded %d", len(got.CellsNamed), n)
 	}
 }
 
