@@ -140,7 +140,6 @@ func (in *Ingester) foldStream(ctx context.Context) error {
 	// next is the first sequence the fold lacks: after the checkpoint's,
 	// else the stream's very first.
 	next := in.restore(ctx, stream, info.State.LastSeq) + 1
-	in.lastSeq.Store(next - 1)
 	in.replayTo, in.stream = info.State.LastSeq, stream
 	if info.State.Msgs == 0 || next > info.State.LastSeq {
 		in.Store.MarkReplayed(stream)
@@ -148,7 +147,10 @@ func (in *Ingester) foldStream(ctx context.Context) error {
 	if info.State.FirstSeq > next {
 		in.gap(ctx, next, info.State.FirstSeq-1, "the projection cannot reflect their events")
 	}
+	// The consumer starts where both the fold and the stream do; the gap
+	// between them is surfaced above, and not again at the first message.
 	from := max(next, info.State.FirstSeq)
+	in.lastSeq.Store(from - 1)
 
 	commitCtx, stopCommits := context.WithCancel(ctx)
 	var wg sync.WaitGroup
