@@ -44,20 +44,23 @@ func (in *Ingester) checkpointLoop(ctx context.Context, written uint64) {
 	for {
 		select {
 		case <-tick.C:
-			written = in.writeCheckpoint(ctx, written)
+			written, _ = in.writeCheckpoint(ctx, written)
 		case <-ctx.Done():
 			final, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-			written = in.writeCheckpoint(final, written)
+			written, ok := in.writeCheckpoint(final, written)
 			cancel()
-			logr.FromContextOrDiscard(ctx).Info("Wrote the checkpoint on shutdown", "sequence", written)
+			if ok {
+				logr.FromContextOrDiscard(ctx).Info("Checkpointed the fold on shutdown", "sequence", written)
+			}
 			return
 		}
 	}
 }
 
 // writeCheckpoint writes the fold as it is, unless it is still at written,
-// and returns the sequence the bucket now holds a checkpoint of.
-func (in *Ingester) writeCheckpoint(ctx context.Context, written uint64) uint64 {
+// and returns the sequence the bucket now holds a checkpoint of, and
+// whether that is the fold as it is (false: the write failed, and said so).
+func (in *Ingester) writeCheckpoint(ctx context.Context, written uint64) (uint64, bool) {
 	start := time.Now()
 	var snap store.Snapshot
 	var data []byte
@@ -70,7 +73,7 @@ func (in *Ingester) writeCheckpoint(ctx context.Context, written uint64) uint64 
 		}
 	})
 	if data == nil && err == nil {
-		return written
+		return written, true
 	}
 	if err == nil {
 		err = in.Checkpoints.Save(ctx, snap.Stream.Name, data)
@@ -78,10 +81,10 @@ func (in *Ingester) writeCheckpoint(ctx context.Context, written uint64) uint64 
 	if err != nil {
 		checkpointWriteFailuresTotal.Inc()
 		logr.FromContextOrDiscard(ctx).Error(err, "Writing the checkpoint; the next start folds a longer tail", "sequence", snap.Sequence)
-		return written
+		return written, false
 	}
 	checkpointDuration.Observe(time.Since(start).Seconds())
 	checkpointBytes.Set(float64(len(data)))
 	checkpointSequence.Set(float64(snap.Sequence))
-	return snap.Sequence
+	return snap.Sequence, true
 }
