@@ -322,10 +322,10 @@ func TestCheckpointKeepsExpiredObjectsGone(t *testing.T) {
 	ctx := context.Background()
 	r.m = startManager(t, r.js.URL(), r.ns, flags...)
 	gone := simulator.Generate(simulator.Config{Seed: 39, Formations: 3, CellsPerFormation: 2, Start: time.Date(2027, 4, 1, 8, 0, 0, 0, time.UTC)})
-	expired := time.Now().Add(ttls.Formation + time.Second)
 	if _, err := simulator.Publish(ctx, r.jsc, slices.Values(gone), 0); err != nil {
 		t.Fatal(err)
 	}
+	expired := time.Now().Add(ttls.Formation + time.Second)
 	expect := func() harness.Expectation {
 		snap, err := harness.ReadStream(ctx, r.jsc, "CELLOS_EVENTS")
 		if err != nil {
