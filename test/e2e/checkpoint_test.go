@@ -63,46 +63,41 @@ func (r *checkpointRun) start(t *testing.T, extra ...string) {
 	t.Helper()
 	want := foldStream(t, r.jsc)
 	r.m = startManager(t, r.js.URL(), r.ns, append([]string{"--flush-window=50ms", "--cursor-commit-interval=200ms"}, extra...)...)
+	harness.Eventually(t, time.Minute, "ready", r.m.Ready)
 	harness.Eventually(t, 2*time.Minute, "every object equals the fold of the stream", func() error { return matchesFold(r.ns, want) })
 	waitForCursorOf(t, r.ns, want)
 }
 
-// folded is how many events this start of the manager folded.
-func (r *checkpointRun) folded(t *testing.T) int {
-	t.Helper()
-	samples, err := r.m.Metrics()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return int(harness.Sum(samples, "cellos_operator_events_total"))
-}
-
-// fallbacks is the reasons this start of the manager did not use the
-// checkpoint for, with their counts.
-func (r *checkpointRun) fallbacks(t *testing.T) map[checkpoint.Reason]int {
-	t.Helper()
-	got := map[checkpoint.Reason]int{}
-	for _, reason := range checkpoint.Reasons {
-		if n := r.m.Metric(t, `cellos_operator_checkpoint_fallbacks_total{reason="`+string(reason)+`"}`); n > 0 {
-			got[reason] = int(n)
-		}
-	}
-	return got
-}
-
 // expectFolded checks that this start folded n events and fell back for
-// reason alone ("" for none).
+// reason alone ("" for none). The metrics are read until they say so,
+// then once more a moment later, so that a fold that goes on past n fails.
 func (r *checkpointRun) expectFolded(t *testing.T, n int, reason checkpoint.Reason) {
 	t.Helper()
 	want := map[checkpoint.Reason]int{}
 	if reason != "" {
 		want[reason] = 1
 	}
-	if got := r.fallbacks(t); fmt.Sprint(got) != fmt.Sprint(want) {
-		t.Errorf("fallbacks %v, want %v\n%s", got, want, harness.Tail(r.m.Logs(), 30))
+	check := func() error {
+		samples, err := r.m.Metrics()
+		if err != nil {
+			return err
+		}
+		got := map[checkpoint.Reason]int{}
+		for _, reason := range checkpoint.Reasons {
+			if n := samples[`cellos_operator_checkpoint_fallbacks_total{reason="`+string(reason)+`"}`]; n > 0 {
+				got[reason] = int(n)
+			}
+		}
+		folded := int(harness.Sum(samples, "cellos_operator_events_total"))
+		if fmt.Sprint(got) != fmt.Sprint(want) || folded != n {
+			return fmt.Errorf("folded %d events, want %d; fallbacks %v, want %v", folded, n, got, want)
+		}
+		return nil
 	}
-	if got := r.folded(t); got != n {
-		t.Errorf("folded %d events, want %d", got, n)
+	harness.Eventually(t, time.Minute, "the start folds what it must", check)
+	time.Sleep(time.Second)
+	if err := check(); err != nil {
+		t.Errorf("%v\n%s", err, harness.Tail(r.m.Logs(), 30))
 	}
 }
 
@@ -174,7 +169,6 @@ func TestCheckpointFoldsOnlyTheTail(t *testing.T) {
 	// Nothing after the checkpoint: nothing to fold, and ready at once.
 	r.start(t)
 	r.expectFolded(t, 0, "")
-	harness.Eventually(t, time.Minute, "ready", r.m.Ready)
 	if failed := r.m.Metric(t, "cellos_operator_checkpoint_write_failures_total"); failed != 0 {
 		t.Errorf("%v checkpoint writes failed", failed)
 	}
