@@ -39,6 +39,7 @@ import (
 
 	cellosv1 "cellos.dev/cellos-operator/api/v1"
 	"cellos.dev/cellos-operator/controllers"
+	"cellos.dev/cellos-operator/internal/checkpoint"
 	"cellos.dev/cellos-operator/internal/cursor"
 	"cellos.dev/cellos-operator/internal/fence"
 	"cellos.dev/cellos-operator/internal/fold"
@@ -79,6 +80,8 @@ type options struct {
 	stream, namespace, cursorConfigMap       string
 	watchNamespaces                          string
 	publishSubjectPrefix, tombstoneBucket    string
+	checkpointBucket                         string
+	checkpointInterval                       time.Duration
 	nats                                     natsconn.Options
 	createStream, leaderElect                bool
 	metricsAddr, probeAddr                   string
@@ -98,6 +101,8 @@ func parseFlags() options {
 	flag.BoolVar(&opts.createStream, "create-stream", true, "Create the stream when it is missing. With false the operator never creates it, and waits, unready, until it exists.")
 	flag.StringVar(&opts.publishSubjectPrefix, "publish-subject-prefix", fold.DefaultOperatorPrefix, "Subject prefix of the events the operator publishes for declared Formations; they go to <prefix>.formation.<formationId>.")
 	flag.StringVar(&opts.tombstoneBucket, "tombstone-bucket", tombstone.DefaultBucket, "JetStream KV bucket, in the stream's NATS, that remembers the formations whose declared Formation was deleted, for longer than the stream keeps their events.")
+	flag.StringVar(&opts.checkpointBucket, "checkpoint-bucket", checkpoint.DefaultBucket, "JetStream Object Store bucket, in the stream's NATS, that keeps the checkpoint of the fold, so that a start folds only the events after it. Created at start unless --create-stream=false, which expects it created.")
+	flag.DurationVar(&opts.checkpointInterval, "checkpoint-interval", time.Minute, "How often the leader checkpoints the fold (and once on a graceful stop); a start folds at most about this much of the stream's events. 0 disables checkpoints: every start folds the stream from its first event.")
 	flag.StringVar(&opts.namespace, "namespace", "", "Namespace for objects first seen in the stream (default: the operator's namespace).")
 	flag.StringVar(&opts.watchNamespaces, "watch-namespaces", "", "Comma-separated namespaces the operator watches and writes Formations and Cells in (default: all); --namespace must be one of them.")
 	flag.StringVar(&opts.cursorConfigMap, "cursor-configmap", "cellos-projection-cursor", "Name of the ConfigMap, in the operator's namespace, that holds the cursor: the low watermark of the stream sequences reflected in status.")
@@ -127,6 +132,9 @@ func run() error {
 	setupLog := ctrl.Log.WithName("setup")
 	if opts.consumerBufferBytes <= 0 {
 		return fmt.Errorf("--consumer-buffer-bytes %d: must be positive", opts.consumerBufferBytes)
+	}
+	if opts.checkpointInterval < 0 {
+		return fmt.Errorf("--checkpoint-interval %s: must be 0 (no checkpoints) or positive", opts.checkpointInterval)
 	}
 	if opts.ttls.Cell < 0 || opts.ttls.Formation < 0 {
 		return fmt.Errorf("--cell-ttl %s, --formation-ttl %s: a TTL must be 0 (keep for ever) or positive", opts.ttls.Cell, opts.ttls.Formation)
@@ -239,6 +247,10 @@ func addProjection(ctx context.Context, mgr ctrl.Manager, conn *natsconn.Conn, o
 		CommitInterval:      opts.commitInterval,
 		NoCreateStream:      !opts.createStream,
 		ConsumerBufferBytes: opts.consumerBufferBytes,
+		CheckpointInterval:  opts.checkpointInterval,
+	}
+	if opts.checkpointInterval > 0 {
+		in.Checkpoints = &checkpoint.Bucket{JetStream: js, Name: opts.checkpointBucket, NoCreate: !opts.createStream}
 	}
 	if err := mgr.Add(in); err != nil {
 		return nil, fmt.Errorf("adding the ingester: %w", err)

@@ -1,12 +1,16 @@
-// Package ingest runs the projection on the elected leader: it consumes the
-// stream from its first event, folds it into the store, which tells the
-// controllers what lags, and commits the cursor.
+// Package ingest runs the projection on the elected leader: it restores the
+// fold from its checkpoint, consumes the stream after it (from its first
+// event without one), folds it into the store, which tells the controllers
+// what lags, commits the cursor, and checkpoints the fold.
 //
-// Every start folds the whole stream again rather than trusting the objects'
-// status or the cursor: status is always the fold of the stream it came
-// from, whatever happened while the operator was down (a recreated stream, a
-// status edited by hand, a deleted object or cursor). The controllers write
-// only what differs, so replaying an applied stream costs reads, not writes.
+// Every start has the fold of the whole stream before it writes, rather
+// than trusting the objects' status or the cursor: status is always the fold
+// of the stream it came from, whatever happened while the operator was down
+// (a recreated stream, a status edited by hand, a deleted object or cursor).
+// A checkpoint only saves folding again what it covers, and is used only
+// when it is of this very stream, with these settings. The controllers
+// write only what differs, so replaying an applied stream costs reads, not
+// writes.
 package ingest
 
 import (
@@ -26,6 +30,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	cellosv1 "cellos.dev/cellos-operator/api/v1"
+	"cellos.dev/cellos-operator/internal/checkpoint"
 	"cellos.dev/cellos-operator/internal/cloudevent"
 	"cellos.dev/cellos-operator/internal/cursor"
 	"cellos.dev/cellos-operator/internal/fold"
@@ -69,6 +74,11 @@ type Ingester struct {
 	// ConsumerBufferBytes bounds the bytes of each pull from the stream
 	// (jetstream.DefaultBufferBytes when 0).
 	ConsumerBufferBytes int
+	// Checkpoints keeps the fold's checkpoints, written every
+	// CheckpointInterval and on a graceful stop, and loaded at start; nil
+	// folds every start from the stream's first event.
+	Checkpoints        *checkpoint.Bucket
+	CheckpointInterval time.Duration
 
 	// rejections limits Warning Events, so that a flood of bad events
 	// cannot flood the API server; every rejection is still logged and counted.
@@ -127,19 +137,28 @@ func (in *Ingester) foldStream(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	in.lastSeq.Store(0)
+	// next is the first sequence the fold lacks: after the checkpoint's,
+	// else the stream's very first.
+	next := in.restore(ctx, stream, info.State.LastSeq) + 1
 	in.replayTo, in.stream = info.State.LastSeq, stream
-	if info.State.Msgs == 0 {
+	if info.State.Msgs == 0 || next > info.State.LastSeq {
 		in.Store.MarkReplayed(stream)
 	}
-	if info.State.FirstSeq > 1 {
-		in.gap(ctx, 1, info.State.FirstSeq-1, "the projection cannot reflect their events")
+	if info.State.FirstSeq > next {
+		in.gap(ctx, next, info.State.FirstSeq-1, "the projection cannot reflect their events")
 	}
+	// The consumer starts where both the fold and the stream do; the gap
+	// between them is surfaced above, and not again at the first message.
+	from := max(next, info.State.FirstSeq)
+	in.lastSeq.Store(from - 1)
 
 	commitCtx, stopCommits := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	wg.Go(func() { in.commitLoop(commitCtx, pos) })
-	wg.Go(func() { in.watchPurges(commitCtx, info.Created, info.State.FirstSeq) })
+	wg.Go(func() { in.watchPurges(commitCtx, info.Created, from) })
+	if in.Checkpoints != nil {
+		wg.Go(func() { in.checkpointLoop(commitCtx, next-1) })
+	}
 	defer wg.Wait()
 	defer stopCommits()
 
@@ -151,9 +170,9 @@ func (in *Ingester) foldStream(ctx context.Context) error {
 	in.mu.Lock()
 	in.consumer = consumer
 	in.mu.Unlock()
-	logr.FromContextOrDiscard(ctx).Info("Folding the stream from its first event", "stream", in.Stream,
+	logr.FromContextOrDiscard(ctx).Info("Folding the stream", "stream", in.Stream, "from", from,
 		"created", info.Created, "lastSequence", info.State.LastSeq, "cursor", pos.Sequence)
-	if err := consumer.Run(ctx, info.State.FirstSeq, in.handle); err != nil {
+	if err := consumer.Run(ctx, from, in.handle); err != nil {
 		return fmt.Errorf("consuming stream %s: %w", in.Stream, err)
 	}
 	return nil
@@ -282,8 +301,8 @@ func (in *Ingester) gap(ctx context.Context, first, last uint64, cost string) {
 }
 
 // watchPurges surfaces events purged from the stream after they were
-// folded: the projection keeps them, but a restart, which folds the stream
-// from its first event, no longer can. A purge of events not yet folded
+// folded: the projection keeps them, but a restart without a checkpoint,
+// which folds the stream from its first event, no longer can. A purge of events not yet folded
 // shows as a jump in the sequences the consumer delivers instead.
 func (in *Ingester) watchPurges(ctx context.Context, created time.Time, first uint64) {
 	tick := time.NewTicker(purgeCheckInterval)

@@ -3,6 +3,8 @@ package ingest
 import (
 	"github.com/prometheus/client_golang/prometheus"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
+
+	"cellos.dev/cellos-operator/internal/checkpoint"
 )
 
 // The ingester's metrics, on the manager's /metrics endpoint.
@@ -61,8 +63,40 @@ var (
 		Name: "cellos_operator_consumer_errors_total",
 		Help: "Problems the JetStream consumer met (missed heartbeats, resets, lost connections), by reason.",
 	}, []string{"reason"})
+
+	checkpointFallbacksTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "cellos_operator_checkpoint_fallbacks_total",
+		Help: "Starts that folded the stream from its first event because the checkpoint could not be used, by reason.",
+	}, []string{"reason"})
+
+	checkpointBytes = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "cellos_operator_checkpoint_bytes",
+		Help: "Size of the last checkpoint written.",
+	})
+
+	checkpointSequence = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "cellos_operator_checkpoint_sequence",
+		Help: "The stream sequence the last checkpoint written or restored covers.",
+	})
+
+	checkpointDuration = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "cellos_operator_checkpoint_duration_seconds",
+		Help:    "Time to encode and write one checkpoint.",
+		Buckets: prometheus.ExponentialBuckets(0.005, 2, 12),
+	})
+
+	checkpointWriteFailuresTotal = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "cellos_operator_checkpoint_write_failures_total",
+		Help: "Checkpoints that could not be encoded or written.",
+	})
 )
 
 func init() {
-	metrics.Registry.MustRegister(eventsTotal, cursorSequence, streamLastSequence, lagEvents, streamRecreationsTotal, unflushedObjects, liveObjects, ingestPaused, streamGapsTotal, streamGapEventsTotal, consumerErrorsTotal)
+	metrics.Registry.MustRegister(eventsTotal, cursorSequence, streamLastSequence, lagEvents, streamRecreationsTotal, unflushedObjects, liveObjects, ingestPaused, streamGapsTotal, streamGapEventsTotal, consumerErrorsTotal,
+		checkpointFallbacksTotal, checkpointBytes, checkpointSequence, checkpointDuration, checkpointWriteFailuresTotal)
+	// Every reason is exported from the start, at 0, so that an alert on
+	// its increase sees the first one.
+	for _, r := range checkpoint.Reasons {
+		checkpointFallbacksTotal.WithLabelValues(string(r))
+	}
 }

@@ -12,6 +12,7 @@
 package store
 
 import (
+	"cmp"
 	"context"
 	"slices"
 	"sync"
@@ -407,4 +408,89 @@ func (s *Store) Watermark() uint64 {
 		w = min(w, first-1)
 	}
 	return w
+}
+
+// Settings are what the store's fold is configured with that changes its
+// result: a fold under other settings is not the same fold.
+type Settings struct {
+	OperatorPrefix string
+	MaxEventBytes  int
+	TTLs           fold.TTLs
+}
+
+// Settings returns the store's settings, defaults filled in.
+func (s *Store) Settings() Settings {
+	st := Settings{OperatorPrefix: s.operatorPrefix, MaxEventBytes: s.maxEventBytes, TTLs: s.ttls}
+	if st.OperatorPrefix == "" {
+		st.OperatorPrefix = fold.DefaultOperatorPrefix
+	}
+	if st.MaxEventBytes <= 0 {
+		st.MaxEventBytes = fold.DefaultMaxEventBytes
+	}
+	return st
+}
+
+// Snapshot is the store's projection of Stream up to Sequence, whole, for
+// a checkpoint: the fold and the cell ids by object name.
+type Snapshot struct {
+	Stream   Stream
+	Sequence uint64
+	Settings Settings
+	State    *fold.State
+	// CellsNamed is what CellsNamed answers from.
+	CellsNamed map[string][]string
+}
+
+// Snapshot calls use with the projection as it is. It runs under the read
+// lock, so that no event is folded meanwhile and the state is exactly the
+// fold up to the sequence it says; use must neither change nor keep it.
+func (s *Store) Snapshot(use func(Snapshot)) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	use(Snapshot{Stream: s.stream, Sequence: s.processed, Settings: s.Settings(), State: s.state, CellsNamed: s.cellsNamed})
+}
+
+// Restore takes snap, a checkpoint of the stream the store was Reset to, as
+// the fold up to snap.Sequence, and hands every object it holds to the
+// controllers, in the order of their last events, as folding those events
+// would have: they compare each status with it. It blocks like Apply. The
+// store keeps snap.State and snap.CellsNamed as its own.
+func (s *Store) Restore(ctx context.Context, snap Snapshot) {
+	refs := s.restore(snap)
+	for _, ref := range refs {
+		select {
+		case s.lagging[ref.Kind] <- event.TypedGenericEvent[string]{Object: ref.ID}:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+func (s *Store) restore(snap Snapshot) []Ref {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if snap.Stream != s.stream {
+		return nil
+	}
+	s.state, s.cellsNamed, s.processed = snap.State, snap.CellsNamed, snap.Sequence
+	s.state.OperatorPrefix, s.state.MaxEventBytes, s.state.TTLs = s.operatorPrefix, s.maxEventBytes, s.ttls
+	s.state.Reindex()
+	if s.cellsNamed == nil {
+		s.cellsNamed = map[string][]string{}
+	}
+	refs := make([]Ref, 0, len(s.state.Formations)+len(s.state.Cells))
+	for id := range s.state.Formations {
+		refs = append(refs, Ref{Kind: FormationKind, ID: id})
+	}
+	for id := range s.state.Cells {
+		refs = append(refs, Ref{Kind: CellKind, ID: id})
+	}
+	slices.SortFunc(refs, func(a, b Ref) int { return cmp.Compare(s.lastApplied(a), s.lastApplied(b)) })
+	for _, ref := range refs {
+		// Which event of the object was first is not kept: its status is
+		// behind from the start, as far as the watermark can tell.
+		s.dirty[ref] = 1
+		s.announced[ref] = true
+	}
+	return refs
 }

@@ -215,3 +215,60 @@ func TestAwaitRoomHoldsTheFoldAtTheBound(t *testing.T) {
 	// Below the bound it returns at once, without pausing.
 	s.AwaitRoom(context.Background(), func(int) { t.Error("paused below the bound") })
 }
+
+// A store restored from another's snapshot holds the same fold and cell
+// names, hands every object to its controller, in the order of their last
+// events, as dirty, and folds on from the sequence after the snapshot's.
+func TestRestoreHandsEveryObjectOver(t *testing.T) {
+	stream := Stream{Name: "S", Created: time.Unix(1, 0)}
+	from := New(0, "", 0, fold.TTLs{})
+	from.Reset(stream)
+	apply(t, from, 1, createdA())
+	apply(t, from, 2, started("cell-0", formationA))
+	apply(t, from, 3, started("cell-1", formationA))
+	apply(t, from, 4, []byte(`not json`))
+	var snap Snapshot
+	from.Snapshot(func(s Snapshot) { snap = s })
+	if snap.Sequence != 4 || snap.Stream != stream || snap.Settings != from.Settings() {
+		t.Fatalf("snapshot of sequence %d, stream %+v, settings %+v", snap.Sequence, snap.Stream, snap.Settings)
+	}
+
+	to := New(0, "", 0, fold.TTLs{})
+	to.Reset(Stream{Name: "S", Created: time.Unix(2, 0)})
+	to.Restore(context.Background(), snap)
+	if f, c := to.Live(); f+c != 0 {
+		t.Fatalf("restored the snapshot of another stream: %d formations, %d cells", f, c)
+	}
+	to.Reset(stream)
+	to.Restore(context.Background(), snap)
+	want := []Ref{{FormationKind, formationA}, {CellKind, "cell-0"}, {CellKind, "cell-1"}}
+	for _, ref := range want {
+		got := <-to.lagging[ref.Kind]
+		if got.Object != ref.ID {
+			t.Errorf("handed %s over, want %s", got.Object, ref.ID)
+		}
+		if !to.Lags(ref) {
+			t.Errorf("%+v restored clean, want dirty", ref)
+		}
+	}
+	if w := to.Watermark(); w != 0 {
+		t.Errorf("watermark %d before any restored object is written, want 0", w)
+	}
+	if names := to.CellsNamed(ObjectName("cell-1")); len(names) != 1 || names[0] != "cell-1" {
+		t.Errorf("cell names %v", names)
+	}
+	if got := apply(t, to, 5, started("cell-2", formationA)); got.ID != "cell-2" {
+		t.Errorf("the event after the snapshot changed %+v", got)
+	}
+	if c := to.Counts(formationA); c.Total != 3 || c.Running != 3 {
+		t.Errorf("counts %+v after the restore and one more cell, want 3 running", c)
+	}
+	for _, ref := range want {
+		to.take(ref)
+		to.Flushed(stream, ref, 3)
+	}
+	to.Flushed(stream, Ref{CellKind, "cell-2"}, 5)
+	if w := to.Watermark(); w != 5 {
+		t.Errorf("watermark %d once every object is written, want 5", w)
+	}
+}

@@ -866,7 +866,9 @@ func flagNames(c map[string]any) []string {
 		switch {
 		case strings.HasPrefix(name, "--nats-"), name == "--zap-log-level":
 			continue
-		case name == "--stream", name == "--create-stream":
+		// Kustomize passes these from the nats ConfigMap, the chart from
+		// its values: the same flags, told differently.
+		case name == "--stream", name == "--create-stream", name == "--checkpoint-bucket", name == "--checkpoint-interval":
 			out = append(out, name)
 		default:
 			out = append(out, name+"="+value)

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -20,6 +21,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	cellosv1 "cellos.dev/cellos-operator/api/v1"
+	"cellos.dev/cellos-operator/internal/checkpoint"
 	"cellos.dev/cellos-operator/internal/jetstream"
 	"cellos.dev/cellos-operator/test/harness"
 	"cellos.dev/cellos-operator/test/localenv"
@@ -31,6 +33,7 @@ const (
 	adminUser        = "admin"
 	adminPassword    = "admin-pa55w0rd"
 	streamCreate     = "$JS.API.STREAM.CREATE.CELLOS_EVENTS"
+	bucketCreate     = "$JS.API.STREAM.CREATE.OBJ_" + checkpoint.DefaultBucket
 )
 
 // documentedPermissions are the permissions docs/operations.md grants the
@@ -231,8 +234,9 @@ func TestManagerNeverLogsTheURLsPassword(t *testing.T) {
 
 // The operator projects a stream and publishes declared Formations' events
 // over TLS with client certificates, with a password, and with nothing but
-// the documented permissions less STREAM.CREATE: with --create-stream=false
-// it waits, unready, for someone else to create the stream.
+// the documented permissions less the two STREAM.CREATE: with
+// --create-stream=false it waits, unready, for someone else to create the
+// stream, and uses the checkpoint bucket someone else created.
 func TestManagerWithLeastNATSPermissionsAndTLS(t *testing.T) {
 	ns := newNamespace(t)
 	ctx := context.Background()
@@ -244,11 +248,15 @@ func TestManagerWithLeastNATSPermissionsAndTLS(t *testing.T) {
 	if !slices.Contains(perms.Publish.Allow, streamCreate) {
 		t.Fatalf("docs/operations.md does not grant %s", streamCreate)
 	}
-	perms.Publish.Allow = slices.DeleteFunc(perms.Publish.Allow, func(s string) bool { return s == streamCreate })
+	if !slices.Contains(perms.Publish.Allow, bucketCreate) {
+		t.Fatalf("docs/operations.md does not grant %s", bucketCreate)
+	}
+	perms.Publish.Allow = slices.DeleteFunc(perms.Publish.Allow, func(s string) bool { return s == streamCreate || s == bucketCreate })
 	srv, v := natsServer(t, perms, &tls)
-	m := startManager(t, srv.URL(), ns, "--flush-window=50ms", "--create-stream=false",
+	args := []string{"--flush-window=50ms", "--create-stream=false",
 		"--nats-user", operatorUser, "--nats-password-file", writeSecret(t, operatorPassword),
-		"--nats-tls-ca", tls.CA, "--nats-tls-cert", tls.ClientCert, "--nats-tls-key", tls.ClientKey)
+		"--nats-tls-ca", tls.CA, "--nats-tls-cert", tls.ClientCert, "--nats-tls-key", tls.ClientKey}
+	m := startManager(t, srv.URL(), ns, args...)
 
 	harness.Eventually(t, time.Minute, "unready while the stream is missing, saying so", func() error {
 		if err := m.probe("nats"); err != nil {
@@ -265,7 +273,11 @@ func TestManagerWithLeastNATSPermissionsAndTLS(t *testing.T) {
 		t.Fatal("the operator created the stream with --create-stream=false")
 	}
 
-	// Whoever operates NATS creates the stream; the operator projects it.
+	// Whoever operates NATS creates the stream and the checkpoint bucket;
+	// the operator projects the stream.
+	if _, err := js.CreateObjectStore(ctx, natsjs.ObjectStoreConfig{Bucket: checkpoint.DefaultBucket}); err != nil {
+		t.Fatal(err)
+	}
 	publish(t, js, readSample(t))
 	want := readExpected(t)
 	harness.Eventually(t, 2*time.Minute, "the sample stream projected", func() error { return matchesExpected(ns, want) })
@@ -310,6 +322,16 @@ func TestManagerWithLeastNATSPermissionsAndTLS(t *testing.T) {
 	if err := m.Ready(); err != nil {
 		t.Errorf("unready after the watchdog's check: %v", err)
 	}
+	harness.Stop(t, m.Manager)
+
+	// The stop wrote a checkpoint, which the next start reads.
+	m = startManager(t, srv.URL(), ns, args...)
+	harness.Eventually(t, time.Minute, "ready, the fold restored from its checkpoint", func() error {
+		if !strings.Contains(m.Logs(), "Restored the fold from its checkpoint") {
+			return errors.New("not restored yet")
+		}
+		return m.Ready()
+	})
 	harness.Stop(t, m.Manager)
 	v.check(t)
 }

@@ -406,7 +406,9 @@ func TestOwnerFollowsAfterCreatedEventPurged(t *testing.T) {
 	if err := s.DeleteMsg(ctx, created.Seq); err != nil {
 		t.Fatalf("deleting the created event at sequence %d: %v", created.Seq, err)
 	}
-	startManager(t, js.URL(), operatorNS, "--flush-window=50ms")
+	// Without the checkpoint, which still knows the created event: the
+	// start folds what the stream holds.
+	startManager(t, js.URL(), operatorNS, "--flush-window=50ms", "--checkpoint-interval=0")
 	settled(t, jsc, operatorNS)
 
 	if err := within(10*time.Second, func() error {
@@ -650,7 +652,9 @@ func TestDeletedFormationNotResurrectedAfterPurge(t *testing.T) {
 			t.Fatalf("deleting sequence %d: %v", seq, err)
 		}
 	}
-	startManager(t, js.URL(), operatorNS, "--flush-window=50ms")
+	// Without the checkpoint, which still knows both events: the start
+	// folds what the stream holds.
+	startManager(t, js.URL(), operatorNS, "--flush-window=50ms", "--checkpoint-interval=0")
 	settled(t, jsc, operatorNS)
 	if err := nothingOf(x, cellID); err != nil {
 		t.Errorf("after a restart over a stream without the created and cancelled events: %v", err)
@@ -802,7 +806,8 @@ func TestNoDecisionFromAPartialFold(t *testing.T) {
 	for i := 1; i <= 3; i++ {
 		harness.Stop(t, m.Manager)
 		began = time.Now()
-		m = startManager(t, js.URL(), operatorNS, "--flush-window=50ms")
+		// Without a checkpoint, which would leave no partial fold to see.
+		m = startManager(t, js.URL(), operatorNS, "--flush-window=50ms", "--checkpoint-interval=0")
 		settled(t, jsc, operatorNS)
 		t.Logf("restart %d: the fold passed the sentinel in %s", i, time.Since(began).Round(time.Millisecond))
 	}
