@@ -55,10 +55,16 @@ func (s *State) finish(isFinal bool, prev *time.Time, at time.Time, ttl time.Dur
 	if prev != nil {
 		return prev
 	}
-	if ttl > 0 {
-		heap.Push(&s.expiries, expiryEntry{at: at.Add(ttl), finished: at, Expiry: Expiry{Kind: kind, ID: id}})
-	}
+	s.queue(kind, id, at, ttl)
 	return &at
+}
+
+// queue has the object of kind and id, final since finished, expire ttl
+// after that, unless ttl is 0.
+func (s *State) queue(kind Kind, id string, finished time.Time, ttl time.Duration) {
+	if ttl > 0 {
+		heap.Push(&s.expiries, expiryEntry{at: finished.Add(ttl), finished: finished, Expiry: Expiry{Kind: kind, ID: id}})
+	}
 }
 
 // expire releases every object whose expiry is at or before at, in the
@@ -167,16 +173,15 @@ func (s *State) Counts(id string) cellosv1.CellCounts {
 func (s *State) Reindex() {
 	s.expiries = nil
 	for id, f := range s.Formations {
-		if f.FinishedAt != nil && s.TTLs.Formation > 0 {
-			s.expiries = append(s.expiries, expiryEntry{at: f.FinishedAt.Add(s.TTLs.Formation), finished: *f.FinishedAt, Expiry: Expiry{Kind: FormationKind, ID: id}})
+		if f.FinishedAt != nil {
+			s.queue(FormationKind, id, *f.FinishedAt, s.TTLs.Formation)
 		}
 	}
 	for id, c := range s.Cells {
-		if c.FinishedAt != nil && s.TTLs.Cell > 0 {
-			s.expiries = append(s.expiries, expiryEntry{at: c.FinishedAt.Add(s.TTLs.Cell), finished: *c.FinishedAt, Expiry: Expiry{Kind: CellKind, ID: id}})
+		if c.FinishedAt != nil {
+			s.queue(CellKind, id, *c.FinishedAt, s.TTLs.Cell)
 		}
 	}
-	heap.Init(&s.expiries)
 }
 
 func sameTime(t *time.Time, u time.Time) bool {

@@ -206,3 +206,27 @@ func TestReindexRebuildsTheExpiryOrder(t *testing.T) {
 		t.Error("the reindexed state and the whole fold differ")
 	}
 }
+
+// A declared formation deleted after it was final, and after its expiry
+// passed it over, expires at the next event, as a restored fold, which
+// queues it afresh, would have it.
+func TestDeclaredFormationExpiresOnceDeleted(t *testing.T) {
+	own := SubjectPrefix + ".formation." + fid
+	operator := func(phase string) string {
+		return `{"type":"` + FormationTypePrefix + phase + `","source":"` + OperatorSource + `","data":{"formationId":"` + fid + `","namespace":"team-a"}}`
+	}
+	ttls := TTLs{Cell: 5 * time.Second, Formation: 5 * time.Second}
+	s, released := foldTimed(t, ttls, []timed{
+		{0, own, operator("created")},
+		{3, "", formationEvent("completed")},
+		{100, "", cellEvent(tStarted, "other", "")},
+		{101, own, operator("cancelled")},
+		{102, "", cellEvent(tStarted, "another", "")},
+	})
+	if len(released[2]) != 0 || len(released[3]) != 0 {
+		t.Errorf("released %v and %v before the formation was deleted", released[2], released[3])
+	}
+	if s.Formations[fid] != nil || !slices.Contains(released[4], Expiry{Kind: FormationKind, ID: fid}) {
+		t.Errorf("the deleted declared formation was not released at the next event: %v", released[4])
+	}
+}

@@ -514,8 +514,13 @@ func (s *State) applyFormation(seq uint64, at time.Time, subject string, ev clou
 		if ns, ok := ev.DataString("namespace"); ok && phase == PhaseCreated && f.Namespace == "" {
 			f.Namespace = ns
 		}
-		if phase == PhaseCancelled {
+		if phase == PhaseCancelled && !f.Deleted {
 			f.Deleted = true
+			// A declared formation that was final already was passed over
+			// when its expiry came; deleted, it expires as observed ones do.
+			if f.FinishedAt != nil {
+				s.queue(FormationKind, id, *f.FinishedAt, s.TTLs.Formation)
+			}
 		}
 	}
 	f.FinishedAt = s.finish(final(f.Phase), f.FinishedAt, at, s.TTLs.Formation, FormationKind, id)
