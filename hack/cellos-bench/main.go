@@ -58,7 +58,7 @@ func parseFlags() options {
 	flag.DurationVar(&o.steady, "steady", 20*time.Second, "How long the steady workload offers events.")
 	flag.Float64Var(&o.rate, "rate", 500, "The steady workload's offered rate, events a second.")
 	flag.DurationVar(&o.soak, "soak", 3*time.Minute, "How long the soak publishes: steady events to the operator with short TTLs ("+strings.Join(soakTTLs, " ")+"), sampled every "+soakInterval.String()+"; shortened to fit the time left, and skipped below "+minSoak.String()+".")
-	flag.Float64Var(&o.soakRate, "soak-rate", 200, "The soak's offered rate, events a second.")
+	flag.Float64Var(&o.soakRate, "soak-rate", 100, "The soak's offered rate, events a second: 100 is what a busy cellos deployment emits.")
 	flag.IntVar(&o.maxCells, "max-cells", 100_000, "Cells of the largest memory point, if the budget allows.")
 	flag.BoolVar(&o.keepLogs, "keep-logs", false, "Keep the operator's logs (their folder is printed).")
 	flag.StringVar(&o.opArgs, "operator-args", "", "Extra flags for the operator, space-separated, to try its knobs (make bench passes none: the defaults are measured).")

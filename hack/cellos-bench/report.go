@@ -36,20 +36,26 @@ func (rep report) find(workload string, system System) *Result {
 
 // print writes the whole report.
 func (rep report) print(out io.Writer) {
-	fmt.Fprintf(out, "\ncellos-bench on %s, %s in all; %s\n\n", machine(), rep.elapsed.Round(time.Second), rep.load)
-	rep.printTable(out)
-	rep.printWrites(out)
-	rep.printCores(out)
-	rep.printMemory(out)
+	fmt.Fprintf(out, "\ncellos-bench on %s, %s in all; %s\n", machine(), rep.elapsed.Round(time.Second), rep.load)
+	// A soak run alone (-only soak) has no row, write or target to show.
+	if len(rep.results) > 0 {
+		fmt.Fprintln(out)
+		rep.printTable(out)
+		rep.printWrites(out)
+		rep.printCores(out)
+		rep.printMemory(out)
+	}
 	if rep.soak != nil {
 		printSoak(out, rep.soak)
 	}
 	for _, s := range rep.skipped {
 		fmt.Fprintf(out, "- skipped to end in time: %s\n", s)
 	}
-	fmt.Fprintln(out, "\nTargets:")
-	for _, t := range rep.targets() {
-		fmt.Fprintf(out, "- %s: %s (%s)\n", t.name, t.verdict, t.figure)
+	if len(rep.results) > 0 {
+		fmt.Fprintln(out, "\nTargets:")
+		for _, t := range rep.targets() {
+			fmt.Fprintf(out, "- %s: %s (%s)\n", t.name, t.verdict, t.figure)
+		}
 	}
 }
 

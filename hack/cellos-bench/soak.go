@@ -62,6 +62,12 @@ type SoakSample struct {
 	LiveCells      float64 `json:"liveCells"`
 	// Expired is cellos_operator_expired_objects_total, both kinds.
 	Expired float64 `json:"expired"`
+	// DeleteLagSeconds is the mean time from expiry to delete of the
+	// objects deleted since the previous sample
+	// (cellos_operator_expiry_delete_lag_seconds): it grows when the deletes
+	// fall behind the expiries.
+	DeleteLagSeconds float64 `json:"deleteLagSeconds"`
+	lagSum, lagCount float64
 	// APIFormations and APICells are the API server's count in the
 	// namespace.
 	APIFormations int `json:"apiFormations"`
@@ -157,7 +163,11 @@ func (b *bench) runSoak(ctx context.Context, wl workload) (*Soak, error) {
 			return nil, ctx.Err()
 		case <-tick.C:
 		}
-		sample, err := e.soakSample(ctx, op, start)
+		var prev SoakSample
+		if n := len(soak.Samples); n > 0 {
+			prev = soak.Samples[n-1]
+		}
+		sample, err := e.soakSample(ctx, op, start, prev)
 		if err != nil {
 			return nil, err
 		}
@@ -175,8 +185,9 @@ func (b *bench) runSoak(ctx context.Context, wl workload) (*Soak, error) {
 }
 
 // soakSample reads the operator's metrics and RSS, the API server's count of
-// Formations and Cells, and the control plane's RSS.
-func (e *env) soakSample(ctx context.Context, op *operatorProc, start time.Time) (SoakSample, error) {
+// Formations and Cells, and the control plane's RSS; prev is the previous
+// sample, or none.
+func (e *env) soakSample(ctx context.Context, op *operatorProc, start time.Time, prev SoakSample) (SoakSample, error) {
 	s := SoakSample{Seconds: time.Since(start).Seconds()}
 	m, err := op.Metrics()
 	if err != nil {
@@ -184,6 +195,11 @@ func (e *env) soakSample(ctx context.Context, op *operatorProc, start time.Time)
 	}
 	s.Folded = harness.Sum(m, "cellos_operator_events_total")
 	s.Expired = harness.Sum(m, "cellos_operator_expired_objects_total")
+	s.lagSum = harness.Sum(m, "cellos_operator_expiry_delete_lag_seconds_sum")
+	s.lagCount = harness.Sum(m, "cellos_operator_expiry_delete_lag_seconds_count")
+	if s.lagCount > prev.lagCount {
+		s.DeleteLagSeconds = (s.lagSum - prev.lagSum) / (s.lagCount - prev.lagCount)
+	}
 	for series, v := range m {
 		if rest, ok := strings.CutPrefix(series, "cellos_operator_live_objects{"); ok {
 			switch parseLabels(strings.TrimSuffix(rest, "}"))["kind"] {
@@ -270,11 +286,11 @@ func (s *Soak) judge() {
 func printSoak(out io.Writer, s *Soak) {
 	fmt.Fprintf(out, "\nSoak: %.0f events/s for %s (%d events), the operator with %s; a sample every %s:\n\n",
 		s.Rate, (time.Duration(s.Seconds) * time.Second).Round(time.Second), s.Events, strings.Join(s.OperatorArgs, " "), soakInterval)
-	fmt.Fprintln(out, "| s | events folded | live Formations | live Cells | expired | API Formations | API Cells | operator RSS | kube-apiserver RSS | etcd RSS |")
-	fmt.Fprintln(out, "|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
+	fmt.Fprintln(out, "| s | events folded | live Formations | live Cells | expired | delete lag | API Formations | API Cells | operator RSS | kube-apiserver RSS | etcd RSS |")
+	fmt.Fprintln(out, "|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
 	for _, x := range s.Samples {
-		fmt.Fprintf(out, "| %.0f | %.0f | %.0f | %.0f | %.0f | %d | %d | %.1f MiB | %.0f MiB | %.0f MiB |\n", x.Seconds, x.Folded,
-			x.LiveFormations, x.LiveCells, x.Expired, x.APIFormations, x.APICells, x.OperatorRSSMiB, x.APIServerRSSMiB, x.EtcdRSSMiB)
+		fmt.Fprintf(out, "| %.0f | %.0f | %.0f | %.0f | %.0f | %.1f s | %d | %d | %.1f MiB | %.0f MiB | %.0f MiB |\n", x.Seconds, x.Folded,
+			x.LiveFormations, x.LiveCells, x.Expired, x.DeleteLagSeconds, x.APIFormations, x.APICells, x.OperatorRSSMiB, x.APIServerRSSMiB, x.EtcdRSSMiB)
 	}
 	if s.Incomplete != "" {
 		fmt.Fprintf(out, "- INCOMPLETE: %s\n", s.Incomplete)
