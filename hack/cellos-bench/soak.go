@@ -100,12 +100,17 @@ type Soak struct {
 	IdleRSSMiB float64      `json:"idleRSSMiB"`
 	Samples    []SoakSample `json:"samples"`
 	Plateaus   []Plateau    `json:"plateaus"`
-	// PlateauRSSMiB and PlateauLive are the means of the operator's RSS and
-	// live objects over the last third; RSSPerLiveObject is the RSS above
-	// idle divided by the live objects, in bytes.
-	PlateauRSSMiB    float64            `json:"plateauRSSMiB"`
-	PlateauLive      float64            `json:"plateauLive"`
-	RSSPerLiveObject float64            `json:"rssBytesPerLiveObject"`
+	// PlateauRSSMiB, PlateauLive and PlateauAPIObjects are the means of the
+	// operator's RSS, its live objects and the API server's objects over
+	// the last third. RSSPerLiveObject is the RSS above idle divided by the
+	// live objects, in bytes; RSSPerAPIObject by the API server's objects,
+	// which the operator's informer cache holds until their delete, however
+	// late.
+	PlateauRSSMiB     float64            `json:"plateauRSSMiB"`
+	PlateauLive       float64            `json:"plateauLive"`
+	PlateauAPIObjects float64            `json:"plateauAPIObjects"`
+	RSSPerLiveObject  float64            `json:"rssBytesPerLiveObject"`
+	RSSPerAPIObject   float64            `json:"rssBytesPerAPIObject"`
 	Writes           map[string]float64 `json:"writes"`
 	OtherCores       float64            `json:"otherCores"`
 	Cores            map[string]float64 `json:"cores,omitempty"`
@@ -276,8 +281,10 @@ func (s *Soak) judge() {
 	}
 	s.PlateauLive = s.Plateaus[0].Last
 	s.PlateauRSSMiB = s.Plateaus[1].Last
-	if s.PlateauLive > 0 {
-		s.RSSPerLiveObject = (s.PlateauRSSMiB - s.IdleRSSMiB) * (1 << 20) / s.PlateauLive
+	s.PlateauAPIObjects = s.Plateaus[2].Last
+	if s.PlateauLive > 0 && s.PlateauAPIObjects > 0 {
+		grown := (s.PlateauRSSMiB - s.IdleRSSMiB) * (1 << 20)
+		s.RSSPerLiveObject, s.RSSPerAPIObject = grown/s.PlateauLive, grown/s.PlateauAPIObjects
 	}
 }
 
@@ -306,5 +313,6 @@ func printSoak(out io.Writer, s *Soak) {
 	}
 	fmt.Fprintf(out, "- RSS per live object: (%.1f MiB at the plateau - %.1f MiB idle with no object) / %.0f live objects = %.0f bytes (target at most 4 KiB: %s)\n",
 		s.PlateauRSSMiB, s.IdleRSSMiB, s.PlateauLive, s.RSSPerLiveObject, verdict(s.RSSPerLiveObject <= 4096))
+	fmt.Fprintf(out, "- RSS per object in the API server, which the operator's cache holds until its delete: %.0f bytes (%.0f objects)\n", s.RSSPerAPIObject, s.PlateauAPIObjects)
 	fmt.Fprintf(out, "- API writes per event: %s\n- cores: %s\n", writesLine(s.Writes, s.Events), coresLine(s.Cores, s.OtherCores))
 }
