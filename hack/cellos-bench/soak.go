@@ -111,10 +111,10 @@ type Soak struct {
 	PlateauAPIObjects float64            `json:"plateauAPIObjects"`
 	RSSPerLiveObject  float64            `json:"rssBytesPerLiveObject"`
 	RSSPerAPIObject   float64            `json:"rssBytesPerAPIObject"`
-	Writes           map[string]float64 `json:"writes"`
-	OtherCores       float64            `json:"otherCores"`
-	Cores            map[string]float64 `json:"cores,omitempty"`
-	Incomplete       string             `json:"incomplete,omitempty"`
+	Writes            map[string]float64 `json:"writes"`
+	OtherCores        float64            `json:"otherCores"`
+	Cores             map[string]float64 `json:"cores,omitempty"`
+	Incomplete        string             `json:"incomplete,omitempty"`
 }
 
 // runSoak publishes wl at its rate to the operator running with the soak's
