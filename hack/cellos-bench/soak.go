@@ -291,6 +291,10 @@ func (s *Soak) judge() {
 // printSoak writes the soak's series, its plateau verdicts and the RSS per
 // live object.
 func printSoak(out io.Writer, s *Soak) {
+	if len(s.Samples) == 0 {
+		fmt.Fprintf(out, "\nSoak at %.0f events/s: INCOMPLETE: %s\n", s.Rate, s.Incomplete)
+		return
+	}
 	fmt.Fprintf(out, "\nSoak: %.0f events/s for %s (%d events), the operator with %s; a sample every %s:\n\n",
 		s.Rate, (time.Duration(s.Seconds) * time.Second).Round(time.Second), s.Events, strings.Join(s.OperatorArgs, " "), soakInterval)
 	fmt.Fprintln(out, "| s | events folded | live Formations | live Cells | expired | delete lag | API Formations | API Cells | operator RSS | kube-apiserver RSS | etcd RSS |")
