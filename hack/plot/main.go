@@ -202,8 +202,12 @@ type soakSeries struct {
 	value func(soakSample) float64
 }
 
-// runDashes tell the soaks of several input files apart.
-var runDashes = [][]vg.Length{nil, {vg.Points(6), vg.Points(3)}, {vg.Points(2), vg.Points(2)}, {vg.Points(8), vg.Points(3), vg.Points(2), vg.Points(3)}}
+// runDashes tell the soaks of several input files apart, named in
+// runStyles.
+var (
+	runDashes = [][]vg.Length{nil, {vg.Points(6), vg.Points(3)}, {vg.Points(2), vg.Points(2)}, {vg.Points(8), vg.Points(3), vg.Points(2), vg.Points(3)}}
+	runStyles = []string{"solid", "dashed", "dotted", "dash-dotted"}
+)
 
 // drawSoak draws the soaks' series over time, one panel per quantity,
 // sharing the time axis.
@@ -215,7 +219,9 @@ func drawSoak(soaks []*soak, machine, out string) {
 		p.Y.Label.Text = panel.unit
 		p.X.Min, p.Y.Min = 0, 0
 		p.X.Label.Text = "seconds since the first event"
-		p.Legend.Top, p.Legend.Left = false, false
+		// Every series starts low: the top left is free for the legend.
+		p.Legend.Top, p.Legend.Left = true, true
+		p.Legend.XOffs = vg.Points(10)
 		p.Add(plotter.NewGrid())
 		for run, s := range soaks {
 			for _, ser := range panel.series {
@@ -229,16 +235,21 @@ func drawSoak(soaks []*soak, machine, out string) {
 				}
 				line.Color, line.Width, line.Dashes = ser.color, vg.Points(1.5), runDashes[run%len(runDashes)]
 				p.Add(line)
-				label := ser.label
-				if len(soaks) > 1 {
-					label = fmt.Sprintf("%s, run %d", label, run+1)
+				if run == 0 {
+					p.Legend.Add(ser.label, line)
 				}
-				p.Legend.Add(label, line)
 			}
 		}
 		plots[i] = []*plot.Plot{p}
 	}
 	plots[0][0].Title.Text = fmt.Sprintf("Soak at %.0f events/s, short TTLs: %s", soaks[0].Rate, soakPanels[0].title)
+	if len(soaks) > 1 {
+		var runs []string
+		for i := range soaks {
+			runs = append(runs, fmt.Sprintf("run %d %s", i+1, runStyles[i%len(runStyles)]))
+		}
+		plots[0][0].Title.Text += " (" + strings.Join(runs, ", ") + ")"
+	}
 	if machine != "" {
 		last := plots[len(plots)-1][0]
 		last.X.Label.Text += "\n" + machine
