@@ -219,7 +219,8 @@ func drawSoak(soaks []*soak, machine, out string) {
 		p.Y.Label.Text = panel.unit
 		p.X.Min, p.Y.Min = 0, 0
 		p.X.Label.Text = "seconds since the first event"
-		// Every series starts low: the top left is free for the legend.
+		// Every series starts low, and the room above the highest point
+		// keeps the top left free for the legend.
 		p.Legend.Top, p.Legend.Left = true, true
 		p.Legend.XOffs = vg.Points(10)
 		p.Add(plotter.NewGrid())
@@ -228,6 +229,7 @@ func drawSoak(soaks []*soak, machine, out string) {
 				pts := make(plotter.XYs, len(s.Samples))
 				for j, x := range s.Samples {
 					pts[j] = plotter.XY{X: x.Seconds, Y: ser.value(x)}
+					p.Y.Max = max(p.Y.Max, 1.35*pts[j].Y)
 				}
 				line, err := plotter.NewLine(pts)
 				if err != nil {
