@@ -45,7 +45,7 @@ const (
 // soakWorkload is the soak's stream at rate events a second for d: new
 // formations of 5 cells, 16 in flight, as in steady, every one finishing.
 func soakWorkload(rate float64, d time.Duration) workload {
-	return workload{name: "soak", rate: rate, cfg: simulator.Config{Seed: 7, Formations: formationsFor(rate*d.Seconds(), 5),
+	return workload{name: soakName, rate: rate, cfg: simulator.Config{Seed: 7, Formations: formationsFor(rate*d.Seconds(), 5),
 		CellsPerFormation: 5, InFlight: 16, FailureRate: 0.2, DegradedRate: 0.2}}
 }
 
@@ -246,7 +246,8 @@ func (cl *cluster) count(ctx context.Context, list client.ObjectList) (int, erro
 	return n, nil
 }
 
-// judge computes the plateau of each series the issue names and the RSS per
+// judge computes the plateau of live objects, the operator's RSS and the API
+// server's objects, the series retention must hold level, and the RSS per
 // live object at the plateau. A series plateaus when the mean of the last
 // third of the samples (by time) is within plateauTolerance of the mean of
 // the middle third: the first third is the live set filling up.
