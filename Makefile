@@ -102,11 +102,11 @@ test-chart: manifests $(CONTROLPLANE) $(HELM) ## Run the chart's tests alone: li
 # The harness ends by 14 minutes after make starts, building included: a
 # first build of the tools leaves less time to its largest points.
 bench: BENCH_DEADLINE := $(shell echo $$(( $$(date +%s) + 840 )))
-bench: build $(CONTROLPLANE) ## Run the Go benchmarks, then cellos-bench: the operator, a naive projector and the ceiling, one table (docs/performance.md).
+bench: build $(CONTROLPLANE) ## Run the Go benchmarks, then cellos-bench: the operator, a naive projector and the ceiling, one table, and the soak (docs/performance.md).
 	@mkdir -p $(BIN)/bench
 	$(GO) test ./... -run '^$$' -bench . -benchmem -count=1 | tee $(BIN)/bench/gobench.txt
 	$(GO) run ./hack/cellos-bench -manager $(BIN)/manager -deadline $(BENCH_DEADLINE) -gobench $(BIN)/bench/gobench.txt -json $(BIN)/bench/results.json | tee $(BIN)/bench/table.md
-	cd hack/plot && $(GO) run . -in $(BIN)/bench/results.json -out $(BIN)/bench/performance.png
+	cd hack/plot && $(GO) run . -in $(BIN)/bench/results.json -out $(BIN)/bench/performance.png -soak-out $(BIN)/bench/soak.png
 
 ##@ Build
 

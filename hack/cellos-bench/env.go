@@ -22,6 +22,7 @@ import (
 	cellosv1 "cellos.dev/cellos-operator/api/v1"
 	"cellos.dev/cellos-operator/internal/jetstream"
 	"cellos.dev/cellos-operator/internal/store"
+	"cellos.dev/cellos-operator/test/harness"
 	"cellos.dev/cellos-operator/test/localenv"
 )
 
@@ -234,9 +235,20 @@ type cpuMeter struct {
 }
 
 // ourPIDs are this process, the operator's if any, and the control plane's
-// kube-apiserver and etcd (found by the folder they were started with).
+// kube-apiserver and etcd.
 func (cl *cluster) ourPIDs(extra ...int) []int {
 	pids := append([]int{os.Getpid()}, extra...)
+	for _, pid := range cl.controlPlanePIDs() {
+		pids = append(pids, pid)
+	}
+	return pids
+}
+
+// controlPlanePIDs are the control plane's processes by name
+// (kube-apiserver, etcd), found by the folder they were started with: the
+// harness does not start them itself, envtest does.
+func (cl *cluster) controlPlanePIDs() map[string]int {
+	pids := map[string]int{}
 	dir := filepath.Dir(cl.cp.KubeconfigPath)
 	entries, _ := os.ReadDir("/proc")
 	for _, e := range entries {
@@ -245,10 +257,37 @@ func (cl *cluster) ourPIDs(extra ...int) []int {
 			continue
 		}
 		if cmd, err := os.ReadFile("/proc/" + e.Name() + "/cmdline"); err == nil && strings.Contains(string(cmd), dir+"/") {
-			pids = append(pids, pid)
+			pids[procName(pid)] = pid
 		}
 	}
 	return pids
+}
+
+// controlPlaneRSS is the resident memory now (VmRSS) of kube-apiserver and
+// etcd, in MiB, by name.
+func (cl *cluster) controlPlaneRSS() map[string]float64 {
+	rss := map[string]float64{}
+	for name, pid := range cl.controlPlanePIDs() {
+		if mib, err := rssMiB(pid); err == nil {
+			rss[name] = mib
+		}
+	}
+	return rss
+}
+
+// rssMiB is a process's resident memory now, in MiB.
+func rssMiB(pid int) (float64, error) {
+	kib, err := harness.RSSKiB(pid)
+	return float64(kib) / 1024, err
+}
+
+// procName is a process's command name, as /proc/<pid>/comm holds it.
+func procName(pid int) string {
+	comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+	if err != nil {
+		return strconv.Itoa(pid)
+	}
+	return strings.TrimSpace(string(comm))
 }
 
 func startCPUMeter(pids []int) *cpuMeter {
@@ -301,9 +340,7 @@ func (m *cpuMeter) read() (others float64, ours map[string]float64) {
 	for pid, t := range each {
 		name := "harness"
 		if pid != os.Getpid() {
-			if comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid)); err == nil {
-				name = strings.TrimSpace(string(comm))
-			}
+			name = procName(pid)
 		}
 		ours[name] += float64(t-m.each[pid]) / clockTicks / secs
 	}

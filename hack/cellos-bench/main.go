@@ -41,9 +41,9 @@ import (
 type options struct {
 	manager, jsonOut, goBench, opArgs, only string
 	quick, keepLogs, memOnly                bool
-	budget, steady                          time.Duration
+	budget, steady, soak                    time.Duration
 	deadline                                int64
-	rate                                    float64
+	rate, soakRate                          float64
 	maxCells                                int
 }
 
@@ -57,11 +57,13 @@ func parseFlags() options {
 	flag.Int64Var(&o.deadline, "deadline", 0, "A Unix time the run must end by, as well as -budget: make bench passes its own start plus 14 minutes, so that a first build of the tools leaves less time to the largest points rather than overrunning.")
 	flag.DurationVar(&o.steady, "steady", 20*time.Second, "How long the steady workload offers events.")
 	flag.Float64Var(&o.rate, "rate", 500, "The steady workload's offered rate, events a second.")
+	flag.DurationVar(&o.soak, "soak", 3*time.Minute, "How long the soak publishes: steady events to the operator with short TTLs ("+strings.Join(soakTTLs, " ")+"), sampled every "+soakInterval.String()+"; shortened to fit the time left, and skipped below "+minSoak.String()+".")
+	flag.Float64Var(&o.soakRate, "soak-rate", 100, "The soak's offered rate, events a second: 100 is what a busy cellos deployment emits.")
 	flag.IntVar(&o.maxCells, "max-cells", 100_000, "Cells of the largest memory point, if the budget allows.")
 	flag.BoolVar(&o.keepLogs, "keep-logs", false, "Keep the operator's logs (their folder is printed).")
 	flag.StringVar(&o.opArgs, "operator-args", "", "Extra flags for the operator, space-separated, to try its knobs (make bench passes none: the defaults are measured).")
 	flag.BoolVar(&o.memOnly, "memory-only", false, "Run only the memory point at -max-cells, whatever the budget: the ceiling writes it, the operator replays it (100,000 Cells take about 10 minutes here).")
-	flag.StringVar(&o.only, "only", "", "Run only these live workloads (comma-separated: burst-small, burst, chatty, steady) and systems (operator, naive, ceiling), and no rebuild or memory point; for experiments.")
+	flag.StringVar(&o.only, "only", "", "Run only these live workloads (comma-separated: burst-small, burst, chatty, steady, soak) and systems (operator, naive, ceiling), and no rebuild or memory point; for experiments.")
 	flag.Parse()
 	return o
 }
@@ -88,6 +90,10 @@ func main() {
 	s := &session{opts: opts, began: time.Now(), loadAtStart: loadAverage(),
 		bench: &bench{manager: opts.manager, logDir: logDir, operatorArgs: strings.Fields(opts.opArgs)}}
 	p := plan(opts.quick, opts.rate, opts.steady, opts.maxCells)
+	for _, wl := range p.live {
+		s.workloadNames = append(s.workloadNames, wl.name)
+	}
+	s.workloadNames = append(s.workloadNames, soakName)
 	if opts.memOnly {
 		p.live, p.rebuild.cfg.Formations = nil, 0
 	}
@@ -96,6 +102,10 @@ func main() {
 		p.rebuild.cfg.Formations, p.large.cfg.Formations = 0, 0
 	}
 	ceil := s.runRebuild(ctx, p.rebuild)
+	// Before the memory point, which takes whatever time is left.
+	if !opts.memOnly {
+		s.runSoak(ctx)
+	}
 	s.runMemory(ctx, p.large, ceil)
 	for _, skipped := range s.skipped {
 		log.Printf("skipped for time: %s", skipped)
@@ -111,7 +121,10 @@ type session struct {
 	began       time.Time
 	loadAtStart string
 	results     []Result
-	skipped     []string
+	soak        *Soak
+	// workloadNames are the workloads -only can name.
+	workloadNames []string
+	skipped       []string
 }
 
 // left is the time left of the budget and before the deadline.
@@ -140,25 +153,22 @@ func (s *session) skip(what string, need time.Duration) {
 	s.skipped = append(s.skipped, fmt.Sprintf("%s (about %s needed, %s left)", what, need.Round(time.Second), s.left().Round(time.Second)))
 }
 
-// runLive runs each live workload with each system that -only selects.
-// Each of the two lists, workloads and systems, selects all when -only
-// names none of its kind.
-func (s *session) runLive(ctx context.Context, workloads []workload) {
+// soakName is the soak's name for -only.
+const soakName = "soak"
+
+// selects tells whether -only selects name, one of the names of its kind
+// (workloads or systems): all of a kind when -only names none of them.
+func (s *session) selects(name string, kind []string) bool {
 	onlyList := strings.Split(s.opts.only, ",")
-	anyOf := func(names ...string) bool {
-		return slices.ContainsFunc(names, func(n string) bool { return slices.Contains(onlyList, n) })
-	}
-	selected := func(name string, kind []string) bool {
-		return s.opts.only == "" || !anyOf(kind...) || slices.Contains(onlyList, name)
-	}
-	workloadNames := []string{}
-	for _, wl := range workloads {
-		workloadNames = append(workloadNames, wl.name)
-	}
-	systemNames := []string{string(Operator), string(Naive), string(Ceiling)}
+	namesKind := slices.ContainsFunc(kind, func(n string) bool { return slices.Contains(onlyList, n) })
+	return s.opts.only == "" || !namesKind || slices.Contains(onlyList, name)
+}
+
+// runLive runs each live workload with each system that -only selects.
+func (s *session) runLive(ctx context.Context, workloads []workload) {
 	for _, wl := range workloads {
 		for _, sys := range []System{Operator, Naive, Ceiling} {
-			if !selected(wl.name, workloadNames) || !selected(string(sys), systemNames) {
+			if !s.selects(wl.name, s.workloadNames) || !s.selects(string(sys), systemNames) {
 				continue
 			}
 			if ctx.Err() != nil {
@@ -167,6 +177,32 @@ func (s *session) runLive(ctx context.Context, workloads []workload) {
 			s.record(s.bench.runLive(ctx, wl, sys))
 		}
 	}
+}
+
+// systemNames are the systems -only can name.
+var systemNames = []string{string(Operator), string(Naive), string(Ceiling)}
+
+// runSoak runs the soak when -only selects it, for -soak or as much of it
+// as the time left allows, and not at all when that is less than minSoak
+// (-quick: any length).
+func (s *session) runSoak(ctx context.Context) {
+	if !s.selects(soakName, s.workloadNames) || !s.selects(string(Operator), systemNames) {
+		return
+	}
+	d := min(s.opts.soak, s.left()-soakOverhead)
+	if s.opts.quick {
+		d = min(s.opts.soak, time.Minute)
+	} else if d < minSoak {
+		s.skip("the soak", minSoak+soakOverhead)
+		return
+	}
+	log.Printf("soak: %.0f events/s for %s", s.opts.soakRate, d)
+	soak, err := s.bench.runSoak(ctx, soakWorkload(s.opts.soakRate, d))
+	if err != nil {
+		log.Printf("soak: %v", err)
+		soak = &Soak{Rate: s.opts.soakRate, Incomplete: err.Error()}
+	}
+	s.soak = soak
 }
 
 // runRebuild runs the rebuild from sequence 1 into an empty cluster and a
@@ -230,7 +266,7 @@ func (s *session) writeReport() {
 			log.Printf("reading %s: %v", s.opts.goBench, err)
 		}
 	}
-	rep := report{results: s.results, gobench: gb, steadyRate: s.opts.rate, requestedCells: s.opts.maxCells, elapsed: time.Since(s.began), skipped: s.skipped,
+	rep := report{results: s.results, soak: s.soak, gobench: gb, steadyRate: s.opts.rate, requestedCells: s.opts.maxCells, elapsed: time.Since(s.began), skipped: s.skipped,
 		load: fmt.Sprintf("load average %s at the start, %s at the end", s.loadAtStart, loadAverage())}
 	rep.print(os.Stdout)
 	if s.opts.jsonOut == "" {
@@ -240,7 +276,8 @@ func (s *session) writeReport() {
 		Machine string   `json:"machine"`
 		Load    string   `json:"load"`
 		Results []Result `json:"results"`
-	}{machine(), rep.load, s.results}, "", "  ")
+		Soak    *Soak    `json:"soak,omitempty"`
+	}{machine(), rep.load, s.results, s.soak}, "", "  ")
 	if err := os.WriteFile(s.opts.jsonOut, append(out, '\n'), 0o644); err != nil {
 		log.Fatal(err)
 	}

@@ -15,6 +15,7 @@ import (
 // each target of the performance issue as met or not.
 type report struct {
 	results        []Result
+	soak           *Soak
 	gobench        goBenchFigures
 	steadyRate     float64
 	requestedCells int
@@ -35,17 +36,26 @@ func (rep report) find(workload string, system System) *Result {
 
 // print writes the whole report.
 func (rep report) print(out io.Writer) {
-	fmt.Fprintf(out, "\ncellos-bench on %s, %s in all; %s\n\n", machine(), rep.elapsed.Round(time.Second), rep.load)
-	rep.printTable(out)
-	rep.printWrites(out)
-	rep.printCores(out)
-	rep.printMemory(out)
+	fmt.Fprintf(out, "\ncellos-bench on %s, %s in all; %s\n", machine(), rep.elapsed.Round(time.Second), rep.load)
+	// A soak run alone (-only soak) has no row, write or target to show.
+	if len(rep.results) > 0 {
+		fmt.Fprintln(out)
+		rep.printTable(out)
+		rep.printWrites(out)
+		rep.printCores(out)
+		rep.printMemory(out)
+	}
+	if rep.soak != nil {
+		printSoak(out, rep.soak)
+	}
 	for _, s := range rep.skipped {
 		fmt.Fprintf(out, "- skipped to end in time: %s\n", s)
 	}
-	fmt.Fprintln(out, "\nTargets:")
-	for _, t := range rep.targets() {
-		fmt.Fprintf(out, "- %s: %s (%s)\n", t.name, t.verdict, t.figure)
+	if len(rep.results) > 0 {
+		fmt.Fprintln(out, "\nTargets:")
+		for _, t := range rep.targets() {
+			fmt.Fprintf(out, "- %s: %s (%s)\n", t.name, t.verdict, t.figure)
+		}
 	}
 }
 
@@ -86,24 +96,29 @@ func (rep report) printWrites(out io.Writer) {
 		if r.Events == 0 || r.Writes == nil {
 			continue
 		}
-		kinds := make([]string, 0, len(r.Writes))
-		for k := range r.Writes {
-			kinds = append(kinds, k)
-		}
-		slices.SortFunc(kinds, func(a, b string) int { return int(r.Writes[b] - r.Writes[a]) })
-		parts := make([]string, 0, len(kinds))
-		for _, k := range kinds {
-			parts = append(parts, fmt.Sprintf("%s %.3f", k, r.Writes[k]/float64(r.Events)))
-		}
-		if len(parts) == 0 {
-			parts = append(parts, "none")
-		}
 		failed := ""
 		if r.WritesFailed > 0 {
 			failed = fmt.Sprintf(" (%.0f failed)", r.WritesFailed)
 		}
-		fmt.Fprintf(out, "- %s, %s: %.0f writes%s: %s\n", r.Workload, r.System, r.WritesTotal, failed, strings.Join(parts, ", "))
+		fmt.Fprintf(out, "- %s, %s: %.0f writes%s: %s\n", r.Workload, r.System, r.WritesTotal, failed, writesLine(r.Writes, r.Events))
 	}
+}
+
+// writesLine is writes by kind, per event of events, most frequent first.
+func writesLine(writes map[string]float64, events int) string {
+	kinds := make([]string, 0, len(writes))
+	for k := range writes {
+		kinds = append(kinds, k)
+	}
+	slices.SortFunc(kinds, func(a, b string) int { return int(writes[b] - writes[a]) })
+	parts := make([]string, 0, len(kinds))
+	for _, k := range kinds {
+		parts = append(parts, fmt.Sprintf("%s %.3f", k, writes[k]/float64(events)))
+	}
+	if len(parts) == 0 {
+		return "none"
+	}
+	return strings.Join(parts, ", ")
 }
 
 // printCores writes the CPU each process of each run used.
@@ -113,18 +128,23 @@ func (rep report) printCores(out io.Writer) {
 		if len(r.Cores) == 0 {
 			continue
 		}
-		names := make([]string, 0, len(r.Cores))
-		for n := range r.Cores {
-			names = append(names, n)
-		}
-		slices.Sort(names)
-		parts := make([]string, 0, len(names)+1)
-		for _, n := range names {
-			parts = append(parts, fmt.Sprintf("%s %.2f", n, r.Cores[n]))
-		}
-		parts = append(parts, fmt.Sprintf("other processes %.2f", r.OtherCores))
-		fmt.Fprintf(out, "- %s, %s: %s\n", r.Workload, r.System, strings.Join(parts, ", "))
+		fmt.Fprintf(out, "- %s, %s: %s\n", r.Workload, r.System, coresLine(r.Cores, r.OtherCores))
 	}
+}
+
+// coresLine is the cores each of a run's processes used, by name, and
+// those other processes used.
+func coresLine(cores map[string]float64, others float64) string {
+	names := make([]string, 0, len(cores))
+	for n := range cores {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	parts := make([]string, 0, len(names)+1)
+	for _, n := range names {
+		parts = append(parts, fmt.Sprintf("%s %.2f", n, cores[n]))
+	}
+	return strings.Join(append(parts, fmt.Sprintf("other processes %.2f", others)), ", ")
 }
 
 // printMemory writes the operator's peak memory per object at each point
@@ -142,6 +162,24 @@ func (rep report) printMemory(out io.Writer) {
 	if a, b := memReplays(mems); a != nil && b != nil && b.objects > a.objects {
 		fmt.Fprintf(out, "- marginal, replay %s to %s: %.0f bytes per object\n", a.name, b.name,
 			(b.rssMiB-a.rssMiB)*(1<<20)/float64(b.objects-a.objects))
+	}
+	rep.printControlPlaneMemory(out)
+}
+
+// printControlPlaneMemory writes what the objects the ceiling wrote cost
+// kube-apiserver and etcd: their RSS (VmRSS) before its first write and
+// after its last, on a fresh control plane holding nothing else of size.
+func (rep report) printControlPlaneMemory(out io.Writer) {
+	for _, r := range rep.results {
+		if len(r.ControlPlaneAfterMiB) == 0 || r.Incomplete != "" {
+			continue
+		}
+		var parts []string
+		for _, name := range []string{"kube-apiserver", "etcd"} {
+			before, after := r.ControlPlaneBeforeMiB[name], r.ControlPlaneAfterMiB[name]
+			parts = append(parts, fmt.Sprintf("%s %.0f to %.0f MiB, %.0f bytes per object", name, before, after, (after-before)*(1<<20)/float64(r.Objects)))
+		}
+		fmt.Fprintf(out, "- %s, the control plane (VmRSS before the first write and after the last): %s\n", r.Workload, strings.Join(parts, "; "))
 	}
 }
 

@@ -70,6 +70,12 @@ type Result struct {
 	BehindAtPublishEnd int64 `json:"behindAtPublishEnd,omitempty"`
 	// PublishSeconds is how long publishing took, acknowledgements included.
 	PublishSeconds float64 `json:"publishSeconds,omitempty"`
+	// ControlPlaneBeforeMiB and ControlPlaneAfterMiB are the resident
+	// memory (VmRSS) of kube-apiserver and etcd, by name, before the
+	// ceiling's first write and after its last (ceiling rebuild points),
+	// for what the objects cost the control plane.
+	ControlPlaneBeforeMiB map[string]float64 `json:"controlPlaneBeforeMiB,omitempty"`
+	ControlPlaneAfterMiB  map[string]float64 `json:"controlPlaneAfterMiB,omitempty"`
 	// OtherCores is how many of the machine's cores, on average, processes
 	// other than this run's kept busy meanwhile.
 	OtherCores float64 `json:"otherCores"`
@@ -549,6 +555,7 @@ func (b *bench) runCeilingAt(ctx context.Context, wl workload, watchObjects, wit
 		return ceil, replay, err
 	}
 	meter := startCPUMeter(e.cl.ourPIDs())
+	ceil.ControlPlaneBeforeMiB = e.cl.controlPlaneRSS()
 	start := time.Now()
 	writer := newCeiling(ctx, e.cl.c, e.cl.ns, e.o)
 	for seq := range uint64(len(events)) {
@@ -564,6 +571,7 @@ func (b *bench) runCeilingAt(ctx context.Context, wl workload, watchObjects, wit
 	} else {
 		ceil.Note = "end: last write acknowledged"
 	}
+	ceil.ControlPlaneAfterMiB = e.cl.controlPlaneRSS()
 	after, err := e.cl.requests(ctx)
 	if err != nil {
 		return ceil, replay, err

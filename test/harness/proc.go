@@ -11,17 +11,25 @@ import (
 
 // PeakRSSKiB reads a process's peak resident set size (VmHWM), in KiB, from
 // /proc.
-func PeakRSSKiB(pid int) (int64, error) {
+func PeakRSSKiB(pid int) (int64, error) { return statusKiB(pid, "VmHWM") }
+
+// RSSKiB reads a process's resident set size now (VmRSS), in KiB, from
+// /proc: what a series over time needs, where the peak would hide a
+// plateau.
+func RSSKiB(pid int) (int64, error) { return statusKiB(pid, "VmRSS") }
+
+// statusKiB reads one of the kB fields of /proc/<pid>/status.
+func statusKiB(pid int, field string) (int64, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return 0, err
 	}
 	for line := range strings.SplitSeq(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+		if v, ok := strings.CutPrefix(line, field+":"); ok {
 			return strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
 		}
 	}
-	return 0, fmt.Errorf("no VmHWM in /proc/%d/status", pid)
+	return 0, fmt.Errorf("no %s in /proc/%d/status", field, pid)
 }
 
 // CPUTime reads the CPU time a process has used, user and system, from
