@@ -1,6 +1,8 @@
-// Package ingest runs the projection on the elected leader: it consumes the
-// stream from its first event, folds it into the store, which tells the
-// controllers what lags, and commits the cursor.
+// Package ingest runs the projection: on every replica it consumes the
+// stream from its first event and folds it into the store, which tells the
+// controllers what lags; on the elected leader only it also commits the
+// cursor and raises Warning Events. A standby so holds the fold, warm, and
+// its controllers write at once when it takes over.
 //
 // Every start folds the whole stream again rather than trusting the objects'
 // status or the cursor: status is always the fold of the stream it came
@@ -46,8 +48,8 @@ const (
 // the stream after it folded them.
 const purgeCheckInterval = 5 * time.Second
 
-// Ingester consumes the stream on the elected leader. It is a manager
-// Runnable.
+// Ingester consumes the stream on every replica, and writes on the elected
+// leader only. It is a manager Runnable.
 type Ingester struct {
 	// Reader reads the cursor ConfigMap, for the Warning Events about it.
 	Reader client.Reader
@@ -69,6 +71,9 @@ type Ingester struct {
 	// ConsumerBufferBytes bounds the bytes of each pull from the stream
 	// (jetstream.DefaultBufferBytes when 0).
 	ConsumerBufferBytes int
+	// Elected is closed once this replica leads (ctrl.Manager.Elected).
+	// Until then the ingester folds the stream and writes nothing.
+	Elected <-chan struct{}
 
 	// rejections limits Warning Events, so that a flood of bad events
 	// cannot flood the API server; every rejection is still logged and counted.
@@ -92,10 +97,17 @@ type Ingester struct {
 	lastGap string
 	// paused is set while the fold waits for status writes to catch up.
 	paused bool
+	// leads is set once this replica leads and has taken the cursor over:
+	// from then on it commits the cursor, raises Warning Events, and holds
+	// the fold at the bound of unflushed objects. A replica that stops
+	// leading exits.
+	leads atomic.Bool
 }
 
-// NeedLeaderElection makes only the leader consume: two writers would fight.
-func (in *Ingester) NeedLeaderElection() bool { return true }
+// NeedLeaderElection is false: every replica folds the stream, so that a
+// standby takes over without folding it first. What writes waits for
+// Elected.
+func (in *Ingester) NeedLeaderElection() bool { return false }
 
 // Start folds the stream until ctx ends, from the first event again each time
 // the stream is recreated under its name.
@@ -123,25 +135,17 @@ func (in *Ingester) foldStream(ctx context.Context) error {
 	stream := store.Stream{Name: in.Stream, Created: info.Created}
 	in.Store.Reset(stream)
 	in.observeStreamLast(info.State.LastSeq)
-	pos, err := in.startCursor(ctx, stream)
-	if err != nil {
-		return err
-	}
 	in.lastSeq.Store(0)
 	in.replayTo, in.stream = info.State.LastSeq, stream
 	if info.State.Msgs == 0 {
 		in.Store.MarkReplayed(stream)
 	}
-	if info.State.FirstSeq > 1 {
-		in.gap(ctx, 1, info.State.FirstSeq-1, "the projection cannot reflect their events")
-	}
 
-	commitCtx, stopCommits := context.WithCancel(ctx)
+	leadCtx, stopLeading := context.WithCancel(ctx)
 	var wg sync.WaitGroup
-	wg.Go(func() { in.commitLoop(commitCtx, pos) })
-	wg.Go(func() { in.watchPurges(commitCtx, info.Created, info.State.FirstSeq) })
+	wg.Go(func() { in.lead(leadCtx, info) })
 	defer wg.Wait()
-	defer stopCommits()
+	defer stopLeading()
 
 	consumer := jetstream.NewConsumer(in.JetStream, in.Stream)
 	consumer.StreamCreated = info.Created
@@ -152,11 +156,52 @@ func (in *Ingester) foldStream(ctx context.Context) error {
 	in.consumer = consumer
 	in.mu.Unlock()
 	logr.FromContextOrDiscard(ctx).Info("Folding the stream from its first event", "stream", in.Stream,
-		"created", info.Created, "lastSequence", info.State.LastSeq, "cursor", pos.Sequence)
+		"created", info.Created, "lastSequence", info.State.LastSeq, "leading", in.leads.Load())
 	if err := consumer.Run(ctx, info.State.FirstSeq, in.handle); err != nil {
 		return fmt.Errorf("consuming stream %s: %w", in.Stream, err)
 	}
 	return nil
+}
+
+// lead waits until this replica leads, then writes for the fold of the
+// stream info describes: it takes the cursor over, surfaces the events
+// purged before the stream's first, and commits the cursor and looks for
+// purges until ctx ends. The fold runs meanwhile, from before this
+// replica leads.
+func (in *Ingester) lead(ctx context.Context, info *natsjs.StreamInfo) {
+	select {
+	case <-in.Elected:
+	case <-ctx.Done():
+		return
+	}
+	stream := store.Stream{Name: in.Stream, Created: info.Created}
+	var pos cursor.Position
+	for delay := time.Second; ; delay = min(2*delay, 30*time.Second) {
+		var err error
+		if pos, err = in.startCursor(ctx, stream); err == nil {
+			in.setProblem(nil)
+			break
+		}
+		// As after a lost Lease, the API server may be away: wait for it,
+		// unready, rather than exit into a crash loop.
+		in.setProblem(err)
+		logr.FromContextOrDiscard(ctx).Error(err, "Taking the cursor over; retrying", "retryIn", delay)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(delay):
+		}
+	}
+	in.leads.Store(true)
+	logr.FromContextOrDiscard(ctx).Info("Leading: writing the fold", "stream", in.Stream, "created", info.Created,
+		"cursor", pos.Sequence, "folded", in.lastSeq.Load())
+	if info.State.FirstSeq > 1 {
+		in.gap(ctx, 1, info.State.FirstSeq-1, "the projection cannot reflect their events")
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() { in.commitLoop(ctx, pos) })
+	wg.Go(func() { in.watchPurges(ctx, info.Created, info.State.FirstSeq) })
+	wg.Wait()
 }
 
 // startCursor makes the cursor ConfigMap belong to stream, keeping its
@@ -193,6 +238,8 @@ func (in *Ingester) recreated(ctx context.Context, prev cursor.Position, stream 
 	in.mu.Lock()
 	about := in.cursorObject
 	in.mu.Unlock()
+	// Raised before this replica counts as leading, as it takes the cursor
+	// over.
 	in.Recorder.Eventf(about, nil, corev1.EventTypeWarning, cellosv1.StreamRecreatedReason, "Project",
 		"Stream %s was recreated (created %s, the cursor was at sequence %d of the one created %s): folding it from its first event; objects only the old stream named keep their status until pruned",
 		stream.Name, stream.Created.Format(time.RFC3339), prev.Sequence, prev.StreamCreated.Format(time.RFC3339))
@@ -228,8 +275,14 @@ func (in *Ingester) ensureStream(ctx context.Context) (*natsjs.StreamInfo, error
 // handle folds one message. It runs on the consumer's one goroutine, in
 // stream order.
 func (in *Ingester) handle(ctx context.Context, msg jetstream.Message) error {
-	in.Store.AwaitRoom(ctx, func(unflushed int) { in.pause(ctx, unflushed) })
-	in.resume(ctx)
+	// A standby flushes nothing, so at the bound it would wait for good:
+	// its fold is not bounded, and what lags on it is every object the
+	// fold holds anyway, no more. Taking over, it writes them down to the
+	// bound before it folds on.
+	if in.leads.Load() {
+		in.Store.AwaitRoom(ctx, func(unflushed int) { in.pause(ctx, unflushed) })
+		in.resume(ctx)
+	}
 	if last := in.lastSeq.Load(); last != 0 && msg.Sequence > last+1 {
 		in.gap(ctx, last+1, msg.Sequence-1, "the projection cannot reflect their events")
 	}
@@ -275,10 +328,21 @@ func (in *Ingester) gap(ctx context.Context, first, last uint64, cost string) {
 	streamGapEventsTotal.Add(float64(last - first + 1))
 	in.mu.Lock()
 	in.lastGap = fmt.Sprintf("%d-%d", first, last)
+	in.mu.Unlock()
+	in.warn(cellosv1.StreamGapReason, "Stream sequences %d to %d are missing (purged or deleted): %s", first, last, cost)
+}
+
+// warn raises a Warning Event on the cursor ConfigMap, on the leader only:
+// a standby folds the same stream as the leader, which raises it. What
+// warns is still logged and counted on every replica.
+func (in *Ingester) warn(reason, note string, args ...any) {
+	if !in.leads.Load() {
+		return
+	}
+	in.mu.Lock()
 	about := in.cursorObject
 	in.mu.Unlock()
-	in.Recorder.Eventf(about, nil, corev1.EventTypeWarning, cellosv1.StreamGapReason, "Project",
-		"Stream sequences %d to %d are missing (purged or deleted): %s", first, last, cost)
+	in.Recorder.Eventf(about, nil, corev1.EventTypeWarning, reason, "Project", note, args...)
 }
 
 // watchPurges surfaces events purged from the stream after they were
@@ -323,11 +387,7 @@ func (in *Ingester) reject(ctx context.Context, out fold.Outcome) {
 	eventID := cloudevent.Quote(out.EventID)
 	logr.FromContextOrDiscard(ctx).Info("Rejected an event", "sequence", out.Seq, "eventID", eventID, "reason", out.Reason)
 	if in.rejections.Allow() {
-		in.mu.Lock()
-		about := in.cursorObject
-		in.mu.Unlock()
-		in.Recorder.Eventf(about, nil, corev1.EventTypeWarning, cellosv1.RejectedEventReason, "Project",
-			"Skipped the event at stream sequence %d (id %s): %s", out.Seq, eventID, out.Reason)
+		in.warn(cellosv1.RejectedEventReason, "Skipped the event at stream sequence %d (id %s): %s", out.Seq, eventID, out.Reason)
 	}
 }
 
@@ -380,9 +440,11 @@ func (in *Ingester) setProblem(err error) {
 	in.problem = err
 }
 
-// Healthy is the readiness of the projection: nil on a replica that does
-// not lead, or while the leader can reach the stream and consume it, and is
-// not held back by status writes that cannot keep up.
+// Healthy is the readiness of the projection: nil while the replica can
+// reach the stream and consume it; on the leader, while it is not held back
+// by status writes that cannot keep up; on a standby, once its fold has
+// caught up with the stream, so that it would take over warm (a rolling
+// update waits for that before it stops the leader).
 func (in *Ingester) Healthy() error {
 	in.mu.Lock()
 	defer in.mu.Unlock()
@@ -393,7 +455,24 @@ func (in *Ingester) Healthy() error {
 		return errors.New("the fold is paused: too many objects await their status write (is the API server reachable?)")
 	}
 	if in.consumer != nil {
-		return in.consumer.Healthy()
+		if err := in.consumer.Healthy(); err != nil {
+			return err
+		}
+	}
+	if !in.leads.Load() && !in.caughtUp() {
+		return errors.New("standing by: the fold has not caught up with the stream yet")
 	}
 	return nil
+}
+
+// caughtUp tells whether the fold has reached the end the stream had when
+// it began.
+func (in *Ingester) caughtUp() bool {
+	replayed, _ := in.Store.Replayed()
+	select {
+	case <-replayed:
+		return true
+	default:
+		return false
+	}
 }
