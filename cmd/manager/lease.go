@@ -19,7 +19,8 @@ type leaseTimings struct {
 //     takes the Lease at its first try a lease duration later. A standby
 //     tries every retry period plus up to 1.2 times as much again (client-go's
 //     jitter): 250ms to 550ms. So the Lease passes 3s to 4.1s after the
-//     last renewal, which came at most 250ms before the kill.
+//     last renewal, which came at most 250ms (and a request's round trip)
+//     before the kill.
 //   - After a SIGTERM, the leader releases the Lease as it exits, and a
 //     standby takes it at its next try: within 550ms.
 //
