@@ -44,6 +44,10 @@ const (
 	StreamRecreatedReason = cellosv1.StreamRecreatedReason
 )
 
+// heldWarnings is how many Warning Events a replica holds, the latest,
+// from before it leads, to raise when it does.
+const heldWarnings = 8
+
 // purgeCheckInterval is how often the leader looks for events purged from
 // the stream after it folded them.
 const purgeCheckInterval = 5 * time.Second
@@ -97,6 +101,8 @@ type Ingester struct {
 	lastGap string
 	// paused is set while the fold waits for status writes to catch up.
 	paused bool
+	// held are the latest Warning Events found before this replica led.
+	held []warning
 	// leads is set once this replica leads and has taken the cursor over:
 	// from then on it commits the cursor, raises Warning Events, and holds
 	// the fold at the bound of unflushed objects. A replica that stops
@@ -192,7 +198,14 @@ func (in *Ingester) lead(ctx context.Context, info *natsjs.StreamInfo) {
 		case <-time.After(delay):
 		}
 	}
+	in.mu.Lock()
 	in.leads.Store(true)
+	held, about := in.held, in.cursorObject
+	in.held = nil
+	in.mu.Unlock()
+	for _, w := range held {
+		in.Recorder.Eventf(about, nil, corev1.EventTypeWarning, w.reason, "Project", "%s", w.note)
+	}
 	logr.FromContextOrDiscard(ctx).Info("Leading: writing the fold", "stream", in.Stream, "created", info.Created,
 		"cursor", pos.Sequence, "folded", in.lastSeq.Load())
 	if info.State.FirstSeq > 1 {
@@ -332,17 +345,27 @@ func (in *Ingester) gap(ctx context.Context, first, last uint64, cost string) {
 	in.warn(cellosv1.StreamGapReason, "Stream sequences %d to %d are missing (purged or deleted): %s", first, last, cost)
 }
 
-// warn raises a Warning Event on the cursor ConfigMap, on the leader only:
-// a standby folds the same stream as the leader, which raises it. What
-// warns is still logged and counted on every replica.
+// warning is a Warning Event held until this replica leads.
+type warning struct{ reason, note string }
+
+// warn raises a Warning Event on the cursor ConfigMap, on the leader only.
+// Before this replica leads it holds the latest few, and raises them when
+// it takes over: the fold starts before the Lease is won, even on a lone
+// replica, and what it finds first must still be seen. A standby that
+// stood by long raises again what the leader it replaces raised; the API
+// server counts an Event repeated on one object as one. What warns is
+// still logged and counted on every replica.
 func (in *Ingester) warn(reason, note string, args ...any) {
+	w := warning{reason: reason, note: fmt.Sprintf(note, args...)}
+	in.mu.Lock()
 	if !in.leads.Load() {
+		in.held = append(in.held, w)[max(0, len(in.held)+1-heldWarnings):]
+		in.mu.Unlock()
 		return
 	}
-	in.mu.Lock()
 	about := in.cursorObject
 	in.mu.Unlock()
-	in.Recorder.Eventf(about, nil, corev1.EventTypeWarning, reason, "Project", note, args...)
+	in.Recorder.Eventf(about, nil, corev1.EventTypeWarning, w.reason, "Project", "%s", w.note)
 }
 
 // watchPurges surfaces events purged from the stream after they were
