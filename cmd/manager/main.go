@@ -65,10 +65,6 @@ import (
 // serviceAccountNamespaceFile is where Kubernetes tells a pod its namespace.
 const serviceAccountNamespaceFile = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
-// leaseRenewDeadline is how long the leader keeps retrying to renew its
-// Lease before it gives up leading: controller-runtime's default.
-const leaseRenewDeadline = 10 * time.Second
-
 func main() {
 	if err := run(); err != nil {
 		ctrl.Log.WithName("setup").Error(err, "Operator failed")
@@ -84,6 +80,7 @@ type options struct {
 	checkpointInterval                       time.Duration
 	nats                                     natsconn.Options
 	createStream, leaderElect                bool
+	lease                                    leaseTimings
 	metricsAddr, probeAddr                   string
 	metricsSecure                            bool
 	metricsCertDir                           string
@@ -106,7 +103,10 @@ func parseFlags() options {
 	flag.StringVar(&opts.namespace, "namespace", "", "Namespace for objects first seen in the stream (default: the operator's namespace).")
 	flag.StringVar(&opts.watchNamespaces, "watch-namespaces", "", "Comma-separated namespaces the operator watches and writes Formations and Cells in (default: all); --namespace must be one of them.")
 	flag.StringVar(&opts.cursorConfigMap, "cursor-configmap", "cellos-projection-cursor", "Name of the ConfigMap, in the operator's namespace, that holds the cursor: the low watermark of the stream sequences reflected in status.")
-	flag.BoolVar(&opts.leaderElect, "leader-elect", false, "Elect a leader through a Lease, so that only one replica consumes and writes.")
+	flag.BoolVar(&opts.leaderElect, "leader-elect", false, "Elect a leader through a Lease, so that only one replica writes; the others fold the stream too, and take over warm.")
+	flag.DurationVar(&opts.lease.duration, "leader-elect-lease-duration", defaultLease.duration, "How long a standby waits, after the Lease's last renewal it saw, before it takes the Lease over; a whole number of seconds, as the Lease records it.")
+	flag.DurationVar(&opts.lease.renewDeadline, "leader-elect-renew-deadline", defaultLease.renewDeadline, "How long the leader keeps trying to renew its Lease before it gives up leading and exits; shorter than the lease duration.")
+	flag.DurationVar(&opts.lease.retryPeriod, "leader-elect-retry-period", defaultLease.retryPeriod, "How often the leader renews its Lease, and about how often a standby tries to take it over; shorter than the renew deadline.")
 	flag.StringVar(&opts.metricsAddr, "metrics-bind-address", "", "Address of the Prometheus metrics endpoint (default :8443, or :8080 with --metrics-secure=false); 0 disables it.")
 	flag.BoolVar(&opts.metricsSecure, "metrics-secure", true, "Serve metrics over HTTPS to clients the API server authenticates and authorizes (get on the non-resource URL /metrics); false serves plain HTTP to anyone, for local use.")
 	flag.StringVar(&opts.metricsCertDir, "metrics-cert-dir", "", "Folder with tls.crt and tls.key for the metrics endpoint (default: a self-signed certificate generated at start).")
@@ -138,6 +138,9 @@ func run() error {
 	}
 	if opts.ttls.Cell < 0 || opts.ttls.Formation < 0 {
 		return fmt.Errorf("--cell-ttl %s, --formation-ttl %s: a TTL must be 0 (keep for ever) or positive", opts.ttls.Cell, opts.ttls.Formation)
+	}
+	if err := opts.lease.validate(); err != nil {
+		return err
 	}
 
 	ownNamespace := operatorNamespace()
@@ -217,6 +220,9 @@ func newManager(opts options, ownNamespace string, watched map[string]cache.Conf
 		Cache: cache.Options{DefaultTransform: slimObjects, DefaultNamespaces: watched},
 	}
 	if opts.leaderElect {
+		mgrOpts.LeaseDuration = ptr.To(opts.lease.duration)
+		mgrOpts.RenewDeadline = ptr.To(opts.lease.renewDeadline)
+		mgrOpts.RetryPeriod = ptr.To(opts.lease.retryPeriod)
 		if err := fenceWrites(cfg, &mgrOpts); err != nil {
 			return nil, err
 		}
@@ -248,6 +254,7 @@ func addProjection(ctx context.Context, mgr ctrl.Manager, conn *natsconn.Conn, o
 		NoCreateStream:      !opts.createStream,
 		ConsumerBufferBytes: opts.consumerBufferBytes,
 		CheckpointInterval:  opts.checkpointInterval,
+		Elected:             mgr.Elected(),
 	}
 	if opts.checkpointInterval > 0 {
 		in.Checkpoints = &checkpoint.Bucket{JetStream: js, Name: opts.checkpointBucket, NoCreate: !opts.createStream}
@@ -291,7 +298,7 @@ func addHealthChecks(mgr ctrl.Manager, conn *natsconn.Conn, in *ingest.Ingester)
 // only through it, so that a leader paused past its Lease writes nothing when
 // it resumes. The lock is the one controller-runtime would make: a Lease
 // named by the options, held by the host name and a UUID, whose changes of
-// holder are recorded as Events on it.
+// holder are recorded as Events on it. o holds the lease timings.
 func fenceWrites(cfg *rest.Config, o *ctrl.Options) error {
 	host, err := os.Hostname()
 	if err != nil {
@@ -300,7 +307,7 @@ func fenceWrites(cfg *rest.Config, o *ctrl.Options) error {
 	identity := host + "_" + string(uuid.NewUUID())
 	lockCfg := rest.AddUserAgent(rest.CopyConfig(cfg), "leader-election")
 	// One hung request must not use up the whole renew deadline.
-	lockCfg.Timeout = leaseRenewDeadline / 2
+	lockCfg.Timeout = *o.RenewDeadline / 2
 	cs, err := kubernetes.NewForConfig(lockCfg)
 	if err != nil {
 		return fmt.Errorf("creating the leader election client: %w", err)
@@ -314,7 +321,6 @@ func fenceWrites(cfg *rest.Config, o *ctrl.Options) error {
 	}
 	f := fence.New(lock, clock.RealClock{})
 	o.LeaderElectionResourceLockInterface = f
-	o.RenewDeadline = ptr.To(leaseRenewDeadline)
 	o.NewClient = func(cfg *rest.Config, opts client.Options) (client.Client, error) {
 		c, err := client.NewWithWatch(cfg, opts)
 		if err != nil {

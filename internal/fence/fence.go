@@ -37,9 +37,14 @@ import (
 // ErrLeaseLost is returned, wrapped, for a write refused by the fence.
 var ErrLeaseLost = errors.New("the Lease may have passed to another replica")
 
-// transitMargin is taken off the Lease's end: a write allowed just before it
-// still has to reach the API server.
-const transitMargin = 2 * time.Second
+// transitMargin is taken off the end of a Lease of duration lease: a write
+// allowed just before it still has to reach the API server. A quarter of
+// the lease, and at most 2s: a short lease, renewed often, still leaves the
+// leader most of it to write in after each renewal, and a long one keeps
+// the margin that requests on a busy API server need.
+func transitMargin(lease time.Duration) time.Duration {
+	return min(2*time.Second, lease/4)
+}
 
 // Fence is a resourcelock.Interface, for the manager's leader election, that
 // records each renewal it passes on.
@@ -85,7 +90,8 @@ func (f *Fence) renewed(sent time.Time, record resourcelock.LeaderElectionRecord
 		f.until = time.Time{} // released
 		return
 	}
-	f.until = sent.Add(time.Duration(record.LeaseDurationSeconds)*time.Second - transitMargin)
+	lease := time.Duration(record.LeaseDurationSeconds) * time.Second
+	f.until = sent.Add(lease - transitMargin(lease))
 }
 
 // Check returns nil while this replica surely holds the Lease.

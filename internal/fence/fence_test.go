@@ -46,7 +46,7 @@ func TestFenceFollowsRenewals(t *testing.T) {
 	}
 	// Writes are allowed until the lease duration, less the transit
 	// margin, after the renewal was sent, however late it returned.
-	end := start.Add(15*time.Second - transitMargin)
+	end := start.Add(15*time.Second - transitMargin(15*time.Second))
 	clk.SetTime(end.Add(-time.Millisecond))
 	if err := f.Check(); err != nil {
 		t.Fatalf("just before the end: Check() = %v", err)
@@ -114,5 +114,20 @@ func TestClientWritesOnlyBehindTheFence(t *testing.T) {
 	}
 	if err := c.Status().Update(ctx, pod()); err != nil {
 		t.Errorf("status update with the Lease: %v", err)
+	}
+}
+
+// A short lease, renewed often, leaves the leader most of it to write in
+// after each renewal; a long one keeps a margin of 2s.
+func TestTransitMarginFitsTheLease(t *testing.T) {
+	for lease, want := range map[time.Duration]time.Duration{
+		time.Second:      250 * time.Millisecond,
+		3 * time.Second:  750 * time.Millisecond,
+		8 * time.Second:  2 * time.Second,
+		15 * time.Second: 2 * time.Second,
+	} {
+		if got := transitMargin(lease); got != want {
+			t.Errorf("transitMargin(%s) = %s, want %s", lease, got, want)
+		}
 	}
 }

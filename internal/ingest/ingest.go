@@ -1,7 +1,9 @@
-// Package ingest runs the projection on the elected leader: it restores the
+// Package ingest runs the projection: on every replica it restores the
 // fold from its checkpoint, consumes the stream after it (from its first
-// event without one), folds it into the store, which tells the controllers
-// what lags, commits the cursor, and checkpoints the fold.
+// event without one) and folds it into the store, which tells the
+// controllers what lags; on the elected leader only it also commits the
+// cursor, checkpoints the fold and raises Warning Events. A standby so holds
+// the fold, warm, and its controllers write at once when it takes over.
 //
 // Every start has the fold of the whole stream before it writes, rather
 // than trusting the objects' status or the cursor: status is always the fold
@@ -47,12 +49,16 @@ const (
 	StreamRecreatedReason = cellosv1.StreamRecreatedReason
 )
 
+// heldWarnings is how many Warning Events a replica holds, the latest,
+// from before it leads, to raise when it does.
+const heldWarnings = 8
+
 // purgeCheckInterval is how often the leader looks for events purged from
 // the stream after it folded them.
 const purgeCheckInterval = 5 * time.Second
 
-// Ingester consumes the stream on the elected leader. It is a manager
-// Runnable.
+// Ingester consumes the stream on every replica, and writes on the elected
+// leader only. It is a manager Runnable.
 type Ingester struct {
 	// Reader reads the cursor ConfigMap, for the Warning Events about it.
 	Reader client.Reader
@@ -79,6 +85,9 @@ type Ingester struct {
 	// folds every start from the stream's first event.
 	Checkpoints        *checkpoint.Bucket
 	CheckpointInterval time.Duration
+	// Elected is closed once this replica leads (ctrl.Manager.Elected).
+	// Until then the ingester folds the stream and writes nothing.
+	Elected <-chan struct{}
 
 	// rejections limits Warning Events, so that a flood of bad events
 	// cannot flood the API server; every rejection is still logged and counted.
@@ -102,10 +111,19 @@ type Ingester struct {
 	lastGap string
 	// paused is set while the fold waits for status writes to catch up.
 	paused bool
+	// held are the latest Warning Events found before this replica led.
+	held []warning
+	// leads is set once this replica leads and has taken the cursor over:
+	// from then on it commits the cursor, raises Warning Events, and holds
+	// the fold at the bound of unflushed objects. A replica that stops
+	// leading exits.
+	leads atomic.Bool
 }
 
-// NeedLeaderElection makes only the leader consume: two writers would fight.
-func (in *Ingester) NeedLeaderElection() bool { return true }
+// NeedLeaderElection is false: every replica folds the stream, so that a
+// standby takes over without folding it first. What writes waits for
+// Elected.
+func (in *Ingester) NeedLeaderElection() bool { return false }
 
 // Start folds the stream until ctx ends, from the first event again each time
 // the stream is recreated under its name.
@@ -133,10 +151,6 @@ func (in *Ingester) foldStream(ctx context.Context) error {
 	stream := store.Stream{Name: in.Stream, Created: info.Created}
 	in.Store.Reset(stream)
 	in.observeStreamLast(info.State.LastSeq)
-	pos, err := in.startCursor(ctx, stream)
-	if err != nil {
-		return err
-	}
 	// next is the first sequence the fold lacks: after the checkpoint's,
 	// else the stream's very first.
 	next := in.restore(ctx, stream, info.State.LastSeq) + 1
@@ -144,23 +158,17 @@ func (in *Ingester) foldStream(ctx context.Context) error {
 	if info.State.Msgs == 0 || next > info.State.LastSeq {
 		in.Store.MarkReplayed(stream)
 	}
-	if info.State.FirstSeq > next {
-		in.gap(ctx, next, info.State.FirstSeq-1, "the projection cannot reflect their events")
-	}
 	// The consumer starts where both the fold and the stream do; the gap
-	// between them is surfaced above, and not again at the first message.
+	// between them is surfaced once this replica leads, and not again at
+	// the first message.
 	from := max(next, info.State.FirstSeq)
 	in.lastSeq.Store(from - 1)
 
-	commitCtx, stopCommits := context.WithCancel(ctx)
+	leadCtx, stopLeading := context.WithCancel(ctx)
 	var wg sync.WaitGroup
-	wg.Go(func() { in.commitLoop(commitCtx, pos) })
-	wg.Go(func() { in.watchPurges(commitCtx, info.Created, from) })
-	if in.Checkpoints != nil {
-		wg.Go(func() { in.checkpointLoop(commitCtx, next-1) })
-	}
+	wg.Go(func() { in.lead(leadCtx, info, next) })
 	defer wg.Wait()
-	defer stopCommits()
+	defer stopLeading()
 
 	consumer := jetstream.NewConsumer(in.JetStream, in.Stream)
 	consumer.StreamCreated = info.Created
@@ -171,11 +179,62 @@ func (in *Ingester) foldStream(ctx context.Context) error {
 	in.consumer = consumer
 	in.mu.Unlock()
 	logr.FromContextOrDiscard(ctx).Info("Folding the stream", "stream", in.Stream, "from", from,
-		"created", info.Created, "lastSequence", info.State.LastSeq, "cursor", pos.Sequence)
+		"created", info.Created, "lastSequence", info.State.LastSeq, "leading", in.leads.Load())
 	if err := consumer.Run(ctx, from, in.handle); err != nil {
 		return fmt.Errorf("consuming stream %s: %w", in.Stream, err)
 	}
 	return nil
+}
+
+// lead waits until this replica leads, then writes for the fold of the
+// stream info describes, which began at sequence next: it takes the cursor
+// over, surfaces the events purged before the stream's first that the fold
+// lacks, and commits the cursor, checkpoints the fold and looks for purges
+// until ctx ends. The fold runs meanwhile, from before this replica leads.
+func (in *Ingester) lead(ctx context.Context, info *natsjs.StreamInfo, next uint64) {
+	select {
+	case <-in.Elected:
+	case <-ctx.Done():
+		return
+	}
+	stream := store.Stream{Name: in.Stream, Created: info.Created}
+	var pos cursor.Position
+	for delay := time.Second; ; delay = min(2*delay, 30*time.Second) {
+		var err error
+		if pos, err = in.startCursor(ctx, stream); err == nil {
+			in.setProblem(nil)
+			break
+		}
+		// As after a lost Lease, the API server may be away: wait for it,
+		// unready, rather than exit into a crash loop.
+		in.setProblem(err)
+		logr.FromContextOrDiscard(ctx).Error(err, "Taking the cursor over; retrying", "retryIn", delay)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(delay):
+		}
+	}
+	in.mu.Lock()
+	in.leads.Store(true)
+	held, about := in.held, in.cursorObject
+	in.held = nil
+	in.mu.Unlock()
+	for _, w := range held {
+		in.Recorder.Eventf(about, nil, corev1.EventTypeWarning, w.reason, "Project", "%s", w.note)
+	}
+	logr.FromContextOrDiscard(ctx).Info("Leading: writing the fold", "stream", in.Stream, "created", info.Created,
+		"cursor", pos.Sequence, "folded", in.lastSeq.Load())
+	if info.State.FirstSeq > next {
+		in.gap(ctx, next, info.State.FirstSeq-1, "the projection cannot reflect their events")
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() { in.commitLoop(ctx, pos) })
+	wg.Go(func() { in.watchPurges(ctx, info.Created, max(next, info.State.FirstSeq)) })
+	if in.Checkpoints != nil {
+		wg.Go(func() { in.checkpointLoop(ctx, next-1) })
+	}
+	wg.Wait()
 }
 
 // startCursor makes the cursor ConfigMap belong to stream, keeping its
@@ -212,6 +271,8 @@ func (in *Ingester) recreated(ctx context.Context, prev cursor.Position, stream 
 	in.mu.Lock()
 	about := in.cursorObject
 	in.mu.Unlock()
+	// Raised before this replica counts as leading, as it takes the cursor
+	// over.
 	in.Recorder.Eventf(about, nil, corev1.EventTypeWarning, cellosv1.StreamRecreatedReason, "Project",
 		"Stream %s was recreated (created %s, the cursor was at sequence %d of the one created %s): folding it from its first event; objects only the old stream named keep their status until pruned",
 		stream.Name, stream.Created.Format(time.RFC3339), prev.Sequence, prev.StreamCreated.Format(time.RFC3339))
@@ -247,8 +308,14 @@ func (in *Ingester) ensureStream(ctx context.Context) (*natsjs.StreamInfo, error
 // handle folds one message. It runs on the consumer's one goroutine, in
 // stream order.
 func (in *Ingester) handle(ctx context.Context, msg jetstream.Message) error {
-	in.Store.AwaitRoom(ctx, func(unflushed int) { in.pause(ctx, unflushed) })
-	in.resume(ctx)
+	// A standby flushes nothing, so at the bound it would wait for good:
+	// its fold is not bounded, and what lags on it is every object the
+	// fold holds anyway, no more. Taking over, it writes them down to the
+	// bound before it folds on.
+	if in.leads.Load() {
+		in.Store.AwaitRoom(ctx, func(unflushed int) { in.pause(ctx, unflushed) })
+		in.resume(ctx)
+	}
 	if last := in.lastSeq.Load(); last != 0 && msg.Sequence > last+1 {
 		in.gap(ctx, last+1, msg.Sequence-1, "the projection cannot reflect their events")
 	}
@@ -294,10 +361,31 @@ func (in *Ingester) gap(ctx context.Context, first, last uint64, cost string) {
 	streamGapEventsTotal.Add(float64(last - first + 1))
 	in.mu.Lock()
 	in.lastGap = fmt.Sprintf("%d-%d", first, last)
+	in.mu.Unlock()
+	in.warn(cellosv1.StreamGapReason, "Stream sequences %d to %d are missing (purged or deleted): %s", first, last, cost)
+}
+
+// warning is a Warning Event held until this replica leads.
+type warning struct{ reason, note string }
+
+// warn raises a Warning Event on the cursor ConfigMap, on the leader only.
+// Before this replica leads it holds the latest few, and raises them when
+// it takes over: the fold starts before the Lease is won, even on a lone
+// replica, and what it finds first must still be seen. A standby that
+// stood by long raises again what the leader it replaces raised; the API
+// server counts an Event repeated on one object as one. What warns is
+// still logged and counted on every replica.
+func (in *Ingester) warn(reason, note string, args ...any) {
+	w := warning{reason: reason, note: fmt.Sprintf(note, args...)}
+	in.mu.Lock()
+	if !in.leads.Load() {
+		in.held = append(in.held, w)[max(0, len(in.held)+1-heldWarnings):]
+		in.mu.Unlock()
+		return
+	}
 	about := in.cursorObject
 	in.mu.Unlock()
-	in.Recorder.Eventf(about, nil, corev1.EventTypeWarning, cellosv1.StreamGapReason, "Project",
-		"Stream sequences %d to %d are missing (purged or deleted): %s", first, last, cost)
+	in.Recorder.Eventf(about, nil, corev1.EventTypeWarning, w.reason, "Project", "%s", w.note)
 }
 
 // watchPurges surfaces events purged from the stream after they were
@@ -342,11 +430,7 @@ func (in *Ingester) reject(ctx context.Context, out fold.Outcome) {
 	eventID := cloudevent.Quote(out.EventID)
 	logr.FromContextOrDiscard(ctx).Info("Rejected an event", "sequence", out.Seq, "eventID", eventID, "reason", out.Reason)
 	if in.rejections.Allow() {
-		in.mu.Lock()
-		about := in.cursorObject
-		in.mu.Unlock()
-		in.Recorder.Eventf(about, nil, corev1.EventTypeWarning, cellosv1.RejectedEventReason, "Project",
-			"Skipped the event at stream sequence %d (id %s): %s", out.Seq, eventID, out.Reason)
+		in.warn(cellosv1.RejectedEventReason, "Skipped the event at stream sequence %d (id %s): %s", out.Seq, eventID, out.Reason)
 	}
 }
 
@@ -402,9 +486,11 @@ func (in *Ingester) setProblem(err error) {
 	in.problem = err
 }
 
-// Healthy is the readiness of the projection: nil on a replica that does
-// not lead, or while the leader can reach the stream and consume it, and is
-// not held back by status writes that cannot keep up.
+// Healthy is the readiness of the projection: nil while the replica can
+// reach the stream and consume it; on the leader, while it is not held back
+// by status writes that cannot keep up; on a standby, once its fold has
+// caught up with the stream, so that it would take over warm (a rolling
+// update waits for that before it stops the leader).
 func (in *Ingester) Healthy() error {
 	in.mu.Lock()
 	defer in.mu.Unlock()
@@ -415,7 +501,24 @@ func (in *Ingester) Healthy() error {
 		return errors.New("the fold is paused: too many objects await their status write (is the API server reachable?)")
 	}
 	if in.consumer != nil {
-		return in.consumer.Healthy()
+		if err := in.consumer.Healthy(); err != nil {
+			return err
+		}
+	}
+	if !in.leads.Load() && !in.caughtUp() {
+		return errors.New("standing by: the fold has not caught up with the stream yet")
 	}
 	return nil
+}
+
+// caughtUp tells whether the fold has reached the end the stream had when
+// it began.
+func (in *Ingester) caughtUp() bool {
+	replayed, _ := in.Store.Replayed()
+	select {
+	case <-replayed:
+		return true
+	default:
+		return false
+	}
 }

@@ -71,6 +71,12 @@ type Store struct {
 
 	// lagging carries the ids whose status lags, one channel per kind.
 	lagging map[Kind]chan event.TypedGenericEvent[string]
+	// announcing tells, per kind, whether its controller takes ids: from
+	// when the controller starts its Source, which it does on the leader
+	// only. Until then no id is sent, as none would be taken: a standby
+	// folds the stream with its every object dirty, and the Source hands
+	// them all over when it starts.
+	announcing map[Kind]bool
 	// announced holds the objects whose id is on its way to the controller.
 	// An id is sent once until the controller takes it, however many events
 	// change the object meanwhile: the controller reads the projection as it
@@ -105,6 +111,7 @@ func New(maxUnflushed int, operatorPrefix string, maxEventBytes int, ttls fold.T
 			FormationKind: make(chan event.TypedGenericEvent[string], laggingBuffer),
 			CellKind:      make(chan event.TypedGenericEvent[string], laggingBuffer),
 		},
+		announcing:     map[Kind]bool{},
 		maxUnflushed:   maxUnflushed,
 		room:           make(chan struct{}, 1),
 		operatorPrefix: operatorPrefix,
@@ -203,13 +210,64 @@ func (s *Store) Stream() Stream {
 // controller, whose requests are of type R. h turns an id into requests; it
 // reads the projection after the store counts the id as taken, so that an
 // event folded meanwhile sends it again.
+//
+// When it starts, the Source first hands over every object of its kind
+// whose status lags: a controller starts with an empty queue, on a replica
+// that may have folded the stream long before, as a standby does.
 func Source[R comparable](s *Store, kind Kind, h handler.TypedEventHandler[string, R]) source.TypedSource[R] {
-	return source.TypedChannel(s.lagging[kind], handler.TypedFuncs[string, R]{
-		GenericFunc: func(ctx context.Context, e event.TypedGenericEvent[string], q workqueue.TypedRateLimitingInterface[R]) {
-			s.take(Ref{Kind: kind, ID: e.Object})
-			h.Generic(ctx, e, q)
-		},
-	})
+	return &lagSource[R]{
+		TypedSource: source.TypedChannel(s.lagging[kind], handler.TypedFuncs[string, R]{
+			GenericFunc: func(ctx context.Context, e event.TypedGenericEvent[string], q workqueue.TypedRateLimitingInterface[R]) {
+				s.take(Ref{Kind: kind, ID: e.Object})
+				h.Generic(ctx, e, q)
+			},
+		}),
+		store: s,
+		kind:  kind,
+	}
+}
+
+// lagSource is the channel of one kind's lagging ids, which it fills, when
+// it starts, with the ids of every object of that kind that lags.
+type lagSource[R comparable] struct {
+	source.TypedSource[R]
+	store *Store
+	kind  Kind
+}
+
+// Start reads the channel, and sends it the ids that lag before the
+// controller started, in the background: there may be more than it holds.
+func (l *lagSource[R]) Start(ctx context.Context, q workqueue.TypedRateLimitingInterface[R]) error {
+	if err := l.TypedSource.Start(ctx, q); err != nil {
+		return err
+	}
+	ids := l.store.startAnnouncing(l.kind)
+	go func() {
+		for _, id := range ids {
+			select {
+			case l.store.lagging[l.kind] <- event.TypedGenericEvent[string]{Object: id}:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return nil
+}
+
+// startAnnouncing records that kind's controller takes its ids from now on,
+// and returns those of the objects that lag already, counted as announced.
+func (s *Store) startAnnouncing(kind Kind) []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.announcing[kind] = true
+	var ids []string
+	for ref := range s.dirty {
+		if ref.Kind == kind && !s.announced[ref] {
+			s.announced[ref] = true
+			ids = append(ids, ref.ID)
+		}
+	}
+	return ids
 }
 
 // take records that the controller has taken ref's id off its channel.
@@ -220,8 +278,9 @@ func (s *Store) take(ref Ref) {
 }
 
 // Apply folds one message, published on subject and stored at time at, and tells the controller of
-// the object it changed, unless its id already waits for the controller. It
-// blocks while that controller is laggingBuffer ids behind, until ctx ends.
+// the object it changed, unless its id already waits for the controller or
+// the controller has not started. It blocks while that controller is
+// laggingBuffer ids behind, until ctx ends.
 func (s *Store) Apply(ctx context.Context, seq uint64, at time.Time, subject string, header map[string][]string, payload []byte) fold.Outcome {
 	out, ref, announce := s.apply(seq, at, subject, header, payload)
 	if announce {
@@ -249,7 +308,7 @@ func (s *Store) apply(seq uint64, at time.Time, subject string, header map[strin
 			s.nameCell(ref.ID)
 		}
 	}
-	if s.announced[ref] {
+	if !s.announcing[ref.Kind] || s.announced[ref] {
 		return out, ref, false
 	}
 	s.announced[ref] = true
@@ -452,9 +511,11 @@ func (s *Store) Snapshot(use func(Snapshot)) {
 
 // Restore takes snap, a checkpoint of the stream the store was Reset to, as
 // the fold up to snap.Sequence, and hands every object it holds to the
-// controllers, in the order of their last events, as folding those events
-// would have: they compare each status with it. It blocks like Apply. The
-// store keeps snap.State and snap.CellsNamed as its own.
+// controllers, as folding those events would have: they compare each
+// status with it. A controller that has started gets them in the order of
+// their last events, and Restore blocks like Apply; one that has not gets
+// them when it starts. The store keeps snap.State and snap.CellsNamed as
+// its own.
 func (s *Store) Restore(ctx context.Context, snap Snapshot) {
 	refs := s.restore(snap)
 	for _, ref := range refs {
@@ -486,11 +547,17 @@ func (s *Store) restore(snap Snapshot) []Ref {
 		refs = append(refs, Ref{Kind: CellKind, ID: id})
 	}
 	slices.SortFunc(refs, func(a, b Ref) int { return cmp.Compare(s.lastApplied(a), s.lastApplied(b)) })
+	announce := refs[:0]
 	for _, ref := range refs {
 		// Which event of the object was first is not kept: its status is
 		// behind from the start, as far as the watermark can tell.
 		s.dirty[ref] = 1
-		s.announced[ref] = true
+		// A controller not yet started is handed every lagging object
+		// when it starts (lagSource.Start).
+		if s.announcing[ref.Kind] && !s.announced[ref] {
+			s.announced[ref] = true
+			announce = append(announce, ref)
+		}
 	}
-	return refs
+	return announce
 }

@@ -25,6 +25,15 @@ func createdA() []byte {
 
 const formationA = "02daa0b3-49a7-a4bf-8050-cbb812881d4e"
 
+// controlled is a Store whose controllers have started, as on a leader,
+// with at most maxUnflushed objects unflushed (0: no bound).
+func controlled(maxUnflushed int) *Store {
+	s := New(maxUnflushed, "", 0, fold.TTLs{})
+	s.startAnnouncing(FormationKind)
+	s.startAnnouncing(CellKind)
+	return s
+}
+
 // apply folds payload at seq and returns the object it changed, taking its
 // id off the store's channel as a controller would.
 func apply(t *testing.T, s *Store, seq uint64, payload []byte) Ref {
@@ -41,7 +50,7 @@ func apply(t *testing.T, s *Store, seq uint64, payload []byte) Ref {
 // An object changed by many events before its controller takes its id is
 // announced once; an event after the controller took it announces it again.
 func TestAnObjectWaitsForItsControllerOnce(t *testing.T) {
-	s := New(0, "", 0, fold.TTLs{})
+	s := controlled(0)
 	ctx := context.Background()
 	for seq := range uint64(3) {
 		s.Apply(ctx, seq+1, time.Time{}, "", nil, started("cell-0", ""))
@@ -60,7 +69,7 @@ func TestAnObjectWaitsForItsControllerOnce(t *testing.T) {
 }
 
 func TestWatermarkWaitsForEveryWrite(t *testing.T) {
-	s := New(0, "", 0, fold.TTLs{})
+	s := controlled(0)
 	f := apply(t, s, 1, createdA())
 	c0 := apply(t, s, 2, started("cell-0", formationA))
 	apply(t, s, 3, []byte(`not json`))
@@ -83,7 +92,7 @@ func TestWatermarkWaitsForEveryWrite(t *testing.T) {
 }
 
 func TestEventsAfterASnapshotKeepTheObjectDirty(t *testing.T) {
-	s := New(0, "", 0, fold.TTLs{})
+	s := controlled(0)
 	c := apply(t, s, 1, started("cell-0", ""))
 	apply(t, s, 2, started("cell-0", ""))
 	// A write of the projection as of sequence 1 leaves sequence 2 unwritten.
@@ -98,7 +107,7 @@ func TestEventsAfterASnapshotKeepTheObjectDirty(t *testing.T) {
 }
 
 func TestCellsNamed(t *testing.T) {
-	s := New(0, "", 0, fold.TTLs{})
+	s := controlled(0)
 	apply(t, s, 1, createdA())
 	apply(t, s, 2, started("Cell 0", formationA))
 	if got := s.CellsNamed(ObjectName("Cell 0")); len(got) != 1 || got[0] != "Cell 0" {
@@ -110,7 +119,7 @@ func TestCellsNamed(t *testing.T) {
 }
 
 func TestResetStartsAnotherStream(t *testing.T) {
-	s := New(0, "", 0, fold.TTLs{})
+	s := controlled(0)
 	first := Stream{Name: "CELLOS_EVENTS", Created: time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)}
 	s.Reset(first)
 	apply(t, s, 1, createdA())
@@ -184,7 +193,7 @@ func TestSourceHandsTheControllerItsIDs(t *testing.T) {
 }
 
 func TestAwaitRoomHoldsTheFoldAtTheBound(t *testing.T) {
-	s := New(2, "", 0, fold.TTLs{})
+	s := controlled(2)
 	c0 := apply(t, s, 1, started("cell-0", ""))
 	apply(t, s, 2, started("cell-1", ""))
 	paused := make(chan int, 1)
@@ -217,11 +226,11 @@ func TestAwaitRoomHoldsTheFoldAtTheBound(t *testing.T) {
 }
 
 // A store restored from another's snapshot holds the same fold and cell
-// names, hands every object to its controller, in the order of their last
-// events, as dirty, and folds on from the sequence after the snapshot's.
+// names, hands every object to its started controller, in the order of
+// their last events, as dirty, and folds on from the sequence after the snapshot's.
 func TestRestoreHandsEveryObjectOver(t *testing.T) {
 	stream := Stream{Name: "S", Created: time.Unix(1, 0)}
-	from := New(0, "", 0, fold.TTLs{})
+	from := controlled(0)
 	from.Reset(stream)
 	apply(t, from, 1, createdA())
 	apply(t, from, 2, started("cell-0", formationA))
@@ -233,7 +242,7 @@ func TestRestoreHandsEveryObjectOver(t *testing.T) {
 		t.Fatalf("snapshot of sequence %d, stream %+v, settings %+v", snap.Sequence, snap.Stream, snap.Settings)
 	}
 
-	to := New(0, "", 0, fold.TTLs{})
+	to := controlled(0)
 	to.Reset(Stream{Name: "S", Created: time.Unix(2, 0)})
 	to.Restore(context.Background(), snap)
 	if f, c := to.Live(); f+c != 0 {
@@ -270,5 +279,63 @@ func TestRestoreHandsEveryObjectOver(t *testing.T) {
 	to.Flushed(stream, Ref{CellKind, "cell-2"}, 5)
 	if w := to.Watermark(); w != 5 {
 		t.Errorf("watermark %d once every object is written, want 5", w)
+	}
+}
+
+// A standby folds without a controller to take its ids: the fold never
+// waits for one, however many objects it changes, and the controller,
+// when it starts on a new leader, is handed every object that lags, once.
+func TestSourceHandsOverWhatWasFoldedBeforeItStarted(t *testing.T) {
+	s := New(0, "", 0, fold.TTLs{})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	const cells = 3 * laggingBuffer
+	folded := make(chan struct{})
+	go func() {
+		defer close(folded)
+		for i := range cells {
+			s.Apply(ctx, uint64(i+1), time.Time{}, "", nil, started(fmt.Sprintf("cell-%d", i), ""))
+		}
+		// Changed again: still one id.
+		s.Apply(ctx, cells+1, time.Time{}, "", nil, started("cell-0", ""))
+	}()
+	select {
+	case <-folded:
+	case <-time.After(time.Minute):
+		t.Fatal("the fold waited for a controller that has not started")
+	}
+
+	got := make(chan string, cells)
+	h := handler.TypedFuncs[string, reconcile.Request]{
+		GenericFunc: func(_ context.Context, e event.TypedGenericEvent[string], _ workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			got <- e.Object
+		},
+	}
+	q := workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[reconcile.Request]())
+	defer q.ShutDown()
+	if err := Source(s, CellKind, h).Start(ctx, q); err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	for len(seen) < cells {
+		select {
+		case id := <-got:
+			if seen[id] {
+				t.Fatalf("%s handed over twice", id)
+			}
+			seen[id] = true
+		case <-time.After(time.Minute):
+			t.Fatalf("the controller got %d of %d lagging cells", len(seen), cells)
+		}
+	}
+	// From now on, each change is handed over as it is folded.
+	s.Apply(ctx, cells+2, time.Time{}, "", nil, started("cell-new", ""))
+	select {
+	case id := <-got:
+		if id != "cell-new" {
+			t.Fatalf("the controller got %q after the hand-over, want cell-new", id)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("a change after the controller started was not handed over")
 	}
 }

@@ -29,8 +29,8 @@ import (
 func TestFailover(t *testing.T) {
 	runs := knob("FAILOVER_RUNS", 1, 6)
 	events := knob("FAILOVER_EVENTS", 400, 2000)
-	// The SIGKILL takeover waits out the 15s lease: the full suite only.
-	withKill := knob("FAILOVER_SIGKILL", 0, 1) == 1
+	// The SIGKILL takeover waits out the lease, 3s by default.
+	withKill := knob("FAILOVER_SIGKILL", 1, 1) == 1
 	var kills, terms, stales, recoveries []time.Duration
 	var staleWrites, staleAccepted, staleRegressions, staleCounts []int
 	var peak float64
