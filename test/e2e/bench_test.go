@@ -11,8 +11,8 @@ import (
 	cellosv1 "cellos.dev/cellos-operator/api/v1"
 	"cellos.dev/cellos-operator/internal/fold"
 	"cellos.dev/cellos-operator/internal/jetstream"
-	"cellos.dev/cellos-operator/internal/store"
 	"cellos.dev/cellos-operator/internal/simulator"
+	"cellos.dev/cellos-operator/internal/store"
 	"cellos.dev/cellos-operator/test/harness"
 	"cellos.dev/cellos-operator/test/localenv"
 )
