@@ -74,7 +74,7 @@ func TestStreamGaps(t *testing.T) {
 		g.want, g.snap = expect(t, g.jsc)
 		running := seen.State
 		for _, m := range g.snap.Messages[len(g.snap.Messages)-events/4:] {
-			running.Apply(m.Seq, time.Time{}, m.Subject, m.Header, m.Data)
+			running.Apply(m.Seq, m.Time, m.Subject, m.Header, m.Data)
 		}
 		converge(t, g.ns, harness.Expectation{Stream: g.want.Stream, Last: g.want.Last, State: running}, 2*time.Minute)
 		t.Logf("caught up with the events after the purge %s after it", time.Since(fault).Round(100*time.Millisecond))
