@@ -138,7 +138,7 @@ func (e *expirer) expireFormation(ctx context.Context, req ctrl.Request) (ctrl.R
 		return ctrl.Result{}, fmt.Errorf("listing the Cells of an expired Formation: %w", err)
 	}
 	for i := range cells.Items {
-		if _, err := e.deleteExpired(ctx, &cells.Items[i], store.CellKind, f.Status.FinishedAt, e.TTLs.Formation); err != nil {
+		if err := e.deleteExpired(ctx, &cells.Items[i], store.CellKind, f.Status.FinishedAt, e.TTLs.Formation); err != nil {
 			return ctrl.Result{}, err
 		}
 	}
@@ -151,8 +151,7 @@ func (e *expirer) expire(ctx context.Context, obj client.Object, kind store.Kind
 	if res, due := e.due(ctx, obj, finished, ttl); !due {
 		return res, nil
 	}
-	_, err := e.deleteExpired(ctx, obj, kind, finished, ttl)
-	return ctrl.Result{}, err
+	return ctrl.Result{}, e.deleteExpired(ctx, obj, kind, finished, ttl)
 }
 
 // due tells whether obj, finished at finished, has expired under ttl; when
@@ -183,15 +182,15 @@ func (e *expirer) due(ctx context.Context, obj client.Object, finished *metav1.T
 
 // deleteExpired deletes obj, of kind, which expired ttl after finished, and
 // counts it with the time from its expiry to its delete.
-func (e *expirer) deleteExpired(ctx context.Context, obj client.Object, kind store.Kind, finished *metav1.Time, ttl time.Duration) (bool, error) {
+func (e *expirer) deleteExpired(ctx context.Context, obj client.Object, kind store.Kind, finished *metav1.Time, ttl time.Duration) error {
 	deleted, err := e.remove(ctx, obj, kind)
 	if !deleted {
-		return false, err
+		return err
 	}
 	expiredTotal.WithLabelValues(string(kind)).Inc()
 	expiryLag.WithLabelValues(string(kind)).Observe(e.Clock.Since(finished.Add(ttl)).Seconds())
 	ctrl.LoggerFrom(ctx).V(1).Info("Deleted an expired object", "kind", kind, "object", client.ObjectKeyFromObject(obj), "finishedAt", finished.Time)
-	return true, nil
+	return nil
 }
 
 // finished passes only the objects that carry a finish time, so that the

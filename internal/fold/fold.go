@@ -511,23 +511,29 @@ func (s *State) applyFormation(seq uint64, at time.Time, subject string, ev clou
 	f.Phase = newPhase
 	f.Degraded = phase == PhaseDegraded
 	if s.fromOperator(subject, ev, rawID, id) {
-		if ns, ok := ev.DataString("namespace"); ok && phase == PhaseCreated && f.Namespace == "" {
-			f.Namespace = ns
-		}
-		if phase == PhaseCancelled && !f.Deleted {
-			f.Deleted = true
-			// A declared formation that was final already was passed over
-			// when its expiry came; deleted, it expires as observed ones do.
-			if f.FinishedAt != nil {
-				s.queue(FormationKind, id, *f.FinishedAt, s.TTLs.Formation)
-			}
-		}
+		s.ownershipFacts(f, ev, phase)
 	}
 	f.FinishedAt = s.finish(final(f.Phase), f.FinishedAt, at, s.TTLs.Formation, FormationKind, id)
 	f.LastAppliedSequence = seq
 	out.Result = ResultApplied
 	out.FormationID = id
 	return out
+}
+
+// ownershipFacts records what the operator's own event of phase states of
+// formation f: the namespace that declared it, and its deletion.
+func (s *State) ownershipFacts(f *Formation, ev cloudevent.Event, phase string) {
+	if ns, ok := ev.DataString("namespace"); ok && phase == PhaseCreated && f.Namespace == "" {
+		f.Namespace = ns
+	}
+	if phase == PhaseCancelled && !f.Deleted {
+		f.Deleted = true
+		// A declared formation that was final already was passed over
+		// when its expiry came; deleted, it expires as observed ones do.
+		if f.FinishedAt != nil {
+			s.queue(FormationKind, f.ID, *f.FinishedAt, s.TTLs.Formation)
+		}
+	}
 }
 
 // fromOperator tells whether a formation event is the operator's own, and so

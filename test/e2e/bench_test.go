@@ -84,6 +84,7 @@ func BenchmarkStartUpAgainstHistory(b *testing.B) {
 }
 
 func startUpAgainstHistory(b *testing.B, bin string, historyFormations int) {
+	b.Helper()
 	const liveFormations, liveCells = 100, 3
 	ctx := context.Background()
 	ns := newNamespace(b)
@@ -103,7 +104,7 @@ func startUpAgainstHistory(b *testing.B, bin string, historyFormations int) {
 	var live []sampleMessage
 	for f := range liveFormations {
 		id := fmt.Sprintf("00000000-0000-4000-8000-%012d", f)
-		live = append(live, formationMessage(id, "created", ""), formationMessage(id, "running", ""))
+		live = append(live, formationMessage(id, "created"), formationMessage(id, "running"))
 		for c := range liveCells {
 			live = append(live, cellMessage(fold.TypeCellStarted, fmt.Sprintf("live-%d-%d", f, c), id))
 		}

@@ -27,9 +27,9 @@ func ttlFlags(ttls fold.TTLs) []string {
 		"--flush-window=50ms", "--cursor-commit-interval=200ms"}
 }
 
-func formationMessage(id, phase, extra string) sampleMessage {
+func formationMessage(id, phase string) sampleMessage {
 	return sampleMessage{Subject: "cellos.events.formation." + id,
-		Data: `{"specversion":"1.0","id":"` + id + phase + `","type":"` + fold.FormationTypePrefix + phase + `","data":{"formationId":"` + id + `"` + extra + `}}`}
+		Data: `{"specversion":"1.0","id":"` + id + phase + `","type":"` + fold.FormationTypePrefix + phase + `","data":{"formationId":"` + id + `"}}`}
 }
 
 func cellMessage(typ, cellID, formationID string) sampleMessage {
@@ -70,11 +70,11 @@ func TestExpiredObjectsStayGoneAfterSIGKILL(t *testing.T) {
 	_, r.jsc = r.js.Connect(t)
 	r.m = startManager(t, r.js.URL(), r.ns, ttlFlags(shortTTLs)...)
 	publish(t, r.jsc, []sampleMessage{
-		formationMessage(done, "created", ""),
+		formationMessage(done, "created"),
 		cellMessage(fold.TypeCellStarted, "done-0", done),
 		cellMessage(fold.TypeCellDestroyed, "done-0", done),
-		formationMessage(done, "completed", ""),
-		formationMessage(live, "created", ""),
+		formationMessage(done, "completed"),
+		formationMessage(live, "created"),
 		cellMessage(fold.TypeCellStarted, "live-0", live),
 	})
 	doneFormation := types.NamespacedName{Namespace: r.ns, Name: store.ObjectName(done)}
@@ -130,7 +130,7 @@ func TestDeclaredFormationKeptWithItsCounts(t *testing.T) {
 		{Subject: "cellos.events.formation." + id, Data: `{"specversion":"1.0","id":"a","source":"cellos-operator","type":"` + fold.FormationTypePrefix + `created","data":{"formationId":"` + id + `","namespace":"` + teamNS + `"}}`},
 		cellMessage(fold.TypeCellStarted, "kept-0", id),
 		cellMessage(fold.TypeCellDestroyed, "kept-0", id),
-		formationMessage(id, "completed", ""),
+		formationMessage(id, "completed"),
 	})
 	key := client.ObjectKeyFromObject(declared)
 	keptWithCounts := func() error {

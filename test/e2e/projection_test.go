@@ -95,15 +95,15 @@ func readExpected(t *testing.T) expectedProjection {
 }
 
 // publish sends messages to the stream, creating it as the operator would.
-func publish(t testing.TB, js natsjs.JetStream, msgs []sampleMessage) {
-	t.Helper()
+func publish(tb testing.TB, js natsjs.JetStream, msgs []sampleMessage) {
+	tb.Helper()
 	ctx := context.Background()
 	if _, err := jetstream.EnsureStream(ctx, js, "CELLOS_EVENTS"); err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	for _, m := range msgs {
 		if _, err := js.Publish(ctx, m.Subject, []byte(m.Data)); err != nil {
-			t.Fatalf("publishing: %v", err)
+			tb.Fatalf("publishing: %v", err)
 		}
 	}
 }
