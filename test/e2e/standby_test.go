@@ -145,7 +145,7 @@ func TestStandbyTakesOver(t *testing.T) {
 	publish(t, jsc, readSample(t))
 	replica := func() *manager { return startManager(t, js.URL(), ns, "--leader-elect") }
 	live := []*manager{replica()}
-	harness.Eventually(t, time.Minute, "the first replica leads", func() error { return leads(live[0]) })
+	harness.Eventually(t, time.Minute, "the first replica leads", func() error { return live[0].Leads() })
 	live = append(live, replica())
 
 	times := map[string][]time.Duration{}
@@ -153,10 +153,10 @@ func TestStandbyTakesOver(t *testing.T) {
 		how := []string{"SIGKILL", "SIGTERM"}[run%2]
 		harness.Eventually(t, time.Minute, "the standby is ready", live[1].Ready)
 		leader, standby := live[0], live[1]
-		if leads(leader) != nil {
+		if leader.Leads() != nil {
 			leader, standby = standby, leader
 		}
-		if err := leads(leader); err != nil {
+		if err := leader.Leads(); err != nil {
 			t.Fatal(err)
 		}
 		begin := time.Now()
@@ -189,23 +189,6 @@ func TestStandbyTakesOver(t *testing.T) {
 	waitForCursorOf(t, ns, want)
 }
 
-// leads is nil when m holds the Lease, as its metrics say.
-func leads(m *manager) error {
-	if !m.Running() {
-		return fmt.Errorf("%s exited: %v\n%s", m.Name, m.Err(), harness.Tail(m.Logs(), 20))
-	}
-	all, err := m.Metrics()
-	if err != nil {
-		return err
-	}
-	for series, v := range all {
-		if strings.HasPrefix(series, "leader_election_master_status") && v == 1 {
-			return nil
-		}
-	}
-	return fmt.Errorf("%s does not lead", m.Name)
-}
-
 // publishStarted publishes a started event of a new cell, and returns its
 // sequence.
 func publishStarted(t *testing.T, jsc natsjs.JetStream, cellID string) uint64 {
@@ -226,7 +209,7 @@ func awaitTakeover(t *testing.T, standby *manager, ns, cellID string, seq uint64
 	t.Helper()
 	key := types.NamespacedName{Namespace: ns, Name: cellID}
 	for deadline := begin.Add(time.Minute); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		if led == 0 && leads(standby) == nil {
+		if led == 0 && standby.Leads() == nil {
 			led = time.Since(begin)
 		}
 		var cell cellosv1.Cell

@@ -309,3 +309,20 @@ func Sum(samples map[string]float64, name string) float64 {
 	}
 	return s
 }
+
+// Leads is nil when m holds the Lease, as its metrics say.
+func (m *Manager) Leads() error {
+	if !m.Running() {
+		return fmt.Errorf("%s exited: %v\n%s", m.Name, m.Err(), Tail(m.Logs(), 20))
+	}
+	all, err := m.Metrics()
+	if err != nil {
+		return err
+	}
+	for series, v := range all {
+		if strings.HasPrefix(series, "leader_election_master_status") && v == 1 {
+			return nil
+		}
+	}
+	return fmt.Errorf("%s does not lead", m.Name)
+}

@@ -129,7 +129,7 @@ func TestAPIServerOutageWithLeaderElection(t *testing.T) {
 	cfg := managerConfig{natsURL: js.URL(), namespace: ns, args: []string{"--leader-elect"}}
 	m := startManager(t, cfg)
 	all := fleet{m}
-	harness.Eventually(t, time.Minute, "the manager leads", func() error { return leads(m) })
+	harness.Eventually(t, time.Minute, "the manager leads", func() error { return m.Leads() })
 	publish(t, jsc, msgs[:2000], 0)
 	want, _ := expect(t, jsc)
 	converge(t, ns, want, 5*time.Minute)

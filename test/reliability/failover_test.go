@@ -140,7 +140,7 @@ func startFailover(t *testing.T, run int) *failover {
 	first := f.replica(t)
 	begin := time.Now()
 	harness.Eventually(t, time.Minute, "the first replica leads", func() error {
-		err := leads(first)
+		err := first.Leads()
 		if err != nil && time.Since(begin) > 55*time.Second {
 			err = fmt.Errorf("%w\n%s", err, harness.Tail(first.Logs(), 20))
 		}
@@ -166,30 +166,13 @@ func (f *failover) replica(t *testing.T) *manager {
 	return m
 }
 
-// leads is nil when m holds the lease, as its metrics say.
-func leads(m *manager) error {
-	if !m.Running() {
-		return fmt.Errorf("%s exited: %v\n%s", m.Name, m.Err(), harness.Tail(m.Logs(), 20))
-	}
-	all, err := m.Metrics()
-	if err != nil {
-		return err
-	}
-	for series, v := range all {
-		if strings.HasPrefix(series, "leader_election_master_status") && v == 1 {
-			return nil
-		}
-	}
-	return fmt.Errorf("%s does not lead", m.Name)
-}
-
 // leader is the live replica that leads.
 func (f *failover) leader(t *testing.T) *manager {
 	t.Helper()
 	var found *manager
 	harness.Eventually(t, time.Minute, "a replica leads", func() error {
 		for _, m := range f.live {
-			if leads(m) == nil {
+			if m.Leads() == nil {
 				found = m
 				return nil
 			}
@@ -225,7 +208,7 @@ func (f *failover) waitLeader(t *testing.T, old *manager, since time.Time, how s
 	var d time.Duration
 	harness.Eventually(t, 2*time.Minute, "another replica takes over after "+how, func() error {
 		for _, m := range f.live {
-			if leads(m) == nil {
+			if m.Leads() == nil {
 				d = time.Since(since)
 				return nil
 			}
