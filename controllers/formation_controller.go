@@ -82,6 +82,11 @@ func (r *FormationReconciler) Reconcile(ctx context.Context, req Request) (res c
 	case refuseTakeover:
 		return ctrl.Result{}, r.refuseTakeover(ctx, f, id, p.rules.deleted)
 	}
+	if f != nil && f.Status.LastAppliedSequence > 0 && !r.replayed() {
+		// A start's fold has not reached every cell it had folded before:
+		// its counts would move the Formation's back. The status waits.
+		return ctrl.Result{RequeueAfter: settleRetry}, nil
+	}
 	ref := store.Ref{Kind: store.FormationKind, ID: id}
 	done = settlement{stream: stream, ref: ref, seq: want.LastAppliedSequence, obj: &cellosv1.Formation{ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name}}}
 	if (f == nil || f.Spec == nil) && r.expired(want.Expires(r.TTLs)) {

@@ -77,10 +77,16 @@ type Config struct {
 // wait either: an invalid formation id label (refuseInvalidID) or an
 // invalid spec at admission.
 func (c Config) settled() bool {
+	return c.replayed() && c.Tombstones.Loaded()
+}
+
+// replayed tells whether the fold has reached the end the stream had at
+// start.
+func (c Config) replayed() bool {
 	replayed, _ := c.Store.Replayed()
 	select {
 	case <-replayed:
-		return c.Tombstones.Loaded()
+		return true
 	default:
 		return false
 	}

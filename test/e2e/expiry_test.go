@@ -79,6 +79,9 @@ func TestExpiredObjectsStayGoneAfterSIGKILL(t *testing.T) {
 	})
 	doneFormation := types.NamespacedName{Namespace: r.ns, Name: store.ObjectName(done)}
 	doneCell := types.NamespacedName{Namespace: r.ns, Name: store.ObjectName("done-0")}
+	// Every event in status first: an object not yet created is no
+	// object deleted.
+	waitForCursor(t, r.ns, 6)
 	harness.Eventually(t, time.Minute, "the finished Formation and Cell are deleted after their TTLs", func() error {
 		return errors.Join(deleted(doneFormation, &cellosv1.Formation{}), deleted(doneCell, &cellosv1.Cell{}))
 	})
