@@ -38,16 +38,6 @@ func init() {
 	metrics.Registry.MustRegister(expiredTotal, expiryLag)
 }
 
-// expiresAt is when a final object whose status says it finished at
-// finished expires under ttl; false when it never does (not final, or a TTL
-// of 0).
-func expiresAt(finished *time.Time, ttl time.Duration) (time.Time, bool) {
-	if finished == nil || ttl <= 0 {
-		return time.Time{}, false
-	}
-	return finished.Add(ttl), true
-}
-
 // expired tells whether the projection of a final object, which expires
 // at at if ok, has expired by the wall clock: its object is not created
 // again, nor written, and the expirer deletes it if it is there. The fold
@@ -162,7 +152,7 @@ func (e *expirer) due(ctx context.Context, obj client.Object, finished *metav1.T
 	if finished == nil {
 		return ctrl.Result{}, false
 	}
-	at, ok := expiresAt(&finished.Time, ttl)
+	at, ok := fold.ExpiresAt(&finished.Time, ttl)
 	if !ok {
 		return ctrl.Result{}, false
 	}

@@ -92,23 +92,29 @@ func (s *State) expire(at time.Time) []Expiry {
 	return released
 }
 
+// ExpiresAt is when an object final since finished expires under ttl;
+// false when it never does (not final, or a TTL of 0).
+func ExpiresAt(finished *time.Time, ttl time.Duration) (time.Time, bool) {
+	if finished == nil || ttl <= 0 {
+		return time.Time{}, false
+	}
+	return finished.Add(ttl), true
+}
+
 // Expires tells when formation f expires under ttls, if it does: a final
 // formation expires ttls.Formation after FinishedAt, unless the operator
 // declared it and its Formation was not deleted, as its user owns it.
 func (f *Formation) Expires(ttls TTLs) (time.Time, bool) {
-	if f.FinishedAt == nil || ttls.Formation <= 0 || (f.Namespace != "" && !f.Deleted) {
+	if f.Namespace != "" && !f.Deleted {
 		return time.Time{}, false
 	}
-	return f.FinishedAt.Add(ttls.Formation), true
+	return ExpiresAt(f.FinishedAt, ttls.Formation)
 }
 
 // Expires tells when cell c expires under ttls by its own TTL, if it does;
 // it also goes with its formation (see Formation.Expires).
 func (c *Cell) Expires(ttls TTLs) (time.Time, bool) {
-	if c.FinishedAt == nil || ttls.Cell <= 0 {
-		return time.Time{}, false
-	}
-	return c.FinishedAt.Add(ttls.Cell), true
+	return ExpiresAt(c.FinishedAt, ttls.Cell)
 }
 
 // releaseFormation forgets f and the cells of it the fold still holds.
