@@ -272,7 +272,7 @@ func (r *CellReconciler) SetupWithManager(mgr ctrl.Manager) error {
 				DeleteFunc:  func(event.DeleteEvent) bool { return false },
 				GenericFunc: func(event.GenericEvent) bool { return false },
 			})).
-		WatchesRawSource(store.Source(r.Store, store.CellKind, afterWindow(r.FlushWindow, r.lagging))).
+		WatchesRawSource(store.Source(r.Store, store.CellKind, r.Tombstones.WhenLoaded(), afterWindow(r.FlushWindow, r.lagging))).
 		WithOptions(controller.TypedOptions[Request]{MaxConcurrentReconciles: r.Workers}).
 		WithLogConstructor(logFor(mgr, name)).
 		Complete(r)

@@ -293,7 +293,7 @@ func (r *FormationReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Named(name).
 		Watches(&cellosv1.Formation{}, handler.TypedEnqueueRequestsFromMapFunc(r.formationsOfID)).
 		Watches(&cellosv1.Cell{}, afterWindow(max(r.CountWindow, r.FlushWindow), r.formationOfCell)).
-		WatchesRawSource(store.Source(r.Store, store.FormationKind, afterWindow(r.FlushWindow, r.lagging))).
+		WatchesRawSource(store.Source(r.Store, store.FormationKind, r.Tombstones.WhenLoaded(), afterWindow(r.FlushWindow, r.lagging))).
 		WithOptions(controller.TypedOptions[Request]{MaxConcurrentReconciles: r.Workers}).
 		WithLogConstructor(logFor(mgr, name)).
 		Complete(r)

@@ -92,8 +92,10 @@ func drain(b *testing.B, s *store.Store) (stop func()) {
 	b.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	q := workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[reconcile.Request]())
+	ready := make(chan struct{})
+	close(ready)
 	for _, kind := range []store.Kind{store.FormationKind, store.CellKind} {
-		if err := store.Source(s, kind, handler.TypedFuncs[string, reconcile.Request]{}).Start(ctx, q); err != nil {
+		if err := store.Source(s, kind, ready, handler.TypedFuncs[string, reconcile.Request]{}).Start(ctx, q); err != nil {
 			b.Fatal(err)
 		}
 	}

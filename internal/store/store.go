@@ -213,8 +213,11 @@ func (s *Store) Stream() Stream {
 //
 // When it starts, the Source first hands over every object of its kind
 // whose status lags: a controller starts with an empty queue, on a replica
-// that may have folded the stream long before, as a standby does.
-func Source[R comparable](s *Store, kind Kind, h handler.TypedEventHandler[string, R]) source.TypedSource[R] {
+// that may have folded the stream long before, as a standby does. It hands
+// over nothing until ready is closed: h places objects from facts that load
+// apart from the fold (the tombstones of deleted formations), and an id
+// placed before they load could bring back what they forbid.
+func Source[R comparable](s *Store, kind Kind, ready <-chan struct{}, h handler.TypedEventHandler[string, R]) source.TypedSource[R] {
 	return &lagSource[R]{
 		TypedSource: source.TypedChannel(s.lagging[kind], handler.TypedFuncs[string, R]{
 			GenericFunc: func(ctx context.Context, e event.TypedGenericEvent[string], q workqueue.TypedRateLimitingInterface[R]) {
@@ -224,6 +227,7 @@ func Source[R comparable](s *Store, kind Kind, h handler.TypedEventHandler[strin
 		}),
 		store: s,
 		kind:  kind,
+		ready: ready,
 	}
 }
 
@@ -233,17 +237,24 @@ type lagSource[R comparable] struct {
 	source.TypedSource[R]
 	store *Store
 	kind  Kind
+	ready <-chan struct{}
 }
 
-// Start reads the channel, and sends it the ids that lag before the
-// controller started, in the background: there may be more than it holds.
+// Start reads the channel and, once ready, announces the kind's changes to
+// it, starting with the ids that lagged before, sent in the background:
+// there may be more than it holds. Until then the fold keeps marking objects
+// dirty without announcing them, so none is lost.
 func (l *lagSource[R]) Start(ctx context.Context, q workqueue.TypedRateLimitingInterface[R]) error {
 	if err := l.TypedSource.Start(ctx, q); err != nil {
 		return err
 	}
-	ids := l.store.startAnnouncing(l.kind)
 	go func() {
-		for _, id := range ids {
+		select {
+		case <-l.ready:
+		case <-ctx.Done():
+			return
+		}
+		for _, id := range l.store.startAnnouncing(l.kind) {
 			select {
 			case l.store.lagging[l.kind] <- event.TypedGenericEvent[string]{Object: id}:
 			case <-ctx.Done():

@@ -165,15 +165,16 @@ func TestStampTellsStreamsAndSequencesApart(t *testing.T) {
 	}
 }
 
-func TestSourceHandsTheControllerItsIDs(t *testing.T) {
+func TestSourceHandsTheControllerItsIDsOnceReady(t *testing.T) {
 	s := New(0, "", 0, fold.TTLs{})
-	got := make(chan string, 1)
+	got := make(chan string, 2)
 	h := handler.TypedFuncs[string, reconcile.Request]{
 		GenericFunc: func(_ context.Context, e event.TypedGenericEvent[string], _ workqueue.TypedRateLimitingInterface[reconcile.Request]) {
 			got <- e.Object
 		},
 	}
-	src := Source(s, CellKind, h)
+	ready := make(chan struct{})
+	src := Source(s, CellKind, ready, h)
 	q := workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[reconcile.Request]())
 	defer q.ShutDown()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -184,12 +185,30 @@ func TestSourceHandsTheControllerItsIDs(t *testing.T) {
 	s.Apply(ctx, 1, time.Time{}, "", nil, started("cell-0", ""))
 	select {
 	case id := <-got:
-		if id != "cell-0" {
-			t.Fatalf("the controller got %q, want cell-0", id)
-		}
-	case <-time.After(time.Minute):
-		t.Fatal("the controller got nothing")
+		t.Fatalf("the controller got %q before the placement facts were ready", id)
+	case <-time.After(200 * time.Millisecond):
 	}
+	close(ready)
+	for _, want := range []string{"cell-0", "cell-1"} {
+		if want == "cell-1" {
+			s.Apply(ctx, 2, time.Time{}, "", nil, started(want, ""))
+		}
+		select {
+		case id := <-got:
+			if id != want {
+				t.Fatalf("the controller got %q, want %s", id, want)
+			}
+		case <-time.After(time.Minute):
+			t.Fatalf("the controller did not get %s", want)
+		}
+	}
+}
+
+// closedChannel is a ready that is ready at once.
+func closedChannel() <-chan struct{} {
+	c := make(chan struct{})
+	close(c)
+	return c
 }
 
 func TestAwaitRoomHoldsTheFoldAtTheBound(t *testing.T) {
@@ -313,7 +332,7 @@ func TestSourceHandsOverWhatWasFoldedBeforeItStarted(t *testing.T) {
 	}
 	q := workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[reconcile.Request]())
 	defer q.ShutDown()
-	if err := Source(s, CellKind, h).Start(ctx, q); err != nil {
+	if err := Source(s, CellKind, closedChannel(), h).Start(ctx, q); err != nil {
 		t.Fatal(err)
 	}
 	seen := map[string]bool{}

@@ -161,6 +161,10 @@ func (s *Set) markLoaded(ctx context.Context) {
 	}
 }
 
+// WhenLoaded is closed once every tombstone the bucket held at start is
+// known.
+func (s *Set) WhenLoaded() <-chan struct{} { return s.loaded }
+
 // Loaded tells whether every tombstone the bucket held at start is known:
 // until then, no decision may rest on the absence of one.
 func (s *Set) Loaded() bool {
