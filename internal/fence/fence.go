@@ -54,6 +54,8 @@ type Fence struct {
 
 	mu    sync.Mutex
 	until time.Time // writes are allowed before it; zero when not leading
+	// readHolder is who held the Lease when it was last read.
+	readHolder string
 }
 
 // New fences writes behind lock's renewals.
@@ -69,12 +71,43 @@ func (f *Fence) Create(ctx context.Context, record resourcelock.LeaderElectionRe
 	return err
 }
 
-// Update acquires, renews or releases the Lease.
+// Get reads the Lease, and remembers who holds it, for a release.
+func (f *Fence) Get(ctx context.Context) (*resourcelock.LeaderElectionRecord, []byte, error) {
+	record, raw, err := f.Interface.Get(ctx)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.readHolder = ""
+	if err == nil {
+		f.readHolder = record.HolderIdentity
+	}
+	return record, raw, err
+}
+
+// Update acquires, renews or releases the Lease. A release (a record with
+// no holder) is written only if the Lease, as the elector read it just
+// before, is this replica's: client-go releases on the holder it last
+// observed, not the one it has just read, so a leader that lost the Lease
+// unawares (paused, or cut off) would release another replica's Lease on
+// its way out, and let a third take it while the second still leads. The
+// write carries the resourceVersion of that read, so a holder that changed
+// since fails it as a conflict, and the elector reads again. A release not
+// written still closes the fence.
 func (f *Fence) Update(ctx context.Context, record resourcelock.LeaderElectionRecord) error {
 	sent := f.clock.Now()
+	if record.HolderIdentity == "" && !f.readOwn() {
+		f.renewed(sent, record, nil)
+		return nil
+	}
 	err := f.Interface.Update(ctx, record)
 	f.renewed(sent, record, err)
 	return err
+}
+
+// readOwn tells whether the Lease was this replica's when last read.
+func (f *Fence) readOwn() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.readHolder == f.Identity()
 }
 
 // renewed records a write of the Lease record sent at sent. A failed write

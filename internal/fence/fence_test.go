@@ -14,17 +14,28 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 )
 
-// lock stands in for the Lease: it records nothing, and fails when told.
+// lock stands in for the Lease: it holds its holder, and fails when told.
 type lock struct {
 	resourcelock.Interface
-	fail error
+	fail   error
+	holder string
 }
 
 func (l *lock) Identity() string { return "me" }
-func (l *lock) Create(context.Context, resourcelock.LeaderElectionRecord) error {
-	return l.fail
+func (l *lock) Get(context.Context) (*resourcelock.LeaderElectionRecord, []byte, error) {
+	r := record(l.holder)
+	return &r, nil, l.fail
 }
-func (l *lock) Update(context.Context, resourcelock.LeaderElectionRecord) error {
+func (l *lock) Create(_ context.Context, r resourcelock.LeaderElectionRecord) error {
+	return l.write(r)
+}
+func (l *lock) Update(_ context.Context, r resourcelock.LeaderElectionRecord) error {
+	return l.write(r)
+}
+func (l *lock) write(r resourcelock.LeaderElectionRecord) error {
+	if l.fail == nil {
+		l.holder = r.HolderIdentity
+	}
 	return l.fail
 }
 
@@ -70,12 +81,42 @@ func TestFenceFollowsRenewals(t *testing.T) {
 	if err := f.Check(); err != nil {
 		t.Fatalf("after a renewal: Check() = %v", err)
 	}
-	// Releasing the Lease closes the fence at once.
+	// Releasing the Lease, read as this replica's, closes the fence at once.
+	if _, _, err := f.Get(ctx); err != nil {
+		t.Fatal(err)
+	}
 	if err := f.Update(ctx, record("")); err != nil {
 		t.Fatal(err)
 	}
 	if err := f.Check(); !errors.Is(err, ErrLeaseLost) {
 		t.Fatalf("after release: Check() = %v, want ErrLeaseLost", err)
+	}
+}
+
+// A leader that lost its Lease unawares, and is stopped, releases nothing:
+// the Lease stays with the replica that took it over. client-go's elector
+// releases when the holder it last observed is itself, after reading the
+// Lease anew, so the release must check what it read.
+func TestReleaseLeavesAnotherReplicasLease(t *testing.T) {
+	ctx := t.Context()
+	clk := clocktesting.NewFakePassiveClock(time.Date(2027, 5, 1, 8, 0, 0, 0, time.UTC))
+	l := &lock{}
+	f := New(l, clk)
+	if err := f.Update(ctx, record("me")); err != nil {
+		t.Fatal(err)
+	}
+	l.holder = "other" // taken over while this replica was paused
+	if _, _, err := f.Get(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Update(ctx, record("")); err != nil {
+		t.Fatal(err)
+	}
+	if l.holder != "other" {
+		t.Fatalf("after a stale replica's release the Lease is held by %q, want other", l.holder)
+	}
+	if err := f.Check(); !errors.Is(err, ErrLeaseLost) {
+		t.Fatalf("after the release: Check() = %v, want ErrLeaseLost", err)
 	}
 }
 
