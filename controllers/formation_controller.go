@@ -211,8 +211,7 @@ func (r *FormationReconciler) createIfMissing(ctx context.Context, key client.Ob
 }
 
 // lagging maps a formation id to its Formation: an id whose projection
-// changed (the store's watch), or the id of a changed Cell's formation
-// (formationOfCell). A formation that lives nowhere gets no request; its
+// changed, or whose cells did (the store's hand-offs). A formation that lives nowhere gets no request; its
 // events count as reflected (holder) and its tombstone, if any, is refreshed.
 func (r *FormationReconciler) lagging(ctx context.Context, id string) []Request {
 	key, ok := r.holder(ctx, id)
@@ -220,7 +219,7 @@ func (r *FormationReconciler) lagging(ctx context.Context, id string) []Request 
 		// An event of the formation may just have been folded, and it stays
 		// in the stream for max_age: so must the tombstone that keeps it
 		// from bringing the formation back. Refresh rewrites only a
-		// tombstone old enough, so a call for a Cell change costs little.
+		// tombstone old enough, so a call for each cell event costs little.
 		if err := r.Tombstones.Refresh(ctx, id); err != nil {
 			ctrl.LoggerFrom(ctx).Error(err, "Refreshing a tombstone", "formationID", id)
 		}
@@ -244,14 +243,6 @@ func (r *FormationReconciler) holder(ctx context.Context, id string) (client.Obj
 		}
 	}
 	return key, true
-}
-
-// formationOfCell maps a Cell to its Formation, whose counts it changes.
-func (r *FormationReconciler) formationOfCell(ctx context.Context, cell client.Object) []Request {
-	if id := cell.GetLabels()[cellosv1.FormationIDLabel]; id != "" {
-		return r.lagging(ctx, id)
-	}
-	return nil
 }
 
 // formationsOfID maps a changed Formation to itself, to the Formation that
@@ -285,15 +276,15 @@ func (r *FormationReconciler) formationsOfID(ctx context.Context, f client.Objec
 }
 
 // SetupWithManager watches Formations, to heal them and settle who holds an
-// id; Cells, for the counts, gathered over the count window; and the store's
-// lagging formations.
+// id; the store's lagging formations; and the formations whose cells the
+// fold changed, for the counts, gathered over the count window.
 func (r *FormationReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	const name = "formation"
 	return builder.TypedControllerManagedBy[Request](mgr).
 		Named(name).
 		Watches(&cellosv1.Formation{}, handler.TypedEnqueueRequestsFromMapFunc(r.formationsOfID)).
-		Watches(&cellosv1.Cell{}, afterWindow(max(r.CountWindow, r.FlushWindow), r.formationOfCell)).
 		WatchesRawSource(store.Source(r.Store, store.FormationKind, r.Tombstones.WhenLoaded(), afterWindow(r.FlushWindow, r.lagging))).
+		WatchesRawSource(store.Source(r.Store, store.FormationCounts, r.Tombstones.WhenLoaded(), afterWindow(max(r.CountWindow, r.FlushWindow), r.lagging))).
 		WithOptions(controller.TypedOptions[Request]{MaxConcurrentReconciles: r.Workers}).
 		WithLogConstructor(logFor(mgr, name)).
 		Complete(r)

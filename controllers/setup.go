@@ -37,10 +37,11 @@ type Config struct {
 	Namespace string
 	// FlushWindow is how long events on one object gather before a write.
 	FlushWindow time.Duration
-	// CountWindow is how long changes to a Formation's Cells gather before
-	// its counts are written: longer than FlushWindow, as a burst of Cells
-	// would otherwise rewrite their Formation for each, while its own events
-	// still come after FlushWindow.
+	// CountWindow is how long the fold's changes to a formation's cells
+	// gather before its Formation's counts are written: longer than
+	// FlushWindow, as a burst of cell events would otherwise rewrite their
+	// Formation many times, while its own events still come after
+	// FlushWindow.
 	CountWindow time.Duration
 	// Workers bounds the concurrent status writes of each kind.
 	Workers int
@@ -152,7 +153,7 @@ func logFor(mgr ctrl.Manager, controller string) func(*Request) logr.Logger {
 
 // afterWindow queues the requests that toRequests finds for a change after
 // window: FlushWindow for the store's changes, and the longer of CountWindow
-// and FlushWindow for Cell changes to a Formation's counts. The queue holds
+// and FlushWindow for the fold's changes to a Formation's counts. The queue holds
 // a request once, so every change inside the window is written by one
 // reconcile.
 func afterWindow[T any](window time.Duration, toRequests func(context.Context, T) []Request) handler.TypedEventHandler[T, Request] {

@@ -112,7 +112,7 @@ func parseFlags() options {
 	flag.StringVar(&opts.metricsCertDir, "metrics-cert-dir", "", "Folder with tls.crt and tls.key for the metrics endpoint (default: a self-signed certificate generated at start).")
 	flag.StringVar(&opts.probeAddr, "health-probe-bind-address", ":8081", "Address of the /healthz and /readyz probes; 0 disables them.")
 	flag.DurationVar(&opts.flushWindow, "flush-window", 250*time.Millisecond, "How long events on one object gather before its status is written.")
-	flag.DurationVar(&opts.countWindow, "count-window", time.Second, "How long changes to a Formation's Cells gather before its cell counts are written; its phase still follows --flush-window.")
+	flag.DurationVar(&opts.countWindow, "count-window", time.Second, "How long the fold's changes to a Formation's cells gather before its cell counts are written; its phase still follows --flush-window.")
 	flag.DurationVar(&opts.commitInterval, "cursor-commit-interval", time.Second, "How often the cursor ConfigMap is committed.")
 	flag.IntVar(&opts.writers, "concurrent-writes", 16, "How many objects of each kind may be written at once (a reconcile writes one object, with up to two requests).")
 	flag.IntVar(&opts.maxEventBytes, "max-event-bytes", fold.DefaultMaxEventBytes, "The largest message folded, payload and headers, in bytes; a larger one is rejected before it is decoded. A stream the operator creates refuses messages over 1 MiB at publish.")

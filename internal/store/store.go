@@ -36,6 +36,17 @@ const (
 	CellKind      = fold.CellKind
 )
 
+// FormationCounts is not a kind of object but what the Formation controller
+// is told besides its lagging formations: the formations whose cells the
+// fold changed, as their counts follow the fold (Counts) rather than the
+// Cells' writes. So a burst of cell events folded at once costs a
+// Formation one count write per count window, not one per Cell written
+// over the burst. They hold no watermark back, as a Formation's stamp does
+// not cover its counts: they are never dirty, and a Source of them hands
+// over nothing when it starts, when the Formation controller reconciles
+// every Formation its informer lists anyway.
+const FormationCounts Kind = "FormationCounts"
+
 // Ref names one projected object by its kind and stream id.
 type Ref struct {
 	Kind Kind
@@ -108,8 +119,9 @@ type Store struct {
 func New(maxUnflushed int, operatorPrefix string, maxEventBytes int, ttls fold.TTLs) *Store {
 	s := &Store{
 		lagging: map[Kind]chan event.TypedGenericEvent[string]{
-			FormationKind: make(chan event.TypedGenericEvent[string], laggingBuffer),
-			CellKind:      make(chan event.TypedGenericEvent[string], laggingBuffer),
+			FormationKind:   make(chan event.TypedGenericEvent[string], laggingBuffer),
+			CellKind:        make(chan event.TypedGenericEvent[string], laggingBuffer),
+			FormationCounts: make(chan event.TypedGenericEvent[string], laggingBuffer),
 		},
 		announcing:     map[Kind]bool{},
 		maxUnflushed:   maxUnflushed,
@@ -288,13 +300,14 @@ func (s *Store) take(ref Ref) {
 	delete(s.announced, ref)
 }
 
-// Apply folds one message, published on subject and stored at time at, and tells the controller of
-// the object it changed, unless its id already waits for the controller or
-// the controller has not started. It blocks while that controller is
-// laggingBuffer ids behind, until ctx ends.
+// Apply folds one message, published on subject and stored at time at, and
+// tells the controllers what it changed: the object, and for a cell its
+// formation's counts (FormationCounts), each unless it already waits for
+// its controller or that controller has not started. It blocks while a
+// controller is laggingBuffer ids behind, until ctx ends.
 func (s *Store) Apply(ctx context.Context, seq uint64, at time.Time, subject string, header map[string][]string, payload []byte) fold.Outcome {
-	out, ref, announce := s.apply(seq, at, subject, header, payload)
-	if announce {
+	out, announce := s.apply(seq, at, subject, header, payload)
+	for _, ref := range announce {
 		select {
 		case s.lagging[ref.Kind] <- event.TypedGenericEvent[string]{Object: ref.ID}:
 		case <-ctx.Done():
@@ -303,7 +316,7 @@ func (s *Store) Apply(ctx context.Context, seq uint64, at time.Time, subject str
 	return out
 }
 
-func (s *Store) apply(seq uint64, at time.Time, subject string, header map[string][]string, payload []byte) (fold.Outcome, Ref, bool) {
+func (s *Store) apply(seq uint64, at time.Time, subject string, header map[string][]string, payload []byte) (fold.Outcome, []Ref) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	out := s.state.Apply(seq, at, subject, header, payload)
@@ -311,7 +324,7 @@ func (s *Store) apply(seq uint64, at time.Time, subject string, header map[strin
 	s.forget(out.Expired)
 	ref, ok := RefOf(out)
 	if !ok {
-		return out, ref, false
+		return out, nil
 	}
 	if _, ok := s.dirty[ref]; !ok {
 		s.dirty[ref] = seq
@@ -319,11 +332,13 @@ func (s *Store) apply(seq uint64, at time.Time, subject string, header map[strin
 			s.nameCell(ref.ID)
 		}
 	}
-	if !s.announcing[ref.Kind] || s.announced[ref] {
-		return out, ref, false
+	changed := []Ref{ref}
+	if ref.Kind == CellKind {
+		if formation := s.state.Cells[ref.ID].FormationID; formation != "" {
+			changed = append(changed, Ref{Kind: FormationCounts, ID: formation})
+		}
 	}
-	s.announced[ref] = true
-	return out, ref, true
+	return out, s.toAnnounce(changed)
 }
 
 // forget drops what the store keeps of released objects: a status no longer
@@ -558,13 +573,21 @@ func (s *Store) restore(snap Snapshot) []Ref {
 		refs = append(refs, Ref{Kind: CellKind, ID: id})
 	}
 	slices.SortFunc(refs, func(a, b Ref) int { return cmp.Compare(s.lastApplied(a), s.lastApplied(b)) })
-	announce := refs[:0]
 	for _, ref := range refs {
 		// Which event of the object was first is not kept: its status is
 		// behind from the start, as far as the watermark can tell.
 		s.dirty[ref] = 1
-		// A controller not yet started is handed every lagging object
-		// when it starts (lagSource.Start).
+	}
+	return s.toAnnounce(refs)
+}
+
+// toAnnounce keeps of refs, in place, those to send to their controllers
+// now, and counts them as announced: a controller not yet started is
+// handed every lagging object when it starts (lagSource.Start), and an id
+// already on its way stands for every change since.
+func (s *Store) toAnnounce(refs []Ref) []Ref {
+	announce := refs[:0]
+	for _, ref := range refs {
 		if s.announcing[ref.Kind] && !s.announced[ref] {
 			s.announced[ref] = true
 			announce = append(announce, ref)

@@ -358,3 +358,30 @@ func TestSourceHandsOverWhatWasFoldedBeforeItStarted(t *testing.T) {
 		t.Fatal("a change after the controller started was not handed over")
 	}
 }
+
+// A cell's event tells the Formation controller that its formation's counts
+// changed, once while that id waits, and never holds the watermark back.
+func TestCellEventsAnnounceTheirFormationsCounts(t *testing.T) {
+	s := controlled(0)
+	s.startAnnouncing(FormationCounts)
+	apply(t, s, 1, createdA())
+	ctx := context.Background()
+	for seq, cell := range []string{"cell-0", "cell-1"} {
+		s.Apply(ctx, uint64(seq+2), time.Time{}, "", nil, started(cell, formationA))
+		e := <-s.lagging[CellKind]
+		s.take(Ref{Kind: CellKind, ID: e.Object})
+	}
+	if got := len(s.lagging[FormationCounts]); got != 1 {
+		t.Fatalf("%d count announcements waiting for two cells of one formation, want 1", got)
+	}
+	if e := <-s.lagging[FormationCounts]; e.Object != formationA {
+		t.Fatalf("counts announced for %q, want %s", e.Object, formationA)
+	}
+	s.take(Ref{Kind: FormationCounts, ID: formationA})
+	s.Flushed(s.Stream(), Ref{Kind: FormationKind, ID: formationA}, 1)
+	s.Flushed(s.Stream(), Ref{Kind: CellKind, ID: "cell-0"}, 2)
+	s.Flushed(s.Stream(), Ref{Kind: CellKind, ID: "cell-1"}, 3)
+	if w := s.Watermark(); w != 3 {
+		t.Fatalf("watermark %d once every object is flushed, want 3: counts hold nothing back", w)
+	}
+}
