@@ -44,7 +44,7 @@ type options struct {
 	budget, steady, soak                    time.Duration
 	deadline                                int64
 	rate, soakRate                          float64
-	maxCells                                int
+	maxCells, repeat                        int
 }
 
 func parseFlags() options {
@@ -63,7 +63,8 @@ func parseFlags() options {
 	flag.BoolVar(&o.keepLogs, "keep-logs", false, "Keep the operator's logs (their folder is printed).")
 	flag.StringVar(&o.opArgs, "operator-args", "", "Extra flags for the operator, space-separated, to try its knobs (make bench passes none: the defaults are measured).")
 	flag.BoolVar(&o.memOnly, "memory-only", false, "Run only the memory point at -max-cells, whatever the budget: the ceiling writes it, the operator replays it (100,000 Cells take about 10 minutes here).")
-	flag.StringVar(&o.only, "only", "", "Run only these live workloads (comma-separated: burst-small, burst, chatty, steady, soak) and systems (operator, naive, ceiling), and no rebuild or memory point; for experiments.")
+	flag.StringVar(&o.only, "only", "", "Run only these live workloads (comma-separated: burst-small, burst, chatty, steady, soak, and breakdown, which runs only when named) and systems (operator, naive, ceiling, minimal), and no rebuild or memory point; for experiments.")
+	flag.IntVar(&o.repeat, "repeat", 1, "Run each live workload's systems, and each feature of the breakdown, this many times, alternated, and print their spread: the machine is shared, and one run is not a figure.")
 	flag.Parse()
 	return o
 }
@@ -144,7 +145,7 @@ func (s *session) record(r Result, err error) {
 			r.Incomplete = err.Error()
 		}
 	}
-	log.Printf("%-22s %-8s %7d events %6d objects  %8.0f events/s  %.3f writes/event%s", r.Workload, r.System, r.Events, r.Objects, r.EventsPerSec, r.WritesPerEvent, incomplete(r))
+	log.Printf("%-22s %-8s %7d events %6d objects  %8.0f events/s  %.3f writes/event  %.2f ms API server CPU/event%s", r.Workload, r.System, r.Events, r.Objects, r.EventsPerSec, r.WritesPerEvent, r.APIServerCPUMsPerEvent, incomplete(r))
 	s.results = append(s.results, r)
 }
 
@@ -164,23 +165,36 @@ func (s *session) selects(name string, kind []string) bool {
 	return s.opts.only == "" || !namesKind || slices.Contains(onlyList, name)
 }
 
-// runLive runs each live workload with each system that -only selects.
+// runLive runs each live workload with each system that -only selects,
+// -repeat times, the systems alternated within each round so that a
+// change in the machine's load falls on all of them.
 func (s *session) runLive(ctx context.Context, workloads []workload) {
 	for _, wl := range workloads {
-		for _, sys := range []System{Operator, Naive, Ceiling} {
-			if !s.selects(wl.name, s.workloadNames) || !s.selects(string(sys), systemNames) {
-				continue
+		for range s.opts.repeat {
+			for _, sys := range systems {
+				if !s.selects(wl.name, s.workloadNames) || !s.selects(string(sys), systemNames) {
+					continue
+				}
+				if ctx.Err() != nil {
+					log.Fatal(ctx.Err())
+				}
+				s.record(s.bench.runLive(ctx, wl, sys))
 			}
-			if ctx.Err() != nil {
-				log.Fatal(ctx.Err())
-			}
-			s.record(s.bench.runLive(ctx, wl, sys))
 		}
 	}
 }
 
+// systems are the live runs' systems, in the order they run.
+var systems = []System{Operator, Naive, Ceiling, Minimal}
+
 // systemNames are the systems -only can name.
-var systemNames = []string{string(Operator), string(Naive), string(Ceiling)}
+var systemNames = func() []string {
+	names := make([]string, len(systems))
+	for i, sys := range systems {
+		names[i] = string(sys)
+	}
+	return names
+}()
 
 // runSoak runs the soak when -only selects it, for -soak or as much of it
 // as the time left allows, and not at all when that is less than minSoak

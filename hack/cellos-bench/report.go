@@ -41,6 +41,7 @@ func (rep report) print(out io.Writer) {
 	if len(rep.results) > 0 {
 		fmt.Fprintln(out)
 		rep.printTable(out)
+		rep.printSpread(out)
 		rep.printWrites(out)
 		rep.printCores(out)
 		rep.printMemory(out)
@@ -62,8 +63,8 @@ func (rep report) print(out io.Writer) {
 // printTable writes one row per run, the operator's compared with the
 // ceiling and the naive projector on the same workload.
 func (rep report) printTable(out io.Writer) {
-	fmt.Fprintln(out, "| workload | system | events | objects | events/s | writes/event (minimum) | of ceiling | × naive | latency p50 / p99 | operator CPU per 1k events | operator peak RSS | other load (cores) |")
-	fmt.Fprintln(out, "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
+	fmt.Fprintln(out, "| workload | system | events | objects | events/s | writes/event (minimum) | API server CPU per event (per write) | of ceiling | × naive | latency p50 / p99 | operator CPU per 1k events | operator peak RSS | other load (cores) |")
+	fmt.Fprintln(out, "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
 	for _, r := range rep.results {
 		ratio, naive, lat, cpu, rss := "", "", "", "", ""
 		if r.System == Operator {
@@ -84,9 +85,81 @@ func (rep report) printTable(out io.Writer) {
 		if r.Incomplete != "" {
 			rate = "incomplete"
 		}
-		fmt.Fprintf(out, "| %s | %s | %d | %d | %s | %.3f (%.3f) | %s | %s | %s | %s | %s | %.1f |\n",
-			r.Workload, r.System, r.Events, r.Objects, rate, r.WritesPerEvent, r.MinPerEvent, ratio, naive, lat, cpu, rss, r.OtherCores)
+		fmt.Fprintf(out, "| %s | %s | %d | %d | %s | %.3f (%.3f) | %s | %s | %s | %s | %s | %s | %.1f |\n",
+			r.Workload, r.System, r.Events, r.Objects, rate, r.WritesPerEvent, r.MinPerEvent, apiCPU(r), ratio, naive, lat, cpu, rss, r.OtherCores)
 	}
+}
+
+// apiCPU is the CPU kube-apiserver and etcd used in a run, per event and,
+// in parentheses, per write.
+func apiCPU(r Result) string {
+	if r.APIServerCPUSeconds <= 0 {
+		return ""
+	}
+	perWrite := ""
+	if r.WritesTotal > 0 {
+		perWrite = fmt.Sprintf(" (%.2f ms)", 1000*r.APIServerCPUSeconds/r.WritesTotal)
+	}
+	return fmt.Sprintf("%.2f ms%s", r.APIServerCPUMsPerEvent, perWrite)
+}
+
+// printSpread writes, for each workload and system run more than once
+// (-repeat), the least, median and most of its figures over the complete
+// runs, and the operator's share of the ceiling round by round.
+func (rep report) printSpread(out io.Writer) {
+	type key struct {
+		workload string
+		system   System
+	}
+	var keys []key
+	runs := map[key][]Result{}
+	for _, r := range rep.results {
+		k := key{r.Workload, r.System}
+		if r.Incomplete != "" {
+			continue
+		}
+		if runs[k] == nil {
+			keys = append(keys, k)
+		}
+		runs[k] = append(runs[k], r)
+	}
+	header := false
+	for _, k := range keys {
+		rs := runs[k]
+		if len(rs) < 2 {
+			continue
+		}
+		if !header {
+			fmt.Fprintln(out, "\nSpread over repeated runs (least / median / most of the complete runs):")
+			header = true
+		}
+		fig := func(f func(Result) float64) string {
+			lo, med, hi := spread(rs, f)
+			return fmt.Sprintf("%.2f / %.2f / %.2f", lo, med, hi)
+		}
+		line := fmt.Sprintf("- %s, %s, %d runs: events/s %s; API server CPU per event %s ms; other load %s cores",
+			k.workload, k.system, len(rs), fig(func(r Result) float64 { return r.EventsPerSec }),
+			fig(func(r Result) float64 { return r.APIServerCPUMsPerEvent }), fig(func(r Result) float64 { return r.OtherCores }))
+		if ceil := runs[key{k.workload, Ceiling}]; k.system != Ceiling && len(ceil) > 0 {
+			var shares []string
+			for i := range min(len(rs), len(ceil)) {
+				shares = append(shares, fmt.Sprintf("%.0f%%", 100*rs[i].EventsPerSec/ceil[i].EventsPerSec))
+			}
+			line += "; of the ceiling, run by run: " + strings.Join(shares, ", ")
+		}
+		fmt.Fprintln(out, line)
+	}
+}
+
+// spread is the least, median and most of f over rs.
+func spread(rs []Result, f func(Result) float64) (lo, med, hi float64) {
+	vals := make([]float64, len(rs))
+	for i, r := range rs {
+		vals[i] = f(r)
+	}
+	slices.Sort(vals)
+	n := len(vals)
+	return vals[0], (vals[(n-1)/2] + vals[n/2]) / 2, vals[n-1]
 }
 
 // printWrites writes each run's API writes by kind, most frequent first.
