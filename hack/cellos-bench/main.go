@@ -94,11 +94,12 @@ func main() {
 	for _, wl := range p.live {
 		s.workloadNames = append(s.workloadNames, wl.name)
 	}
-	s.workloadNames = append(s.workloadNames, soakName)
+	s.workloadNames = append(s.workloadNames, soakName, breakdownName)
 	if opts.memOnly {
 		p.live, p.rebuild.cfg.Formations = nil, 0
 	}
 	s.runLive(ctx, p.live)
+	s.runBreakdown(ctx)
 	if opts.only != "" {
 		p.rebuild.cfg.Formations, p.large.cfg.Formations = 0, 0
 	}
@@ -123,6 +124,7 @@ type session struct {
 	loadAtStart string
 	results     []Result
 	soak        *Soak
+	breakdown   *Breakdown
 	// workloadNames are the workloads -only can name.
 	workloadNames []string
 	skipped       []string
@@ -195,6 +197,18 @@ var systemNames = func() []string {
 	}
 	return names
 }()
+
+// runBreakdown runs the breakdown when -only names it, -repeat rounds.
+func (s *session) runBreakdown(ctx context.Context) {
+	if !slices.Contains(strings.Split(s.opts.only, ","), breakdownName) {
+		return
+	}
+	bd, err := s.bench.runBreakdown(ctx, breakdownWorkload(s.opts.quick), s.opts.repeat)
+	if err != nil {
+		log.Printf("breakdown: %v", err)
+	}
+	s.breakdown = bd
+}
 
 // runSoak runs the soak when -only selects it, for -soak or as much of it
 // as the time left allows, and not at all when that is less than minSoak
@@ -280,18 +294,19 @@ func (s *session) writeReport() {
 			log.Printf("reading %s: %v", s.opts.goBench, err)
 		}
 	}
-	rep := report{results: s.results, soak: s.soak, gobench: gb, steadyRate: s.opts.rate, requestedCells: s.opts.maxCells, elapsed: time.Since(s.began), skipped: s.skipped,
+	rep := report{results: s.results, soak: s.soak, breakdown: s.breakdown, gobench: gb, steadyRate: s.opts.rate, requestedCells: s.opts.maxCells, elapsed: time.Since(s.began), skipped: s.skipped,
 		load: fmt.Sprintf("load average %s at the start, %s at the end", s.loadAtStart, loadAverage())}
 	rep.print(os.Stdout)
 	if s.opts.jsonOut == "" {
 		return
 	}
 	out, _ := json.MarshalIndent(struct {
-		Machine string   `json:"machine"`
-		Load    string   `json:"load"`
-		Results []Result `json:"results"`
-		Soak    *Soak    `json:"soak,omitempty"`
-	}{machine(), rep.load, s.results, s.soak}, "", "  ")
+		Machine   string     `json:"machine"`
+		Load      string     `json:"load"`
+		Results   []Result   `json:"results"`
+		Soak      *Soak      `json:"soak,omitempty"`
+		Breakdown *Breakdown `json:"breakdown,omitempty"`
+	}{machine(), rep.load, s.results, s.soak, s.breakdown}, "", "  ")
 	if err := os.WriteFile(s.opts.jsonOut, append(out, '\n'), 0o644); err != nil {
 		log.Fatal(err)
 	}

@@ -7,6 +7,7 @@ import (
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
@@ -163,7 +164,7 @@ func minimalSchema() apiextensionsv1.JSONSchemaProps {
 // benchCRD is a namespaced CRD of kind in benchGroup, with a status
 // subresource as the operator's kinds have, and root as its schema.
 func benchCRD(kind string, root apiextensionsv1.JSONSchemaProps) *apiextensionsv1.CustomResourceDefinition {
-	plural := strings.ToLower(kind) + "s"
+	plural := benchResource(kind).Resource
 	return &apiextensionsv1.CustomResourceDefinition{
 		ObjectMeta: metav1.ObjectMeta{Name: plural + "." + benchGroup},
 		Spec: apiextensionsv1.CustomResourceDefinitionSpec{
@@ -179,6 +180,11 @@ func benchCRD(kind string, root apiextensionsv1.JSONSchemaProps) *apiextensionsv
 			}},
 		},
 	}
+}
+
+// benchResource is the resource of a kind of benchGroup.
+func benchResource(kind string) schema.GroupVersionResource {
+	return schema.GroupVersionResource{Group: benchGroup, Version: "v1", Resource: strings.ToLower(kind) + "s"}
 }
 
 // installCRDs installs crds and waits until the API server serves them.

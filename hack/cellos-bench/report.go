@@ -16,6 +16,7 @@ import (
 type report struct {
 	results        []Result
 	soak           *Soak
+	breakdown      *Breakdown
 	gobench        goBenchFigures
 	steadyRate     float64
 	requestedCells int
@@ -49,6 +50,7 @@ func (rep report) print(out io.Writer) {
 	if rep.soak != nil {
 		printSoak(out, rep.soak)
 	}
+	printBreakdown(out, rep.breakdown)
 	for _, s := range rep.skipped {
 		fmt.Fprintf(out, "- skipped to end in time: %s\n", s)
 	}
@@ -134,7 +136,7 @@ func (rep report) printSpread(out io.Writer) {
 			header = true
 		}
 		fig := func(f func(Result) float64) string {
-			lo, med, hi := spread(rs, f)
+			lo, med, hi := spreadOf(mapped(rs, f))
 			return fmt.Sprintf("%.2f / %.2f / %.2f", lo, med, hi)
 		}
 		line := fmt.Sprintf("- %s, %s, %d runs: events/s %s; API server CPU per event %s ms; other load %s cores",
@@ -151,15 +153,23 @@ func (rep report) printSpread(out io.Writer) {
 	}
 }
 
-// spread is the least, median and most of f over rs.
-func spread(rs []Result, f func(Result) float64) (lo, med, hi float64) {
-	vals := make([]float64, len(rs))
-	for i, r := range rs {
-		vals[i] = f(r)
+// spreadOf is the least, median and most of vals; zeros when it is empty.
+func spreadOf(vals []float64) (lo, med, hi float64) {
+	if len(vals) == 0 {
+		return 0, 0, 0
 	}
-	slices.Sort(vals)
+	vals = slices.Sorted(slices.Values(vals))
 	n := len(vals)
 	return vals[0], (vals[(n-1)/2] + vals[n/2]) / 2, vals[n-1]
+}
+
+// mapped is f of each of xs.
+func mapped[T any](xs []T, f func(T) float64) []float64 {
+	vals := make([]float64, len(xs))
+	for i, x := range xs {
+		vals[i] = f(x)
+	}
+	return vals
 }
 
 // printWrites writes each run's API writes by kind, most frequent first.
