@@ -147,7 +147,7 @@ func (s *session) record(r Result, err error) {
 			r.Incomplete = err.Error()
 		}
 	}
-	log.Printf("%-22s %-8s %7d events %6d objects  %8.0f events/s  %.3f writes/event  %.2f ms API server CPU/event%s", r.Workload, r.System, r.Events, r.Objects, r.EventsPerSec, r.WritesPerEvent, r.APIServerCPUMsPerEvent, incomplete(r))
+	log.Printf("%-30s %7d events %6d objects  %8.0f events/s  %.3f writes/event  %.2f ms API server CPU/event%s", r.label(), r.Events, r.Objects, r.EventsPerSec, r.WritesPerEvent, r.APIServerCPUMsPerEvent, incomplete(r))
 	s.results = append(s.results, r)
 }
 
@@ -172,7 +172,7 @@ func (s *session) selects(name string, kind []string) bool {
 // change in the machine's load falls on all of them.
 func (s *session) runLive(ctx context.Context, workloads []workload) {
 	for _, wl := range workloads {
-		for range s.opts.repeat {
+		for round := range s.opts.repeat {
 			for _, sys := range systems {
 				if !s.selects(wl.name, s.workloadNames) || !s.selects(string(sys), systemNames) {
 					continue
@@ -180,7 +180,11 @@ func (s *session) runLive(ctx context.Context, workloads []workload) {
 				if ctx.Err() != nil {
 					log.Fatal(ctx.Err())
 				}
-				s.record(s.bench.runLive(ctx, wl, sys))
+				r, err := s.bench.runLive(ctx, wl, sys)
+				if s.opts.repeat > 1 {
+					r.Run = round + 1
+				}
+				s.record(r, err)
 			}
 		}
 	}

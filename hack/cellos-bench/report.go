@@ -25,10 +25,23 @@ type report struct {
 	skipped        []string
 }
 
+// find is the first complete run of workload by system.
 func (rep report) find(workload string, system System) *Result {
 	for i := range rep.results {
 		r := &rep.results[i]
 		if r.Workload == workload && r.System == system && r.Incomplete == "" {
+			return r
+		}
+	}
+	return nil
+}
+
+// findRun is the complete run of workload by system in round run of
+// -repeat (0: not repeated).
+func (rep report) findRun(workload string, system System, run int) *Result {
+	for i := range rep.results {
+		r := &rep.results[i]
+		if r.Workload == workload && r.System == system && r.Run == run && r.Incomplete == "" {
 			return r
 		}
 	}
@@ -71,10 +84,10 @@ func (rep report) printTable(out io.Writer) {
 		ratio, naive, lat, cpu, rss := "", "", "", "", ""
 		if r.System == Operator {
 			base := strings.TrimSuffix(r.Workload, " replay")
-			if c := rep.find(base, Ceiling); c != nil && r.EventsPerSec > 0 {
+			if c := rep.findRun(base, Ceiling, r.Run); c != nil && r.EventsPerSec > 0 {
 				ratio = fmt.Sprintf("%.0f%%", 100*r.EventsPerSec/c.EventsPerSec)
 			}
-			if n := rep.find(base, Naive); n != nil && r.EventsPerSec > 0 {
+			if n := rep.findRun(base, Naive, r.Run); n != nil && r.EventsPerSec > 0 {
 				naive = fmt.Sprintf("%.1f×", r.EventsPerSec/n.EventsPerSec)
 			}
 			cpu = fmt.Sprintf("%.2f s", r.CPUSecPer1k)
@@ -142,11 +155,13 @@ func (rep report) printSpread(out io.Writer) {
 		line := fmt.Sprintf("- %s, %s, %d runs: events/s %s; API server CPU per event %s ms; other load %s cores",
 			k.workload, k.system, len(rs), fig(func(r Result) float64 { return r.EventsPerSec }),
 			fig(func(r Result) float64 { return r.APIServerCPUMsPerEvent }), fig(func(r Result) float64 { return r.OtherCores }))
-		if ceil := runs[key{k.workload, Ceiling}]; k.system != Ceiling && len(ceil) > 0 {
-			var shares []string
-			for i := range min(len(rs), len(ceil)) {
-				shares = append(shares, fmt.Sprintf("%.0f%%", 100*rs[i].EventsPerSec/ceil[i].EventsPerSec))
+		var shares []string
+		for _, r := range rs {
+			if c := rep.findRun(k.workload, Ceiling, r.Run); c != nil && k.system != Ceiling {
+				shares = append(shares, fmt.Sprintf("%.0f%%", 100*r.EventsPerSec/c.EventsPerSec))
 			}
+		}
+		if len(shares) > 0 {
 			line += "; of the ceiling, run by run: " + strings.Join(shares, ", ")
 		}
 		fmt.Fprintln(out, line)
@@ -183,7 +198,7 @@ func (rep report) printWrites(out io.Writer) {
 		if r.WritesFailed > 0 {
 			failed = fmt.Sprintf(" (%.0f failed)", r.WritesFailed)
 		}
-		fmt.Fprintf(out, "- %s, %s: %.0f writes%s: %s\n", r.Workload, r.System, r.WritesTotal, failed, writesLine(r.Writes, r.Events))
+		fmt.Fprintf(out, "- %s: %.0f writes%s: %s\n", r.label(), r.WritesTotal, failed, writesLine(r.Writes, r.Events))
 	}
 }
 
@@ -211,7 +226,7 @@ func (rep report) printCores(out io.Writer) {
 		if len(r.Cores) == 0 {
 			continue
 		}
-		fmt.Fprintf(out, "- %s, %s: %s\n", r.Workload, r.System, coresLine(r.Cores, r.OtherCores))
+		fmt.Fprintf(out, "- %s: %s\n", r.label(), coresLine(r.Cores, r.OtherCores))
 	}
 }
 

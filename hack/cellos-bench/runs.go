@@ -40,9 +40,12 @@ func (s System) shape() objectShape {
 type Result struct {
 	Workload string `json:"workload"`
 	System   System `json:"system"`
-	Events   int    `json:"events"`
-	Objects  int    `json:"objects"`
-	Cells    int    `json:"cells"`
+	// Run is the round of a live run that -repeat repeats, from 1; 0 when
+	// it is not repeated.
+	Run     int `json:"run,omitempty"`
+	Events  int `json:"events"`
+	Objects int `json:"objects"`
+	Cells   int `json:"cells"`
 	// Seconds is from the first publish (or, for the operator's rebuild or
 	// replay, its start; for the ceiling's rebuild point, its first write)
 	// until every object matched the fold (for a ceiling point run without
@@ -159,6 +162,15 @@ func (e *env) result(workload string, system System) Result {
 		Workload: workload, System: system, Events: len(e.o.events), Objects: e.o.objects(),
 		Cells: len(e.o.final.Cells), MinPerEvent: 2 * float64(e.o.objects()) / float64(len(e.o.events)),
 	}
+}
+
+// label names the run: its workload, its system and its round if any.
+func (r Result) label() string {
+	l := r.Workload + ", " + string(r.System)
+	if r.Run > 0 {
+		l += fmt.Sprintf(", run %d", r.Run)
+	}
+	return l
 }
 
 // setCPU records what each process used over the run, and the API
