@@ -148,13 +148,13 @@ func (rep report) printSpread(out io.Writer) {
 			fmt.Fprintln(out, "\nSpread over repeated runs (least / median / most of the complete runs):")
 			header = true
 		}
-		fig := func(f func(Result) float64) string {
+		fig := func(format string, f func(Result) float64) string {
 			lo, med, hi := spreadOf(mapped(rs, f))
-			return fmt.Sprintf("%.2f / %.2f / %.2f", lo, med, hi)
+			return fmt.Sprintf(format+" / "+format+" / "+format, lo, med, hi)
 		}
 		line := fmt.Sprintf("- %s, %s, %d runs: events/s %s; API server CPU per event %s ms; other load %s cores",
-			k.workload, k.system, len(rs), fig(func(r Result) float64 { return r.EventsPerSec }),
-			fig(func(r Result) float64 { return r.APIServerCPUMsPerEvent }), fig(func(r Result) float64 { return r.OtherCores }))
+			k.workload, k.system, len(rs), fig("%.0f", func(r Result) float64 { return r.EventsPerSec }),
+			fig("%.2f", func(r Result) float64 { return r.APIServerCPUMsPerEvent }), fig("%.1f", func(r Result) float64 { return r.OtherCores }))
 		var shares []string
 		for _, r := range rs {
 			if c := rep.findRun(k.workload, Ceiling, r.Run); c != nil && k.system != Ceiling {
