@@ -114,6 +114,14 @@ func features(formationCRD, cellCRD apiextensionsv1.JSONSchemaProps) []feature {
 	owned.meta = func(u *unstructured.Unstructured, it *breakdownItem) { u.SetOwnerReferences(it.ownerRefs(false)) }
 	blocking := f("+ an owner reference with blockOwnerDeletion", "BlockingCell", nil)
 	blocking.meta = func(u *unstructured.Unstructured, it *breakdownItem) { u.SetOwnerReferences(it.ownerRefs(true)) }
+	// Both, to tell what they cost from what any metadata a create sets
+	// costs: the create's own managedFields entry, which a create that
+	// sets no field of metadata does not leave.
+	both := f("+ the label and an owner reference", "LabelledOwnedCell", nil)
+	both.meta = func(u *unstructured.Unstructured, it *breakdownItem) {
+		label.meta(u, it)
+		owned.meta(u, it)
+	}
 	// The Formation's rules need its spec in the schema; the objects, like
 	// the Formations the stream makes, have none.
 	cel := f("+ the Formation's CEL rules", "ValidatedCell", func(root *apiextensionsv1.JSONSchemaProps) {
@@ -139,14 +147,10 @@ func features(formationCRD, cellCRD apiextensionsv1.JSONSchemaProps) []feature {
 	watched := f("+ one watch of the kind", "WatchedCell", nil)
 	watched.watched = true
 	operator := feature{name: "the operator's Cell: every feature", gvk: cellosv1.GroupVersion.WithKind("Cell"),
-		meta: func(u *unstructured.Unstructured, it *breakdownItem) {
-			u.SetLabels(map[string]string{cellosv1.FormationIDLabel: it.cell.FormationID})
-			u.SetOwnerReferences(it.ownerRefs(false))
-		},
-		status: func(it *breakdownItem) map[string]any { return maps.Clone(it.cellStatus) }}
+		meta: both.meta, status: func(it *breakdownItem) map[string]any { return maps.Clone(it.cellStatus) }}
 	return []feature{
 		f("minimal: the baseline", "BaselineCell", nil),
-		label, owned, blocking, cel, typed, doc, conds, bare, five, applied, watched,
+		label, owned, blocking, both, cel, typed, doc, conds, bare, five, applied, watched,
 		{name: "an Event per write instead (events.k8s.io/v1)", events: true},
 		operator,
 	}
