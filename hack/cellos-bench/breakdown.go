@@ -168,9 +168,9 @@ type breakdownItem struct {
 	bareConditions              []any
 }
 
-// minimalStatus is the minimal object's status (setMinimalStatus).
+// minimalStatus is the cell's status as a minimal object.
 func (it *breakdownItem) minimalStatus() map[string]any {
-	return map[string]any{"id": it.cell.ID, "state": string(it.cell.State), "lastAppliedSequence": int64(it.cell.LastAppliedSequence)}
+	return minimalStatus(it.cell.ID, "state", string(it.cell.State), it.cell.LastAppliedSequence)
 }
 
 // plus is the minimal status with one more field.

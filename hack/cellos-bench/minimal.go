@@ -99,7 +99,7 @@ func (minimalObjects) newFormation(ns, id string) client.Object {
 
 func (minimalObjects) setFormationStatus(obj client.Object, o *projection, id string) {
 	f := o.final.Formations[id]
-	setMinimalStatus(obj.(*unstructured.Unstructured), id, "phase", string(f.Phase), f.LastAppliedSequence)
+	obj.(*unstructured.Unstructured).Object["status"] = minimalStatus(id, "phase", string(f.Phase), f.LastAppliedSequence)
 }
 
 func (minimalObjects) newCell(ns, id, _ string, _ types.UID) client.Object {
@@ -108,7 +108,7 @@ func (minimalObjects) newCell(ns, id, _ string, _ types.UID) client.Object {
 
 func (minimalObjects) setCellStatus(obj client.Object, o *projection, id string) {
 	c := o.final.Cells[id]
-	setMinimalStatus(obj.(*unstructured.Unstructured), id, "state", string(c.State), c.LastAppliedSequence)
+	obj.(*unstructured.Unstructured).Object["status"] = minimalStatus(id, "state", string(c.State), c.LastAppliedSequence)
 }
 
 // newMinimal is an object of kind in benchGroup, with no status yet.
@@ -121,11 +121,10 @@ func newMinimal(kind, ns, name string) *unstructured.Unstructured {
 	return u
 }
 
-// setMinimalStatus sets a minimal object's status: its id, its phase or
-// state under the field name the operator's objects use, and its last
-// sequence.
-func setMinimalStatus(u *unstructured.Unstructured, id, field, value string, seq uint64) {
-	u.Object["status"] = map[string]any{"id": id, field: value, "lastAppliedSequence": int64(seq)}
+// minimalStatus is a minimal object's status: its id, its phase or state
+// under the field name the operator's objects use, and its last sequence.
+func minimalStatus(id, field, value string, seq uint64) map[string]any {
+	return map[string]any{"id": id, field: value, "lastAppliedSequence": int64(seq)}
 }
 
 // minimalObserved is what the watch reads of a minimal object: see
