@@ -326,23 +326,44 @@ func (m *cpuMeter) sample() (busy, ours int64, each map[int]int64) {
 	return busy, ours, each
 }
 
-// read returns the cores others kept busy, and the cores each of our
-// processes used, by its name (the harness, kube-apiserver, etcd,
-// manager), on average since the start.
-func (m *cpuMeter) read() (others float64, ours map[string]float64) {
+// cpuUse is what a meter read: the cores others kept busy, and the cores
+// each of our processes used, by its name (the harness, kube-apiserver,
+// etcd, manager), on average over seconds.
+type cpuUse struct {
+	others  float64
+	cores   map[string]float64
+	seconds float64
+}
+
+// cpuSeconds is the CPU time (user and system) the named processes used.
+func (u cpuUse) cpuSeconds(names ...string) float64 {
+	total := 0.0
+	for _, n := range names {
+		total += u.cores[n]
+	}
+	return total * u.seconds
+}
+
+// controlPlaneCPU is the CPU time kube-apiserver and etcd used: what the
+// writes cost the API server, whoever made them.
+func (u cpuUse) controlPlaneCPU() float64 { return u.cpuSeconds("kube-apiserver", "etcd") }
+
+// read returns what the processes used since the start.
+func (m *cpuMeter) read() cpuUse {
 	busy, total, each := m.sample()
 	secs := time.Since(m.at).Seconds()
 	if secs <= 0 {
-		return 0, nil
+		return cpuUse{}
 	}
 	const clockTicks = 100
-	ours = map[string]float64{}
+	u := cpuUse{cores: map[string]float64{}, seconds: secs}
 	for pid, t := range each {
 		name := "harness"
 		if pid != os.Getpid() {
 			name = procName(pid)
 		}
-		ours[name] += float64(t-m.each[pid]) / clockTicks / secs
+		u.cores[name] += float64(t-m.each[pid]) / clockTicks / secs
 	}
-	return max(0, float64((busy-m.busy)-(total-m.ours))/clockTicks/secs), ours
+	u.others = max(0, float64((busy-m.busy)-(total-m.ours))/clockTicks/secs)
+	return u
 }

@@ -44,7 +44,7 @@ type options struct {
 	budget, steady, soak                    time.Duration
 	deadline                                int64
 	rate, soakRate                          float64
-	maxCells                                int
+	maxCells, repeat                        int
 }
 
 func parseFlags() options {
@@ -63,7 +63,8 @@ func parseFlags() options {
 	flag.BoolVar(&o.keepLogs, "keep-logs", false, "Keep the operator's logs (their folder is printed).")
 	flag.StringVar(&o.opArgs, "operator-args", "", "Extra flags for the operator, space-separated, to try its knobs (make bench passes none: the defaults are measured).")
 	flag.BoolVar(&o.memOnly, "memory-only", false, "Run only the memory point at -max-cells, whatever the budget: the ceiling writes it, the operator replays it (100,000 Cells take about 10 minutes here).")
-	flag.StringVar(&o.only, "only", "", "Run only these live workloads (comma-separated: burst-small, burst, chatty, steady, soak) and systems (operator, naive, ceiling), and no rebuild or memory point; for experiments.")
+	flag.StringVar(&o.only, "only", "", "Run only these live workloads (comma-separated: burst-small, burst, chatty, steady, soak, and breakdown, which runs only when named) and systems (operator, naive, ceiling, minimal), and no rebuild or memory point; for experiments.")
+	flag.IntVar(&o.repeat, "repeat", 1, "Run each live workload's systems, and each feature of the breakdown, this many times, alternated, and print their spread: the machine is shared, and one run is not a figure.")
 	flag.Parse()
 	return o
 }
@@ -93,11 +94,12 @@ func main() {
 	for _, wl := range p.live {
 		s.workloadNames = append(s.workloadNames, wl.name)
 	}
-	s.workloadNames = append(s.workloadNames, soakName)
+	s.workloadNames = append(s.workloadNames, soakName, breakdownName)
 	if opts.memOnly {
 		p.live, p.rebuild.cfg.Formations = nil, 0
 	}
 	s.runLive(ctx, p.live)
+	s.runBreakdown(ctx)
 	if opts.only != "" {
 		p.rebuild.cfg.Formations, p.large.cfg.Formations = 0, 0
 	}
@@ -122,6 +124,7 @@ type session struct {
 	loadAtStart string
 	results     []Result
 	soak        *Soak
+	breakdown   *Breakdown
 	// workloadNames are the workloads -only can name.
 	workloadNames []string
 	skipped       []string
@@ -144,7 +147,7 @@ func (s *session) record(r Result, err error) {
 			r.Incomplete = err.Error()
 		}
 	}
-	log.Printf("%-22s %-8s %7d events %6d objects  %8.0f events/s  %.3f writes/event%s", r.Workload, r.System, r.Events, r.Objects, r.EventsPerSec, r.WritesPerEvent, incomplete(r))
+	log.Printf("%-30s %7d events %6d objects  %8.0f events/s  %.3f writes/event  %.2f ms API server CPU/event%s", r.label(), r.Events, r.Objects, r.EventsPerSec, r.WritesPerEvent, r.APIServerCPUMsPerEvent, incomplete(r))
 	s.results = append(s.results, r)
 }
 
@@ -164,23 +167,52 @@ func (s *session) selects(name string, kind []string) bool {
 	return s.opts.only == "" || !namesKind || slices.Contains(onlyList, name)
 }
 
-// runLive runs each live workload with each system that -only selects.
+// runLive runs each live workload with each system that -only selects,
+// -repeat times, the systems alternated within each round so that a
+// change in the machine's load falls on all of them.
 func (s *session) runLive(ctx context.Context, workloads []workload) {
 	for _, wl := range workloads {
-		for _, sys := range []System{Operator, Naive, Ceiling} {
-			if !s.selects(wl.name, s.workloadNames) || !s.selects(string(sys), systemNames) {
-				continue
+		for round := range s.opts.repeat {
+			for _, sys := range systems {
+				if !s.selects(wl.name, s.workloadNames) || !s.selects(string(sys), systemNames) {
+					continue
+				}
+				if ctx.Err() != nil {
+					log.Fatal(ctx.Err())
+				}
+				r, err := s.bench.runLive(ctx, wl, sys)
+				if s.opts.repeat > 1 {
+					r.Run = round + 1
+				}
+				s.record(r, err)
 			}
-			if ctx.Err() != nil {
-				log.Fatal(ctx.Err())
-			}
-			s.record(s.bench.runLive(ctx, wl, sys))
 		}
 	}
 }
 
+// systems are the live runs' systems, in the order they run.
+var systems = []System{Operator, Naive, Ceiling, Minimal}
+
 // systemNames are the systems -only can name.
-var systemNames = []string{string(Operator), string(Naive), string(Ceiling)}
+var systemNames = func() []string {
+	names := make([]string, len(systems))
+	for i, sys := range systems {
+		names[i] = string(sys)
+	}
+	return names
+}()
+
+// runBreakdown runs the breakdown when -only names it, -repeat rounds.
+func (s *session) runBreakdown(ctx context.Context) {
+	if !slices.Contains(strings.Split(s.opts.only, ","), breakdownName) {
+		return
+	}
+	bd, err := s.bench.runBreakdown(ctx, breakdownWorkload(s.opts.quick), s.opts.repeat)
+	if err != nil {
+		log.Printf("breakdown: %v", err)
+	}
+	s.breakdown = bd
+}
 
 // runSoak runs the soak when -only selects it, for -soak or as much of it
 // as the time left allows, and not at all when that is less than minSoak
@@ -266,18 +298,19 @@ func (s *session) writeReport() {
 			log.Printf("reading %s: %v", s.opts.goBench, err)
 		}
 	}
-	rep := report{results: s.results, soak: s.soak, gobench: gb, steadyRate: s.opts.rate, requestedCells: s.opts.maxCells, elapsed: time.Since(s.began), skipped: s.skipped,
+	rep := report{results: s.results, soak: s.soak, breakdown: s.breakdown, gobench: gb, steadyRate: s.opts.rate, requestedCells: s.opts.maxCells, elapsed: time.Since(s.began), skipped: s.skipped,
 		load: fmt.Sprintf("load average %s at the start, %s at the end", s.loadAtStart, loadAverage())}
 	rep.print(os.Stdout)
 	if s.opts.jsonOut == "" {
 		return
 	}
 	out, _ := json.MarshalIndent(struct {
-		Machine string   `json:"machine"`
-		Load    string   `json:"load"`
-		Results []Result `json:"results"`
-		Soak    *Soak    `json:"soak,omitempty"`
-	}{machine(), rep.load, s.results, s.soak}, "", "  ")
+		Machine   string     `json:"machine"`
+		Load      string     `json:"load"`
+		Results   []Result   `json:"results"`
+		Soak      *Soak      `json:"soak,omitempty"`
+		Breakdown *Breakdown `json:"breakdown,omitempty"`
+	}{machine(), rep.load, s.results, s.soak, s.breakdown}, "", "  ")
 	if err := os.WriteFile(s.opts.jsonOut, append(out, '\n'), 0o644); err != nil {
 		log.Fatal(err)
 	}

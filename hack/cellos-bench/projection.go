@@ -1,6 +1,8 @@
 package main
 
 import (
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
 	cellosv1 "cellos.dev/cellos-operator/api/v1"
 	"cellos.dev/cellos-operator/internal/fold"
 	"cellos.dev/cellos-operator/internal/simulator"
@@ -90,6 +92,8 @@ func (p *projection) observed(obj any) (ref store.Ref, seq int64, final, ok bool
 	case *cellosv1.Cell:
 		ref, seq = store.Ref{Kind: store.CellKind, ID: o.Status.CellID}, o.Status.LastAppliedSequence
 		final = p.cellMatches(o)
+	case *unstructured.Unstructured:
+		return p.minimalObserved(o)
 	default:
 		return ref, 0, false, false
 	}

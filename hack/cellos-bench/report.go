@@ -16,6 +16,7 @@ import (
 type report struct {
 	results        []Result
 	soak           *Soak
+	breakdown      *Breakdown
 	gobench        goBenchFigures
 	steadyRate     float64
 	requestedCells int
@@ -24,10 +25,23 @@ type report struct {
 	skipped        []string
 }
 
+// find is the first complete run of workload by system.
 func (rep report) find(workload string, system System) *Result {
 	for i := range rep.results {
 		r := &rep.results[i]
 		if r.Workload == workload && r.System == system && r.Incomplete == "" {
+			return r
+		}
+	}
+	return nil
+}
+
+// findRun is the complete run of workload by system in round run of
+// -repeat (0: not repeated).
+func (rep report) findRun(workload string, system System, run int) *Result {
+	for i := range rep.results {
+		r := &rep.results[i]
+		if r.Workload == workload && r.System == system && r.Run == run && r.Incomplete == "" {
 			return r
 		}
 	}
@@ -41,6 +55,7 @@ func (rep report) print(out io.Writer) {
 	if len(rep.results) > 0 {
 		fmt.Fprintln(out)
 		rep.printTable(out)
+		rep.printSpread(out)
 		rep.printWrites(out)
 		rep.printCores(out)
 		rep.printMemory(out)
@@ -48,6 +63,7 @@ func (rep report) print(out io.Writer) {
 	if rep.soak != nil {
 		printSoak(out, rep.soak)
 	}
+	printBreakdown(out, rep.breakdown)
 	for _, s := range rep.skipped {
 		fmt.Fprintf(out, "- skipped to end in time: %s\n", s)
 	}
@@ -62,16 +78,16 @@ func (rep report) print(out io.Writer) {
 // printTable writes one row per run, the operator's compared with the
 // ceiling and the naive projector on the same workload.
 func (rep report) printTable(out io.Writer) {
-	fmt.Fprintln(out, "| workload | system | events | objects | events/s | writes/event (minimum) | of ceiling | × naive | latency p50 / p99 | operator CPU per 1k events | operator peak RSS | other load (cores) |")
-	fmt.Fprintln(out, "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
+	fmt.Fprintln(out, "| workload | system | events | objects | events/s | writes/event (minimum) | API server CPU per event (per write) | of ceiling | × naive | latency p50 / p99 | operator CPU per 1k events | operator peak RSS | other load (cores) |")
+	fmt.Fprintln(out, "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
 	for _, r := range rep.results {
 		ratio, naive, lat, cpu, rss := "", "", "", "", ""
 		if r.System == Operator {
 			base := strings.TrimSuffix(r.Workload, " replay")
-			if c := rep.find(base, Ceiling); c != nil && r.EventsPerSec > 0 {
+			if c := rep.findRun(base, Ceiling, r.Run); c != nil && r.EventsPerSec > 0 {
 				ratio = fmt.Sprintf("%.0f%%", 100*r.EventsPerSec/c.EventsPerSec)
 			}
-			if n := rep.find(base, Naive); n != nil && r.EventsPerSec > 0 {
+			if n := rep.findRun(base, Naive, r.Run); n != nil && r.EventsPerSec > 0 {
 				naive = fmt.Sprintf("%.1f×", r.EventsPerSec/n.EventsPerSec)
 			}
 			cpu = fmt.Sprintf("%.2f s", r.CPUSecPer1k)
@@ -84,9 +100,91 @@ func (rep report) printTable(out io.Writer) {
 		if r.Incomplete != "" {
 			rate = "incomplete"
 		}
-		fmt.Fprintf(out, "| %s | %s | %d | %d | %s | %.3f (%.3f) | %s | %s | %s | %s | %s | %.1f |\n",
-			r.Workload, r.System, r.Events, r.Objects, rate, r.WritesPerEvent, r.MinPerEvent, ratio, naive, lat, cpu, rss, r.OtherCores)
+		fmt.Fprintf(out, "| %s | %s | %d | %d | %s | %.3f (%.3f) | %s | %s | %s | %s | %s | %s | %.1f |\n",
+			r.Workload, r.System, r.Events, r.Objects, rate, r.WritesPerEvent, r.MinPerEvent, apiCPU(r), ratio, naive, lat, cpu, rss, r.OtherCores)
 	}
+}
+
+// apiCPU is the CPU kube-apiserver and etcd used in a run, per event and,
+// in parentheses, per write.
+func apiCPU(r Result) string {
+	if r.APIServerCPUSeconds <= 0 {
+		return ""
+	}
+	perWrite := ""
+	if r.WritesTotal > 0 {
+		perWrite = fmt.Sprintf(" (%.2f ms)", 1000*r.APIServerCPUSeconds/r.WritesTotal)
+	}
+	return fmt.Sprintf("%.2f ms%s", r.APIServerCPUMsPerEvent, perWrite)
+}
+
+// printSpread writes, for each workload and system run more than once
+// (-repeat), the least, median and most of its figures over the complete
+// runs, and the operator's share of the ceiling round by round.
+func (rep report) printSpread(out io.Writer) {
+	type key struct {
+		workload string
+		system   System
+	}
+	var keys []key
+	runs := map[key][]Result{}
+	for _, r := range rep.results {
+		k := key{r.Workload, r.System}
+		if r.Incomplete != "" {
+			continue
+		}
+		if runs[k] == nil {
+			keys = append(keys, k)
+		}
+		runs[k] = append(runs[k], r)
+	}
+	header := false
+	for _, k := range keys {
+		rs := runs[k]
+		if len(rs) < 2 {
+			continue
+		}
+		if !header {
+			fmt.Fprintln(out, "\nSpread over repeated runs (least / median / most of the complete runs):")
+			header = true
+		}
+		fig := func(format string, f func(Result) float64) string {
+			lo, med, hi := spreadOf(mapped(rs, f))
+			return fmt.Sprintf(format+" / "+format+" / "+format, lo, med, hi)
+		}
+		line := fmt.Sprintf("- %s, %s, %d runs: events/s %s; API server CPU per event %s ms; other load %s cores",
+			k.workload, k.system, len(rs), fig("%.0f", func(r Result) float64 { return r.EventsPerSec }),
+			fig("%.2f", func(r Result) float64 { return r.APIServerCPUMsPerEvent }), fig("%.1f", func(r Result) float64 { return r.OtherCores }))
+		var shares []string
+		for _, r := range rs {
+			if c := rep.findRun(k.workload, Ceiling, r.Run); c != nil && k.system != Ceiling {
+				shares = append(shares, fmt.Sprintf("%.0f%%", 100*r.EventsPerSec/c.EventsPerSec))
+			}
+		}
+		if len(shares) > 0 {
+			line += "; of the ceiling, run by run: " + strings.Join(shares, ", ")
+		}
+		fmt.Fprintln(out, line)
+	}
+}
+
+// spreadOf is the least, median and most of vals; zeros when it is empty.
+func spreadOf(vals []float64) (lo, med, hi float64) {
+	if len(vals) == 0 {
+		return 0, 0, 0
+	}
+	vals = slices.Sorted(slices.Values(vals))
+	n := len(vals)
+	return vals[0], (vals[(n-1)/2] + vals[n/2]) / 2, vals[n-1]
+}
+
+// mapped is f of each of xs.
+func mapped[T any](xs []T, f func(T) float64) []float64 {
+	vals := make([]float64, len(xs))
+	for i, x := range xs {
+		vals[i] = f(x)
+	}
+	return vals
 }
 
 // printWrites writes each run's API writes by kind, most frequent first.
@@ -100,7 +198,7 @@ func (rep report) printWrites(out io.Writer) {
 		if r.WritesFailed > 0 {
 			failed = fmt.Sprintf(" (%.0f failed)", r.WritesFailed)
 		}
-		fmt.Fprintf(out, "- %s, %s: %.0f writes%s: %s\n", r.Workload, r.System, r.WritesTotal, failed, writesLine(r.Writes, r.Events))
+		fmt.Fprintf(out, "- %s: %.0f writes%s: %s\n", r.label(), r.WritesTotal, failed, writesLine(r.Writes, r.Events))
 	}
 }
 
@@ -128,7 +226,7 @@ func (rep report) printCores(out io.Writer) {
 		if len(r.Cores) == 0 {
 			continue
 		}
-		fmt.Fprintf(out, "- %s, %s: %s\n", r.Workload, r.System, coresLine(r.Cores, r.OtherCores))
+		fmt.Fprintf(out, "- %s: %s\n", r.label(), coresLine(r.Cores, r.OtherCores))
 	}
 }
 

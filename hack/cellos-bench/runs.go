@@ -22,16 +22,30 @@ const (
 	Operator System = "operator"
 	Naive    System = "naive"
 	Ceiling  System = "ceiling"
+	// Minimal is the ceiling writing minimal objects (minimal.go).
+	Minimal System = "minimal"
 )
+
+// shape is the objects the system writes: minimal ones for Minimal, the
+// operator's for every other.
+func (s System) shape() objectShape {
+	if s == Minimal {
+		return minimalObjects{}
+	}
+	return operatorObjects{}
+}
 
 // Result is one measured run: one workload, one system, a fresh control
 // plane and JetStream server.
 type Result struct {
 	Workload string `json:"workload"`
 	System   System `json:"system"`
-	Events   int    `json:"events"`
-	Objects  int    `json:"objects"`
-	Cells    int    `json:"cells"`
+	// Run is the round of a live run that -repeat repeats, from 1; 0 when
+	// it is not repeated.
+	Run     int `json:"run,omitempty"`
+	Events  int `json:"events"`
+	Objects int `json:"objects"`
+	Cells   int `json:"cells"`
 	// Seconds is from the first publish (or, for the operator's rebuild or
 	// replay, its start; for the ceiling's rebuild point, its first write)
 	// until every object matched the fold (for a ceiling point run without
@@ -76,6 +90,12 @@ type Result struct {
 	// for what the objects cost the control plane.
 	ControlPlaneBeforeMiB map[string]float64 `json:"controlPlaneBeforeMiB,omitempty"`
 	ControlPlaneAfterMiB  map[string]float64 `json:"controlPlaneAfterMiB,omitempty"`
+	// APIServerCPUSeconds is the CPU time (user and system, from
+	// /proc/<pid>/stat) kube-apiserver and etcd used over the run, whoever
+	// wrote: what the run cost the API server. APIServerCPUMsPerEvent is
+	// the same in milliseconds per event of the workload.
+	APIServerCPUSeconds    float64 `json:"apiserverCPUSeconds"`
+	APIServerCPUMsPerEvent float64 `json:"apiserverCPUMsPerEvent"`
 	// OtherCores is how many of the machine's cores, on average, processes
 	// other than this run's kept busy meanwhile.
 	OtherCores float64 `json:"otherCores"`
@@ -144,6 +164,23 @@ func (e *env) result(workload string, system System) Result {
 	}
 }
 
+// label names the run: its workload, its system and its round if any.
+func (r Result) label() string {
+	l := r.Workload + ", " + string(r.System)
+	if r.Run > 0 {
+		l += fmt.Sprintf(", run %d", r.Run)
+	}
+	return l
+}
+
+// setCPU records what each process used over the run, and the API
+// server's share of it per event.
+func (r *Result) setCPU(u cpuUse) {
+	r.OtherCores, r.Cores = u.others, u.cores
+	r.APIServerCPUSeconds = u.controlPlaneCPU()
+	r.APIServerCPUMsPerEvent = 1000 * r.APIServerCPUSeconds / float64(r.Events)
+}
+
 func (r *Result) setWrites(w writeCounts) {
 	r.Writes = w.ByKind
 	r.WritesTotal, r.WritesObjects, r.WritesFailed = w.Total, w.Objects, w.Failed
@@ -197,7 +234,10 @@ func (b *bench) runLive(ctx context.Context, wl workload, system System) (res Re
 	ctx, cancel := context.WithTimeout(ctx, runTimeout)
 	defer cancel()
 
-	w, err := watch(ctx, e.cl, e.o, e.pub)
+	if err := e.cl.installCRDs(system.shape().crds()); err != nil {
+		return res, err
+	}
+	w, err := watch(ctx, e.cl, e.o, e.pub, system.shape().kinds())
 	if err != nil {
 		return res, err
 	}
@@ -226,7 +266,7 @@ func (b *bench) runLive(ctx context.Context, wl workload, system System) (res Re
 	if err != nil {
 		return res, err
 	}
-	res.OtherCores, res.Cores = meter.read()
+	res.setCPU(meter.read())
 	res.Seconds = end.Sub(start).Seconds()
 	res.EventsPerSec = float64(len(events)) / res.Seconds
 	res.setWrites(diffWrites(before, after))
@@ -237,7 +277,7 @@ func (b *bench) runLive(ctx context.Context, wl workload, system System) (res Re
 }
 
 // liveSystem is the system a live run measures, running: the operator, the
-// naive projector or the ceiling.
+// naive projector or a ceiling.
 type liveSystem struct {
 	op   *operatorProc
 	cpu0 time.Duration // the operator's CPU time once ready
@@ -248,7 +288,7 @@ type liveSystem struct {
 }
 
 // startSystem starts system on e: the operator as a process of its own,
-// waited for until ready; the naive projector, reading the stream; or the
+// waited for until ready; the naive projector, reading the stream; or a
 // ceiling, writing as the stream acknowledges the workload's events. The
 // system returned, even with an error, is to be stopped.
 func (b *bench) startSystem(ctx context.Context, e *env, system System) (*liveSystem, error) {
@@ -277,8 +317,8 @@ func (b *bench) startSystem(ctx context.Context, e *env, system System) (*liveSy
 			}
 		}()
 		s.stop = func() error { ncancel(); <-done; return nil }
-	case Ceiling:
-		s.ceil = newCeiling(ctx, e.cl.c, e.cl.ns, e.o)
+	case Ceiling, Minimal:
+		s.ceil = newCeiling(ctx, e.cl.c, e.cl.ns, e.o, system.shape())
 		e.pub.onAck = func(seq uint64) { s.ceil.ack(ctx, seq) }
 		s.stop = func() error { s.ceil.close(); return nil }
 	}
@@ -384,7 +424,7 @@ func (b *bench) runRebuild(ctx context.Context, wl workload) (rebuild, replay Re
 	if err := e.pub.publish(ctx, events, 0); err != nil {
 		return rebuild, replay, err
 	}
-	w, err := watch(ctx, e.cl, e.o, e.pub)
+	w, err := watch(ctx, e.cl, e.o, e.pub, operatorObjects{}.kinds())
 	if err != nil {
 		return rebuild, replay, err
 	}
@@ -427,7 +467,7 @@ func (b *bench) runRebuild(ctx context.Context, wl workload) (rebuild, replay Re
 	rebuild.CPUSecPer1k = cpu.Seconds() * 1000 / float64(len(events))
 	rebuild.PeakRSSMiB = float64(rss) / (1 << 20)
 	rebuild.Note = "from the operator's start"
-	rebuild.OtherCores, rebuild.Cores = meter.read()
+	rebuild.setCPU(meter.read())
 	if err := op.stop(); err != nil {
 		return rebuild, replay, err
 	}
@@ -501,7 +541,7 @@ func (b *bench) replay(ctx context.Context, e *env, res Result) (Result, error) 
 	if err != nil {
 		return res, err
 	}
-	res.OtherCores, res.Cores = meter.read()
+	res.setCPU(meter.read())
 	res.Seconds = settled.Sub(start).Seconds()
 	res.EventsPerSec = n / res.Seconds
 	res.StartupSeconds = first.Sub(start).Seconds()
@@ -546,7 +586,7 @@ func (b *bench) runCeilingAt(ctx context.Context, wl workload, watchObjects, wit
 	}
 	var w *watcher
 	if watchObjects {
-		if w, err = watch(ctx, e.cl, e.o, e.pub); err != nil {
+		if w, err = watch(ctx, e.cl, e.o, e.pub, operatorObjects{}.kinds()); err != nil {
 			return ceil, replay, err
 		}
 	}
@@ -557,7 +597,7 @@ func (b *bench) runCeilingAt(ctx context.Context, wl workload, watchObjects, wit
 	meter := startCPUMeter(e.cl.ourPIDs())
 	ceil.ControlPlaneBeforeMiB = e.cl.controlPlaneRSS()
 	start := time.Now()
-	writer := newCeiling(ctx, e.cl.c, e.cl.ns, e.o)
+	writer := newCeiling(ctx, e.cl.c, e.cl.ns, e.o, operatorObjects{})
 	for seq := range uint64(len(events)) {
 		writer.ack(ctx, seq+1)
 	}
@@ -576,7 +616,7 @@ func (b *bench) runCeilingAt(ctx context.Context, wl workload, watchObjects, wit
 	if err != nil {
 		return ceil, replay, err
 	}
-	ceil.OtherCores, ceil.Cores = meter.read()
+	ceil.setCPU(meter.read())
 	ceil.Seconds = end.Sub(start).Seconds()
 	ceil.EventsPerSec = float64(len(events)) / ceil.Seconds
 	ceil.setWrites(diffWrites(before, after))

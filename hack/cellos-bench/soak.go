@@ -184,7 +184,8 @@ func (b *bench) runSoak(ctx context.Context, wl workload) (*Soak, error) {
 		return nil, err
 	}
 	soak.Writes = diffWrites(before, after).ByKind
-	soak.OtherCores, soak.Cores = meter.read()
+	use := meter.read()
+	soak.OtherCores, soak.Cores = use.others, use.cores
 	soak.judge()
 	return soak, nil
 }

@@ -11,7 +11,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	cellosv1 "cellos.dev/cellos-operator/api/v1"
 	"cellos.dev/cellos-operator/internal/store"
 )
 
@@ -31,9 +30,9 @@ type watcher struct {
 	progress int
 }
 
-// watch starts a watch of the namespace's Formations and Cells; it stops when
-// ctx ends.
-func watch(ctx context.Context, cl *cluster, o *projection, pub *publisher) (*watcher, error) {
+// watch starts a watch of the namespace's objects of kinds (Formations and
+// Cells, or their minimal counterparts); it stops when ctx ends.
+func watch(ctx context.Context, cl *cluster, o *projection, pub *publisher, kinds []client.Object) (*watcher, error) {
 	w := &watcher{o: o, pub: pub, matched: map[store.Ref]bool{}, next: map[store.Ref]int{}, all: make(chan struct{})}
 	c, err := cache.New(cl.cfg, cache.Options{
 		Scheme:            cl.cp.Scheme,
@@ -43,7 +42,7 @@ func watch(ctx context.Context, cl *cluster, o *projection, pub *publisher) (*wa
 	if err != nil {
 		return nil, err
 	}
-	for _, obj := range []client.Object{&cellosv1.Formation{}, &cellosv1.Cell{}} {
+	for _, obj := range kinds {
 		inf, err := c.GetInformer(ctx, obj)
 		if err != nil {
 			return nil, err

@@ -23,7 +23,9 @@ import (
 // The two writers the operator is measured against. Both create objects as
 // the operator does (same names, labels and owner references) and write
 // the status the operator's builders (internal/status) make, so that the
-// API server stores the same objects whoever wrote them.
+// API server stores the same objects whoever wrote them; the ceiling can
+// also write minimal objects instead (minimal.go), for what the objects
+// themselves cost.
 
 // newFormation is a Formation first seen in the stream, as the operator
 // creates it.
@@ -143,11 +145,12 @@ func (n *naive) cell(ctx context.Context, id string) error {
 // flight. It writes nothing before the stream holds the event that
 // justifies it: a Formation is created once its first event is
 // acknowledged, and every status is written once the object's last event
-// is.
+// is. Its objects are the operator's, or minimal ones (shape).
 type ceiling struct {
 	c       client.Client
 	ns      string
 	o       *projection
+	shape   objectShape
 	tasks   chan func() error
 	created map[string]*createdFormation
 	failed  atomic.Int64
@@ -160,14 +163,14 @@ type ceiling struct {
 
 type createdFormation struct {
 	done chan struct{}
-	f    *cellosv1.Formation // set before done closes; nil if creation failed
+	f    client.Object // set before done closes; nil if creation failed
 }
 
 // ceilingWorkers is how many writes the ceiling has in flight.
 const ceilingWorkers = 16
 
-func newCeiling(ctx context.Context, c client.Client, ns string, o *projection) *ceiling {
-	w := &ceiling{c: c, ns: ns, o: o, tasks: make(chan func() error, 2*o.objects()+1), created: map[string]*createdFormation{}}
+func newCeiling(ctx context.Context, c client.Client, ns string, o *projection, shape objectShape) *ceiling {
+	w := &ceiling{c: c, ns: ns, o: o, shape: shape, tasks: make(chan func() error, 2*o.objects()+1), created: map[string]*createdFormation{}}
 	for id := range o.final.Formations {
 		w.created[id] = &createdFormation{done: make(chan struct{})}
 	}
@@ -228,7 +231,7 @@ func (w *ceiling) close() {
 func (w *ceiling) createFormation(ctx context.Context, id string) error {
 	cf := w.created[id]
 	defer close(cf.done)
-	f := newFormation(w.ns, id)
+	f := w.shape.newFormation(w.ns, id)
 	if err := retry(ctx, "creating Formation", func() error { return w.c.Create(ctx, f) }); err != nil {
 		return err
 	}
@@ -243,9 +246,7 @@ func (w *ceiling) formationStatus(ctx context.Context, id string) error {
 		return errors.New("formation not created")
 	}
 	f := cf.f
-	want := w.o.final.Formations[id]
-	ref := store.Ref{Kind: store.FormationKind, ID: id}
-	f.Status = status.FormationStatus(want, w.o.stamps[ref], w.o.final.Counts(id), f.Generation, nil, time.Now())
+	w.shape.setFormationStatus(f, w.o, id)
 	return retry(ctx, "writing Formation status", func() error { return w.c.Status().Update(ctx, f) })
 }
 
@@ -255,14 +256,13 @@ func (w *ceiling) cell(ctx context.Context, id string) error {
 	if cf, ok := w.created[want.FormationID]; ok {
 		<-cf.done
 		if cf.f != nil {
-			owner = cf.f.UID
+			owner = cf.f.GetUID()
 		}
 	}
-	c := newCell(w.ns, id, want.FormationID, owner)
+	c := w.shape.newCell(w.ns, id, want.FormationID, owner)
 	if err := retry(ctx, "creating Cell", func() error { return w.c.Create(ctx, c) }); err != nil {
 		return err
 	}
-	ref := store.Ref{Kind: store.CellKind, ID: id}
-	c.Status = status.CellStatus(want, w.o.stamps[ref], c.Generation, nil, time.Now())
+	w.shape.setCellStatus(c, w.o, id)
 	return retry(ctx, "writing Cell status", func() error { return w.c.Status().Update(ctx, c) })
 }

@@ -1,8 +1,8 @@
 // Command plot draws docs/performance.png from the JSON that cellos-bench
 // writes: events per second against the number of objects projected, for
-// the operator, the naive projector and the ceiling, on the burst-shaped
-// streams (every object new, 25 cells per formation): the burst workloads
-// and the rebuilds from sequence 1. With -soak-out it also draws the soak
+// the operator, the naive projector, the ceiling and the minimal ceiling,
+// on the burst-shaped streams (every object new, 25 cells per formation):
+// the burst workloads and the rebuilds from sequence 1. With -soak-out it also draws the soak
 // (docs/soak.png): live objects, the API server's objects and the
 // processes' RSS over time, one line style per input file.
 //
@@ -73,6 +73,7 @@ var series = []struct {
 	{"ceiling", "ceiling (oracle: create + 1 status write, 16 in flight)", color.RGBA{R: 0x2c, G: 0xa0, B: 0x2c, A: 0xff}, draw.SquareGlyph{}},
 	{"operator", "operator (bin/manager, default flags)", color.RGBA{R: 0x1f, G: 0x77, B: 0xb4, A: 0xff}, draw.CircleGlyph{}},
 	{"naive", "naive (Get, create, Status().Update per event)", color.RGBA{R: 0xd6, G: 0x27, B: 0x28, A: 0xff}, draw.TriangleGlyph{}},
+	{"minimal", "minimal ceiling (the ceiling's writes, minimal objects)", color.RGBA{R: 0x7f, G: 0x7f, B: 0x7f, A: 0xff}, draw.PlusGlyph{}},
 }
 
 func main() {
