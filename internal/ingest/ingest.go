@@ -167,6 +167,7 @@ func (in *Ingester) foldStream(ctx context.Context) error {
 	leadCtx, stopLeading := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	wg.Go(func() { in.lead(leadCtx, info, next) })
+	wg.Go(func() { in.reportLive(leadCtx) })
 	defer wg.Wait()
 	defer stopLeading()
 
@@ -416,6 +417,24 @@ func (in *Ingester) watchPurges(ctx context.Context, created time.Time, first ui
 	}
 }
 
+// reportLive sets the live objects of the fold about once per commit
+// interval until ctx ends, on every replica: a standby holds the fold too,
+// and its memory follows it.
+func (in *Ingester) reportLive(ctx context.Context) {
+	tick := time.NewTicker(in.CommitInterval)
+	defer tick.Stop()
+	for {
+		formations, cells := in.Store.Live()
+		liveObjects.WithLabelValues(string(store.FormationKind)).Set(float64(formations))
+		liveObjects.WithLabelValues(string(store.CellKind)).Set(float64(cells))
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
 func (in *Ingester) observeStreamLast(seq uint64) {
 	in.streamLast.Store(seq)
 	streamLastSequence.Set(float64(seq))
@@ -446,9 +465,6 @@ func (in *Ingester) commitLoop(ctx context.Context, pos cursor.Position) {
 			lagEvents.Set(float64(last - w))
 		}
 		unflushedObjects.Set(float64(in.Store.Unflushed()))
-		formations, cells := in.Store.Live()
-		liveObjects.WithLabelValues(string(store.FormationKind)).Set(float64(formations))
-		liveObjects.WithLabelValues(string(store.CellKind)).Set(float64(cells))
 		in.mu.Lock()
 		gap := in.lastGap
 		in.mu.Unlock()

@@ -63,6 +63,16 @@ func TestStandbyFoldsWithoutWriting(t *testing.T) {
 	}
 	harness.Eventually(t, time.Minute, "the standby folds the whole stream, past the bound of unflushed objects", folded(len(sample)))
 	harness.Eventually(t, time.Minute, "the standby is ready once caught up", m.Ready)
+	harness.Eventually(t, time.Minute, "the standby reports the live objects of its fold", func() error {
+		all, err := m.Metrics()
+		if err != nil {
+			return err
+		}
+		if got := harness.Sum(all, "cellos_operator_live_objects"); got == 0 {
+			return fmt.Errorf("cellos_operator_live_objects is 0")
+		}
+		return nil
+	})
 
 	// Recreated while it stands by: it folds the new stream.
 	if err := jsc.DeleteStream(ctx, "CELLOS_EVENTS"); err != nil {
