@@ -151,22 +151,18 @@ func logFor(mgr ctrl.Manager, controller string) func(*Request) logr.Logger {
 	}
 }
 
-// afterWindow queues the requests that toRequests finds for a change after
-// window: FlushWindow for the store's changes, and the longer of CountWindow
-// and FlushWindow for the fold's changes to a Formation's counts. The queue holds
-// a request once, so every change inside the window is written by one
-// reconcile.
-func afterWindow[T any](window time.Duration, toRequests func(context.Context, T) []Request) handler.TypedEventHandler[T, Request] {
-	type queue = workqueue.TypedRateLimitingInterface[Request]
-	add := func(ctx context.Context, obj T, q queue) {
-		for _, req := range toRequests(ctx, obj) {
-			q.AddAfter(req, window)
-		}
-	}
-	return handler.TypedFuncs[T, Request]{
-		CreateFunc:  func(ctx context.Context, e event.TypedCreateEvent[T], q queue) { add(ctx, e.Object, q) },
-		UpdateFunc:  func(ctx context.Context, e event.TypedUpdateEvent[T], q queue) { add(ctx, e.ObjectNew, q) },
-		DeleteFunc:  func(ctx context.Context, e event.TypedDeleteEvent[T], q queue) { add(ctx, e.Object, q) },
-		GenericFunc: func(ctx context.Context, e event.TypedGenericEvent[T], q queue) { add(ctx, e.Object, q) },
+// afterWindow queues the requests that toRequests finds for an id the
+// store hands over, after window: FlushWindow for the store's changes, and
+// the longer of CountWindow and FlushWindow for the fold's changes to a
+// Formation's counts. The queue holds a request once, so every change
+// inside the window is written by one reconcile. The store's Source sends
+// generic events only.
+func afterWindow(window time.Duration, toRequests func(context.Context, string) []Request) handler.TypedEventHandler[string, Request] {
+	return handler.TypedFuncs[string, Request]{
+		GenericFunc: func(ctx context.Context, e event.TypedGenericEvent[string], q workqueue.TypedRateLimitingInterface[Request]) {
+			for _, req := range toRequests(ctx, e.Object) {
+				q.AddAfter(req, window)
+			}
+		},
 	}
 }

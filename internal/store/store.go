@@ -306,8 +306,8 @@ func (s *Store) take(ref Ref) {
 // its controller or that controller has not started. It blocks while a
 // controller is laggingBuffer ids behind, until ctx ends.
 func (s *Store) Apply(ctx context.Context, seq uint64, at time.Time, subject string, header map[string][]string, payload []byte) fold.Outcome {
-	out, announce := s.apply(seq, at, subject, header, payload)
-	for _, ref := range announce {
+	out, announce, n := s.apply(seq, at, subject, header, payload)
+	for _, ref := range announce[:n] {
 		select {
 		case s.lagging[ref.Kind] <- event.TypedGenericEvent[string]{Object: ref.ID}:
 		case <-ctx.Done():
@@ -316,15 +316,17 @@ func (s *Store) Apply(ctx context.Context, seq uint64, at time.Time, subject str
 	return out
 }
 
-func (s *Store) apply(seq uint64, at time.Time, subject string, header map[string][]string, payload []byte) (fold.Outcome, []Ref) {
+// apply folds one message and returns, in announce[:n], what to tell the
+// controllers: an array rather than a slice, as this runs for every event.
+func (s *Store) apply(seq uint64, at time.Time, subject string, header map[string][]string, payload []byte) (out fold.Outcome, announce [2]Ref, n int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := s.state.Apply(seq, at, subject, header, payload)
+	out = s.state.Apply(seq, at, subject, header, payload)
 	s.processed = max(s.processed, seq)
 	s.forget(out.Expired)
 	ref, ok := RefOf(out)
 	if !ok {
-		return out, nil
+		return out, announce, 0
 	}
 	if _, ok := s.dirty[ref]; !ok {
 		s.dirty[ref] = seq
@@ -332,13 +334,15 @@ func (s *Store) apply(seq uint64, at time.Time, subject string, header map[strin
 			s.nameCell(ref.ID)
 		}
 	}
-	changed := []Ref{ref}
+	if s.claim(ref) {
+		announce[n], n = ref, n+1
+	}
 	if ref.Kind == CellKind {
-		if formation := s.state.Cells[ref.ID].FormationID; formation != "" {
-			changed = append(changed, Ref{Kind: FormationCounts, ID: formation})
+		if formation := s.state.Cells[ref.ID].FormationID; formation != "" && s.claim(Ref{Kind: FormationCounts, ID: formation}) {
+			announce[n], n = Ref{Kind: FormationCounts, ID: formation}, n+1
 		}
 	}
-	return out, s.toAnnounce(changed)
+	return out, announce, n
 }
 
 // forget drops what the store keeps of released objects: a status no longer
@@ -582,16 +586,25 @@ func (s *Store) restore(snap Snapshot) []Ref {
 }
 
 // toAnnounce keeps of refs, in place, those to send to their controllers
-// now, and counts them as announced: a controller not yet started is
-// handed every lagging object when it starts (lagSource.Start), and an id
-// already on its way stands for every change since.
+// now (claim).
 func (s *Store) toAnnounce(refs []Ref) []Ref {
 	announce := refs[:0]
 	for _, ref := range refs {
-		if s.announcing[ref.Kind] && !s.announced[ref] {
-			s.announced[ref] = true
+		if s.claim(ref) {
 			announce = append(announce, ref)
 		}
 	}
 	return announce
+}
+
+// claim tells whether ref is to be sent to its controller now, and counts
+// it as announced: a controller not yet started is handed every lagging
+// object when it starts (lagSource.Start), and an id already on its way
+// stands for every change since.
+func (s *Store) claim(ref Ref) bool {
+	if !s.announcing[ref.Kind] || s.announced[ref] {
+		return false
+	}
+	s.announced[ref] = true
+	return true
 }
