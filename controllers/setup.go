@@ -24,6 +24,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 
+	cellosv1 "cellos.dev/cellos-operator/api/v1"
 	"cellos.dev/cellos-operator/internal/fold"
 	"cellos.dev/cellos-operator/internal/store"
 	"cellos.dev/cellos-operator/internal/tombstone"
@@ -104,7 +105,13 @@ func Setup(ctx context.Context, mgr ctrl.Manager, cfg Config) error {
 		return err
 	}
 	cfg.quotaWaits = newQuotaWaits()
-	c := mgr.GetClient()
+	writes := newOwnWrites()
+	for _, kind := range []client.Object{&cellosv1.Formation{}, &cellosv1.Cell{}} {
+		if err := writes.follow(ctx, mgr.GetCache(), kind); err != nil {
+			return fmt.Errorf("following the cache's %T: %w", kind, err)
+		}
+	}
+	c := ownWritesClient{Client: mgr.GetClient(), writes: writes}
 	if err := (&FormationReconciler{Client: c, Config: cfg}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the Formation controller: %w", err)
 	}
