@@ -30,7 +30,7 @@ func BenchmarkProjectSimulatedStream(b *testing.B) {
 		b.Fatal(err)
 	}
 	// The tests' manager has the race detector, which would distort figures.
-	bin, err := harness.BuildManager(b.TempDir(), false)
+	bin, err := harness.BuildManager(binDir, false)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -72,7 +72,7 @@ func BenchmarkProjectSimulatedStream(b *testing.B) {
 // length, 10 times over. Each iteration stops the manager with SIGTERM,
 // publishes one new cell, starts it again and times the cell into status.
 func BenchmarkStartUpAgainstHistory(b *testing.B) {
-	bin, err := harness.BuildManager(b.TempDir(), false)
+	bin, err := harness.BuildManager(binDir, false)
 	if err != nil {
 		b.Fatal(err)
 	}
