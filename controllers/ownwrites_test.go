@@ -7,11 +7,7 @@ import (
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/utils/ptr"
-	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/config"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	cellosv1 "cellos.dev/cellos-operator/api/v1"
 )
@@ -20,28 +16,13 @@ import (
 // returns its client made to read its own writes.
 func startOwnWrites(t *testing.T) ownWritesClient {
 	t.Helper()
-	mgr, err := ctrl.NewManager(controlPlane.Config, ctrl.Options{
-		Scheme:                 controlPlane.Scheme,
-		Metrics:                metricsserver.Options{BindAddress: "0"},
-		HealthProbeBindAddress: "0",
-		Controller:             config.Controller{SkipNameValidation: ptr.To(true)},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	mgr := newManager(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	writes := newOwnWrites()
 	if err := writes.follow(ctx, mgr.GetCache(), &cellosv1.Formation{}); err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- mgr.Start(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("manager: %v", err)
-		}
-	})
+	runUntilCleanup(t, ctx, cancel, mgr)
 	if !mgr.GetCache().WaitForCacheSync(ctx) {
 		t.Fatal("the cache did not sync")
 	}

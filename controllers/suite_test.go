@@ -56,16 +56,7 @@ func startReconcilers(t *testing.T, namespace string, options ...func(*Config)) 
 		t.Fatal(err)
 	}
 	r.tombstones = tombstone.New(js, tombstone.DefaultBucket, stream.Name)
-	mgr, err := ctrl.NewManager(controlPlane.Config, ctrl.Options{
-		Scheme:                 controlPlane.Scheme,
-		Metrics:                metricsserver.Options{BindAddress: "0"},
-		HealthProbeBindAddress: "0",
-		// Each test runs its own manager with the same controllers.
-		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	mgr := newManager(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	cfg := Config{
 		Namespace: namespace, FlushWindow: 10 * time.Millisecond,
@@ -86,6 +77,30 @@ func startReconcilers(t *testing.T, namespace string, options ...func(*Config)) 
 	if err := mgr.Add(r.tombstones); err != nil {
 		t.Fatal(err)
 	}
+	runUntilCleanup(t, ctx, cancel, mgr)
+	return r
+}
+
+// newManager is a manager against the test API server, serving nothing.
+func newManager(t *testing.T) ctrl.Manager {
+	t.Helper()
+	mgr, err := ctrl.NewManager(controlPlane.Config, ctrl.Options{
+		Scheme:                 controlPlane.Scheme,
+		Metrics:                metricsserver.Options{BindAddress: "0"},
+		HealthProbeBindAddress: "0",
+		// Each test runs its own manager with the same controllers.
+		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return mgr
+}
+
+// runUntilCleanup runs mgr until the test ends, then cancels ctx and fails
+// the test if the manager ended with an error.
+func runUntilCleanup(t *testing.T, ctx context.Context, cancel context.CancelFunc, mgr ctrl.Manager) {
+	t.Helper()
 	done := make(chan error, 1)
 	go func() { done <- mgr.Start(ctx) }()
 	t.Cleanup(func() {
@@ -94,7 +109,6 @@ func startReconcilers(t *testing.T, namespace string, options ...func(*Config)) 
 			t.Errorf("manager: %v", err)
 		}
 	})
-	return r
 }
 
 // apply folds one event at the next sequence, as the ingester does.
