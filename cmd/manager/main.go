@@ -400,18 +400,6 @@ func watchedNamespaces(list, namespace string, defaulted bool) (map[string]cache
 	return watched, nil
 }
 
-// slimObjects drops from cached objects what the operator never reads.
-func slimObjects(obj any) (any, error) {
-	if o, ok := obj.(client.Object); ok {
-		o.SetManagedFields(nil)
-		if annotations := o.GetAnnotations(); annotations[corev1.LastAppliedConfigAnnotation] != "" {
-			delete(annotations, corev1.LastAppliedConfigAnnotation)
-			o.SetAnnotations(annotations)
-		}
-	}
-	return obj, nil
-}
-
 // operatorNamespace is the namespace the operator runs in: POD_NAMESPACE, else
 // the pod's service account namespace, else default (as when run locally).
 func operatorNamespace() string {
