@@ -36,6 +36,10 @@ type ownWritesClient struct {
 type ownWrites struct {
 	mu      sync.Mutex
 	written map[ownKey]ownWrite
+	// followed are the kinds whose informer forgets their entries (follow),
+	// the only kinds remembered: an entry of another kind would never be
+	// forgotten, and reading it from the cache would start an informer.
+	followed map[reflect.Type]bool
 }
 
 type ownKey struct {
@@ -57,7 +61,7 @@ type ownWrite struct {
 const maxOver = 8
 
 func newOwnWrites() *ownWrites {
-	return &ownWrites{written: map[ownKey]ownWrite{}}
+	return &ownWrites{written: map[ownKey]ownWrite{}, followed: map[reflect.Type]bool{}}
 }
 
 func keyOf(obj client.Object) ownKey {
@@ -153,21 +157,36 @@ func (w *ownWrites) follow(ctx context.Context, c cache.Cache, obj client.Object
 			w.forget(o, deleted)
 		}
 	}
-	_, err = informer.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+	if _, err = informer.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
 		AddFunc:    func(o any) { seen(o, false) },
 		UpdateFunc: func(_, o any) { seen(o, false) },
 		DeleteFunc: func(o any) { seen(o, true) },
-	})
-	return err
+	}); err != nil {
+		return err
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.followed[reflect.TypeOf(obj)] = true
+	return nil
 }
 
-// write runs do, a write of obj, and remembers what it returned.
+// follows tells whether an informer forgets the entries of obj's kind.
+func (w *ownWrites) follows(obj client.Object) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.followed[reflect.TypeOf(obj)]
+}
+
+// write runs do, a write of obj, and remembers what it returned if an
+// informer follows its kind.
 func (c ownWritesClient) write(ctx context.Context, obj client.Object, do func() error) error {
 	before := obj.GetResourceVersion() // "" for a create
 	if err := do(); err != nil {
 		return err
 	}
-	c.remember(ctx, before, obj)
+	if c.writes.follows(obj) {
+		c.remember(ctx, before, obj)
+	}
 	return nil
 }
 

@@ -7,16 +7,18 @@ import (
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	cellosv1 "cellos.dev/cellos-operator/api/v1"
 )
 
 // startOwnWrites runs a manager's cache against the test API server and
-// returns its client made to read its own writes.
+// returns its client made to read its own writes. The cache starts no
+// informer on a read: one only follows Formations.
 func startOwnWrites(t *testing.T) ownWritesClient {
 	t.Helper()
-	mgr := newManager(t)
+	mgr := newManager(t, cache.Options{ReaderFailOnMissingInformer: true})
 	ctx, cancel := context.WithCancel(context.Background())
 	writes := newOwnWrites()
 	if err := writes.follow(ctx, mgr.GetCache(), &cellosv1.Formation{}); err != nil {
@@ -106,4 +108,19 @@ func TestOwnWritesYieldToOtherWriters(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// A write of a kind no informer follows is not remembered: nothing would
+// ever forget it, and reading it back from the cache would start an
+// informer for it.
+func TestOwnWritesRememberOnlyFollowedKinds(t *testing.T) {
+	ctx, ns := context.Background(), newNamespace(t)
+	c := startOwnWrites(t)
+	cell := &cellosv1.Cell{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "unfollowed"}}
+	if err := c.Create(ctx, cell); err != nil {
+		t.Fatal(err)
+	}
+	if n := c.writes.len(); n != 0 {
+		t.Fatalf("%d writes remembered of a kind no informer follows", n)
+	}
 }

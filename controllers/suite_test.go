@@ -11,6 +11,7 @@ import (
 	"k8s.io/utils/clock"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/config"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
@@ -82,15 +83,19 @@ func startReconcilers(t *testing.T, namespace string, options ...func(*Config)) 
 }
 
 // newManager is a manager against the test API server, serving nothing.
-func newManager(t *testing.T) ctrl.Manager {
+func newManager(t *testing.T, cacheOpts ...cache.Options) ctrl.Manager {
 	t.Helper()
-	mgr, err := ctrl.NewManager(controlPlane.Config, ctrl.Options{
+	opts := ctrl.Options{
 		Scheme:                 controlPlane.Scheme,
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
 		// Each test runs its own manager with the same controllers.
 		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
-	})
+	}
+	for _, o := range cacheOpts {
+		opts.Cache = o
+	}
+	mgr, err := ctrl.NewManager(controlPlane.Config, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
