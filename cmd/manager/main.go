@@ -65,6 +65,10 @@ import (
 // serviceAccountNamespaceFile is where Kubernetes tells a pod its namespace.
 const serviceAccountNamespaceFile = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
+// cgroupRoot is where a container sees its own cgroup, and so its memory
+// limit.
+const cgroupRoot = "/sys/fs/cgroup"
+
 func main() {
 	if err := run(); err != nil {
 		ctrl.Log.WithName("setup").Error(err, "Operator failed")
@@ -88,6 +92,7 @@ type options struct {
 	writers, maxUnflushed, maxEventBytes     int
 	consumerBufferBytes                      int
 	ttls                                     fold.TTLs
+	goMemLimitRatio                          float64
 }
 
 // parseFlags reads the command line, and sets up logging as it asks.
@@ -121,6 +126,7 @@ func parseFlags() options {
 	flag.DurationVar(&opts.ttls.Cell, "cell-ttl", time.Hour, "How long a Cell stays after it was destroyed (status.finishedAt), before the operator deletes it; 0 keeps Cells for ever.")
 	flag.DurationVar(&opts.ttls.Formation, "formation-ttl", 24*time.Hour, "How long a Formation the operator created from the stream stays after it succeeded, failed or was cancelled (status.finishedAt), before the operator deletes it with its Cells; 0 keeps them for ever. Declared Formations are never deleted by the operator.")
 	zapOpts := zap.Options{}
+	flag.Float64Var(&opts.goMemLimitRatio, "auto-gomemlimit-ratio", 0.9, "The Go runtime's soft memory limit, as a share of the container's memory limit (its cgroup's), so that the garbage collector works harder near the limit rather than the container being killed for memory; 0 turns it off. GOMEMLIMIT, when set, wins.")
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
@@ -140,6 +146,9 @@ func run() error {
 		return fmt.Errorf("--cell-ttl %s, --formation-ttl %s: a TTL must be 0 (keep for ever) or positive", opts.ttls.Cell, opts.ttls.Formation)
 	}
 	if err := opts.lease.validate(); err != nil {
+		return err
+	}
+	if err := setMemoryLimit(setupLog, cgroupRoot, opts.goMemLimitRatio); err != nil {
 		return err
 	}
 
