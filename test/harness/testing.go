@@ -33,6 +33,7 @@ func StartManager(t TB, c Config) *Manager {
 		t.Fatalf("%v", err)
 	}
 	t.Cleanup(func() {
+		reportEarlyExit(t, m)
 		if err := m.Stop(); err != nil {
 			t.Errorf("%v", err)
 		}
@@ -41,6 +42,19 @@ func StartManager(t TB, c Config) *Manager {
 		}
 	})
 	return m
+}
+
+// reportEarlyExit logs, for a test that failed, that m had exited without
+// being asked to, and how: a test that waits for status from a manager
+// that is gone fails only with what it waited for.
+func reportEarlyExit(t TB, m *Manager) {
+	failed, ok := t.(interface {
+		Failed() bool
+		Logf(format string, args ...any)
+	})
+	if ok && failed.Failed() && m.ExitedUnasked() {
+		failed.Logf("%s exited before the test ended, unasked: %v\n%s", m.Name, m.Err(), Tail(m.Logs(), 30))
+	}
 }
 
 // Metric reads one series of the manager's metrics, 0 when absent.
