@@ -106,7 +106,7 @@ func cellJSON(tb testing.TB, i int) []byte {
 				Controller: ptr.To(false), BlockOwnerDeletion: ptr.To(false)}},
 			ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "manager", Operation: metav1.ManagedFieldsOperationUpdate,
 				APIVersion: cellosv1.GroupVersion.String(), Time: ptr.To(metav1.NewTime(started)), FieldsType: "FieldsV1",
-				FieldsV1: &metav1.FieldsV1{Raw: []byte(`{"f:metadata":{"f:labels":{".":{},"f:cellos.dev/formation-id":{}}}}`)}}},
+				FieldsV1: metav1.NewFieldsV1(`{"f:metadata":{"f:labels":{".":{},"f:cellos.dev/formation-id":{}}}}`)}},
 		},
 		Status: status.CellStatus(&want, store.Stamp(stream, ref, want.LastAppliedSequence), 1, nil, destroyed),
 	}
