@@ -85,7 +85,7 @@ type options struct {
 	nats                                     natsconn.Options
 	createStream, leaderElect                bool
 	lease                                    leaseTimings
-	metricsAddr, probeAddr                   string
+	metricsAddr, probeAddr, pprofAddr        string
 	metricsSecure                            bool
 	metricsCertDir                           string
 	flushWindow, countWindow, commitInterval time.Duration
@@ -116,6 +116,7 @@ func parseFlags() options {
 	flag.BoolVar(&opts.metricsSecure, "metrics-secure", true, "Serve metrics over HTTPS to clients the API server authenticates and authorizes (get on the non-resource URL /metrics); false serves plain HTTP to anyone, for local use.")
 	flag.StringVar(&opts.metricsCertDir, "metrics-cert-dir", "", "Folder with tls.crt and tls.key for the metrics endpoint (default: a self-signed certificate generated at start).")
 	flag.StringVar(&opts.probeAddr, "health-probe-bind-address", ":8081", "Address of the /healthz and /readyz probes; 0 disables them.")
+	flag.StringVar(&opts.pprofAddr, "pprof-bind-address", "", "Address that serves Go's profiles (/debug/pprof/) in plain HTTP, for diagnosing memory and CPU; off by default: bind it to a loopback address and reach it with kubectl port-forward.")
 	flag.DurationVar(&opts.flushWindow, "flush-window", 250*time.Millisecond, "How long events on one object gather before its status is written.")
 	flag.DurationVar(&opts.countWindow, "count-window", time.Second, "How long the fold's changes to a Formation's cells gather before its cell counts are written; its phase still follows --flush-window.")
 	flag.DurationVar(&opts.commitInterval, "cursor-commit-interval", time.Second, "How often the cursor ConfigMap is committed.")
@@ -215,6 +216,7 @@ func newManager(opts options, ownNamespace string, watched map[string]cache.Conf
 		MapperProvider:                ownKindsMapper,
 		Metrics:                       metricsOptions(opts.metricsAddr, opts.metricsSecure, opts.metricsCertDir),
 		HealthProbeBindAddress:        opts.probeAddr,
+		PprofBindAddress:              opts.pprofAddr,
 		LeaderElection:                opts.leaderElect,
 		LeaderElectionID:              "cellos-operator.cellos.dev",
 		LeaderElectionNamespace:       ownNamespace,
