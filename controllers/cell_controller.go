@@ -247,14 +247,14 @@ func (r *CellReconciler) cellsOfFormation(ctx context.Context, f client.Object) 
 	if id == "" {
 		return nil
 	}
-	var cells cellosv1.CellList
-	if err := r.List(ctx, &cells, client.InNamespace(f.GetNamespace()), client.MatchingFields{formationIDIndex: id}); err != nil {
+	cells, err := cellsLabelled(ctx, r, f.GetNamespace(), id)
+	if err != nil {
 		ctrl.LoggerFrom(ctx).Error(err, "Listing the Cells of a new Formation")
 		return nil
 	}
-	reqs := make([]Request, 0, len(cells.Items))
-	for i := range cells.Items {
-		reqs = append(reqs, r.cellOf(ctx, &cells.Items[i])...)
+	reqs := make([]Request, 0, len(cells))
+	for i := range cells {
+		reqs = append(reqs, r.cellOf(ctx, &cells[i])...)
 	}
 	return reqs
 }

@@ -123,12 +123,12 @@ func (e *expirer) expireFormation(ctx context.Context, req ctrl.Request) (ctrl.R
 	if res, due := e.due(ctx, &f, f.Status.FinishedAt, e.TTLs.Formation); !due {
 		return res, nil
 	}
-	var cells cellosv1.CellList
-	if err := e.List(ctx, &cells, client.InNamespace(f.Namespace), client.MatchingFields{formationIDIndex: f.Status.FormationID}); err != nil {
-		return ctrl.Result{}, fmt.Errorf("listing the Cells of an expired Formation: %w", err)
+	cells, err := cellsLabelled(ctx, e, f.Namespace, f.Status.FormationID)
+	if err != nil {
+		return ctrl.Result{}, fmt.Errorf("an expired Formation: %w", err)
 	}
-	for i := range cells.Items {
-		if err := e.deleteExpired(ctx, &cells.Items[i], store.CellKind, f.Status.FinishedAt, e.TTLs.Formation); err != nil {
+	for i := range cells {
+		if err := e.deleteExpired(ctx, &cells[i], store.CellKind, f.Status.FinishedAt, e.TTLs.Formation); err != nil {
 			return ctrl.Result{}, err
 		}
 	}

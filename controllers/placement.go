@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strings"
 
+	toolscache "k8s.io/client-go/tools/cache"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	cellosv1 "cellos.dev/cellos-operator/api/v1"
@@ -30,29 +32,68 @@ const (
 	cellIDIndex = "status.cellId"
 )
 
-func addIndexes(ctx context.Context, indexer client.FieldIndexer) error {
-	byLabel := func(obj client.Object) []string {
-		if id := obj.GetLabels()[cellosv1.FormationIDLabel]; id != "" {
-			return []string{id}
+// Indexers are the indexes the manager's cache keeps on objects of obj's
+// kind. Each is a field index under controller-runtime's names (the index
+// "field:<field>", the key "__all_namespaces/<value>"), so that a List with
+// client.MatchingFields finds it, but keyed across namespaces only:
+// controller-runtime's IndexField keys every value in the object's
+// namespace as well, and a key is a set of its own, which for a cell id,
+// unique to its Cell, cost every cached Cell 440 bytes
+// (docs/performance.md, "RSS per live object"). Placement asks across
+// namespaces; the two questions asked in one namespace ask across them and
+// keep that namespace's objects (cellsLabelled). A List that also names a
+// namespace finds nothing.
+func Indexers(obj client.Object) toolscache.Indexers {
+	byLabel := func(obj client.Object) string { return obj.GetLabels()[cellosv1.FormationIDLabel] }
+	indexers := toolscache.Indexers{fieldIndex(formationIDIndex): acrossNamespaces(byLabel)}
+	if _, ok := obj.(*cellosv1.Cell); ok {
+		indexers[fieldIndex(cellIDIndex)] = acrossNamespaces(func(obj client.Object) string {
+			id, _ := cellIDOf(obj.(*cellosv1.Cell))
+			return id
+		})
+	}
+	return indexers
+}
+
+// fieldIndex is controller-runtime's name for the index of a field.
+func fieldIndex(field string) string { return "field:" + field }
+
+// acrossNamespaces indexes an object by its value, when it has one, under
+// controller-runtime's key for that value in every namespace.
+func acrossNamespaces(value func(client.Object) string) toolscache.IndexFunc {
+	return func(obj any) ([]string, error) {
+		o, ok := obj.(client.Object)
+		if !ok {
+			return nil, fmt.Errorf("indexing %T, which is not an object", obj)
 		}
-		return nil
-	}
-	if err := indexer.IndexField(ctx, &cellosv1.Formation{}, formationIDIndex, byLabel); err != nil {
-		return fmt.Errorf("indexing Formations by formation id: %w", err)
-	}
-	if err := indexer.IndexField(ctx, &cellosv1.Cell{}, formationIDIndex, byLabel); err != nil {
-		return fmt.Errorf("indexing Cells by formation id: %w", err)
-	}
-	err := indexer.IndexField(ctx, &cellosv1.Cell{}, cellIDIndex, func(obj client.Object) []string {
-		if id, ok := cellIDOf(obj.(*cellosv1.Cell)); ok {
-			return []string{id}
+		if v := value(o); v != "" {
+			return []string{"__all_namespaces/" + v}, nil
 		}
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("indexing Cells by cell id: %w", err)
+		return nil, nil
+	}
+}
+
+func addIndexes(ctx context.Context, c cache.Cache) error {
+	for _, obj := range []client.Object{&cellosv1.Formation{}, &cellosv1.Cell{}} {
+		informer, err := c.GetInformer(ctx, obj, cache.BlockUntilSynced(false))
+		if err != nil {
+			return fmt.Errorf("indexing %T: %w", obj, err)
+		}
+		if err := informer.AddIndexers(Indexers(obj)); err != nil {
+			return fmt.Errorf("indexing %T: %w", obj, err)
+		}
 	}
 	return nil
+}
+
+// cellsLabelled lists the Cells in namespace that carry the label of the
+// formation id.
+func cellsLabelled(ctx context.Context, r client.Reader, namespace, id string) ([]cellosv1.Cell, error) {
+	var list cellosv1.CellList
+	if err := r.List(ctx, &list, client.MatchingFields{formationIDIndex: id}); err != nil {
+		return nil, fmt.Errorf("listing the Cells of formation %s: %w", id, err)
+	}
+	return slices.DeleteFunc(list.Items, func(c cellosv1.Cell) bool { return c.Namespace != namespace }), nil
 }
 
 // cellIDOf is the cell id a Cell's status names. A status that was never

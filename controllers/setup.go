@@ -101,7 +101,7 @@ const settleRetry = time.Second
 // Setup registers the cache indexes, both reconcilers, the pruner and the
 // expirer with mgr.
 func Setup(ctx context.Context, mgr ctrl.Manager, cfg Config) error {
-	if err := addIndexes(ctx, mgr.GetFieldIndexer()); err != nil {
+	if err := addIndexes(ctx, mgr.GetCache()); err != nil {
 		return err
 	}
 	cfg.quotaWaits = newQuotaWaits()

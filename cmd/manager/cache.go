@@ -1,7 +1,10 @@
 package main
 
 import (
+	"maps"
 	"sync"
+
+	"k8s.io/apimachinery/pkg/api/equality"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -17,8 +20,9 @@ import (
 // never reads, and makes the strings that repeat share one copy: decoding
 // gives each field of each object its own, though most are one of a few
 // words (condition types, reasons and messages, states, the namespace, the
-// label key), and within a Cell the formation id and the cell id each
-// appear more than once.
+// label key), within a Cell the formation id and the cell id each appear
+// more than once, and the Cells of a formation carry the same labels and
+// owner references.
 func slimObjects(obj any) (any, error) {
 	o, ok := obj.(client.Object)
 	if !ok {
@@ -32,7 +36,11 @@ func slimObjects(obj any) (any, error) {
 	switch o := o.(type) {
 	case *cellosv1.Cell:
 		shareMeta(&o.TypeMeta, &o.ObjectMeta, o.Status.FormationID)
+		kin.share(o.Status.FormationID, &o.ObjectMeta)
 		o.Status.CellID = sameAs(o.Status.CellID, o.Name)
+		if o.Status.FinishedAt.Equal(o.Status.DestroyedAt) {
+			o.Status.FinishedAt = o.Status.DestroyedAt
+		}
 		o.Status.State = cellosv1.CellState(words.intern(string(o.Status.State)))
 		o.Status.Outcome = words.intern(o.Status.Outcome)
 		shareConditions(o.Status.Conditions)
@@ -114,4 +122,61 @@ func (v *vocabulary) intern(word string) string {
 		v.words[word] = word
 	}
 	return word
+}
+
+// kin holds, for each formation seen lately, the labels and owner
+// references its Cells carry, for them to share: they are the same in every
+// Cell of a formation (the formation's id, its Formation), and a map and a
+// slice of its own cost each cached Cell about 490 bytes.
+var kin = kinship{current: map[string]*kindred{}}
+
+// kindred is what the Cells of one formation share: the latest labels and
+// owner references decoded for it.
+type kindred struct {
+	labels map[string]string
+	owners []metav1.OwnerReference
+}
+
+// maxKin bounds each generation of kin. Formations come and go, so kin
+// keeps two generations and drops the older when the newer is full: a
+// formation looked up in the older one moves to the newer, so the formations
+// that still have Cells to decode stay, and the table holds at most twice
+// maxKin. Past that many formations alive at once, some Cells keep their own
+// copies.
+const maxKin = 4096
+
+type kinship struct {
+	mu                sync.Mutex
+	current, previous map[string]*kindred
+}
+
+// share makes meta's labels and owner references those of its formation's
+// other Cells when they are equal, and the ones the next Cells share when
+// not. The cache's objects are read only, so sharing is safe.
+func (k *kinship) share(formationID string, meta *metav1.ObjectMeta) {
+	if formationID == "" {
+		return
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	kin, ok := k.current[formationID]
+	if !ok {
+		if kin, ok = k.previous[formationID]; !ok {
+			kin = &kindred{}
+		}
+		if len(k.current) >= maxKin {
+			k.previous, k.current = k.current, map[string]*kindred{}
+		}
+		k.current[formationID] = kin
+	}
+	if maps.Equal(kin.labels, meta.Labels) {
+		meta.Labels = kin.labels
+	} else {
+		kin.labels = meta.Labels
+	}
+	if equality.Semantic.DeepEqual(kin.owners, meta.OwnerReferences) {
+		meta.OwnerReferences = kin.owners
+	} else {
+		kin.owners = meta.OwnerReferences
+	}
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"reflect"
 	"runtime"
 	"testing"
 	"time"
@@ -18,6 +19,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	cellosv1 "cellos.dev/cellos-operator/api/v1"
+	"cellos.dev/cellos-operator/controllers"
 	"cellos.dev/cellos-operator/internal/fold"
 	"cellos.dev/cellos-operator/internal/status"
 	"cellos.dev/cellos-operator/internal/store"
@@ -26,10 +28,8 @@ import (
 // BenchmarkCachedCellBytes reports the live heap one Cell costs in an
 // informer's store: decoded from the JSON the API server sends, passed
 // through the cache's transform, and indexed as the manager's cache indexes
-// Cells (by namespace, and by formation id and cell id both per namespace
-// and across namespaces, as controller-runtime's field indexes do). Its
-// bytes/cell is what the cache adds per live Cell, before the garbage
-// collector's headroom.
+// Cells (newCellStore). Its bytes/cell is what the cache adds per live Cell,
+// before the garbage collector's headroom.
 func BenchmarkCachedCellBytes(b *testing.B) {
 	const cells = 20000
 	scheme := k8sruntime.NewScheme()
@@ -59,26 +59,13 @@ func BenchmarkCachedCellBytes(b *testing.B) {
 	}
 }
 
-// newCellStore is an informer's store for Cells with the manager's indexes.
+// newCellStore is an informer's store for Cells with the manager's indexes:
+// controller-runtime's by namespace, and the operator's own.
 func newCellStore() toolscache.Indexer {
-	bothScopes := func(value func(*cellosv1.Cell) string) toolscache.IndexFunc {
-		return func(obj any) ([]string, error) {
-			c := obj.(*cellosv1.Cell)
-			v := value(c)
-			if v == "" {
-				return nil, nil
-			}
-			return []string{"__all_namespaces/" + v, c.Namespace + "/" + v}, nil
-		}
-	}
-	return toolscache.NewIndexer(toolscache.MetaNamespaceKeyFunc, toolscache.Indexers{
-		toolscache.NamespaceIndex:       toolscache.MetaNamespaceIndexFunc,
-		"field:" + formationIDIndexName: bothScopes(func(c *cellosv1.Cell) string { return c.Labels[cellosv1.FormationIDLabel] }),
-		"field:status.cellId":           bothScopes(func(c *cellosv1.Cell) string { return c.Status.CellID }),
-	})
+	indexers := controllers.Indexers(&cellosv1.Cell{})
+	indexers[toolscache.NamespaceIndex] = toolscache.MetaNamespaceIndexFunc
+	return toolscache.NewIndexer(toolscache.MetaNamespaceKeyFunc, indexers)
 }
-
-const formationIDIndexName = "formationId"
 
 // cellJSON is the i-th of a run's Cells as the API server sends it: five
 // Cells to a formation, each destroyed after succeeding, as the operator
@@ -126,8 +113,8 @@ func liveHeap() uint64 {
 }
 
 // TestSlimObjectsKeepsWhatTheOperatorReads checks that the transform
-// changes nothing the reconcilers compare, and that two Cells decoded apart
-// share their repeated words.
+// changes nothing the reconcilers compare, and that two Cells of a formation
+// decoded apart share their repeated words, labels and owner references.
 func TestSlimObjectsKeepsWhatTheOperatorReads(t *testing.T) {
 	scheme := k8sruntime.NewScheme()
 	if err := cellosv1.AddToScheme(scheme); err != nil {
@@ -163,4 +150,42 @@ func TestSlimObjectsKeepsWhatTheOperatorReads(t *testing.T) {
 	shared("the namespace of two Cells", first.Namespace, second.Namespace)
 	shared("the formation id in a Cell's label and owner", first.Labels[cellosv1.FormationIDLabel], first.OwnerReferences[0].Name)
 	shared("a Cell's name and id", first.Name, first.Status.CellID)
+	if reflect.ValueOf(first.Labels).UnsafePointer() != reflect.ValueOf(second.Labels).UnsafePointer() {
+		t.Error("two Cells of one formation have a map of labels each")
+	}
+	if &first.OwnerReferences[0] != &second.OwnerReferences[0] {
+		t.Error("two Cells of one formation have owner references each")
+	}
+	if first.Status.FinishedAt != first.Status.DestroyedAt {
+		t.Error("a Cell's equal finish and destroy times are two copies")
+	}
+}
+
+// TestKinshipForgetsFormationsGoneQuiet checks that the table of what
+// Cells share stays bounded as formations come and go, and keeps a formation
+// whose Cells are still being decoded.
+func TestKinshipForgetsFormationsGoneQuiet(t *testing.T) {
+	k := kinship{current: map[string]*kindred{}}
+	labelled := func(id string) *metav1.ObjectMeta {
+		return &metav1.ObjectMeta{Labels: map[string]string{cellosv1.FormationIDLabel: id}}
+	}
+	first := labelled("f-0")
+	k.share("f-0", first)
+	for i := 1; i < 3*maxKin; i++ {
+		k.share(fmt.Sprintf("f-%d", i), labelled(fmt.Sprintf("f-%d", i)))
+		if i%(maxKin/2) == 0 {
+			k.share("f-0", labelled("f-0")) // f-0 still has Cells to decode
+		}
+	}
+	if n := len(k.current) + len(k.previous); n > 2*maxKin {
+		t.Errorf("the table holds %d formations, more than %d", n, 2*maxKin)
+	}
+	if _, ok := k.previous["f-1"]; ok {
+		t.Error("the table still holds a formation gone quiet two generations ago")
+	}
+	again := labelled("f-0")
+	k.share("f-0", again)
+	if reflect.ValueOf(again.Labels).UnsafePointer() != reflect.ValueOf(first.Labels).UnsafePointer() {
+		t.Error("a formation whose Cells kept coming lost its shared labels")
+	}
 }
