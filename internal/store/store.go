@@ -71,8 +71,8 @@ type Store struct {
 	mu     sync.RWMutex
 	stream Stream
 	state  *fold.State
-	// cellsNamed holds the cell ids by their object name, in the order the
-	// stream first named them (see CellsNamed).
+	// cellsNamed holds the sanitized cell ids by their object name, in the
+	// order the stream first named them (see CellsNamed and nameCell).
 	cellsNamed map[string][]string
 	// dirty holds, for each object whose status lags the projection, the
 	// lowest sequence not yet written. The watermark stays below all of them.
@@ -381,9 +381,14 @@ func (s *Store) Counts(id string) cellosv1.CellCounts {
 }
 
 // nameCell records id under its object name, once, after the ids the
-// stream named before it.
+// stream named before it. An id that is its own name shares it with no other
+// (ObjectName), so only sanitized ids are recorded: a list for every cell
+// cost each live cell about 90 bytes.
 func (s *Store) nameCell(id string) {
 	name := ObjectName(id)
+	if name == id {
+		return
+	}
 	if !slices.Contains(s.cellsNamed[name], id) {
 		s.cellsNamed[name] = append(s.cellsNamed[name], id)
 	}
@@ -440,7 +445,13 @@ func (s *Store) Cell(id string) (fold.Cell, Stream, bool) {
 func (s *Store) CellsNamed(name string) []string {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	return slices.Clone(s.cellsNamed[name])
+	if ids, ok := s.cellsNamed[name]; ok {
+		return slices.Clone(ids)
+	}
+	if _, ok := s.state.Cells[name]; ok {
+		return []string{name}
+	}
+	return nil
 }
 
 // Lags tells whether ref's status lags the projection: some event folded

@@ -116,6 +116,14 @@ func TestCellsNamed(t *testing.T) {
 	if got := s.CellsNamed(formationA); len(got) != 0 {
 		t.Errorf("a formation's name names cells %q", got)
 	}
+	// An id that is its own name is answered from the fold, not listed.
+	apply(t, s, 3, started("cell-1", formationA))
+	if got := s.CellsNamed("cell-1"); len(got) != 1 || got[0] != "cell-1" {
+		t.Errorf("CellsNamed(cell-1) = %q", got)
+	}
+	if len(s.cellsNamed) != 1 {
+		t.Errorf("%d names listed, want only the sanitized one: %q", len(s.cellsNamed), s.cellsNamed)
+	}
 }
 
 func TestResetStartsAnotherStream(t *testing.T) {
