@@ -2,6 +2,7 @@ package main
 
 import (
 	"maps"
+	"slices"
 	"sync"
 
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -43,12 +44,12 @@ func slimObjects(obj any) (any, error) {
 		}
 		o.Status.State = cellosv1.CellState(words.intern(string(o.Status.State)))
 		o.Status.Outcome = words.intern(o.Status.Outcome)
-		shareConditions(o.Status.Conditions)
+		o.Status.Conditions = shareConditions(o.Status.Conditions)
 	case *cellosv1.Formation:
 		o.Status.FormationID = sameAs(o.Status.FormationID, o.Name)
 		shareMeta(&o.TypeMeta, &o.ObjectMeta, o.Status.FormationID)
 		o.Status.Phase = cellosv1.FormationPhase(words.intern(string(o.Status.Phase)))
-		shareConditions(o.Status.Conditions)
+		o.Status.Conditions = shareConditions(o.Status.Conditions)
 	}
 	return obj, nil
 }
@@ -76,7 +77,13 @@ func shareMeta(tm *metav1.TypeMeta, meta *metav1.ObjectMeta, formationID string)
 	}
 }
 
-func shareConditions(conds []metav1.Condition) {
+// shareConditions shares the words of conds, in a slice of their own
+// length: decoding grows a slice by doubling, so three conditions come with
+// room for four, a quarter more than they need.
+func shareConditions(conds []metav1.Condition) []metav1.Condition {
+	if cap(conds) > len(conds) {
+		conds = slices.Clone(conds)
+	}
 	for i := range conds {
 		c := &conds[i]
 		c.Type = words.intern(c.Type)
@@ -84,6 +91,7 @@ func shareConditions(conds []metav1.Condition) {
 		c.Reason = words.intern(c.Reason)
 		c.Message = words.intern(c.Message)
 	}
+	return conds
 }
 
 // sameAs is s, as other's copy when the two are equal.

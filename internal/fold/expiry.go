@@ -175,7 +175,8 @@ func (s *State) Counts(id string) cellosv1.CellCounts {
 
 // Reindex rebuilds what the fold derives from its objects, the order in
 // which they expire, after its exported fields were loaded from elsewhere
-// (a checkpoint), with the TTLs now configured.
+// (a checkpoint), with the TTLs now configured; and has cells share their
+// formation's id again, as applyCell has them.
 func (s *State) Reindex() {
 	s.expiries = nil
 	for id, f := range s.Formations {
@@ -184,6 +185,9 @@ func (s *State) Reindex() {
 		}
 	}
 	for id, c := range s.Cells {
+		if f := s.Formations[c.FormationID]; f != nil {
+			c.FormationID = f.ID
+		}
 		if c.FinishedAt != nil {
 			s.queue(CellKind, id, *c.FinishedAt, s.TTLs.Cell)
 		}

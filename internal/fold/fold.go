@@ -405,7 +405,11 @@ func (s *State) applyCell(seq uint64, at time.Time, ev cloudevent.Event) Outcome
 		if v, ok := ev.DataString("formationId"); ok {
 			// An id the reference would not parse stays unknown rather
 			// than tying the cell to a formation that cannot exist.
-			c.FormationID, _ = CanonicalID(v)
+			id, _ := CanonicalID(v)
+			if f := s.Formations[id]; f != nil {
+				id = f.ID // one copy of a formation's id for all its cells
+			}
+			c.FormationID = id
 		}
 	}
 

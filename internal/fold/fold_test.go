@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
 
 	cellosv1 "cellos.dev/cellos-operator/api/v1"
 )
@@ -955,6 +956,27 @@ func TestApplyZeroState(t *testing.T) {
 
 // TestApplyDoesNotRetainPayload checks that the state owns its bytes, since
 // the consumer hands the fold message buffers it may reuse.
+// The cells of a formation the fold holds share one copy of its id, which
+// each would otherwise decode for itself (or load from a checkpoint): the
+// fold's memory is per live object.
+func TestCellsShareTheirFormationsID(t *testing.T) {
+	s := NewState()
+	s.Apply(1, time.Time{}, "", nil, []byte(obj(typ(tFormation+"created"), data(`{"formationId":"`+fid+`","formationName":"one"}`))))
+	s.Apply(2, time.Time{}, "", nil, []byte(obj(typ(tStarted), tm(t1), data(`{"cellId":"c1","formationId":"`+strings.ToUpper(fid)+`"}`))))
+	f, c := s.Formations[fid], s.Cells["c1"]
+	if f == nil || c == nil {
+		t.Fatalf("objects missing: %v %v", keys(s.Formations), keys(s.Cells))
+	}
+	if c.FormationID != fid || unsafe.StringData(c.FormationID) != unsafe.StringData(f.ID) {
+		t.Errorf("the cell's formation id %q is a copy of its own", c.FormationID)
+	}
+	c.FormationID = strings.Clone(c.FormationID) // as a checkpoint loads it
+	s.Reindex()
+	if unsafe.StringData(c.FormationID) != unsafe.StringData(f.ID) {
+		t.Errorf("after Reindex, the cell's formation id %q is a copy of its own", c.FormationID)
+	}
+}
+
 func TestApplyDoesNotRetainPayload(t *testing.T) {
 	s := NewState()
 	payloads := [][]byte{
