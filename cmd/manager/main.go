@@ -93,6 +93,7 @@ type options struct {
 	consumerBufferBytes                      int
 	ttls                                     fold.TTLs
 	goMemLimitRatio                          float64
+	gcPercent                                int
 }
 
 // parseFlags reads the command line, and sets up logging as it asks.
@@ -128,6 +129,7 @@ func parseFlags() options {
 	flag.DurationVar(&opts.ttls.Formation, "formation-ttl", 24*time.Hour, "How long a Formation the operator created from the stream stays after it succeeded, failed or was cancelled (status.finishedAt), before the operator deletes it with its Cells; 0 keeps them for ever. Declared Formations are never deleted by the operator.")
 	zapOpts := zap.Options{}
 	flag.Float64Var(&opts.goMemLimitRatio, "auto-gomemlimit-ratio", 0.9, "The Go runtime's soft memory limit, as a share of the container's memory limit (its cgroup's), so that the garbage collector works harder near the limit rather than the container being killed for memory; 0 turns it off. GOMEMLIMIT, when set, wins.")
+	flag.IntVar(&opts.gcPercent, "gogc", 50, "The garbage collector's target, as GOGC: the heap grows to (1 + gogc/100) times what the last collection kept. 50 costs a live object about a quarter less memory than Go's default 100, for a little more CPU. GOGC, when set, wins.")
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
@@ -150,6 +152,9 @@ func run() error {
 		return err
 	}
 	if err := setMemoryLimit(setupLog, cgroupRoot, opts.goMemLimitRatio); err != nil {
+		return err
+	}
+	if err := setGCPercent(setupLog, opts.gcPercent); err != nil {
 		return err
 	}
 

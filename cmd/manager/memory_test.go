@@ -3,7 +3,10 @@ package main
 import (
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"testing"
+
+	"github.com/go-logr/logr"
 )
 
 func TestCgroupMemoryLimit(t *testing.T) {
@@ -40,5 +43,32 @@ func TestCgroupMemoryLimit(t *testing.T) {
 	}
 	if _, _, err := cgroupMemoryLimit(root); err == nil {
 		t.Error("a limit that is not a number was read without an error")
+	}
+}
+
+func TestSetGCPercent(t *testing.T) {
+	previous := debug.SetGCPercent(100)
+	t.Cleanup(func() { debug.SetGCPercent(previous) })
+
+	t.Setenv("GOGC", "")
+	if err := setGCPercent(logr.Discard(), 50); err != nil {
+		t.Fatal(err)
+	}
+	if got := debug.SetGCPercent(100); got != 50 {
+		t.Errorf("with no GOGC, --gogc=50 left the collector's target at %d", got)
+	}
+
+	t.Setenv("GOGC", "200")
+	if err := setGCPercent(logr.Discard(), 50); err != nil {
+		t.Fatal(err)
+	}
+	if got := debug.SetGCPercent(100); got != 100 {
+		t.Errorf("GOGC in the environment did not win over --gogc: the target is %d, want it left at 100", got)
+	}
+
+	for _, percent := range []int{0, -1} {
+		if err := setGCPercent(logr.Discard(), percent); err == nil {
+			t.Errorf("--gogc=%d was accepted", percent)
+		}
 	}
 }
