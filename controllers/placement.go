@@ -28,8 +28,13 @@ const (
 	// formationIDIndex indexes Formations and Cells by the label
 	// cellos.dev/formation-id.
 	formationIDIndex = "formationId"
-	// cellIDIndex indexes Cells by status.cellId, once a status names it.
-	cellIDIndex = "status.cellId"
+	// unlabelledCellIDIndex indexes the Cells that carry no formation's
+	// label by status.cellId, once a status names it. A labelled Cell is
+	// found among its formation's (cellsOfID), so only the few Cells
+	// written before their formation was known pay for a key of their own:
+	// a set for one Cell, about 280 bytes of every cached Cell when all
+	// were keyed (docs/performance.md, "RSS per live object").
+	unlabelledCellIDIndex = "status.cellId"
 )
 
 // Indexers are the indexes the manager's cache keeps on objects of obj's
@@ -47,7 +52,10 @@ func Indexers(obj client.Object) toolscache.Indexers {
 	byLabel := func(obj client.Object) string { return obj.GetLabels()[cellosv1.FormationIDLabel] }
 	indexers := toolscache.Indexers{fieldIndex(formationIDIndex): acrossNamespaces(byLabel)}
 	if _, ok := obj.(*cellosv1.Cell); ok {
-		indexers[fieldIndex(cellIDIndex)] = acrossNamespaces(func(obj client.Object) string {
+		indexers[fieldIndex(unlabelledCellIDIndex)] = acrossNamespaces(func(obj client.Object) string {
+			if byLabel(obj) != "" {
+				return ""
+			}
 			id, _ := cellIDOf(obj.(*cellosv1.Cell))
 			return id
 		})
@@ -176,17 +184,41 @@ func (p placer) formationsOf(ctx context.Context, id string) ([]cellosv1.Formati
 // nowhere, as its formation does. The formation is placed only for a cell
 // that has no Cell yet.
 func (p placer) cellKey(ctx context.Context, id, formationID string) (client.ObjectKey, error) {
-	var list cellosv1.CellList
-	if err := p.List(ctx, &list, client.MatchingFields{cellIDIndex: id}, client.UnsafeDisableDeepCopy); err != nil {
-		return client.ObjectKey{}, fmt.Errorf("listing the Cells of cell %q: %w", id, err)
+	cells, err := p.cellsOfID(ctx, id, formationID)
+	if err != nil {
+		return client.ObjectKey{}, err
 	}
-	return placeCell(id, list.Items, func() (string, error) {
+	return placeCell(id, cells, func() (string, error) {
 		if formationID == "" {
 			return p.namespace, nil
 		}
 		key, err := p.formationKey(ctx, formationID)
 		return key.Namespace, err
 	})
+}
+
+// cellsOfID lists the Cells that may hold the cell with this id, of the
+// formation with formationID, in any namespace, for placeCell to choose
+// from: the Cells labelled with that formation, and those labelled with
+// none whose status names the id. The operator labels a Cell with its
+// cell's formation as soon as the stream names it, and a cell's formation
+// never changes once named (fold.Cell), so a Cell labelled with another
+// formation holds another cell, or was relabelled by hand; such a Cell is
+// still found where its cell would be placed anew, beside its formation
+// (CellReconciler.cellAt), and healed there.
+func (p placer) cellsOfID(ctx context.Context, id, formationID string) ([]cellosv1.Cell, error) {
+	var unlabelled cellosv1.CellList
+	if err := p.List(ctx, &unlabelled, client.MatchingFields{unlabelledCellIDIndex: id}, client.UnsafeDisableDeepCopy); err != nil {
+		return nil, fmt.Errorf("listing the Cells of cell %q: %w", id, err)
+	}
+	if formationID == "" {
+		return unlabelled.Items, nil
+	}
+	var labelled cellosv1.CellList
+	if err := p.List(ctx, &labelled, client.MatchingFields{formationIDIndex: formationID}, client.UnsafeDisableDeepCopy); err != nil {
+		return nil, fmt.Errorf("listing the Cells of formation %s: %w", formationID, err)
+	}
+	return append(unlabelled.Items, labelled.Items...), nil
 }
 
 // formationRules is what placement knows of a formation besides the

@@ -74,6 +74,32 @@ func TestDeclaredFormationOfACellSeenFirst(t *testing.T) {
 	if len(observed.Items) != 0 {
 		t.Errorf("an observed Formation %s appeared beside the declared one", observed.Items[0].Name)
 	}
+
+	// A Cell never moves: the cells of X placed before X moved to the
+	// declaring namespace stay where they are, the labelled one and one
+	// written before the stream named its formation, and the latter gets
+	// the label. Placement finds each in another namespace than X's.
+	unlabelledKey := types.NamespacedName{Namespace: ns, Name: "unlabelled"}
+	r.apply(t, `{"type":"dev.cellos.events.cell.lifecycle.v1.started","data":{"cellId":"unlabelled"}}`)
+	eventually(t, "the Cell of a cell without a formation is created in the default namespace", func() error {
+		return c.Get(ctx, unlabelledKey, &cellosv1.Cell{})
+	})
+	for _, cellID := range []string{"early", "unlabelled", "early", "unlabelled"} {
+		seq := r.apply(t, `{"type":"dev.cellos.events.cell.command.v1.completed","data":{"cellId":"`+cellID+`","formationId":"`+id+`","exitCode":0}}`)
+		eventually(t, "the Cell "+cellID+" reflects its event where it was created", func() error {
+			var cell cellosv1.Cell
+			if err := c.Get(ctx, types.NamespacedName{Namespace: ns, Name: cellID}, &cell); err != nil {
+				return err
+			}
+			if cell.Status.LastAppliedSequence != int64(seq) || cell.Labels[cellosv1.FormationIDLabel] != id {
+				return fmt.Errorf("at %d, labels %v", cell.Status.LastAppliedSequence, cell.Labels)
+			}
+			return nil
+		})
+		if err := absent(ctx, types.NamespacedName{Namespace: teamNS, Name: cellID}, &cellosv1.Cell{}); err != nil {
+			t.Errorf("the Cell %s moved: %v", cellID, err)
+		}
+	}
 }
 
 // A Formation that follows formation X is relabelled while X's event waits
