@@ -32,7 +32,7 @@ const (
 	// label by status.cellId, once a status names it. A labelled Cell is
 	// found among its formation's (cellsOfID), so only the few Cells
 	// written before their formation was known pay for a key of their own:
-	// a set for one Cell, about 280 bytes of every cached Cell when all
+	// a set for one Cell, about 360 bytes of every cached Cell when all
 	// were keyed (docs/performance.md, "RSS per live object").
 	unlabelledCellIDIndex = "status.cellId"
 )
