@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -104,17 +103,6 @@ func Start(c Config) (*Manager, error) {
 	}()
 	go m.sampleMemory()
 	return m, nil
-}
-
-// FreePort returns a loopback address with a port that was free a moment
-// ago.
-func FreePort() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer l.Close()
-	return l.Addr().String(), nil
 }
 
 // Prefixed writes each write of a process to w after prefix.
