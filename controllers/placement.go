@@ -75,11 +75,15 @@ func acrossNamespaces(value func(client.Object) string) toolscache.IndexFunc {
 			return nil, fmt.Errorf("indexing %T, which is not an object", obj)
 		}
 		if v := value(o); v != "" {
-			return []string{"__all_namespaces/" + v}, nil
+			return []string{allNamespacesKey(v)}, nil
 		}
 		return nil, nil
 	}
 }
+
+// allNamespacesKey is controller-runtime's index key for value in every
+// namespace.
+func allNamespacesKey(value string) string { return "__all_namespaces/" + value }
 
 func addIndexes(ctx context.Context, c cache.Cache) error {
 	for _, obj := range []client.Object{&cellosv1.Formation{}, &cellosv1.Cell{}} {
@@ -116,7 +120,7 @@ func cellIDOf(c *cellosv1.Cell) (string, bool) {
 
 // placer reads placement from reader, the cache.
 func (c Config) placer(reader client.Reader) placer {
-	return placer{Reader: reader, store: c.Store, tombstones: c.Tombstones, namespace: c.Namespace}
+	return placer{Reader: reader, cells: c.Cells, store: c.Store, tombstones: c.Tombstones, namespace: c.Namespace}
 }
 
 // placer answers placement questions from the cache and the store. It reads
@@ -124,6 +128,7 @@ func (c Config) placer(reader client.Reader) placer {
 // objects it finds without changing them.
 type placer struct {
 	client.Reader
+	cells      *CachedCells
 	store      *store.Store
 	tombstones *tombstone.Set
 	namespace  string
@@ -199,26 +204,27 @@ func (p placer) cellKey(ctx context.Context, id, formationID string) (client.Obj
 
 // cellsOfID lists the Cells that may hold the cell with this id, of the
 // formation with formationID, in any namespace, for placeCell to choose
-// from: the Cells labelled with that formation, and those labelled with
-// none whose status names the id. The operator labels a Cell with its
-// cell's formation as soon as the stream names it, and a cell's formation
-// never changes once named (fold.Cell), so a Cell labelled with another
-// formation holds another cell, or was relabelled by hand; such a Cell is
-// still found where its cell would be placed anew, beside its formation
-// (CellReconciler.cellAt), and healed there.
+// from: those labelled with no formation whose status names the id, and
+// those labelled with that formation and named after the id. The operator
+// labels a Cell with its cell's formation as soon as the stream names it,
+// and a cell's formation never changes once named (fold.Cell), so a Cell
+// labelled with another formation holds another cell, or was relabelled by
+// hand; such a Cell is still found where its cell would be placed anew,
+// beside its formation (CellReconciler.cellAt), and healed there. The
+// formation's other Cells are passed over in the cache, not copied.
 func (p placer) cellsOfID(ctx context.Context, id, formationID string) ([]cellosv1.Cell, error) {
-	var unlabelled cellosv1.CellList
-	if err := p.List(ctx, &unlabelled, client.MatchingFields{unlabelledCellIDIndex: id}, client.UnsafeDisableDeepCopy); err != nil {
-		return nil, fmt.Errorf("listing the Cells of cell %q: %w", id, err)
+	var found []cellosv1.Cell
+	keep := func(c *cellosv1.Cell) { found = append(found, *c) }
+	if err := p.cells.each(ctx, unlabelledCellIDIndex, id, keep); err != nil || formationID == "" {
+		return found, err
 	}
-	if formationID == "" {
-		return unlabelled.Items, nil
-	}
-	var labelled cellosv1.CellList
-	if err := p.List(ctx, &labelled, client.MatchingFields{formationIDIndex: formationID}, client.UnsafeDisableDeepCopy); err != nil {
-		return nil, fmt.Errorf("listing the Cells of formation %s: %w", formationID, err)
-	}
-	return append(unlabelled.Items, labelled.Items...), nil
+	names := store.NamesOf(id)
+	err := p.cells.each(ctx, formationIDIndex, formationID, func(c *cellosv1.Cell) {
+		if slices.Contains(names, c.Name) {
+			keep(c)
+		}
+	})
+	return found, err
 }
 
 // formationRules is what placement knows of a formation besides the

@@ -10,10 +10,12 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	cellosv1 "cellos.dev/cellos-operator/api/v1"
 	"cellos.dev/cellos-operator/internal/fold"
+	"cellos.dev/cellos-operator/internal/store"
 )
 
 // A Cell names formation X before any event of X, then a user declares a
@@ -202,4 +204,65 @@ func TestFormationNamedWithAnotherIDFreesItsPlace(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// Placement reads the cached Cells only once the cache has listed them, as a
+// read from the cache does: a cell whose Cell the cache had not listed yet
+// would be placed anew, beside its formation, in a second Cell.
+func TestPlacementWaitsForTheCache(t *testing.T) {
+	ns := newNamespace(t)
+	writeCell(t, ns, "listed-late", "formation-late")
+	p, start := unstartedPlacer(t, ns)
+
+	early, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	if found, err := p.cellsOfID(early, "listed-late", "formation-late"); err == nil {
+		t.Fatalf("read %d Cells, and no error, from a cache that had not synced", len(found))
+	}
+	start()
+	found, err := p.cellsOfID(context.Background(), "listed-late", "formation-late")
+	if err != nil || len(found) != 1 || found[0].Name != "listed-late" {
+		t.Fatalf("found %d Cells (%v), want the Cell listed-late", len(found), err)
+	}
+}
+
+// writeCell creates the Cell of cell id, of the formation with formationID,
+// with a status that names it, as the operator writes it.
+func writeCell(tb testing.TB, namespace, id, formationID string) {
+	tb.Helper()
+	ctx := context.Background()
+	cell := &cellosv1.Cell{ObjectMeta: metav1.ObjectMeta{
+		Namespace: namespace, Name: store.ObjectName(id),
+		Labels: map[string]string{cellosv1.FormationIDLabel: formationID},
+	}}
+	if err := controlPlane.Client.Create(ctx, cell); err != nil {
+		tb.Fatal(err)
+	}
+	cell.Status = cellosv1.CellStatus{CellID: id, FormationID: formationID, State: cellosv1.CellRunning, LastAppliedSequence: 1}
+	if err := controlPlane.Client.Status().Update(ctx, cell); err != nil {
+		tb.Fatal(err)
+	}
+}
+
+// cachedPlacer is placement reading a running manager's cache, with the
+// operator's indexes, for the operator's namespace.
+func cachedPlacer(tb testing.TB, namespace string) placer {
+	tb.Helper()
+	p, start := unstartedPlacer(tb, namespace)
+	start()
+	return p
+}
+
+// unstartedPlacer is cachedPlacer before its manager starts, and what
+// starts it.
+func unstartedPlacer(tb testing.TB, namespace string) (placer, func()) {
+	tb.Helper()
+	cells := &CachedCells{}
+	mgr := newManager(tb, cache.Options{NewInformer: cells.NewInformer})
+	ctx, cancel := context.WithCancel(context.Background())
+	if err := addIndexes(ctx, mgr.GetCache()); err != nil {
+		tb.Fatal(err)
+	}
+	start := func() { runUntilCleanup(tb, ctx, cancel, mgr) }
+	return Config{Namespace: namespace, Cells: cells}.placer(mgr.GetClient()), start
 }

@@ -15,7 +15,7 @@ import (
 	cellosv1 "cellos.dev/cellos-operator/api/v1"
 )
 
-func newNamespace(t *testing.T) string {
+func newNamespace(t testing.TB) string {
 	t.Helper()
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "controllers-"}}
 	if err := controlPlane.Client.Create(context.Background(), ns); err != nil {

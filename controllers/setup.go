@@ -64,6 +64,9 @@ type Config struct {
 	// TTLs say how long final objects stay before they are deleted; the
 	// fold releases them by the same TTLs.
 	TTLs fold.TTLs
+	// Cells reads the cache's Cells for placement; the manager's cache
+	// must be made with its NewInformer.
+	Cells *CachedCells
 
 	// quotaWaits, shared by both reconcilers, are set by Setup.
 	quotaWaits *quotaWaits
@@ -102,6 +105,9 @@ const settleRetry = time.Second
 // expirer with mgr.
 func Setup(ctx context.Context, mgr ctrl.Manager, cfg Config) error {
 	if err := addIndexes(ctx, mgr.GetCache()); err != nil {
+		return err
+	}
+	if err := cfg.Cells.ready(); err != nil {
 		return err
 	}
 	cfg.quotaWaits = newQuotaWaits()

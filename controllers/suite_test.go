@@ -57,12 +57,13 @@ func startReconcilers(t *testing.T, namespace string, options ...func(*Config)) 
 		t.Fatal(err)
 	}
 	r.tombstones = tombstone.New(js, tombstone.DefaultBucket, stream.Name)
-	mgr := newManager(t)
+	cells := &CachedCells{}
+	mgr := newManager(t, cache.Options{NewInformer: cells.NewInformer})
 	ctx, cancel := context.WithCancel(context.Background())
 	cfg := Config{
 		Namespace: namespace, FlushWindow: 10 * time.Millisecond,
 		Clock: clock.RealClock{}, Workers: 2, Recorder: mgr.GetEventRecorder("cellos-operator"),
-		Tombstones: r.tombstones,
+		Tombstones: r.tombstones, Cells: cells,
 	}
 	for _, option := range options {
 		option(&cfg)
@@ -83,7 +84,7 @@ func startReconcilers(t *testing.T, namespace string, options ...func(*Config)) 
 }
 
 // newManager is a manager against the test API server, serving nothing.
-func newManager(t *testing.T, cacheOpts ...cache.Options) ctrl.Manager {
+func newManager(t testing.TB, cacheOpts ...cache.Options) ctrl.Manager {
 	t.Helper()
 	opts := ctrl.Options{
 		Scheme:                 controlPlane.Scheme,
@@ -104,7 +105,7 @@ func newManager(t *testing.T, cacheOpts ...cache.Options) ctrl.Manager {
 
 // runUntilCleanup runs mgr until the test ends, then cancels ctx and fails
 // the test if the manager ended with an error.
-func runUntilCleanup(t *testing.T, ctx context.Context, cancel context.CancelFunc, mgr ctrl.Manager) {
+func runUntilCleanup(t testing.TB, ctx context.Context, cancel context.CancelFunc, mgr ctrl.Manager) {
 	t.Helper()
 	done := make(chan error, 1)
 	go func() { done <- mgr.Start(ctx) }()

@@ -167,7 +167,8 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	mgr, err := newManager(opts, ownNamespace, watched)
+	cells := &controllers.CachedCells{}
+	mgr, err := newManager(opts, ownNamespace, watched, cells)
 	if err != nil {
 		return err
 	}
@@ -189,7 +190,7 @@ func run() error {
 	}
 
 	ctx := ctrl.SetupSignalHandler()
-	in, err := addProjection(ctx, mgr, conn, opts, ownNamespace)
+	in, err := addProjection(ctx, mgr, conn, opts, ownNamespace, cells)
 	if err != nil {
 		return err
 	}
@@ -205,9 +206,9 @@ func run() error {
 	return nil
 }
 
-// newManager creates the manager, caching the watched namespaces and, with
-// --leader-elect, fencing its writes.
-func newManager(opts options, ownNamespace string, watched map[string]cache.Config) (ctrl.Manager, error) {
+// newManager creates the manager, caching the watched namespaces, with
+// cells reading its Cells, and, with --leader-elect, fencing its writes.
+func newManager(opts options, ownNamespace string, watched map[string]cache.Config, cells *controllers.CachedCells) (ctrl.Manager, error) {
 	scheme := runtime.NewScheme()
 	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
 	utilruntime.Must(cellosv1.AddToScheme(scheme))
@@ -233,7 +234,7 @@ func newManager(opts options, ownNamespace string, watched map[string]cache.Conf
 		// configuration that kubectl and GitOps tools leave on Formations.
 		// With --watch-namespaces, it caches, and so reconciles, those
 		// namespaces' Formations and Cells only.
-		Cache: cache.Options{DefaultTransform: slimObjects, DefaultNamespaces: watched},
+		Cache: cache.Options{DefaultTransform: slimObjects, DefaultNamespaces: watched, NewInformer: cells.NewInformer},
 	}
 	if opts.leaderElect {
 		mgrOpts.LeaseDuration = ptr.To(opts.lease.duration)
@@ -251,9 +252,9 @@ func newManager(opts options, ownNamespace string, watched map[string]cache.Conf
 }
 
 // addProjection adds to mgr what projects the stream: the ingester, the
-// tombstones and the controllers. It returns the ingester, whose health
-// readiness reports.
-func addProjection(ctx context.Context, mgr ctrl.Manager, conn *natsconn.Conn, opts options, ownNamespace string) (*ingest.Ingester, error) {
+// tombstones and the controllers, which read the cached Cells through
+// cells. It returns the ingester, whose health readiness reports.
+func addProjection(ctx context.Context, mgr ctrl.Manager, conn *natsconn.Conn, opts options, ownNamespace string, cells *controllers.CachedCells) (*ingest.Ingester, error) {
 	js, err := natsjs.New(conn.NC)
 	if err != nil {
 		return nil, fmt.Errorf("opening JetStream: %w", err)
@@ -286,7 +287,7 @@ func addProjection(ctx context.Context, mgr ctrl.Manager, conn *natsconn.Conn, o
 		Store: projection, Namespace: opts.namespace, FlushWindow: opts.flushWindow, CountWindow: opts.countWindow, Workers: opts.writers, TTLs: opts.ttls,
 		Clock: clock.RealClock{}, Recorder: mgr.GetEventRecorder("cellos-operator"),
 		Publisher:  &publish.Publisher{JetStream: js, SubjectPrefix: opts.publishSubjectPrefix, Clock: clock.RealClock{}},
-		Tombstones: tombstones,
+		Tombstones: tombstones, Cells: cells,
 	})
 	if err != nil {
 		return nil, err

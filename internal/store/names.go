@@ -3,6 +3,7 @@ package store
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"slices"
 	"strings"
 
 	"k8s.io/apimachinery/pkg/util/validation"
@@ -55,7 +56,13 @@ func LegacyObjectName(id string) string {
 // hashLen grew: an object created then keeps its name, and is found by the id
 // in its status rather than orphaned and duplicated.
 func IsNameOf(name, id string) bool {
-	return name == ObjectName(id) || name == LegacyObjectName(id)
+	return slices.Contains(NamesOf(id), name)
+}
+
+// NamesOf is every name IsNameOf accepts for id, to check many names
+// against one id without naming it again for each.
+func NamesOf(id string) []string {
+	return []string{ObjectName(id), LegacyObjectName(id)}
 }
 
 func validName(id string) bool {
