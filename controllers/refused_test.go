@@ -15,11 +15,11 @@ import (
 	cellosv1 "cellos.dev/cellos-operator/api/v1"
 )
 
-func newNamespace(t testing.TB) string {
-	t.Helper()
+func newNamespace(tb testing.TB) string {
+	tb.Helper()
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "controllers-"}}
 	if err := controlPlane.Client.Create(context.Background(), ns); err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	return ns.Name
 }

@@ -84,8 +84,8 @@ func startReconcilers(t *testing.T, namespace string, options ...func(*Config)) 
 }
 
 // newManager is a manager against the test API server, serving nothing.
-func newManager(t testing.TB, cacheOpts ...cache.Options) ctrl.Manager {
-	t.Helper()
+func newManager(tb testing.TB, cacheOpts ...cache.Options) ctrl.Manager {
+	tb.Helper()
 	opts := ctrl.Options{
 		Scheme:                 controlPlane.Scheme,
 		Metrics:                metricsserver.Options{BindAddress: "0"},
@@ -98,21 +98,21 @@ func newManager(t testing.TB, cacheOpts ...cache.Options) ctrl.Manager {
 	}
 	mgr, err := ctrl.NewManager(controlPlane.Config, opts)
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	return mgr
 }
 
 // runUntilCleanup runs mgr until the test ends, then cancels ctx and fails
 // the test if the manager ended with an error.
-func runUntilCleanup(t testing.TB, ctx context.Context, cancel context.CancelFunc, mgr ctrl.Manager) {
-	t.Helper()
+func runUntilCleanup(tb testing.TB, ctx context.Context, cancel context.CancelFunc, mgr ctrl.Manager) {
+	tb.Helper()
 	done := make(chan error, 1)
 	go func() { done <- mgr.Start(ctx) }()
-	t.Cleanup(func() {
+	tb.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
-			t.Errorf("manager: %v", err)
+			tb.Errorf("manager: %v", err)
 		}
 	})
 }
