@@ -63,7 +63,7 @@ func parseFlags() options {
 	flag.BoolVar(&o.keepLogs, "keep-logs", false, "Keep the operator's logs (their folder is printed).")
 	flag.StringVar(&o.opArgs, "operator-args", "", "Extra flags for the operator, space-separated, to try its knobs (make bench passes none: the defaults are measured).")
 	flag.BoolVar(&o.memOnly, "memory-only", false, "Run only the memory point at -max-cells, whatever the budget: the ceiling writes it, the operator replays it (100,000 Cells take about 10 minutes here).")
-	flag.StringVar(&o.only, "only", "", "Run only these live workloads (comma-separated: burst-small, burst, chatty, steady, soak, and breakdown, which runs only when named) and systems (operator, naive, ceiling, minimal), and no rebuild or memory point; for experiments.")
+	flag.StringVar(&o.only, "only", "", "Run only these live workloads (comma-separated: burst-small, burst, chatty, steady, soak, and wide and breakdown, which run only when named) and systems (operator, naive, ceiling, minimal), and no rebuild or memory point; for experiments.")
 	flag.IntVar(&o.repeat, "repeat", 1, "Run each live workload's systems, and each feature of the breakdown, this many times, alternated, and print their spread: the machine is shared, and one run is not a figure.")
 	flag.Parse()
 	return o
@@ -174,7 +174,8 @@ func (s *session) runLive(ctx context.Context, workloads []workload) {
 	for _, wl := range workloads {
 		for round := range s.opts.repeat {
 			for _, sys := range systems {
-				if !s.selects(wl.name, s.workloadNames) || !s.selects(string(sys), systemNames) || skipped(wl, sys) {
+				if !s.selects(wl.name, s.workloadNames) || !s.selects(string(sys), systemNames) || skipped(wl, sys) ||
+					(wl.whenNamed && !slices.Contains(strings.Split(s.opts.only, ","), wl.name)) {
 					continue
 				}
 				if ctx.Err() != nil {
@@ -350,6 +351,9 @@ func plan(quick bool, rate float64, steady time.Duration, maxCells int) benchPla
 			{name: "chatty", cfg: simulator.Config{Seed: 2, Formations: 10, CellsPerFormation: 4, CommandsPerCell: 20, InFlight: 10, FailureRate: 0.2, DegradedRate: 0.2}},
 			// New formations of 5 cells at a fixed rate, for latency.
 			{name: "steady", cfg: simulator.Config{Seed: 3, Formations: formationsFor(rate*steady.Seconds(), 5), CellsPerFormation: 5, InFlight: 16, FailureRate: 0.2, DegradedRate: 0.2}, rate: rate},
+			// As many Cells as burst in 4 formations of 400, for what a
+			// cell's event costs with the size of its formation.
+			{name: "wide", cfg: simulator.Config{Seed: 7, Formations: 4, CellsPerFormation: 400, InFlight: 4, FailureRate: 0.2, DegradedRate: 0.2}, whenNamed: true},
 		},
 		rebuild: workload{name: "10k cells", cfg: simulator.Config{Seed: 4, Formations: 10_000 / cells, CellsPerFormation: cells, InFlight: 32, FailureRate: 0.2, DegradedRate: 0.2}},
 		large:   workload{name: "large", cfg: simulator.Config{Seed: 5, Formations: maxCells / cells, CellsPerFormation: cells, InFlight: 64, FailureRate: 0.2, DegradedRate: 0.2}},
@@ -359,6 +363,7 @@ func plan(quick bool, rate float64, steady time.Duration, maxCells int) benchPla
 		p.live[1].cfg.Formations = 10
 		p.live[2].cfg.Formations = 3
 		p.live[3].cfg.Formations = formationsFor(rate*3, 5)
+		p.live[4].cfg.CellsPerFormation = 40
 		p.rebuild.cfg.Formations = 20
 		p.rebuild.name = "500 cells"
 		p.large.cfg.Formations = 40

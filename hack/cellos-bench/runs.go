@@ -113,6 +113,8 @@ type workload struct {
 	// rate is the offered rate in events a second; 0 publishes as fast as
 	// JetStream acknowledges.
 	rate float64
+	// whenNamed runs it only when -only names it.
+	whenNamed bool
 }
 
 func (w workload) events() []simulator.Event { return simulator.Generate(w.cfg) }
