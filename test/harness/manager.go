@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"cellos.dev/cellos-operator/test/localenv"
 )
 
 // Config says how to run a manager.
@@ -74,7 +76,7 @@ func Start(c Config) (*Manager, error) {
 		if *addr != "" {
 			continue
 		}
-		free, err := FreePort()
+		free, err := localenv.FreePort()
 		if err != nil {
 			return nil, err
 		}

@@ -2,7 +2,6 @@ package localenv
 
 import (
 	"fmt"
-	"net"
 	"sync"
 	"testing"
 	"time"
@@ -91,10 +90,14 @@ type ServerConfig struct {
 // StartJetStreamWith is StartJetStream with the server changed by cfg.
 func StartJetStreamWith(tb testing.TB, cfg ServerConfig) *JetStreamServer {
 	tb.Helper()
-	s := &JetStreamServer{t: tb, storeDir: tb.TempDir(), config: cfg}
+	// A port of its own, which no one takes while the server is stopped,
+	// so that Restart can bind it again.
+	port, err := freePort()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	s := &JetStreamServer{t: tb, storeDir: tb.TempDir(), config: cfg, port: port}
 	s.start()
-	// The first start picked a free port; pin it so Restart reuses it.
-	s.port = s.srv.Addr().(*net.TCPAddr).Port
 	tb.Cleanup(s.Stop)
 	return s
 }

@@ -1,4 +1,4 @@
-package harness
+package localenv
 
 import (
 	"errors"
@@ -13,18 +13,21 @@ import (
 	"syscall"
 )
 
-// A manager is given the ports of its probes and metrics before it binds
-// them. A port that was merely free a moment ago, as a listen on port 0
-// finds, is in the kernel's ephemeral range: before the manager binds it,
-// any outgoing connection or other listen on port 0 on the machine may take
-// it (envtest, NATS, kube-apiserver and the other test packages all do), and
-// the manager then exits at start with "address already in use". So the
-// harness hands out ports from below the ephemeral range, which the kernel
-// never hands out by itself, and claims each with a lock file that every
-// harness process on the machine honours, held until the process ends.
+// Some ports are chosen before they are bound: a manager is given the ports
+// of its probes and metrics on its command line, and a JetStream server
+// that a test stops is started again on the port its clients know. A port
+// that was merely free a moment ago, as a listen on port 0 finds, is in the
+// kernel's ephemeral range: before it is bound again, any outgoing
+// connection or other listen on port 0 on the machine may take it (envtest,
+// NATS, kube-apiserver and the other test packages all do), and the manager
+// then exits at start with "address already in use", or the server does not
+// come back. So FreePort hands out ports from below the ephemeral range,
+// which the kernel never hands out by itself, and claims each with a lock
+// file that every test process on the machine honours, held until the
+// process ends.
 
-// portsBelowEphemeral is how many ports under the ephemeral range the
-// harness hands out.
+// portsBelowEphemeral is how many ports under the ephemeral range FreePort
+// hands out.
 const portsBelowEphemeral = 8192
 
 // claimedPorts holds the lock files of the ports this process claimed, open
@@ -34,17 +37,26 @@ var claimedPorts struct {
 	files []*os.File
 }
 
-// FreePort returns a loopback address with a port no other harness has
+// FreePort returns a loopback address with a port no other test process has
 // claimed, that nothing listens on, and that no listen on port 0 or
 // outgoing connection will take: it stays this process's.
 func FreePort() (string, error) {
-	low, err := ephemeralLow()
+	port, err := freePort()
 	if err != nil {
 		return "", err
 	}
-	dir := filepath.Join(os.TempDir(), "cellos-harness-ports")
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), nil
+}
+
+// freePort is FreePort's port.
+func freePort() (int, error) {
+	low, err := ephemeralLow()
+	if err != nil {
+		return 0, err
+	}
+	dir := filepath.Join(os.TempDir(), "cellos-test-ports")
 	if err := os.MkdirAll(dir, 0o777); err != nil {
-		return "", err
+		return 0, err
 	}
 	first := low - portsBelowEphemeral
 	start := rand.IntN(portsBelowEphemeral)
@@ -52,23 +64,22 @@ func FreePort() (string, error) {
 		port := first + (start+i)%portsBelowEphemeral
 		lock, ok, err := claimPort(dir, port)
 		if err != nil {
-			return "", err
+			return 0, err
 		}
 		if !ok {
 			continue
 		}
-		// Kept claimed even when something outside the harness listens on
+		// Kept claimed even when something outside the tests listens on
 		// it, so that this process does not try it again.
 		claimedPorts.Lock()
 		claimedPorts.files = append(claimedPorts.files, lock)
 		claimedPorts.Unlock()
-		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-		if l, err := net.Listen("tcp", addr); err == nil {
+		if l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port))); err == nil {
 			_ = l.Close()
-			return addr, nil
+			return port, nil
 		}
 	}
-	return "", fmt.Errorf("no free port among the %d below %d", portsBelowEphemeral, low)
+	return 0, fmt.Errorf("no free port among the %d below %d", portsBelowEphemeral, low)
 }
 
 // claimPort takes the lock of port in dir without waiting: ok is false when

@@ -1,4 +1,4 @@
-package harness
+package localenv
 
 import (
 	"net"
@@ -35,9 +35,9 @@ func TestFreePortIsNotTakenByAListenOnPortZero(t *testing.T) {
 	}
 }
 
-// envHandOutPorts makes the test binary a second harness process, which
+// envHandOutPorts makes the test binary a second test process, which
 // prints the ports FreePort hands it.
-const envHandOutPorts = "CELLOS_HARNESS_HAND_OUT_PORTS"
+const envHandOutPorts = "CELLOS_TEST_HAND_OUT_PORTS"
 
 // Two test processes, such as test/e2e and test/reliability run side by side
 // by go test, never get the same port while both hold it.
