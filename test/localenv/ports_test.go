@@ -14,14 +14,7 @@ import (
 // connection. When FreePort gave a port that was free a moment ago, one of
 // the first 700 listens on port 0 took it, in each of 3 runs.
 func TestFreePortIsNotTakenByAListenOnPortZero(t *testing.T) {
-	handed := map[string]bool{}
-	for range 4 {
-		addr, err := FreePort()
-		if err != nil {
-			t.Fatal(err)
-		}
-		handed[addr] = true
-	}
+	handed := handOut(t, 4)
 	for i := range 10_000 {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
@@ -43,23 +36,12 @@ const envHandOutPorts = "CELLOS_TEST_HAND_OUT_PORTS"
 // by go test, never get the same port while both hold it.
 func TestFreePortIsNotHandedToAnotherProcess(t *testing.T) {
 	if os.Getenv(envHandOutPorts) != "" {
-		for range 300 {
-			addr, err := FreePort()
-			if err != nil {
-				t.Fatal(err)
-			}
+		for addr := range handOut(t, 300) {
 			os.Stdout.WriteString(addr + "\n")
 		}
 		return
 	}
-	mine := map[string]bool{}
-	for range 300 {
-		addr, err := FreePort()
-		if err != nil {
-			t.Fatal(err)
-		}
-		mine[addr] = true
-	}
+	mine := handOut(t, 300)
 	child := exec.Command(os.Args[0], "-test.run=^TestFreePortIsNotHandedToAnotherProcess$", "-test.count=1")
 	child.Env = append(os.Environ(), envHandOutPorts+"=1")
 	out, err := child.Output()
@@ -79,4 +61,18 @@ func TestFreePortIsNotHandedToAnotherProcess(t *testing.T) {
 	if theirs != 300 {
 		t.Fatalf("the second process printed %d ports, want 300:\n%s", theirs, out)
 	}
+}
+
+// handOut is n addresses from FreePort.
+func handOut(t *testing.T, n int) map[string]bool {
+	t.Helper()
+	handed := map[string]bool{}
+	for range n {
+		addr, err := FreePort()
+		if err != nil {
+			t.Fatal(err)
+		}
+		handed[addr] = true
+	}
+	return handed
 }
