@@ -226,15 +226,37 @@ func TestPlacementWaitsForTheCache(t *testing.T) {
 	}
 }
 
-// writeCell creates the Cell of cell id, of the formation with formationID,
-// with a status that names it, as the operator writes it.
+// With --watch-namespaces the cache keeps an informer for each namespace:
+// placement finds a cell's Cell in any of them.
+func TestPlacementAcrossWatchedNamespaces(t *testing.T) {
+	nsA, nsB := newNamespace(t), newNamespace(t)
+	writeCell(t, nsA, "watched-a", "formation-ab")
+	writeCell(t, nsB, "watched-b", "formation-ab")
+	writeCell(t, nsB, "unlabelled-b", "")
+	p, start := unstartedPlacer(t, nsA, nsA, nsB)
+	start()
+	for _, want := range []client.ObjectKey{{Namespace: nsA, Name: "watched-a"}, {Namespace: nsB, Name: "watched-b"}, {Namespace: nsB, Name: "unlabelled-b"}} {
+		formationID := "formation-ab"
+		if want.Name == "unlabelled-b" {
+			formationID = ""
+		}
+		found, err := p.cellsOfID(context.Background(), want.Name, formationID)
+		if err != nil || len(found) != 1 || client.ObjectKeyFromObject(&found[0]) != want {
+			t.Errorf("cell %s: found %d Cells (%v), want the one at %v", want.Name, len(found), err, want)
+		}
+	}
+}
+
+// writeCell creates the Cell of cell id, of the formation with formationID
+// (labelled with it, unless it is empty), with a status that names it, as
+// the operator writes it.
 func writeCell(tb testing.TB, namespace, id, formationID string) {
 	tb.Helper()
 	ctx := context.Background()
-	cell := &cellosv1.Cell{ObjectMeta: metav1.ObjectMeta{
-		Namespace: namespace, Name: store.ObjectName(id),
-		Labels: map[string]string{cellosv1.FormationIDLabel: formationID},
-	}}
+	cell := &cellosv1.Cell{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: store.ObjectName(id)}}
+	if formationID != "" {
+		cell.Labels = map[string]string{cellosv1.FormationIDLabel: formationID}
+	}
 	if err := controlPlane.Client.Create(ctx, cell); err != nil {
 		tb.Fatal(err)
 	}
@@ -254,11 +276,19 @@ func cachedPlacer(tb testing.TB, namespace string) placer {
 }
 
 // unstartedPlacer is cachedPlacer before its manager starts, and what
-// starts it.
-func unstartedPlacer(tb testing.TB, namespace string) (placer, func()) {
+// starts it. With watched namespaces, the cache holds those only, one
+// informer each, as with --watch-namespaces.
+func unstartedPlacer(tb testing.TB, namespace string, watched ...string) (placer, func()) {
 	tb.Helper()
 	cells := &CachedCells{}
-	mgr := newManager(tb, cache.Options{NewInformer: cells.NewInformer})
+	opts := cache.Options{NewInformer: cells.NewInformer}
+	if len(watched) > 0 {
+		opts.DefaultNamespaces = map[string]cache.Config{}
+		for _, ns := range watched {
+			opts.DefaultNamespaces[ns] = cache.Config{}
+		}
+	}
+	mgr := newManager(tb, opts)
 	ctx, cancel := context.WithCancel(context.Background())
 	if err := addIndexes(ctx, mgr.GetCache()); err != nil {
 		tb.Fatal(err)
