@@ -136,7 +136,7 @@ func (v *vocabulary) intern(word string) string {
 // references its Cells carry, for them to share: they are the same in every
 // Cell of a formation (the formation's id, its Formation), and a map and a
 // slice of its own cost each cached Cell about 490 bytes.
-var kin = kinship{current: map[string]*kindred{}}
+var kin kinship
 
 // kindred is what the Cells of one formation share: the latest labels and
 // owner references decoded for it.
@@ -172,7 +172,7 @@ func (k *kinship) share(formationID string, meta *metav1.ObjectMeta) {
 		if kin, ok = k.previous[formationID]; !ok {
 			kin = &kindred{}
 		}
-		if len(k.current) >= maxKin {
+		if k.current == nil || len(k.current) >= maxKin {
 			k.previous, k.current = k.current, map[string]*kindred{}
 		}
 		k.current[formationID] = kin

@@ -41,7 +41,7 @@ func BenchmarkCachedCellBytes(b *testing.B) {
 	for range b.N {
 		// Each run starts as a manager does, knowing no formation, so that
 		// every run pays for the labels and owners its formations share.
-		kin = kinship{current: map[string]*kindred{}}
+		kin = kinship{}
 		store := newCellStore()
 		before := harness.LiveHeap()
 		for i := range cells {
@@ -160,7 +160,7 @@ func TestSlimObjectsKeepsWhatTheOperatorReads(t *testing.T) {
 // Cells share stays bounded as formations come and go, and keeps a formation
 // whose Cells are still being decoded.
 func TestKinshipForgetsFormationsGoneQuiet(t *testing.T) {
-	k := kinship{current: map[string]*kindred{}}
+	var k kinship
 	labelled := func(id string) *metav1.ObjectMeta {
 		return &metav1.ObjectMeta{Labels: map[string]string{cellosv1.FormationIDLabel: id}}
 	}

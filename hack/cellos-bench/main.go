@@ -175,7 +175,7 @@ func (s *session) runLive(ctx context.Context, workloads []workload) {
 		for round := range s.opts.repeat {
 			for _, sys := range systems {
 				if !s.selects(wl.name, s.workloadNames) || !s.selects(string(sys), systemNames) || skipped(wl, sys) ||
-					(wl.whenNamed && !slices.Contains(strings.Split(s.opts.only, ","), wl.name)) {
+					(wl.whenNamed && !s.names(wl.name)) {
 					continue
 				}
 				if ctx.Err() != nil {
@@ -199,6 +199,11 @@ func skipped(wl workload, sys System) bool {
 	return wl.rate > 0 && sys == Naive
 }
 
+// names tells whether -only names name, which runs only when named.
+func (s *session) names(name string) bool {
+	return slices.Contains(strings.Split(s.opts.only, ","), name)
+}
+
 // systems are the live runs' systems, in the order they run.
 var systems = []System{Operator, Naive, Ceiling, Minimal}
 
@@ -213,7 +218,7 @@ var systemNames = func() []string {
 
 // runBreakdown runs the breakdown when -only names it, -repeat rounds.
 func (s *session) runBreakdown(ctx context.Context) {
-	if !slices.Contains(strings.Split(s.opts.only, ","), breakdownName) {
+	if !s.names(breakdownName) {
 		return
 	}
 	bd, err := s.bench.runBreakdown(ctx, breakdownWorkload(s.opts.quick), s.opts.repeat)

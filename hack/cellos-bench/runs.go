@@ -638,9 +638,10 @@ func (b *bench) runCeilingAt(ctx context.Context, wl workload, watchObjects, wit
 	if _, err := cm.Commit(ctx, cursor.Position{Stream: e.nt.stream.Name, StreamCreated: e.nt.stream.Created, Sequence: uint64(len(events))}); err != nil {
 		return ceil, replay, err
 	}
-	// The replay has a time of its own: it rewrites every status that the
-	// ceiling wrote without a finishedAt (docs/performance.md), about five
-	// milliseconds an object here, and the writes may have used up theirs.
+	// The replay has a time of its own, as the writes may have used up
+	// theirs: it rewrites every status that the ceiling wrote without a
+	// finishedAt (docs/performance.md). Five milliseconds an object is a
+	// guess, and at 100,000 Cells it was not enough here.
 	replayCtx, cancelReplay := context.WithTimeout(parent, max(runTimeout, time.Duration(e.o.objects())*5*time.Millisecond))
 	defer cancelReplay()
 	replay, err = b.replay(replayCtx, e, replay)

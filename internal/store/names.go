@@ -3,7 +3,6 @@ package store
 import (
 	"crypto/sha256"
 	"encoding/hex"
-	"slices"
 	"strings"
 
 	"k8s.io/apimachinery/pkg/util/validation"
@@ -56,11 +55,12 @@ func LegacyObjectName(id string) string {
 // hashLen grew: an object created then keeps its name, and is found by the id
 // in its status rather than orphaned and duplicated.
 func IsNameOf(name, id string) bool {
-	return slices.Contains(NamesOf(id), name)
+	return name == ObjectName(id) || name == LegacyObjectName(id)
 }
 
 // NamesOf is every name IsNameOf accepts for id, to check many names
-// against one id without naming it again for each.
+// against one id without naming it again for each. IsNameOf does not build
+// it: most names are the first, and it leaves the second unbuilt.
 func NamesOf(id string) []string {
 	return []string{ObjectName(id), LegacyObjectName(id)}
 }
